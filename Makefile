@@ -1,0 +1,95 @@
+# vlreward: GNU Makefile. `make` builds build/vlreward, build/libvlreward.a and build/libvlreward.so.
+# `make demo` installs missing Debian packages, builds and scores the bundled demo; `make test` runs
+# the whole suite (unit, golden, hostile-input tests, then the same under ASan+UBSan).
+# Other targets: test-fast (no sanitizer pass), test-asan, bench, fuzz, clean.
+# Variables: BUILD (output folder), SAN=1 (AddressSanitizer + UBSan), CC.
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libjpeg libpng libwebp libcurl libutf8proc
+OPT     ?= -O2
+CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
+               -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
+# Tests check image bytes by SHA-256 against the goldens: OpenSSL's libcrypto, tests only.
+TEST_LDLIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDLIBS  += -fsanitize=address,undefined
+endif
+CFLAGS  ?=
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+
+# Per-ISA kernel files get their own -m flags; everything else is baseline x86-64.
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+
+LIB_SRC  := $(sort $(wildcard src/*.c src/kernels/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC  := $(sort $(wildcard cli/*.c))
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+HDRS     := $(wildcard include/*.h src/*.h src/kernels/*.h cli/*.h tests/*.h)
+
+.PHONY: all deps demo test test-fast test-asan bench fuzz clean
+all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = $(ISA_avx2)
+$(BUILD)/obj/src/kernels/x86_avx512.o: ISA_FLAGS = $(ISA_avx512)
+
+$(BUILD)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
+
+$(BUILD)/libvlreward.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libvlreward.so: $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+$(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
+	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
+
+$(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libvlreward.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)
+
+DEMO_Q := Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\nQuestion: Is Purple the highest value?\nChoices:\n(A) no\n(B) yes
+demo: deps
+	@$(MAKE) --no-print-directory $(BUILD)/vlreward
+	$(BUILD)/vlreward info --model tests/reference/models/tiny-a
+	$(BUILD)/vlreward score --model tests/reference/models/tiny-a \
+	    --image tests/reference/images/demo.jpg --question "$$(printf '$(DEMO_Q)')" --answer "The answer is: B"
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT=-O1 all
+	@scripts/run-tests $(BUILD) build-asan
+
+test-fast: all
+	@scripts/run-tests $(BUILD)
+
+test-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT=-O1 all
+	@scripts/run-tests build-asan
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+# libFuzzer targets (clang): decoder + conversion of hostile image bytes, safetensors headers.
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
+build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/common.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fopenmp $(filter %.c,$^) $(shell pkg-config --cflags --libs libjpeg libpng libwebp libcurl) -lm -o $@
+
+fuzz: build-fuzz/fuzz_image
+	mkdir -p build-fuzz/corpus_image
+	build-fuzz/fuzz_image -max_total_time=$${FUZZ_SECONDS:-120} build-fuzz/corpus_image tests/fuzz/corpus_image

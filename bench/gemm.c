@@ -1,0 +1,235 @@
+/* bench/gemm.c: GFLOP/s of vlreward's GEMM (y = x·Wᵀ, the kernel table's gemm slot) at the
+ * Skywork-VL-Reward-7B shapes, optionally next to OpenBLAS and oneDNN sgemm in the same run.
+ *
+ * Build (from the repository root, after `make`):
+ *   cc -std=c11 -O2 -fopenmp -D_GNU_SOURCE -Iinclude -Isrc bench/gemm.c build/libvlreward.a \
+ *      -o build/bench_gemm -lm
+ * With the comparison libraries (Debian: apt-get install libopenblas-dev libdnnl-dev):
+ *   cc -std=c11 -O2 -fopenmp -D_GNU_SOURCE -DWITH_OPENBLAS -DWITH_DNNL -Iinclude -Isrc \
+ *      -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm.c build/libvlreward.a \
+ *      -o build/bench_gemm -lopenblas -ldnnl -lm
+ * Run: build/bench_gemm [--m 512,2048] [--threads 1,2] [--reps 5] [--shapes text|vision|all|small]
+ *                       [--isa ref|avx2|avx512] [--f32]
+ *
+ * Each cell is the median of --reps timed runs after one warm-up, as wall time and as process CPU
+ * time (the machine may be shared: wall GFLOP/s fall when other work runs, CPU-time GFLOP/s per
+ * thread much less so). Our GEMM reads the weights as bf16 (the model's storage) unless --f32; the
+ * BLAS libraries get the same weights as fp32, their only input type. Libraries run one after the
+ * other per cell, with a pause between, so one library's spinning threads do not steal from the
+ * next. This is a benchmark, not a test: it checks only that the libraries agree on a checksum. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+
+#ifdef WITH_OPENBLAS
+#include <cblas.h>
+#endif
+#ifdef WITH_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct shape {
+    const char *name;
+    int n, k;
+} shape;
+
+static const shape text_shapes[] = {
+    {"q/o proj", 3584, 3584}, {"k/v proj", 512, 3584}, {"gate/up", 18944, 3584}, {"down", 3584, 18944},
+};
+static const shape vision_shapes[] = {
+    {"vis qkv", 3840, 1280},   {"vis proj", 1280, 1280},     {"vis gate/up", 3420, 1280},
+    {"vis down", 1280, 3420},  {"merger fc1", 5120, 5120},   {"merger fc2", 3584, 5120},
+    {"patch embed", 1280, 1176},
+};
+
+static double now_wall(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+static double now_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef enum lib { LIB_OURS = 0, LIB_OPENBLAS, LIB_DNNL } lib;
+static const char *lib_names[] = {"vlreward", "OpenBLAS", "oneDNN"};
+
+typedef struct problem {
+    int m, n, k;
+    const float *x;
+    const void *w_ours; /* bf16 or f32 */
+    vlr_dtype w_dtype;
+    const float *w_f32;
+    float *y;
+} problem;
+
+static void run_once(lib l, const vlr_kernels *kt, const problem *p, int nt) {
+    switch (l) {
+    case LIB_OURS: {
+        vlr_gemm_args a = {.y = p->y, .ldy = (size_t)p->n, .x = p->x, .ldx = (size_t)p->k,
+                           .w = p->w_ours, .w_dtype = p->w_dtype, .m = p->m, .n = p->n, .k = p->k};
+        kt->gemm(&a, nt);
+        break;
+    }
+    case LIB_OPENBLAS:
+#ifdef WITH_OPENBLAS
+        openblas_set_num_threads(nt);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->m, p->n, p->k, 1.0f, p->x, p->k,
+                    p->w_f32, p->k, 0.0f, p->y, p->n);
+#endif
+        break;
+    case LIB_DNNL:
+#ifdef WITH_DNNL
+#ifdef _OPENMP
+        omp_set_num_threads(nt);
+#endif
+        dnnl_sgemm('N', 'T', p->m, p->n, p->k, 1.0f, p->x, p->k, p->w_f32, p->k, 0.0f, p->y, p->n);
+#endif
+        break;
+    }
+}
+
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (*s && n < cap) {
+        out[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (!s) break;
+        s++;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+#ifdef WITH_OPENBLAS
+    /* OpenBLAS 0.3.21 picks its kernels at load time and does not know Sapphire Rapids: ask for the
+     * SkylakeX (AVX-512) kernels, which means re-executing with the variable set. */
+    if (!getenv("OPENBLAS_CORETYPE")) {
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        execv("/proc/self/exe", argv);
+    }
+#endif
+    int ms[16] = {512}, n_ms = 1, threads[8] = {1, 2}, n_threads = 2, reps = 5;
+    const char *which = "all";
+    vlr_isa isa = VLR_ISA_AUTO;
+    bool f32 = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--m") && i + 1 < argc) n_ms = parse_list(argv[++i], ms, 16);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 8);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) which = argv[++i];
+        else if (!strcmp(argv[i], "--f32")) f32 = true;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            const char *v = argv[++i];
+            isa = !strcmp(v, "ref") ? VLR_ISA_REF : !strcmp(v, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512;
+        } else {
+            fprintf(stderr, "usage: %s [--m 512,2048] [--threads 1,2] [--reps 5] "
+                            "[--shapes text|vision|all|small] [--isa ref|avx2|avx512] [--f32]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 99) reps = 5;
+    shape list[16];
+    int n_shapes = 0;
+    if (!strcmp(which, "small")) { /* the q/o shape at small m */
+        list[n_shapes++] = text_shapes[0];
+        list[n_shapes++] = vision_shapes[0];
+        if (n_ms == 1 && ms[0] == 512) {
+            const int small[] = {1, 4, 16, 64};
+            n_ms = 4;
+            memcpy(ms, small, sizeof small);
+        }
+    }
+    if (!strcmp(which, "text") || !strcmp(which, "all"))
+        for (size_t i = 0; i < sizeof text_shapes / sizeof *text_shapes; i++) list[n_shapes++] = text_shapes[i];
+    if (!strcmp(which, "vision") || !strcmp(which, "all"))
+        for (size_t i = 0; i < sizeof vision_shapes / sizeof *vision_shapes; i++) list[n_shapes++] = vision_shapes[i];
+
+    vlr_kernels kt;
+    vlr_kernels_select(&kt, isa);
+    lib libs[3] = {LIB_OURS};
+    int n_libs = 1;
+#ifdef WITH_OPENBLAS
+    libs[n_libs++] = LIB_OPENBLAS;
+#endif
+#ifdef WITH_DNNL
+    libs[n_libs++] = LIB_DNNL;
+#endif
+    printf("# vlreward gemm (%s, weights %s) vs", kt.isa, f32 ? "f32" : "bf16");
+    for (int l = 1; l < n_libs; l++) printf(" %s (f32)", lib_names[libs[l]]);
+    printf("; median of %d runs; GFLOP/s wall [CPU-time GFLOP/s per thread]\n", reps);
+    printf("%-12s %6s %6s %6s %3s", "shape", "m", "n", "k", "thr");
+    for (int l = 0; l < n_libs; l++) printf(" %24s", lib_names[libs[l]]);
+    printf("\n");
+
+    for (int s = 0; s < n_shapes; s++)
+        for (int mi = 0; mi < n_ms; mi++) {
+            const int m = ms[mi], n = list[s].n, k = list[s].k;
+            float *x = malloc((size_t)m * k * sizeof(float));
+            float *wf = malloc((size_t)n * k * sizeof(float));
+            uint16_t *wb = malloc((size_t)n * k * sizeof(uint16_t));
+            float *y = malloc((size_t)m * n * sizeof(float));
+            if (!x || !wf || !wb || !y) {
+                fprintf(stderr, "out of memory at %s m=%d\n", list[s].name, m);
+                return 1;
+            }
+            uint64_t st = 0x1234567ull;
+            for (size_t i = 0; i < (size_t)m * k; i++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                x[i] = (float)((st >> 40) & 0xffff) / 32768.0f - 1.0f;
+            }
+            for (size_t i = 0; i < (size_t)n * k; i++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                wb[i] = vlr_f32_to_bf16(((float)((st >> 40) & 0xffff) / 32768.0f - 1.0f) * 0.03f);
+                wf[i] = vlr_bf16_to_f32(wb[i]);
+            }
+            problem p = {m, n, k, x, f32 ? (const void *)wf : (const void *)wb,
+                         f32 ? VLR_DT_F32 : VLR_DT_BF16, wf, y};
+            const double flops = 2.0 * m * n * k;
+            for (int ti = 0; ti < n_threads; ti++) {
+                const int nt = threads[ti];
+                printf("%-12s %6d %6d %6d %3d", list[s].name, m, n, k, nt);
+                double check0 = 0;
+                for (int l = 0; l < n_libs; l++) {
+                    double wall[100], cpu[100];
+                    usleep(100000); /* let the previous library's worker threads go to sleep */
+                    run_once(libs[l], &kt, &p, nt);
+                    for (int r = 0; r < reps; r++) {
+                        const double w0 = now_wall(), c0 = now_cpu();
+                        run_once(libs[l], &kt, &p, nt);
+                        wall[r] = now_wall() - w0;
+                        cpu[r] = now_cpu() - c0;
+                    }
+                    qsort(wall, reps, sizeof(double), cmp_double);
+                    qsort(cpu, reps, sizeof(double), cmp_double);
+                    double check = 0;
+                    for (size_t i = 0; i < (size_t)m * n; i += 97) check += y[i];
+                    if (l == 0) check0 = check;
+                    const bool agree = fabs(check - check0) <= 1e-3 * (fabs(check0) + 1.0);
+                    printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[reps / 2] * 1e-9,
+                           flops / cpu[reps / 2] * 1e-9, agree ? " " : "!");
+                }
+                printf("\n");
+                fflush(stdout);
+            }
+            free(x);
+            free(wf);
+            free(wb);
+            free(y);
+        }
+    return 0;
+}

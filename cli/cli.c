@@ -1,0 +1,172 @@
+/* cli.c: option scanning, model loading and the JSON Lines loop shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+
+bool cli_opt(cli_args *a, const char *name, bool takes_value, const char **value, bool *bad) {
+    const char *arg = a->argv[a->i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0) return false;
+    if (arg[n] == '\0') {
+        if (!takes_value) {
+            a->i++;
+            return true;
+        }
+        if (a->i + 1 >= a->argc) {
+            cli_usage_error(a->cmd, "%s needs a value", name);
+            *bad = true;
+            a->i++;
+            return true;
+        }
+        *value = a->argv[a->i + 1];
+        a->i += 2;
+        return true;
+    }
+    if (arg[n] == '=' && takes_value) {
+        *value = arg + n + 1;
+        a->i++;
+        return true;
+    }
+    return false;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "vlreward %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see vlreward %s --help)\n", cmd);
+    return EXIT_USAGE;
+}
+
+bool cli_parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad) {
+    const char *v = NULL;
+    long n;
+    if (cli_opt(a, "--model", true, &o->model_dir, bad)) return true;
+    if (cli_opt(a, "--threads", true, &v, bad)) {
+        if (v && !cli_parse_int(v, 0, 1024, &n)) *bad = cli_usage_error(a->cmd, "--threads: expected 0..1024, got '%s'", v);
+        else if (v) o->threads = (int)n;
+        return true;
+    }
+    if (cli_opt(a, "--max-tokens", true, &v, bad)) {
+        if (v && !cli_parse_int(v, 1, 1L << 30, &n)) *bad = cli_usage_error(a->cmd, "--max-tokens: expected a positive integer, got '%s'", v);
+        else if (v) o->max_tokens = (int)n;
+        return true;
+    }
+    if (cli_opt(a, "--precision", true, &o->precision, bad)) {
+        if (o->precision && strcmp(o->precision, "f32") != 0)
+            *bad = cli_usage_error(a->cmd, "--precision: only f32 is available, got '%s'", o->precision);
+        return true;
+    }
+    return false;
+}
+
+vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
+    vlr_params p = vlr_default_params();
+    p.n_threads = o->threads;
+    p.max_tokens = o->max_tokens;
+    char err[VLR_ERR_MSG_CAP];
+    vlr_model *m = NULL;
+    if (vlr_model_load(o->model_dir, &p, &m, err, sizeof err) != VLR_OK) {
+        fprintf(stderr, "vlreward %s: cannot load model %s: %s\n", cmd, o->model_dir, err);
+        return NULL;
+    }
+    if (m->template_warning[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, m->template_warning);
+    return m;
+}
+
+char *cli_input_dir(const char *input) {
+    if (!input || strcmp(input, "-") == 0) return strdup(".");
+    char *copy = strdup(input);
+    if (!copy) return NULL;
+    char *dir = strdup(dirname(copy));
+    free(copy);
+    return dir;
+}
+
+void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg) {
+    vlr_buf_puts(out, "{\"id\": ");
+    if (id_json && id_json->len) vlr_buf_append(out, id_json->data, id_json->len);
+    else vlr_buf_puts(out, "null");
+    vlr_buf_puts(out, ", \"error\": ");
+    vlr_buf_json_string(out, msg, strlen(msg));
+    vlr_buf_puts(out, "}");
+}
+
+static bool blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return false;
+    return true;
+}
+
+long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_line_fn handle, void *ctx) {
+    FILE *in = stdin, *out = stdout;
+    if (input && strcmp(input, "-") != 0) {
+        in = fopen(input, "rb");
+        if (!in) {
+            fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", cmd, input, strerror(errno));
+            return -1;
+        }
+    }
+    if (output && strcmp(output, "-") != 0) {
+        out = fopen(output, "wb");
+        if (!out) {
+            fprintf(stderr, "vlreward %s: %s: cannot create: %s\n", cmd, output, strerror(errno));
+            if (in != stdin) fclose(in);
+            return -1;
+        }
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    size_t line_no = 0;
+    long failed = 0;
+    vlr_buf result = {0};
+    double last_flush = vlr_now();
+    while ((n = getline(&line, &cap, in)) >= 0) {
+        size_t len = (size_t)n;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        if (!blank(line, len)) {
+            result.len = 0;
+            if (!handle(line, len, line_no, ctx, &result)) failed++;
+            if (result.oom) {
+                fprintf(stderr, "vlreward %s: out of memory writing line %zu\n", cmd, line_no + 1);
+                failed++;
+                vlr_buf_free(&result);
+            } else {
+                vlr_buf_append(&result, "\n", 1);
+                fwrite(result.data, 1, result.len, out);
+            }
+            if (vlr_now() - last_flush > 1.0) {
+                fflush(out);
+                last_flush = vlr_now();
+            }
+        }
+        line_no++;
+    }
+    if (ferror(in)) {
+        fprintf(stderr, "vlreward %s: read error on %s\n", cmd, input ? input : "stdin");
+        failed++;
+    }
+    free(line);
+    vlr_buf_free(&result);
+    if (fflush(out) != 0 || (out != stdout && fclose(out) != 0)) {
+        fprintf(stderr, "vlreward %s: write error on %s\n", cmd, output ? output : "stdout");
+        failed++;
+    }
+    if (in != stdin) fclose(in);
+    return failed;
+}

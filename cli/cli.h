@@ -1,0 +1,58 @@
+/* cli.h: what the subcommands of build/vlreward share: option parsing, model loading with the common
+ * flags, and the JSON Lines loop (read a line, handle it, write one line whole, keep going after a
+ * bad line). Exit codes: 0 success, 1 a model or input error (some line failed), 2 usage. */
+#ifndef VLR_CLI_H
+#define VLR_CLI_H
+
+#include <stdio.h>
+
+#include "common.h"
+#include "model.h"
+
+enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_USAGE = 2 };
+
+/* A tiny getopt_long-like scanner: --name VALUE, --name=VALUE and boolean --flag. */
+typedef struct cli_args {
+    int argc, i;
+    char **argv;
+    const char *cmd;
+} cli_args;
+
+/* True when argv[i] is option `name`; *value receives its value when takes_value. On a missing value
+ * prints a usage error and sets *bad. Advances i past what it consumed. */
+bool cli_opt(cli_args *a, const char *name, bool takes_value, const char **value, bool *bad);
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool cli_parse_int(const char *s, long lo, long hi, long *out);
+
+/* Options every model command takes. */
+typedef struct cli_model_opts {
+    const char *model_dir;
+    int threads;
+    int max_tokens;
+    const char *precision;
+} cli_model_opts;
+/* Consumes --model, --threads, --max-tokens, --precision; returns true if argv[i] was one of them. */
+bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad);
+/* Loads the model or prints the error; returns NULL on failure. */
+vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd);
+
+/* JSON Lines driver. For each non-blank input line calls handle(line, len, line_no, ctx, out_line)
+ * which appends exactly one JSON object (no newline) to out_line and returns false when the line
+ * failed. Lines are written whole and flushed. Returns the number of failed lines, or -1 when the
+ * input/output could not be opened (message printed). */
+typedef bool (*cli_line_fn)(const char *line, size_t len, size_t line_no, void *ctx, vlr_buf *out);
+long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_line_fn handle, void *ctx);
+/* Folder of the input file (for relative image paths); "." for stdin. malloc'd. */
+char *cli_input_dir(const char *input);
+
+/* Appends {"id": ID, "error": MSG}. */
+void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg);
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,84 @@
+/* cmd_info.c: `vlreward info --model DIR [--json]`: the architecture summary of a model directory. */
+#include "cli.h"
+
+static const char help[] =
+    "usage: vlreward info --model DIR [--json]\n"
+    "\n"
+    "Loads DIR (config.json, safetensors weights, value head, tokenizer) and prints its architecture.\n"
+    "  --model DIR   model directory (Hugging Face layout)\n"
+    "  --json        print one JSON object instead of text\n";
+
+static void ints_json(vlr_buf *b, const int *v, int n) {
+    vlr_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", v[i]);
+    vlr_buf_puts(b, "]");
+}
+
+int cmd_info(int argc, char **argv) {
+    cli_args a = {argc, 1, argv, "info"};
+    cli_model_opts mo = {0};
+    bool json = false, bad = false;
+    const char *unused;
+    while (a.i < argc && !bad) {
+        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        if (cli_model_opt(&a, &mo, &bad)) continue;
+        if (cli_opt(&a, "--json", false, &unused, &bad)) {
+            json = true;
+            continue;
+        }
+        return cli_usage_error("info", "unknown option '%s'", argv[a.i]);
+    }
+    if (bad) return EXIT_USAGE;
+    if (!mo.model_dir) return cli_usage_error("info", "--model DIR is required");
+    vlr_model *m = cli_load_model(&mo, "info");
+    if (!m) return EXIT_INPUT;
+    vlr_model_info in;
+    vlr_model_get_info(m, &in);
+    vlr_buf b = {0};
+    if (json) {
+        vlr_buf_printf(&b, "{\"text\": {\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+                           "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                           "\"vocab_size\": %d, \"rms_norm_eps\": ",
+                       in.text_hidden_size, in.text_intermediate_size, in.text_layers, in.text_heads,
+                       in.text_kv_heads, in.text_head_dim, in.vocab_size);
+        vlr_buf_json_double(&b, in.rms_norm_eps);
+        vlr_buf_puts(&b, ", \"rope_theta\": ");
+        vlr_buf_json_double(&b, in.rope_theta);
+        vlr_buf_puts(&b, ", \"mrope_section\": ");
+        ints_json(&b, in.mrope_section, 3);
+        vlr_buf_printf(&b, "}, \"vision\": {\"depth\": %d, \"hidden_size\": %d, \"num_heads\": %d, "
+                           "\"intermediate_size\": %d, \"out_hidden_size\": %d, \"patch_size\": %d, "
+                           "\"spatial_merge_size\": %d, \"temporal_patch_size\": %d, \"window_size\": %d, "
+                           "\"fullatt_block_indexes\": ",
+                       in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
+                       in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size,
+                       in.temporal_patch_size, in.window_size);
+        ints_json(&b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
+        vlr_buf_printf(&b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\"}\n",
+                       (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype);
+    } else {
+        vlr_buf_printf(&b, "model      %s (%s config, %d shard%s, %s weights, kernels %s)\n", mo.model_dir,
+                       in.config_layout, in.n_shards, in.n_shards == 1 ? "" : "s", in.dtype, m->kernels.isa);
+        vlr_buf_printf(&b, "text       %d layers, hidden %d, intermediate %d, %d heads / %d kv heads x %d, "
+                           "vocab %d, context %d\n",
+                       in.text_layers, in.text_hidden_size, in.text_intermediate_size, in.text_heads,
+                       in.text_kv_heads, in.text_head_dim, in.vocab_size, in.max_position_embeddings);
+        vlr_buf_printf(&b, "           rms_norm_eps %g, rope_theta %g, mrope_section [%d, %d, %d]\n",
+                       in.rms_norm_eps, in.rope_theta, in.mrope_section[0], in.mrope_section[1], in.mrope_section[2]);
+        vlr_buf_printf(&b, "vision     %d blocks, hidden %d, %d heads, intermediate %d, out %d, patch %d, "
+                           "merge %d, temporal %d, window %d px, full attention in blocks ",
+                       in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
+                       in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size,
+                       in.temporal_patch_size, in.window_size);
+        ints_json(&b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
+        vlr_buf_printf(&b, "\nparameters %llu (%.1f MB, lm_head not loaded)\n", (unsigned long long)in.parameters,
+                       (double)in.bytes / 1e6);
+    }
+    fwrite(b.data, 1, b.len, stdout);
+    vlr_buf_free(&b);
+    vlr_model_free(m);
+    return EXIT_OK;
+}

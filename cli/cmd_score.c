@@ -1,0 +1,214 @@
+/* cmd_score.c: `vlreward score`: the reward of each request (JSON Lines in, one line out per line in,
+ * same order), or of one conversation given with --image/--question/--answer. A line that fails is
+ * written as {"id": ..., "error": ...} and the run goes on. */
+#include <stdlib.h>
+
+#include "batch.h"
+#include "trace.h"
+
+static const char help[] =
+    "usage: vlreward score --model DIR [--input FILE|-] [--output FILE|-] [options]\n"
+    "       vlreward score --model DIR [--image PATH]... --question TEXT --answer TEXT [options]\n"
+    "\n"
+    "Scores conversations with the value head at the last token of the chat-templated sequence.\n"
+    "Input lines: {\"id\": ..., \"messages\": [...]} (roles system/user/assistant; content a string or a\n"
+    "list of {\"type\": \"text\", \"text\": ...} / {\"type\": \"image\", \"image\": PATH|file://|data:|http(s)://}\n"
+    "items, with optional min_pixels/max_pixels/resized_height/resized_width), or the shorthand\n"
+    "{\"id\", \"image\"|\"images\", \"question\", \"answer\"}. The last message is the assistant turn scored.\n"
+    "Output lines: {\"id\": ..., \"score\": S} or {\"id\": ..., \"error\": \"...\"}.\n"
+    "\n"
+    "  --model DIR        model directory\n"
+    "  --input FILE|-     JSON Lines requests (default stdin); relative image paths resolve against\n"
+    "                     the file's folder\n"
+    "  --output FILE|-    results (default stdout)\n"
+    "  --image PATH       one-off mode: an image of the user turn (repeatable)\n"
+    "  --question TEXT    one-off mode: the user's question\n"
+    "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone\n"
+    "  --threads N        threads (default: all CPUs); scores do not depend on it\n"
+    "  --max-tokens N     refuse requests longer than N tokens (default: the model's context)\n"
+    "  --precision f32    fp32 activations and accumulation, bf16 weights widened (the default)\n"
+    "  --trace FILE       write per-stage summaries (the format of tests/reference/traces) as JSON Lines\n"
+    "  --resume           continue into an existing --output file: ids already there are skipped, a\n"
+    "                     half-written last line is redone (ids must be unique)\n"
+    "  --overwrite        replace a non-empty --output file (refused otherwise, so no work is lost)\n"
+    "  --vision-cache MB  reuse vision-tower outputs of identical images across requests (default 512,\n"
+    "                     0 = off); scores are bit-identical either way\n"
+    "  --quiet            no progress on stderr (a bar on a terminal, a line every 5 s otherwise)\n"
+    "\n"
+    "SIGINT/SIGTERM stop after the current request, leaving a resumable --output file.\n"
+    "\n"
+    "exit status: 0 every line scored, 1 some line failed, 2 usage or model error\n";
+
+typedef struct score_ctx {
+    vlr_session *session;
+    const char *base_dir;
+    FILE *trace_file;
+} score_ctx;
+
+static void write_trace(score_ctx *ctx, const vlr_buf *id_json, vlr_trace *trace) {
+    if (!ctx->trace_file) return;
+    vlr_buf b = {0};
+    vlr_buf_puts(&b, "{\"id\": ");
+    vlr_buf_append(&b, id_json->data, id_json->len);
+    vlr_buf_puts(&b, ", \"trace\": ");
+    vlr_trace_write_json(trace, &b);
+    vlr_buf_puts(&b, "}\n");
+    fwrite(b.data, 1, b.len, ctx->trace_file);
+    vlr_buf_free(&b);
+}
+
+static bool score_request(score_ctx *ctx, const vlr_request *req, const vlr_buf *id_json, vlr_buf *out) {
+    vlr_trace trace;
+    vlr_trace_init(&trace);
+    if (ctx->trace_file) vlr_session_set_trace(ctx->session, &trace);
+    double score;
+    vlr_status rc = vlr_score(ctx->session, req, &score);
+    vlr_session_set_trace(ctx->session, NULL);
+    if (rc == VLR_OK) write_trace(ctx, id_json, &trace);
+    vlr_trace_free(&trace);
+    if (rc) {
+        cli_error_line(out, id_json, vlr_session_errmsg(ctx->session));
+        return false;
+    }
+    vlr_buf_puts(out, "{\"id\": ");
+    vlr_buf_append(out, id_json->data, id_json->len);
+    vlr_buf_puts(out, ", \"score\": ");
+    vlr_buf_json_double(out, score);
+    vlr_buf_puts(out, "}");
+    return true;
+}
+
+static bool score_line(const vlr_json *root, const char *parse_error, const vlr_buf *id_json, size_t line_no,
+                       void *vctx, vlr_buf *out, uint64_t *tokens) {
+    score_ctx *ctx = vctx;
+    if (!root) {
+        cli_error_line(out, id_json, parse_error);
+        return false;
+    }
+    vlr_parsed_request req;
+    memset(&req, 0, sizeof req);
+    vlr_err e = {0};
+    bool ok;
+    if (vlr_request_from_json(root, line_no, ctx->base_dir, &req, &e)) {
+        cli_error_line(out, id_json, e.msg);
+        ok = false;
+    } else {
+        ok = score_request(ctx, &req.req, id_json, out);
+        *tokens += vlr_session_last_n_tokens(ctx->session);
+    }
+    vlr_parsed_request_free(&req);
+    return ok;
+}
+
+#define MAX_ONE_OFF_IMAGES 64
+
+int cmd_score(int argc, char **argv) {
+    cli_args a = {argc, 1, argv, "score"};
+    cli_model_opts mo = {0};
+    const char *input = NULL, *output = NULL, *question = NULL, *answer = NULL, *trace_path = NULL;
+    const char *images[MAX_ONE_OFF_IMAGES];
+    int n_images = 0;
+    bool bad = false, resume = false, overwrite = false, quiet = false;
+    long cache_mb = 512;
+    while (a.i < argc && !bad) {
+        const char *v = NULL;
+        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        if (cli_model_opt(&a, &mo, &bad)) continue;
+        if (cli_opt(&a, "--input", true, &input, &bad)) continue;
+        if (cli_opt(&a, "--output", true, &output, &bad)) continue;
+        if (cli_opt(&a, "--question", true, &question, &bad)) continue;
+        if (cli_opt(&a, "--answer", true, &answer, &bad)) continue;
+        if (cli_opt(&a, "--trace", true, &trace_path, &bad)) continue;
+        if (cli_opt(&a, "--resume", false, &v, &bad)) { resume = true; continue; }
+        if (cli_opt(&a, "--overwrite", false, &v, &bad)) { overwrite = true; continue; }
+        if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
+        if (cli_opt(&a, "--vision-cache", true, &v, &bad)) {
+            if (v && !cli_parse_int(v, 0, 1L << 20, &cache_mb))
+                return cli_usage_error("score", "--vision-cache: expected megabytes (0..1048576), got '%s'", v);
+            continue;
+        }
+        if (cli_opt(&a, "--image", true, &v, &bad)) {
+            if (v && n_images == MAX_ONE_OFF_IMAGES) return cli_usage_error("score", "at most %d --image", MAX_ONE_OFF_IMAGES);
+            if (v) images[n_images++] = v;
+            continue;
+        }
+        return cli_usage_error("score", "unknown option '%s'", argv[a.i]);
+    }
+    if (bad) return EXIT_USAGE;
+    if (!mo.model_dir) return cli_usage_error("score", "--model DIR is required");
+    bool one_off = question || answer || n_images;
+    if (one_off && (!question || !answer))
+        return cli_usage_error("score", "the one-off form needs both --question and --answer");
+    if (one_off && input) return cli_usage_error("score", "give either --input or --question/--answer, not both");
+
+    vlr_model *m = cli_load_model(&mo, "score");
+    if (!m) return EXIT_USAGE;
+    score_ctx ctx = {0};
+    int status = EXIT_USAGE;
+    char *base = cli_input_dir(input);
+    ctx.base_dir = base;
+    if (vlr_session_init(m, &ctx.session) != VLR_OK) {
+        fprintf(stderr, "vlreward score: out of memory\n");
+        goto done;
+    }
+    vlr_session_set_vision_cache(ctx.session, (size_t)cache_mb << 20);
+    if (trace_path && !(ctx.trace_file = fopen(trace_path, "wb"))) {
+        fprintf(stderr, "vlreward score: %s: cannot create\n", trace_path);
+        goto done;
+    }
+    if (one_off) {
+        vlr_content_item items[MAX_ONE_OFF_IMAGES + 2];
+        memset(items, 0, sizeof items);
+        for (int i = 0; i < n_images; i++) {
+            items[i].kind = VLR_ITEM_IMAGE;
+            items[i].image = images[i];
+        }
+        items[n_images] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = question, .text_len = strlen(question)};
+        items[n_images + 1] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = answer, .text_len = strlen(answer)};
+        vlr_message msgs[2] = {{"user", items, (size_t)n_images + 1}, {"assistant", items + n_images + 1, 1}};
+        vlr_request req = {msgs, 2, NULL};
+        vlr_buf id = {0}, line = {0};
+        vlr_buf_puts(&id, "\"one-off\"");
+        double score;
+        vlr_trace trace;
+        vlr_trace_init(&trace);
+        if (ctx.trace_file) vlr_session_set_trace(ctx.session, &trace);
+        vlr_status rc = vlr_score(ctx.session, &req, &score);
+        vlr_session_set_trace(ctx.session, NULL);
+        if (rc == VLR_OK) {
+            write_trace(&ctx, &id, &trace);
+            vlr_buf_json_double(&line, score);
+            printf("%s\n", line.data);
+            status = EXIT_OK;
+        } else {
+            fprintf(stderr, "vlreward score: %s\n", vlr_session_errmsg(ctx.session));
+            status = EXIT_INPUT;
+        }
+        vlr_trace_free(&trace);
+        vlr_buf_free(&id);
+        vlr_buf_free(&line);
+    } else {
+        cli_batch_opts bo = {.cmd = "score", .input = input, .output = output, .resume = resume,
+                             .overwrite = overwrite, .quiet = quiet};
+        cli_batch_stats st;
+        int run = cli_batch_run(&bo, score_line, &ctx, &st);
+        if (run >= 0) {
+            uint64_t hits = 0, misses = 0;
+            vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
+            char extra[96];
+            snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses", (unsigned long long)hits,
+                     (unsigned long long)misses);
+            cli_batch_print_summary(&bo, &st, extra);
+        }
+        status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;
+    }
+done:
+    if (ctx.trace_file) fclose(ctx.trace_file);
+    vlr_session_free(ctx.session);
+    vlr_model_free(m);
+    free(base);
+    return status;
+}

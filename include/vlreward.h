@@ -1,0 +1,146 @@
+/* vlreward.h: the public API of vlreward, a C inference engine for the multimodal reward model
+ * Skywork-VL-Reward-7B (Qwen2.5-VL-7B-Instruct + a scalar value head).
+ *
+ * Usage:
+ *
+ *     char err[512];
+ *     vlr_model *model;
+ *     vlr_params params = vlr_default_params();
+ *     if (vlr_model_load("Skywork-VL-Reward-7B", &params, &model, err, sizeof err) != VLR_OK) {
+ *         fprintf(stderr, "%s\n", err);
+ *         return 1;
+ *     }
+ *     vlr_session *session;
+ *     if (vlr_session_init(model, &session) != VLR_OK) { ... }
+ *     const char *request =
+ *         "{\"image\": \"chart.jpg\", \"question\": \"Is purple the highest?\", \"answer\": \"No.\"}";
+ *     double score;
+ *     if (vlr_score_json(session, request, strlen(request), ".", &score) != VLR_OK)
+ *         fprintf(stderr, "%s\n", vlr_session_errmsg(session));
+ *     vlr_session_free(session);
+ *     vlr_model_free(model);
+ *
+ * Threading contract: a vlr_model is immutable after vlr_model_load and may be shared by any number
+ * of threads. A vlr_session holds the activations, the KV cache and the scratch memory of one
+ * request at a time: use one session per thread. Nothing in the library is global or mutable, and
+ * nothing in it exits or aborts because of bad input: every failure is a status code plus a message.
+ */
+#ifndef VLREWARD_H
+#define VLREWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VLR_VERSION "0.1.0"
+
+typedef enum vlr_status {
+    VLR_OK = 0,
+    VLR_ERR_IO,          /* a file could not be opened / read / mapped */
+    VLR_ERR_FORMAT,      /* a file or request is malformed (JSON, safetensors, image bytes) */
+    VLR_ERR_CONFIG,      /* a config field is missing, of the wrong type or out of range */
+    VLR_ERR_SHAPE,       /* a tensor is missing or has the wrong shape / dtype */
+    VLR_ERR_INPUT,       /* a request is well-formed but cannot be scored (no assistant turn...) */
+    VLR_ERR_LIMIT,       /* a size cap was hit (tokens, pixels, bytes) */
+    VLR_ERR_NOMEM,       /* an allocation failed */
+    VLR_ERR_UNSUPPORTED, /* valid but not supported (e.g. video) */
+    VLR_ERR_NETWORK,     /* fetching an http(s) image failed */
+    VLR_ERR_INTERRUPTED, /* cancelled by the caller */
+    VLR_ERR_INTERNAL     /* a bug: please report */
+} vlr_status;
+
+/* A short constant name for a status ("format error", ...). Never NULL. */
+const char *vlr_status_str(vlr_status s);
+
+typedef enum vlr_precision {
+    VLR_PRECISION_F32 = 0 /* fp32 activations and accumulation, weights widened from storage */
+} vlr_precision;
+
+typedef struct vlr_params {
+    int n_threads;               /* 0 = all online CPUs */
+    int max_tokens;              /* 0 = the model's max_position_embeddings */
+    vlr_precision precision;     /* VLR_PRECISION_F32 */
+    uint64_t max_image_pixels;   /* decompression-bomb cap, 0 = Pillow's 178,956,970 */
+    uint64_t max_download_bytes; /* cap on http(s) image downloads, 0 = 64 MiB */
+    int download_timeout_s;      /* 0 = 30 s */
+} vlr_params;
+
+vlr_params vlr_default_params(void);
+
+typedef struct vlr_model vlr_model;     /* weights + tokenizer: immutable after load, shared */
+typedef struct vlr_session vlr_session; /* activations, KV cache, scratch: one per thread */
+
+/* Loads a Hugging Face model directory (config.json, model.safetensors or sharded
+ * model.safetensors.index.json, value_head.safetensors, tokenizer.json, preprocessor_config.json).
+ * Weights are memory-mapped and used in place. On failure *out is NULL and err holds the reason. */
+vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_model **out,
+                          char *err, size_t err_cap);
+void vlr_model_free(vlr_model *m); /* NULL is a no-op */
+
+/* Architecture summary, as printed by `vlreward info`. */
+typedef struct vlr_model_info {
+    int text_hidden_size, text_intermediate_size, text_layers, text_heads, text_kv_heads;
+    int text_head_dim, vocab_size, max_position_embeddings;
+    double rms_norm_eps, rope_theta;
+    int mrope_section[3];
+    int vision_depth, vision_hidden_size, vision_heads, vision_intermediate_size;
+    int vision_out_hidden_size, patch_size, spatial_merge_size, temporal_patch_size, window_size;
+    int fullatt_block_indexes[64];
+    int n_fullatt_block_indexes;
+    uint64_t parameters; /* tensors used for scoring (no lm_head) */
+    uint64_t bytes;      /* their storage size */
+    const char *dtype;   /* "bf16", "f16", "f32" or "mixed" */
+    const char *config_layout; /* "flat" or "nested" */
+    int n_shards;
+} vlr_model_info;
+void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
+
+vlr_status vlr_session_init(vlr_model *m, vlr_session **out);
+void vlr_session_free(vlr_session *s); /* NULL is a no-op */
+/* The message of the last failure of this session; "" when none. Never NULL. */
+const char *vlr_session_errmsg(const vlr_session *s);
+
+/* Scores one request given as JSON text (the format of `vlreward score` input lines:
+ * {"messages": [...]} or the shorthand {"image"|"images", "question", "answer"}). Relative image
+ * paths resolve against base_dir (NULL = current directory). */
+vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir,
+                          double *score);
+
+/* The same request as C structs. */
+typedef enum vlr_item_kind { VLR_ITEM_TEXT = 0, VLR_ITEM_IMAGE = 1 } vlr_item_kind;
+typedef struct vlr_content_item {
+    vlr_item_kind kind;
+    const char *text;  /* VLR_ITEM_TEXT: UTF-8, text_len bytes (may contain NUL) */
+    size_t text_len;
+    const char *image; /* VLR_ITEM_IMAGE: path, file://..., data:image/...;base64,..., http(s)://... */
+    int64_t min_pixels, max_pixels, resized_height, resized_width; /* 0 = default */
+} vlr_content_item;
+typedef struct vlr_message {
+    const char *role; /* "system", "user" or "assistant" */
+    const vlr_content_item *items;
+    size_t n_items;
+} vlr_message;
+typedef struct vlr_request {
+    const vlr_message *messages;
+    size_t n_messages;
+    const char *base_dir; /* for relative image paths; NULL = current directory */
+} vlr_request;
+
+vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
+
+/* Number of tokens of the last request this session scored (after image placeholder expansion). */
+size_t vlr_session_last_n_tokens(const vlr_session *s);
+
+/* Reuse of vision-tower outputs across the requests of this session: an identical preprocessed
+ * image (same pixels and grid) is looked up in an LRU cache of at most max_bytes instead of running
+ * the tower again; the score is bit-identical. 0 disables it (the default). */
+vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes);
+void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

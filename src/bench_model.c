@@ -1,0 +1,404 @@
+/* bench_model.c: builds a Qwen2.5-VL model's weights in memory from a counter-based random generator
+ * (no files), and counts the FLOPs of its forward passes for the benchmark (see bench_model.h).
+ *
+ * The generator: element i of the tensor with tag T takes 16 bits of splitmix64(key + (i/4)·γ) with
+ * key = splitmix64(seed ^ splitmix64(T)), γ the golden-ratio increment (Steele, Lea, Flood, "Fast
+ * splittable pseudorandom number generators", OOPSLA 2014: splitmix64's finaliser). The 16 bits are
+ * mapped to a uniform value of the wanted mean and std and rounded to bf16. Being a function of the
+ * index, any slice (one embedding row, one thread's share) is filled independently.
+ *
+ * Not here: loading real checkpoints (weights.c), the forward passes, timing (cli/cmd_bench.c). */
+#include "bench_model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define GOLDEN 0x9E3779B97F4A7C15ull
+#define PAR_MIN ((size_t)1 << 16) /* elements below which a fill stays on one thread */
+
+#define STD_BIAS 0.02f
+#define STD_NORM (0.05f / 1.7320508f) /* uniform in 1 +- 0.05 */
+#define STD_EMBED 0.02f
+
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t tensor_key(uint64_t seed, uint64_t tag) { return mix64(seed ^ mix64(tag + GOLDEN)); }
+
+/* Tags: part in the top 16 bits, layer / block index in the middle, field in the low 16 bits. */
+enum { PART_VISION_BLOCK = 1, PART_VISION = 2, PART_TEXT_LAYER = 3, PART_TEXT = 4, PART_VALUE = 5,
+       PART_USER = 6 };
+static uint64_t make_tag(int part, int index, int field) {
+    return ((uint64_t)part << 48) | ((uint64_t)(uint32_t)index << 16) | (uint64_t)field;
+}
+
+/* Uniform in mean +- std·sqrt(3): the 16-bit lane u maps to (u + 0.5 - 32768) / 32768 of the range. */
+typedef struct dist {
+    float mean, scale; /* scale = std·sqrt(3) / 32768 */
+} dist;
+static dist make_dist(float mean, float std) { return (dist){mean, std * 1.7320508f / 32768.0f}; }
+
+static inline float lane_value(uint64_t h, unsigned lane, dist d) {
+    const unsigned u = (unsigned)(h >> (16 * lane)) & 0xffffu;
+    return d.mean + ((float)u - 32767.5f) * d.scale;
+}
+
+static inline float elem_value(uint64_t key, size_t idx, dist d) {
+    return lane_value(mix64(key + (uint64_t)(idx >> 2) * GOLDEN), (unsigned)(idx & 3), d);
+}
+
+/* dst[i] = value of element first + i, for i < n; bf16 or f32 output. Large bf16 fills map the 16
+ * random bits through a table of the 65536 possible values (the same values, computed once). */
+static void fill_values(void *dst, bool bf16, size_t n, size_t first, uint64_t key, dist d,
+                        int n_threads) {
+    uint16_t *o16 = dst;
+    float *o32 = dst;
+    uint16_t *table = bf16 && n >= PAR_MIN ? malloc(65536 * sizeof *table) : NULL;
+    if (table)
+        for (unsigned u = 0; u < 65536; u++) table[u] = vlr_f32_to_bf16(lane_value(u, 0, d));
+    size_t i = 0;
+    /* head up to a multiple of 4 of the global index, then whole words, then the tail */
+    for (; i < n && ((first + i) & 3); i++) {
+        const float v = elem_value(key, first + i, d);
+        if (bf16) o16[i] = vlr_f32_to_bf16(v);
+        else o32[i] = v;
+    }
+    const size_t head = i, n_words = (n - head) / 4, w0 = (first + head) / 4;
+    const int nt = n_threads > 1 && n >= PAR_MIN ? n_threads : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (size_t wi = 0; wi < n_words; wi++) {
+        const uint64_t h = mix64(key + (uint64_t)(w0 + wi) * GOLDEN);
+        const size_t at = head + 4 * wi;
+        if (table) {
+            o16[at] = table[h & 0xffffu];
+            o16[at + 1] = table[(h >> 16) & 0xffffu];
+            o16[at + 2] = table[(h >> 32) & 0xffffu];
+            o16[at + 3] = table[h >> 48];
+            continue;
+        }
+        for (unsigned lane = 0; lane < 4; lane++) {
+            const float v = lane_value(h, lane, d);
+            if (bf16) o16[at + lane] = vlr_f32_to_bf16(v);
+            else o32[at + lane] = v;
+        }
+    }
+    for (i = head + 4 * n_words; i < n; i++) {
+        const float v = elem_value(key, first + i, d);
+        if (bf16) o16[i] = vlr_f32_to_bf16(v);
+        else o32[i] = v;
+    }
+    free(table);
+}
+
+void vlr_bench_random_ids(uint64_t seed, size_t n, int32_t vocab, int32_t avoid, int32_t *ids) {
+    /* below Qwen2's first special token (<|endoftext|> 151643): ordinary text */
+    const uint64_t range = (uint64_t)(vocab < 151643 ? vocab : 151643);
+    const uint64_t key = tensor_key(seed, make_tag(PART_USER, 1, 0));
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = range ? (int32_t)(mix64(key + (uint64_t)i * GOLDEN) % range) : 0;
+        ids[i] = id == avoid ? 0 : id;
+    }
+}
+
+void vlr_bench_fill_f32(float *x, size_t n, uint64_t seed, uint64_t tag, float mean, float std,
+                        int n_threads) {
+    fill_values(x, false, n, 0, tensor_key(seed, make_tag(PART_USER, 0, 0) ^ tag),
+                make_dist(mean, std), n_threads);
+}
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+/* What to put in one tensor. */
+typedef struct tensor_spec {
+    const char *what; /* for messages: "text layer 3 gate_proj" */
+    uint64_t tag;
+    float mean, std;
+    bool fill;        /* false: zeroed (calloc), filled later row by row */
+} tensor_spec;
+
+static vlr_status track(vlr_bench_model *m, void *p, vlr_err *e) {
+    if (m->n_allocs == m->cap_allocs) {
+        const size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 64;
+        void **a = realloc(m->allocs, cap * sizeof *a);
+        if (!a) {
+            free(p);
+            return vlr_fail(e, VLR_ERR_NOMEM, "bench model: out of memory");
+        }
+        m->allocs = a;
+        m->cap_allocs = cap;
+    }
+    m->allocs[m->n_allocs++] = p;
+    return VLR_OK;
+}
+
+/* Allocates a bf16 tensor of the ndim sizes that follow and fills it per spec. */
+static vlr_status new_tensor(vlr_bench_model *m, vlr_tensor *t, tensor_spec s, vlr_err *e, int ndim, ...) {
+    size_t numel = 1, bytes;
+    va_list ap;
+    va_start(ap, ndim);
+    t->ndim = ndim;
+    t->dtype = VLR_DT_BF16;
+    bool ok = true;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = va_arg(ap, int64_t);
+        ok = ok && t->shape[i] > 0 && vlr_mul_ok(numel, (size_t)t->shape[i], &numel);
+    }
+    va_end(ap);
+    if (!ok || !vlr_mul_ok(numel, sizeof(uint16_t), &bytes))
+        return vlr_fail(e, VLR_ERR_CONFIG, "bench model: %s: invalid or too large shape", s.what);
+    if (m->count_only) { /* vlr_bench_model_count: sizes only */
+        m->w.parameters += numel;
+        m->w.bytes += bytes;
+        if (s.fill) m->filled_bytes += bytes;
+        return VLR_OK;
+    }
+    /* calloc for the lazily filled table: fresh mmap'd pages are zero and stay unmapped until used */
+    void *p = s.fill ? malloc(bytes) : calloc(numel, sizeof(uint16_t));
+    if (!p)
+        return vlr_fail(e, VLR_ERR_NOMEM, "bench model: %s: cannot allocate %zu bytes", s.what, bytes);
+    vlr_status rc = track(m, p, e);
+    if (rc) return rc;
+    if (s.fill)
+        fill_values(p, true, numel, 0, tensor_key(m->seed, s.tag), make_dist(s.mean, s.std),
+                    m->n_threads);
+    t->data = p;
+    m->w.parameters += numel;
+    m->w.bytes += bytes;
+    if (s.fill) m->filled_bytes += bytes;
+    return VLR_OK;
+}
+
+#define TRY(expr)                    \
+    do {                             \
+        rc = (expr);                 \
+        if (rc != VLR_OK) goto done; \
+    } while (0)
+
+static float fan_in_std(int64_t fan_in) { return (float)(1.0 / sqrt((double)fan_in)); }
+
+/* spec of a matrix [.., fan_in], a bias, a norm weight */
+static tensor_spec matrix(const char *what, uint64_t tag, int64_t fan_in) {
+    return (tensor_spec){what, tag, 0.0f, fan_in_std(fan_in), true};
+}
+static tensor_spec bias(const char *what, uint64_t tag) { return (tensor_spec){what, tag, 0.0f, STD_BIAS, true}; }
+static tensor_spec norm(const char *what, uint64_t tag) { return (tensor_spec){what, tag, 1.0f, STD_NORM, true}; }
+
+static vlr_status build_vision(vlr_bench_model *m, vlr_err *e) {
+    vlr_status rc = VLR_OK;
+    const vlr_vision_config *vc = &m->cfg.vision;
+    vlr_vision_weights *vw = &m->w.vision;
+    const int64_t C = vc->hidden_size, I = vc->intermediate_size, P = vc->patch_size;
+    const int64_t M = C * vc->spatial_merge_size * vc->spatial_merge_size, D = m->cfg.text.hidden_size;
+    const int64_t patch_dim = (int64_t)vc->in_channels * vc->temporal_patch_size * P * P;
+    char n[96];
+#define VB(field) (snprintf(n, sizeof n, "vision block %d %s", i, field), n)
+    TRY(new_tensor(m, &vw->patch_embed, matrix("vision patch_embed", make_tag(PART_VISION, 0, 0), patch_dim),
+                   e, 5, C, (int64_t)vc->in_channels, (int64_t)vc->temporal_patch_size, P, P));
+    if (vc->depth > 0) {
+        vw->blocks = vlr_calloc((size_t)vc->depth, sizeof *vw->blocks, e);
+        if (!vw->blocks) return VLR_ERR_NOMEM;
+    }
+    for (int i = 0; i < vc->depth; i++) {
+        vlr_vision_block_weights *b = &vw->blocks[i];
+        TRY(new_tensor(m, &b->norm1, norm(VB("norm1"), make_tag(PART_VISION_BLOCK, i, 0)), e, 1, C));
+        TRY(new_tensor(m, &b->qkv_w, matrix(VB("qkv"), make_tag(PART_VISION_BLOCK, i, 1), C), e, 2, 3 * C, C));
+        TRY(new_tensor(m, &b->qkv_b, bias(VB("qkv bias"), make_tag(PART_VISION_BLOCK, i, 2)), e, 1, 3 * C));
+        TRY(new_tensor(m, &b->proj_w, matrix(VB("proj"), make_tag(PART_VISION_BLOCK, i, 3), C), e, 2, C, C));
+        TRY(new_tensor(m, &b->proj_b, bias(VB("proj bias"), make_tag(PART_VISION_BLOCK, i, 4)), e, 1, C));
+        TRY(new_tensor(m, &b->norm2, norm(VB("norm2"), make_tag(PART_VISION_BLOCK, i, 5)), e, 1, C));
+        TRY(new_tensor(m, &b->gate_w, matrix(VB("gate_proj"), make_tag(PART_VISION_BLOCK, i, 6), C), e, 2, I, C));
+        TRY(new_tensor(m, &b->gate_b, bias(VB("gate_proj bias"), make_tag(PART_VISION_BLOCK, i, 7)), e, 1, I));
+        TRY(new_tensor(m, &b->up_w, matrix(VB("up_proj"), make_tag(PART_VISION_BLOCK, i, 8), C), e, 2, I, C));
+        TRY(new_tensor(m, &b->up_b, bias(VB("up_proj bias"), make_tag(PART_VISION_BLOCK, i, 9)), e, 1, I));
+        TRY(new_tensor(m, &b->down_w, matrix(VB("down_proj"), make_tag(PART_VISION_BLOCK, i, 10), I), e, 2, C, I));
+        TRY(new_tensor(m, &b->down_b, bias(VB("down_proj bias"), make_tag(PART_VISION_BLOCK, i, 11)), e, 1, C));
+    }
+#undef VB
+    TRY(new_tensor(m, &vw->merger_norm, norm("vision merger ln_q", make_tag(PART_VISION, 0, 1)), e, 1, C));
+    TRY(new_tensor(m, &vw->merger_fc1_w, matrix("vision merger fc1", make_tag(PART_VISION, 0, 2), M), e, 2, M, M));
+    TRY(new_tensor(m, &vw->merger_fc1_b, bias("vision merger fc1 bias", make_tag(PART_VISION, 0, 3)), e, 1, M));
+    TRY(new_tensor(m, &vw->merger_fc2_w, matrix("vision merger fc2", make_tag(PART_VISION, 0, 4), M), e, 2, D, M));
+    TRY(new_tensor(m, &vw->merger_fc2_b, bias("vision merger fc2 bias", make_tag(PART_VISION, 0, 5)), e, 1, D));
+done:
+    return rc;
+}
+
+static vlr_status build_text(vlr_bench_model *m, bool fill_embed, vlr_err *e) {
+    vlr_status rc = VLR_OK;
+    const vlr_text_config *tc = &m->cfg.text;
+    vlr_text_weights *tw = &m->w.text;
+    const int64_t D = tc->hidden_size, F = tc->intermediate_size;
+    const int64_t Q = (int64_t)tc->num_heads * tc->head_dim, KV = (int64_t)tc->num_kv_heads * tc->head_dim;
+    char n[96];
+#define TL(field) (snprintf(n, sizeof n, "text layer %d %s", i, field), n)
+    tensor_spec embed = {"text embed_tokens", make_tag(PART_TEXT, 0, 0), 0.0f, STD_EMBED, fill_embed};
+    TRY(new_tensor(m, &tw->embed, embed, e, 2, (int64_t)tc->vocab_size, D));
+    m->embed_filled = fill_embed;
+    if (tc->num_layers > 0) {
+        tw->layers = vlr_calloc((size_t)tc->num_layers, sizeof *tw->layers, e);
+        if (!tw->layers) return VLR_ERR_NOMEM;
+    }
+    for (int i = 0; i < tc->num_layers; i++) {
+        vlr_text_layer_weights *l = &tw->layers[i];
+        TRY(new_tensor(m, &l->input_norm, norm(TL("input_layernorm"), make_tag(PART_TEXT_LAYER, i, 0)), e, 1, D));
+        TRY(new_tensor(m, &l->q_w, matrix(TL("q_proj"), make_tag(PART_TEXT_LAYER, i, 1), D), e, 2, Q, D));
+        TRY(new_tensor(m, &l->q_b, bias(TL("q_proj bias"), make_tag(PART_TEXT_LAYER, i, 2)), e, 1, Q));
+        TRY(new_tensor(m, &l->k_w, matrix(TL("k_proj"), make_tag(PART_TEXT_LAYER, i, 3), D), e, 2, KV, D));
+        TRY(new_tensor(m, &l->k_b, bias(TL("k_proj bias"), make_tag(PART_TEXT_LAYER, i, 4)), e, 1, KV));
+        TRY(new_tensor(m, &l->v_w, matrix(TL("v_proj"), make_tag(PART_TEXT_LAYER, i, 5), D), e, 2, KV, D));
+        TRY(new_tensor(m, &l->v_b, bias(TL("v_proj bias"), make_tag(PART_TEXT_LAYER, i, 6)), e, 1, KV));
+        TRY(new_tensor(m, &l->o_w, matrix(TL("o_proj"), make_tag(PART_TEXT_LAYER, i, 7), Q), e, 2, D, Q));
+        TRY(new_tensor(m, &l->post_norm, norm(TL("post_attention_layernorm"), make_tag(PART_TEXT_LAYER, i, 8)), e, 1, D));
+        TRY(new_tensor(m, &l->gate_w, matrix(TL("gate_proj"), make_tag(PART_TEXT_LAYER, i, 9), D), e, 2, F, D));
+        TRY(new_tensor(m, &l->up_w, matrix(TL("up_proj"), make_tag(PART_TEXT_LAYER, i, 10), D), e, 2, F, D));
+        TRY(new_tensor(m, &l->down_w, matrix(TL("down_proj"), make_tag(PART_TEXT_LAYER, i, 11), F), e, 2, D, F));
+    }
+#undef TL
+    TRY(new_tensor(m, &tw->final_norm, norm("text norm", make_tag(PART_TEXT, 0, 1)), e, 1, D));
+    TRY(new_tensor(m, &tw->value_w, matrix("value head", make_tag(PART_VALUE, 0, 0), D), e, 2, (int64_t)1, D));
+    tensor_spec zero_bias = {"value head bias", make_tag(PART_VALUE, 0, 1), 0.0f, 0.0f, true};
+    TRY(new_tensor(m, &tw->value_b, zero_bias, e, 1, (int64_t)1));
+done:
+    return rc;
+}
+
+static vlr_status build(const vlr_config *cfg, uint64_t seed, bool fill_embed, int n_threads,
+                        bool count_only, vlr_bench_model *m, vlr_err *e) {
+    vlr_status rc = VLR_OK;
+    memset(m, 0, sizeof *m);
+    m->count_only = count_only;
+    m->cfg = *cfg;
+    m->seed = seed;
+    m->n_threads = n_threads > 0 ? n_threads : 1;
+    m->w.dtype = "bf16";
+    const vlr_text_config *tc = &cfg->text;
+    const vlr_vision_config *vc = &cfg->vision;
+    if (tc->hidden_size <= 0 || tc->intermediate_size <= 0 || tc->num_heads <= 0 ||
+        tc->num_kv_heads <= 0 || tc->head_dim <= 0 || tc->vocab_size <= 0 || tc->num_layers < 0 ||
+        vc->hidden_size <= 0 || vc->intermediate_size <= 0 || vc->depth < 0 || vc->in_channels <= 0 ||
+        vc->patch_size <= 0 || vc->temporal_patch_size <= 0 || vc->spatial_merge_size <= 0) {
+        rc = vlr_fail(e, VLR_ERR_CONFIG, "bench model: the config has a non-positive dimension");
+        goto done;
+    }
+    TRY(build_vision(m, e));
+    TRY(build_text(m, fill_embed, e));
+done:
+    if (rc) vlr_bench_model_free(m);
+    return rc;
+}
+
+vlr_status vlr_bench_model_build(const vlr_config *cfg, uint64_t seed, bool fill_embed, int n_threads,
+                                 vlr_bench_model *m, vlr_err *e) {
+    return build(cfg, seed, fill_embed, n_threads, false, m, e);
+}
+
+vlr_status vlr_bench_model_count(const vlr_config *cfg, bool fill_embed, uint64_t *parameters,
+                                 uint64_t *bytes, uint64_t *filled_bytes, vlr_err *e) {
+    vlr_bench_model m;
+    vlr_status rc = build(cfg, 0, fill_embed, 1, true, &m, e);
+    if (rc == VLR_OK) {
+        *parameters = m.w.parameters;
+        *bytes = m.w.bytes;
+        *filled_bytes = m.filled_bytes;
+    }
+    vlr_bench_model_free(&m);
+    return rc;
+}
+
+void vlr_bench_model_fill_embed_rows(vlr_bench_model *m, const int32_t *ids, size_t n) {
+    const vlr_tensor *t = &m->w.text.embed;
+    if (m->embed_filled || !t->data) return;
+    const size_t D = (size_t)t->shape[1];
+    const uint64_t key = tensor_key(m->seed, make_tag(PART_TEXT, 0, 0));
+    const dist d = make_dist(0.0f, STD_EMBED);
+    uint16_t *table = (uint16_t *)t->data; /* our own allocation: writable */
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->shape[0]) continue;
+        const size_t row = (size_t)ids[i];
+        fill_values(table + row * D, true, D, row * D, key, d, 1);
+    }
+}
+
+void vlr_bench_model_free(vlr_bench_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_allocs; i++) free(m->allocs[i]);
+    free(m->allocs);
+    free(m->w.vision.blocks);
+    free(m->w.text.layers);
+    memset(m, 0, sizeof *m);
+}
+
+void vlr_bench_config_cut(vlr_config *cfg, int n_layers) {
+    if (n_layers < 1) n_layers = 1;
+    if (cfg->text.num_layers > n_layers) cfg->text.num_layers = n_layers;
+    vlr_vision_config *vc = &cfg->vision;
+    if (vc->depth > n_layers) vc->depth = n_layers;
+    int kept = 0;
+    for (int i = 0; i < vc->n_fullatt; i++)
+        if (vc->fullatt_block_indexes[i] < vc->depth) vc->fullatt_block_indexes[kept++] = vc->fullatt_block_indexes[i];
+    vc->n_fullatt = kept;
+}
+
+/* ---- FLOP counts --------------------------------------------------------------------------- */
+
+/* Sum of squared window sides along one axis of `len` merged tokens cut into windows of `win`
+ * (the last one partial), as vlr_vision_windows tiles them. */
+static double window_sq_sum(int len, int win) {
+    double s = 0.0;
+    for (int a = 0; a < len; a += win) {
+        const int side = a + win < len ? win : len - a;
+        s += (double)side * side;
+    }
+    return s;
+}
+
+double vlr_bench_vision_fixed_flops(const vlr_config *cfg, vlr_grid_thw g) {
+    const vlr_vision_config *vc = &cfg->vision;
+    const double unit = (double)vc->spatial_merge_size * vc->spatial_merge_size;
+    const double n = (double)g.t * g.h * g.w, n_tok = n / unit, C = vc->hidden_size;
+    const double M = unit * C, D = vc->out_hidden_size;
+    const double patch_dim = (double)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
+    return 2.0 * n * patch_dim * C + 2.0 * n_tok * M * M + 2.0 * n_tok * M * D;
+}
+
+double vlr_bench_vision_block_flops(const vlr_config *cfg, vlr_grid_thw g, int block) {
+    const vlr_vision_config *vc = &cfg->vision;
+    const int merge = vc->spatial_merge_size;
+    const double n = (double)g.t * g.h * g.w, C = vc->hidden_size, I = vc->intermediate_size;
+    const double linear = 2.0 * n * C * (3.0 * C) + 2.0 * n * C * C + 3.0 * 2.0 * n * C * I;
+    bool full = false;
+    for (int f = 0; f < vc->n_fullatt; f++) full |= vc->fullatt_block_indexes[f] == block;
+    double pairs; /* (query, key) pairs: the sum of squared segment lengths, in patches */
+    const double frame = (double)g.h * g.w;
+    const int unit_px = vc->patch_size * merge;
+    const int win = unit_px > 0 ? vc->window_size / unit_px : 0;
+    if (full || win <= 0 || merge <= 0) {
+        pairs = (double)g.t * frame * frame;
+    } else {
+        /* a window of r x c merged tokens has r·c·merge² patches; summed squares factor per axis */
+        const double unit = (double)merge * merge;
+        pairs = (double)g.t * unit * unit * window_sq_sum(g.h / merge, win) * window_sq_sum(g.w / merge, win);
+    }
+    return linear + 2.0 * 2.0 * pairs * vc->head_dim * vc->num_heads;
+}
+
+double vlr_bench_vision_flops(const vlr_config *cfg, vlr_grid_thw g) {
+    double f = vlr_bench_vision_fixed_flops(cfg, g);
+    for (int i = 0; i < cfg->vision.depth; i++) f += vlr_bench_vision_block_flops(cfg, g, i);
+    return f;
+}
+
+double vlr_bench_text_flops(const vlr_config *cfg, size_t n_cached, size_t n) {
+    const vlr_text_config *tc = &cfg->text;
+    const double D = tc->hidden_size, F = tc->intermediate_size, N = (double)n, c = (double)n_cached;
+    const double Q = (double)tc->num_heads * tc->head_dim, KV = (double)tc->num_kv_heads * tc->head_dim;
+    const double linear = 2.0 * N * D * Q + 2.0 * 2.0 * N * D * KV + 2.0 * N * Q * D + 3.0 * 2.0 * N * D * F;
+    const double pairs = N * c + N * (N + 1.0) / 2.0; /* query i sees n_cached + i + 1 keys */
+    const double attention = 2.0 * 2.0 * pairs * tc->head_dim * tc->num_heads;
+    return (linear + attention) * tc->num_layers;
+}

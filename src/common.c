@@ -1,0 +1,254 @@
+/* common.c: the error record, allocation wrappers, the growable buffer and its JSON writers,
+ * whole-file reading, number conversions. Small utilities every module uses; no policy here. */
+#include "common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+
+const char *vlr_status_str(vlr_status s) {
+    switch (s) {
+    case VLR_OK: return "ok";
+    case VLR_ERR_IO: return "I/O error";
+    case VLR_ERR_FORMAT: return "format error";
+    case VLR_ERR_CONFIG: return "config error";
+    case VLR_ERR_SHAPE: return "tensor shape error";
+    case VLR_ERR_INPUT: return "input error";
+    case VLR_ERR_LIMIT: return "limit exceeded";
+    case VLR_ERR_NOMEM: return "out of memory";
+    case VLR_ERR_UNSUPPORTED: return "unsupported";
+    case VLR_ERR_NETWORK: return "network error";
+    case VLR_ERR_INTERRUPTED: return "interrupted";
+    case VLR_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+vlr_status vlr_fail(vlr_err *e, vlr_status code, const char *fmt, ...) {
+    if (e) {
+        e->code = code;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void vlr_err_prefix(vlr_err *e, const char *fmt, ...) {
+    if (!e) return;
+    char prefix[VLR_ERR_MSG_CAP], old[VLR_ERR_MSG_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, e->msg, sizeof old);
+    old[sizeof old - 1] = '\0';
+    size_t a = strlen(prefix), b = strlen(old);
+    if (a > sizeof e->msg - 1) a = sizeof e->msg - 1;
+    if (b > sizeof e->msg - 1 - a) b = sizeof e->msg - 1 - a;
+    memcpy(e->msg, prefix, a);
+    memcpy(e->msg + a, old, b);
+    e->msg[a + b] = '\0';
+}
+
+void vlr_err_copy(const vlr_err *e, char *dst, size_t cap) {
+    if (!dst || cap == 0) return;
+    snprintf(dst, cap, "%s", e ? e->msg : "");
+}
+
+void *vlr_malloc(size_t n, vlr_err *e) {
+    void *p = malloc(n ? n : 1);
+    if (!p) vlr_fail(e, VLR_ERR_NOMEM, "out of memory (allocating %zu bytes)", n);
+    return p;
+}
+
+void *vlr_calloc(size_t count, size_t size, vlr_err *e) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) vlr_fail(e, VLR_ERR_NOMEM, "out of memory (allocating %zu x %zu bytes)", count, size);
+    return p;
+}
+
+/* ---- growable buffer ---------------------------------------------------------------------- */
+
+void vlr_buf_free(vlr_buf *b) {
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+bool vlr_buf_reserve(vlr_buf *b, size_t extra) {
+    if (b->oom) return false;
+    size_t need;
+    if (!vlr_add_ok(b->len, extra, &need) || !vlr_add_ok(need, 1, &need)) {
+        b->oom = true;
+        return false;
+    }
+    if (need <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) { cap = need; break; }
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->data = p;
+    b->cap = cap;
+    return true;
+}
+
+void vlr_buf_append(vlr_buf *b, const void *data, size_t n) {
+    if (!vlr_buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void vlr_buf_puts(vlr_buf *b, const char *s) { vlr_buf_append(b, s, strlen(s)); }
+
+void vlr_buf_printf(vlr_buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !vlr_buf_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void vlr_buf_json_string(vlr_buf *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    vlr_buf_append(b, "\"", 1);
+    size_t run = 0; /* bytes copied verbatim, flushed in one append */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[7];
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c < 0x20 || c == 0x7f) {
+            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+            u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = 0;
+            esc = u;
+        }
+        if (esc) {
+            vlr_buf_append(b, s + i - run, run);
+            run = 0;
+            vlr_buf_puts(b, esc);
+        } else {
+            run++;
+        }
+    }
+    vlr_buf_append(b, s + n - run, run);
+    vlr_buf_append(b, "\"", 1);
+}
+
+void vlr_buf_json_double(vlr_buf *b, double v) {
+    if (!isfinite(v)) {
+        vlr_buf_puts(b, "null"); /* JSON has no NaN/Inf */
+        return;
+    }
+    char tmp[40];
+    /* Shortest of %.15g..%.17g that reads back exactly: readable and round-trip safe. */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v) break;
+    }
+    vlr_buf_puts(b, tmp);
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+vlr_status vlr_read_file(const char *path, size_t max_bytes, char **out, size_t *len, vlr_err *e) {
+    *out = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return vlr_fail(e, VLR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    vlr_status rc = VLR_OK;
+    char *data = NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = vlr_fail(e, VLR_ERR_IO, "%s: not a regular file", path);
+        goto done;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "%s: file is %lld bytes, more than the limit of %zu", path,
+                      (long long)st.st_size, max_bytes);
+        goto done;
+    }
+    size_t n = (size_t)st.st_size;
+    data = vlr_malloc(n + 1, e);
+    if (!data) {
+        rc = VLR_ERR_NOMEM;
+        goto done;
+    }
+    if (n && fread(data, 1, n, f) != n) {
+        rc = vlr_fail(e, VLR_ERR_IO, "%s: read failed", path);
+        goto done;
+    }
+    data[n] = '\0';
+    *out = data;
+    *len = n;
+    data = NULL;
+done:
+    free(data);
+    fclose(f);
+    return rc;
+}
+
+char *vlr_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t at = a;
+    if (a && dir[a - 1] != '/') p[at++] = '/';
+    memcpy(p + at, name, b + 1);
+    return p;
+}
+
+bool vlr_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---- numbers ------------------------------------------------------------------------------ */
+
+float vlr_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: renormalise */
+            int shift = 0;
+            while (!(mant & 0x400)) { mant <<= 1; shift++; }
+            mant &= 0x3ff;
+            u = sign | ((uint32_t)(127 - 15 + 1 - shift) << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+double vlr_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

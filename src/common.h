@@ -1,0 +1,87 @@
+/* common.h: internal helpers shared by every module: the error record, checked size arithmetic,
+ * a growable byte buffer, whole-file reading, bf16/f16 conversions.
+ *
+ * Errors inside the library travel as a vlr_status return code plus a vlr_err record that holds the
+ * message. Functions that can fail take a `vlr_err *e` last and return vlr_status; on failure they
+ * fill the record with vlr_fail() and the caller may add context in front with vlr_err_prefix().
+ * Nothing here is global or mutable. */
+#ifndef VLR_COMMON_H
+#define VLR_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "vlreward.h"
+
+#define VLR_ERR_MSG_CAP 1024
+
+typedef struct vlr_err {
+    vlr_status code;
+    char msg[VLR_ERR_MSG_CAP];
+} vlr_err;
+
+/* Records code + printf-style message in e (if e is not NULL) and returns code. */
+vlr_status vlr_fail(vlr_err *e, vlr_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Puts printf-style context in front of the message already in e ("tokenizer.json: " + msg). */
+void vlr_err_prefix(vlr_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Copies an error record's message into a caller buffer (truncating safely). */
+void vlr_err_copy(const vlr_err *e, char *dst, size_t cap);
+
+/* Overflow-checked size arithmetic: return false when the true result does not fit. */
+static inline bool vlr_mul_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool vlr_add_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Allocation that reports failure through e. Never returns NULL with VLR_OK. */
+void *vlr_malloc(size_t n, vlr_err *e);
+void *vlr_calloc(size_t count, size_t size, vlr_err *e);
+
+/* Growable byte buffer, always NUL-terminated when data != NULL. */
+typedef struct vlr_buf {
+    char *data;
+    size_t len, cap;
+    bool oom; /* sticky: set when a grow failed; later appends are no-ops */
+} vlr_buf;
+void vlr_buf_free(vlr_buf *b);
+bool vlr_buf_reserve(vlr_buf *b, size_t extra);
+void vlr_buf_append(vlr_buf *b, const void *data, size_t n);
+void vlr_buf_puts(vlr_buf *b, const char *s);
+void vlr_buf_printf(vlr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s (n bytes, may contain NUL) as a JSON string literal with quotes and escapes. */
+void vlr_buf_json_string(vlr_buf *b, const char *s, size_t n);
+/* Appends a double as the shortest text that reads back to the same double ("%.17g" fallback). */
+void vlr_buf_json_double(vlr_buf *b, double v);
+
+/* Reads a whole file. max_bytes guards against absurd sizes. *out is NUL-terminated (not counted). */
+vlr_status vlr_read_file(const char *path, size_t max_bytes, char **out, size_t *len, vlr_err *e);
+/* Joins dir and name with one '/', into a malloc'd string (NULL on OOM). */
+char *vlr_path_join(const char *dir, const char *name);
+bool vlr_file_exists(const char *path);
+
+/* Number formats. bf16 -> f32 is exact; f32 -> bf16 rounds to nearest even. */
+static inline float vlr_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t vlr_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+float vlr_f16_to_f32(uint16_t h);
+
+/* Monotonic clock in seconds. */
+double vlr_now(void);
+
+#endif

@@ -1,0 +1,188 @@
+/* image_source.c: the bytes behind an image reference, the way qwen_vl_utils.fetch_image finds
+ * them: "http://" / "https://" (downloaded with libcurl), "file://" (the rest is a path, taken as
+ * is, no percent-decoding, as upstream), "data:image...base64," (base64 after the first
+ * "base64,"), anything else a local path. Relative paths resolve against base_dir.
+ *
+ * Differences from upstream, on purpose: downloads have a timeout, a redirect limit and a size
+ * cap; the base64 decoder is strict (upstream's b64decode silently drops characters outside the
+ * alphabet; we only skip ASCII whitespace and reject the rest, and require correct padding).
+ * Not here: decoding the image (image_decode.c). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <curl/curl.h>
+
+#include "image.h"
+
+/* ---- data: URIs ---------------------------------------------------------------------------- */
+
+static int b64_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+static bool b64_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
+
+/* Standard alphabet, '=' padding required to a multiple of 4 symbols, whitespace skipped. */
+static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t **out, size_t *n, vlr_err *e) {
+    *out = NULL;
+    *n = 0;
+    uint8_t *buf = vlr_malloc(len / 4 * 3 + 3, e);
+    if (!buf) return VLR_ERR_NOMEM;
+    size_t o = 0, symbols = 0, pad = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (b64_space(c)) continue;
+        if (c == '=') {
+            pad++;
+            symbols++;
+            if (pad > 2) goto bad_pad;
+            continue;
+        }
+        int v = b64_value(c);
+        if (v < 0) {
+            free(buf);
+            return vlr_fail(e, VLR_ERR_FORMAT, "data URI: invalid base64 character 0x%02x at offset %zu", c, i);
+        }
+        if (pad) goto bad_pad; /* data after padding */
+        acc = acc << 6 | (uint32_t)v;
+        symbols++;
+        if (symbols % 4 == 0) {
+            buf[o++] = (uint8_t)(acc >> 16);
+            buf[o++] = (uint8_t)(acc >> 8);
+            buf[o++] = (uint8_t)acc;
+            acc = 0;
+        }
+    }
+    if (symbols % 4 != 0) goto bad_pad;
+    if (pad) {
+        /* the last quantum held 4 - pad symbols: acc has (4 - pad) * 6 bits */
+        if (pad == 1) {
+            buf[o++] = (uint8_t)(acc >> 10);
+            buf[o++] = (uint8_t)(acc >> 2);
+        } else {
+            buf[o++] = (uint8_t)(acc >> 4);
+        }
+    }
+    if (o == 0) {
+        free(buf);
+        return vlr_fail(e, VLR_ERR_FORMAT, "data URI: no data after \"base64,\"");
+    }
+    if (o > cap) {
+        free(buf);
+        return vlr_fail(e, VLR_ERR_LIMIT, "data URI: %zu bytes, more than the limit of %llu", o, (unsigned long long)cap);
+    }
+    *out = buf;
+    *n = o;
+    return VLR_OK;
+bad_pad:
+    free(buf);
+    return vlr_fail(e, VLR_ERR_FORMAT, "data URI: incorrect base64 padding");
+}
+
+/* ---- http(s) ------------------------------------------------------------------------------- */
+
+typedef struct download {
+    vlr_buf body;
+    uint64_t cap;
+    bool too_large;
+} download;
+
+static size_t download_write(char *data, size_t size, size_t nmemb, void *user) {
+    download *d = user;
+    size_t n = size * nmemb; /* curl guarantees size == 1 */
+    if (d->body.len + n > d->cap) {
+        d->too_large = true;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    vlr_buf_append(&d->body, data, n);
+    return d->body.oom ? 0 : n;
+}
+
+static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_t **out, size_t *n, vlr_err *e) {
+    uint64_t cap = lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
+    long timeout = lim && lim->timeout_s > 0 ? lim->timeout_s : VLR_IMAGE_DEFAULT_TIMEOUT_S;
+    download d = {.cap = cap};
+    char curl_msg[CURL_ERROR_SIZE] = "";
+    vlr_status rc = VLR_OK;
+    CURL *h = curl_easy_init(); /* initialises libcurl on first use (thread-safe since 7.84) */
+    if (!h) return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: libcurl failed to start", url);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout < 10 ? timeout : 10L);
+    curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(cap > INT64_MAX ? INT64_MAX : cap));
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "vlreward/" VLR_VERSION);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, download_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);
+    CURLcode res = curl_easy_perform(h);
+    if (d.too_large || res == CURLE_FILESIZE_EXCEEDED) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "cannot fetch URL: %s: larger than the limit of %llu bytes", url,
+                      (unsigned long long)cap);
+    } else if (d.body.oom) {
+        rc = vlr_fail(e, VLR_ERR_NOMEM, "cannot fetch URL: %s: out of memory", url);
+    } else if (res != CURLE_OK) {
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (res == CURLE_HTTP_RETURNED_ERROR)
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: HTTP status %ld", url, status);
+        else
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: %s", url,
+                          curl_msg[0] ? curl_msg : curl_easy_strerror(res));
+    } else if (d.body.len == 0) {
+        rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: empty response", url);
+    }
+    curl_easy_cleanup(h);
+    if (rc) {
+        vlr_buf_free(&d.body);
+        return rc;
+    }
+    *out = (uint8_t *)d.body.data;
+    *n = d.body.len;
+    return VLR_OK;
+}
+
+/* ---- entry --------------------------------------------------------------------------------- */
+
+vlr_status vlr_image_read_source(const char *source, const char *base_dir, const vlr_image_limits *lim,
+                                 uint8_t **bytes, size_t *n, vlr_err *e) {
+    *bytes = NULL;
+    *n = 0;
+    if (!source || !source[0]) return vlr_fail(e, VLR_ERR_INPUT, "empty image reference");
+    if (strncmp(source, "http://", 7) == 0 || strncmp(source, "https://", 8) == 0)
+        return fetch_url(source, lim, bytes, n, e);
+    if (strncmp(source, "data:image", 10) == 0) {
+        const char *b64 = strstr(source, "base64,");
+        if (!b64) return vlr_fail(e, VLR_ERR_INPUT, "data URI without \"base64,\": only base64 data URIs are supported");
+        uint64_t cap = lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
+        b64 += 7;
+        return base64_decode(b64, strlen(b64), cap, bytes, n, e);
+    }
+    if (strncmp(source, "data:", 5) == 0)
+        return vlr_fail(e, VLR_ERR_INPUT, "data URI is not an image (expected data:image/...;base64,...)");
+    const char *path = strncmp(source, "file://", 7) == 0 ? source + 7 : source;
+    if (!path[0]) return vlr_fail(e, VLR_ERR_INPUT, "%s: empty path", source);
+    char *joined = NULL;
+    if (path[0] != '/' && base_dir && base_dir[0]) {
+        joined = vlr_path_join(base_dir, path);
+        if (!joined) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+        path = joined;
+    }
+    char *data = NULL;
+    vlr_status rc = vlr_read_file(path, VLR_IMAGE_MAX_FILE_BYTES, &data, n, e);
+    free(joined);
+    if (rc) return rc;
+    *bytes = (uint8_t *)data;
+    return VLR_OK;
+}

@@ -1,0 +1,93 @@
+/* kernels.h: the numeric kernels behind both transformers, as one table of function pointers.
+ *
+ * The table is filled by the scalar reference (ref.c: the oracle, plain C, obviously correct) and
+ * then overwritten slot by slot by the fastest implementation the CPU supports (x86_avx2.c,
+ * x86_avx512.c, each compiled with its own -m flags so one binary runs on any x86-64). The choice is
+ * made once per model (vlr_kernels_select) from cpuid + xgetbv and can be forced for tests.
+ *
+ * Numerics, for every implementation of every slot: activations are fp32, accumulation is fp32,
+ * weights are read in their stored dtype (bf16 / f16 / f32) and widened exactly to fp32; no
+ * activation is rounded to bf16. Fast kernels may reorder sums (different fp32 rounding than the
+ * reference), so tests compare with a tolerance, but a given implementation's result for a row never
+ * depends on the thread count or on the other rows of the batch: work is split over output rows /
+ * columns only, never over a reduction dimension.
+ *
+ * Threading: kernels that take n_threads run an OpenMP parallel region of that many threads
+ * (num_threads clause; nothing global is changed). */
+#ifndef VLR_KERNELS_H
+#define VLR_KERNELS_H
+
+#include "../common.h"
+#include "../weights.h"
+
+/* y[i][j] (=|+=) sum_k x[i][k] * w[j][k] + bias[j]    for i < m, j < n */
+typedef struct vlr_gemm_args {
+    float *y;
+    size_t ldy;          /* row stride of y in floats (>= n) */
+    const float *x;
+    size_t ldx;          /* row stride of x in floats (>= k) */
+    const void *w;       /* [n, k] row-major, dtype w_dtype, row stride k */
+    vlr_dtype w_dtype;
+    const void *bias;    /* [n] in bias_dtype, or NULL */
+    vlr_dtype bias_dtype;
+    int m, n, k;
+    bool accumulate;     /* true: y += x·wᵀ + bias (fused residual add) */
+} vlr_gemm_args;
+
+/* Attention for one sequence segment, all heads:
+ *   out[i, h*hd:(h+1)*hd] = softmax_j(scale * q[i,h]·k[j,g]) · v[j,g],  g = h / (n_heads/n_kv_heads)
+ * Non-causal (causal_offset < 0): query i sees keys 0..n_kv-1.
+ * Causal: query i sees keys 0..causal_offset+i (query i sits at key position causal_offset+i).
+ * q/out rows have n_heads*head_dim floats at stride ld_q / ld_out; k/v rows n_kv_heads*head_dim at
+ * stride ld_kv. Softmax in fp32 with max subtraction (online / flash style in fast kernels). */
+typedef struct vlr_attention_args {
+    float *out;
+    size_t ld_out;
+    const float *q;
+    size_t ld_q;
+    const float *k, *v;
+    size_t ld_kv;
+    int n_q, n_kv, n_heads, n_kv_heads, head_dim;
+    int causal_offset;
+    float scale;
+} vlr_attention_args;
+
+typedef struct vlr_kernels {
+    const char *isa; /* "ref", "avx2", "avx512" */
+
+    void (*gemm)(const vlr_gemm_args *a, int n_threads);
+    void (*attention)(const vlr_attention_args *a, int n_threads);
+
+    /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows r < rows of n floats (y may be x).
+     * w: [n] in w_dtype. Sum of squares accumulated in fp32... (ref: double is NOT used, to keep
+     * the fast path comparable; see the tests' tolerance). */
+    void (*rmsnorm)(float *y, const float *x, int rows, int n, const void *w, vlr_dtype w_dtype,
+                    float eps);
+    /* Rotate-half RoPE in place on rows of n_heads heads of head_dim floats (stride ld):
+     * for each row r, head h, i < head_dim/2:
+     *   a = x[i], b = x[i + hd/2]; x[i] = a*cos[r][i] - b*sin[r][i]; x[i+hd/2] = b*cos[r][i+hd/2] + a*sin[r][i+hd/2]
+     * cos/sin: [rows, head_dim] (the angle vector is already duplicated across the two halves). */
+    void (*rope)(float *x, size_t ld, int rows, int n_heads, int head_dim, const float *cos_tab,
+                 const float *sin_tab);
+    /* g[i] = silu(g[i]) * u[i], i < n */
+    void (*silu_mul)(float *g, const float *u, size_t n);
+    /* x[i] = 0.5 x (1 + erf(x / sqrt 2)), i < n (exact GELU, as torch's default) */
+    void (*gelu)(float *x, size_t n);
+    /* y[i] += x[i] */
+    void (*add)(float *y, const float *x, size_t n);
+} vlr_kernels;
+
+typedef enum vlr_isa { VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512 } vlr_isa;
+
+/* Fills k with the best implementation supported by this CPU (or the one forced; a forced ISA the
+ * CPU lacks falls back to the best supported one below it). Returns the ISA chosen. */
+vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force);
+bool vlr_cpu_has_avx2(void);   /* AVX2 + FMA + F16C, and the OS saves YMM state */
+bool vlr_cpu_has_avx512(void); /* AVX-512 F/BW/VL/DQ and the OS saves ZMM state */
+
+/* Per-ISA fillers (each overwrites the slots it implements). */
+void vlr_kernels_fill_ref(vlr_kernels *k);
+void vlr_kernels_fill_avx2(vlr_kernels *k);
+void vlr_kernels_fill_avx512(vlr_kernels *k);
+
+#endif

@@ -1,0 +1,146 @@
+/* ref.c: the scalar reference implementation of every kernel slot: plain C, one obvious loop
+ * nest per operation, fp32 throughout, sums taken in index order. It is the oracle the vectorised
+ * kernels are tested against and the fallback on CPUs without AVX2, so it favours being obviously
+ * right over being fast. It allocates nothing (attention recomputes its scores instead of storing
+ * them), so no slot can fail.
+ *
+ * Threading: gemm splits over output columns (weight rows) and attention over (query, head) pairs,
+ * so a result never depends on the thread count. The element-wise slots run on the calling
+ * thread. */
+#include <math.h>
+
+#include "kernels.h"
+
+/* Element i of a weight / bias vector stored in dt, widened exactly to fp32. */
+static inline float ref_load(const void *p, vlr_dtype dt, size_t i) {
+    switch (dt) {
+    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
+    case VLR_DT_F16: return vlr_f16_to_f32(((const uint16_t *)p)[i]);
+    case VLR_DT_F32: return ((const float *)p)[i];
+    }
+    return 0.0f;
+}
+
+/* y[i][j] (=|+=) (sum_k x[i][k] * w[j][k]) + bias[j]: the dot product is summed in k order, the bias
+ * is added to it, and only then is the sum added to y (accumulate). Fast kernels keep the epilogue
+ * order (dot, + bias, + y) so their only difference from this is the order inside the dot. */
+static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
+    const int m = a->m, n = a->n, k = a->k;
+    if (m <= 0 || n <= 0) return;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+    for (int j = 0; j < n; j++) {
+        const float bias = a->bias ? ref_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
+        for (int i = 0; i < m; i++) {
+            const float *x = a->x + (size_t)i * a->ldx;
+            const size_t row = (size_t)j * (size_t)k;
+            float dot = 0.0f;
+            switch (a->w_dtype) { /* one loop per dtype: the same sum, without a switch per term */
+            case VLR_DT_BF16:
+                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_BF16, row + (size_t)p);
+                break;
+            case VLR_DT_F16:
+                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_F16, row + (size_t)p);
+                break;
+            case VLR_DT_F32:
+                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_F32, row + (size_t)p);
+                break;
+            }
+            if (a->bias) dot += bias;
+            float *y = a->y + (size_t)i * a->ldy + j;
+            *y = a->accumulate ? *y + dot : dot;
+        }
+    }
+}
+
+static float ref_dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Softmax attention of one query row for one head, in two passes over the visible keys: the first
+ * finds the largest score, the second sums exp(score - max) and the weighted values straight into
+ * the output row, which is divided by the sum at the end. Scores are recomputed in the second pass
+ * rather than stored, so the reference needs no scratch memory. */
+static void ref_attention(const vlr_attention_args *a, int n_threads) {
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+    const long n_pairs = (long)a->n_q * a->n_heads;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+    for (long pair = 0; pair < n_pairs; pair++) {
+        const int i = (int)(pair / a->n_heads), h = (int)(pair % a->n_heads), g = h / group;
+        const float *q = a->q + (size_t)i * a->ld_q + (size_t)h * hd;
+        float *out = a->out + (size_t)i * a->ld_out + (size_t)h * hd;
+        int n_vis = a->causal_offset < 0 ? a->n_kv : a->causal_offset + i + 1;
+        if (n_vis > a->n_kv) n_vis = a->n_kv;
+        float max = -INFINITY;
+        for (int j = 0; j < n_vis; j++) {
+            float s = a->scale * ref_dot(q, a->k + (size_t)j * a->ld_kv + (size_t)g * hd, hd);
+            if (s > max) max = s;
+        }
+        for (int d = 0; d < hd; d++) out[d] = 0.0f;
+        float sum = 0.0f;
+        for (int j = 0; j < n_vis; j++) {
+            float s = a->scale * ref_dot(q, a->k + (size_t)j * a->ld_kv + (size_t)g * hd, hd);
+            float p = expf(s - max);
+            const float *v = a->v + (size_t)j * a->ld_kv + (size_t)g * hd;
+            sum += p;
+            for (int d = 0; d < hd; d++) out[d] += p * v[d];
+        }
+        /* A query that sees no key (impossible for valid causal offsets) gets zeros, not NaN. */
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+}
+
+/* Qwen2RMSNorm: (x * rsqrt(mean(x^2) + eps)) * w, the mean of squares summed in fp32. */
+static void ref_rmsnorm(float *y, const float *x, int rows, int n, const void *w, vlr_dtype w_dtype,
+                        float eps) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        float ss = 0.0f;
+        for (int i = 0; i < n; i++) ss += xr[i] * xr[i];
+        const float scale = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int i = 0; i < n; i++) yr[i] = (xr[i] * scale) * ref_load(w, w_dtype, (size_t)i);
+    }
+}
+
+static void ref_rope(float *x, size_t ld, int rows, int n_heads, int head_dim, const float *cos_tab,
+                     const float *sin_tab) {
+    const int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *c = cos_tab + (size_t)r * head_dim, *s = sin_tab + (size_t)r * head_dim;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + (size_t)r * ld + (size_t)h * head_dim;
+            for (int i = 0; i < half; i++) {
+                const float a = xh[i], b = xh[i + half];
+                xh[i] = a * c[i] - b * s[i];
+                xh[i + half] = b * c[i + half] + a * s[i + half];
+            }
+        }
+    }
+}
+
+/* silu(g) = g * sigmoid(g) = g / (1 + exp(-g)); for g << 0 exp(-g) is inf and the quotient -0. */
+static void ref_silu_mul(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void ref_gelu(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+static void ref_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void vlr_kernels_fill_ref(vlr_kernels *k) {
+    k->isa = "ref";
+    k->gemm = ref_gemm;
+    k->attention = ref_attention;
+    k->rmsnorm = ref_rmsnorm;
+    k->rope = ref_rope;
+    k->silu_mul = ref_silu_mul;
+    k->gelu = ref_gelu;
+    k->add = ref_add;
+}

@@ -1,0 +1,610 @@
+/* x86_avx512.c: AVX-512 kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
+ * -mf16c; only called after vlr_cpu_has_avx512(). Slots not set here keep the AVX2 / reference
+ * implementation.
+ *
+ * GEMM (y = x·Wᵀ, W [n,k] bf16/f16/f32) is a Goto/BLIS-style packed, cache-blocked product in
+ * fp32. bf16 dot-product instructions exist on some of these CPUs but round activations to bf16 and
+ * run at half the fp32 FMA rate on Sapphire Rapids, so weights are only *stored* narrow: the packing
+ * widens them exactly to fp32 (bf16: shift left 16; f16: vcvtph2ps) and the micro-kernel is an fp32
+ * outer product (MR rows of x broadcast × NR columns of W in vectors).
+ *
+ * Summation order, which is what makes results reproducible: k is cut into blocks at fixed
+ * multiples of GEMM_KC. Within a block each output is one fma chain in k order starting from 0; the
+ * block sums are added to y one after another: y = ((s_0 + bias) [+ y_old]) + s_1 + s_2 + ... The
+ * tile shapes, the cache blocking of m and n, the thread split (over output rows and columns only)
+ * and zero-padded edge tiles change none of these operations, so a row's result does not depend on
+ * the thread count or on which other rows share the batch. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * GEMM */
+
+#ifndef GEMM_MR
+#define GEMM_MR 14
+#endif  /* rows of x per micro-tile (broadcast side) */
+#ifndef GEMM_NV
+#define GEMM_NV 2
+#endif   /* zmm vectors of W per micro-tile row */
+#define GEMM_NR (16 * GEMM_NV)
+/* k block: fixed, it defines the summation order (see above). 256 fp32 × NR keeps a W micro-panel
+ * at 32 KiB, inside the 48 KiB L1 next to the x micro-panel being broadcast. */
+#ifndef GEMM_KC
+#define GEMM_KC 256
+#endif
+/* Packed W block per thread: GEMM_NC columns × GEMM_KC (512 KiB, in L2) reused by every row tile;
+ * packed x block: GEMM_MC rows × GEMM_KC, reused by every column panel. */
+#ifndef GEMM_NC
+#define GEMM_NC 512
+#endif
+#ifndef PACK_PREFETCH
+#define PACK_PREFETCH 64
+#endif
+#ifndef PACK_MODE
+#define PACK_MODE 2
+#endif
+#ifndef GEMM_MC
+#define GEMM_MC 1022
+#endif /* a multiple of GEMM_MR */
+
+static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+/* 16 consecutive weights of one row, widened to fp32; lanes >= n_valid read as 0 (masked load: no
+ * access past the row). */
+static inline __m512 load_w16(const void *w, vlr_dtype dt, size_t off, int n_valid) {
+    const __mmask16 mk = tail_mask(n_valid);
+    switch (dt) {
+    case VLR_DT_BF16: {
+        __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t *)w + off);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case VLR_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)w + off));
+    case VLR_DT_F32: return _mm512_maskz_loadu_ps(mk, (const float *)w + off);
+    }
+    return _mm512_setzero_ps();
+}
+
+/* In-register 16×16 fp32 transpose: r[i] lane j becomes r[j] lane i. Three unpack stages build 4×4
+ * blocks inside 128-bit lanes, two 128-bit shuffles move the blocks into place. */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    /* u[4i+c] lane L now holds column 4L+c of rows 4i..4i+3. */
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xee);
+        __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        r[8 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+    }
+}
+
+/* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][NR] fp32, transposing
+ * 16×16 blocks in registers. Columns past n_cols are zero. While one group of 16 weight rows is
+ * transposed, the next group's span is prefetched: 16 interleaved row streams defeat the hardware
+ * prefetchers, and without this the packing waits on memory. */
+static inline __attribute__((always_inline)) void pack_w_block_dt(
+    float *dst, const void *w, const vlr_dtype dt, size_t k, int j0, int n_cols, int p0, int kc) {
+    const size_t esize = dt == VLR_DT_F32 ? 4 : 2;
+    for (int g = 0; g * 16 < n_cols; g++) {
+        const int rows = n_cols - 16 * g < 16 ? n_cols - 16 * g : 16;
+        const int next_rows = n_cols - 16 * (g + 1) < 16 ? n_cols - 16 * (g + 1) : 16;
+#if PACK_MODE == 1
+        for (int i = 0; i < next_rows; i++) {
+            const char *row = (const char *)w + ((size_t)(j0 + 16 * (g + 1) + i) * k + (size_t)p0) * esize;
+            for (size_t b = 0; b < (size_t)kc * esize; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+        }
+#endif
+        float *panel = dst + (size_t)(g / GEMM_NV) * GEMM_NR * GEMM_KC + 16 * (g % GEMM_NV);
+        const uint8_t *base = (const uint8_t *)w + ((size_t)(j0 + 16 * g) * k + (size_t)p0) * esize;
+        for (int p = 0; p < kc; p += 16) {
+            const int np = kc - p < 16 ? kc - p : 16;
+#if PACK_MODE == 2
+            /* rolling prefetch PACK_PREFETCH elements ahead along the rows, continuing into the
+             * next group's rows near the end of the span */
+            if (p + PACK_PREFETCH < kc) {
+                for (int i = 0; i < rows; i++)
+                    _mm_prefetch((const char *)base + ((size_t)i * k + (size_t)(p + PACK_PREFETCH)) * esize, _MM_HINT_T0);
+            } else if (p + PACK_PREFETCH - kc < 16 * (int)(64 / esize) && next_rows > 0) {
+                for (int i = 0; i < next_rows; i++)
+                    _mm_prefetch((const char *)base + ((size_t)(16 + i) * k + (size_t)(p + PACK_PREFETCH - kc)) * esize, _MM_HINT_T0);
+            }
+#endif
+            __m512 r[16];
+            if (rows == 16 && np == 16) {
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++) r[i] = load_w16(base, dt, (size_t)i * k + (size_t)p, 16);
+            } else {
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < rows ? load_w16(base, dt, (size_t)i * k + (size_t)p, np) : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            if (np == 16) { /* fully unrolled, so r[] stays in registers */
+#pragma GCC unroll 16
+                for (int q = 0; q < 16; q++) _mm512_store_ps(panel + (size_t)(p + q) * GEMM_NR, r[q]);
+            } else {
+                for (int q = 0; q < np; q++) _mm512_store_ps(panel + (size_t)(p + q) * GEMM_NR, r[q]);
+            }
+        }
+    }
+    /* a last panel's missing 16-column groups are zero */
+    const int groups = (n_cols + 15) / 16, groups_pad = (n_cols + GEMM_NR - 1) / GEMM_NR * GEMM_NV;
+    for (int g = groups; g < groups_pad; g++) {
+        float *panel = dst + (size_t)(g / GEMM_NV) * GEMM_NR * GEMM_KC + 16 * (g % GEMM_NV);
+        for (int p = 0; p < kc; p++) _mm512_store_ps(panel + (size_t)p * GEMM_NR, _mm512_setzero_ps());
+    }
+}
+
+static void pack_w_block(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
+                         int p0, int kc) {
+    switch (dt) {
+    case VLR_DT_BF16: pack_w_block_dt(dst, w, VLR_DT_BF16, k, j0, n_cols, p0, kc); break;
+    case VLR_DT_F16: pack_w_block_dt(dst, w, VLR_DT_F16, k, j0, n_cols, p0, kc); break;
+    case VLR_DT_F32: pack_w_block_dt(dst, w, VLR_DT_F32, k, j0, n_cols, p0, kc); break;
+    }
+}
+
+/* Packs rows [i0, i0+mr) × [p0, p0+kc) of x into dst[p][mr] (one micro-panel, mr <= MR). */
+static void pack_x_panel(float *dst, const float *x, size_t ldx, int mr, int p0, int kc) {
+    int p = 0;
+    const __mmask16 row_mask = tail_mask(mr);
+    for (; p + 16 <= kc; p += 16) {
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            r[i] = i < mr ? _mm512_loadu_ps(x + (size_t)i * ldx + p0 + p) : _mm512_setzero_ps();
+        transpose16(r);
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(dst + (size_t)(p + q) * mr, row_mask, r[q]);
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < mr; i++) dst[(size_t)p * mr + i] = x[(size_t)i * ldx + p0 + p];
+}
+
+/* The micro-kernel: acc[MR'][NR] = sum_p xp[p][i] * wp[p][j] over one k block, then the epilogue
+ * into c (ldc): v = acc (+ bias, first block) ; c = load_c ? c + v : v. `mr` is a compile-time
+ * constant after inlining (see gemm_tile). */
+static inline __attribute__((always_inline)) void gemm_ukernel(
+    const int mr, int kc, const float *restrict xp, const float *restrict wp, float *c, size_t ldc,
+    int n_cols, const float *bias, bool load_c) {
+    __m512 acc[14][GEMM_NV];
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) acc[i][v] = _mm512_setzero_ps();
+        /* the C tile is read after kc steps: start bringing it in now (it is often in L3) */
+        if (load_c) _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
+        if (load_c && GEMM_NV > 1) _mm_prefetch((const char *)(c + (size_t)i * ldc + GEMM_NR - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 2
+    for (int p = 0; p < kc; p++) {
+        __m512 b[GEMM_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) b[v] = _mm512_load_ps(wp + 16 * v);
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            const __m512 a = _mm512_set1_ps(xp[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < GEMM_NV; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+        }
+        xp += mr;
+        wp += GEMM_NR;
+    }
+    __mmask16 mk[GEMM_NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < GEMM_NV; v++) mk[v] = tail_mask(n_cols - 16 * v > 0 ? n_cols - 16 * v : 0);
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < GEMM_NV; v++) {
+            float *cp = c + (size_t)i * ldc + 16 * v;
+            __m512 r = acc[i][v];
+            if (bias) r = _mm512_add_ps(r, _mm512_load_ps(bias + 16 * v));
+            if (load_c) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], cp), r);
+            _mm512_mask_storeu_ps(cp, mk[v], r);
+        }
+    }
+}
+
+/* Dispatch on the tile height so each height gets its own fully unrolled register tile. */
+static void gemm_tile(int mr, int kc, const float *xp, const float *wp, float *c, size_t ldc,
+                      int n_cols, const float *bias, bool load_c) {
+    switch (mr) {
+#define GEMM_CASE(R) \
+    case R: if (R <= GEMM_MR) gemm_ukernel(R, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+        GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6) GEMM_CASE(7)
+        GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11) GEMM_CASE(12) GEMM_CASE(13)
+        GEMM_CASE(14)
+#undef GEMM_CASE
+    default: break;
+    }
+}
+
+static inline float load_scalar(const void *p, vlr_dtype dt, size_t i) {
+    switch (dt) {
+    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
+    case VLR_DT_F16: return _cvtsh_ss(((const uint16_t *)p)[i]);
+    case VLR_DT_F32: return ((const float *)p)[i];
+    }
+    return 0.0f;
+}
+
+/* One thread's share: rows [r0, r1) × columns [c0, c1), using the caller's packing buffers
+ * (wbuf: nc_cap × GEMM_KC floats, xbuf: mc_cap × GEMM_KC floats, 64-byte aligned). */
+static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
+                       int nc_cap, float *xbuf, int mc_cap) {
+    const int k = a->k;
+    const int n_kblocks = k > 0 ? (k + GEMM_KC - 1) / GEMM_KC : 1;
+    alignas(64) float bias_f32[GEMM_NR];
+    for (int ms = r0; ms < r1; ms += mc_cap) {
+        const int mc = r1 - ms < mc_cap ? r1 - ms : mc_cap;
+        for (int kb = 0; kb < n_kblocks; kb++) {
+            const int p0 = kb * GEMM_KC, kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+            const bool first = kb == 0;
+            /* x micro-panels of this row block, each [kc][mr] */
+            for (int i = 0; i < mc; i += GEMM_MR) {
+                const int mr = mc - i < GEMM_MR ? mc - i : GEMM_MR;
+                pack_x_panel(xbuf + (size_t)i * GEMM_KC, a->x + (size_t)(ms + i) * a->ldx, a->ldx,
+                             mr, p0, kc);
+            }
+            for (int ns = c0; ns < c1; ns += nc_cap) {
+                const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
+                pack_w_block(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc);
+                for (int j = 0; j < nc; j += GEMM_NR) {
+                    const int ncols = nc - j < GEMM_NR ? nc - j : GEMM_NR;
+                    const float *bias = NULL;
+                    if (first && a->bias) {
+                        for (int q = 0; q < GEMM_NR; q++)
+                            bias_f32[q] = q < ncols ? load_scalar(a->bias, a->bias_dtype, (size_t)(ns + j + q)) : 0.0f;
+                        bias = bias_f32;
+                    }
+                    const bool load_c = !first || a->accumulate;
+                    for (int i = 0; i < mc; i += GEMM_MR) {
+                        const int mr = mc - i < GEMM_MR ? mc - i : GEMM_MR;
+                        gemm_tile(mr, kc, xbuf + (size_t)i * GEMM_KC, wbuf + (size_t)j * GEMM_KC,
+                                  a->y + (size_t)(ms + i) * a->ldy + ns + j, a->ldy, ncols, bias,
+                                  load_c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Without heap memory for the packing buffers, the same blocks run with one-panel buffers on the
+ * stack: slower, same arithmetic. */
+static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
+                                                       int c0, int c1) {
+    alignas(64) float wbuf[GEMM_NR * GEMM_KC];
+    alignas(64) float xbuf[GEMM_MR * GEMM_KC];
+    gemm_block(a, r0, r1, c0, c1, wbuf, GEMM_NR, xbuf, GEMM_MR);
+}
+
+static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+static void avx512_gemm(const vlr_gemm_args *a, int n_threads) {
+    if (a->m <= 0 || a->n <= 0) return;
+    const int n_panels = (a->n + GEMM_NR - 1) / GEMM_NR;
+    const int n_row_tiles = (a->m + GEMM_MR - 1) / GEMM_MR;
+    const int nt_req = n_threads > 0 ? n_threads : 1;
+    /* Thread grid: split the columns first (each thread then packs only its own part of W), the
+     * rows only when there are fewer column panels than threads. */
+    const int tn = nt_req < n_panels ? nt_req : n_panels;
+    const int tm = nt_req / tn < n_row_tiles ? nt_req / tn : n_row_tiles;
+#pragma omp parallel num_threads(tm * tn)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        const int ti = t / tn, tj = t % tn;
+        const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
+        const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
+        const int r0 = rt0 * GEMM_MR, r1 = rt1 * GEMM_MR < a->m ? rt1 * GEMM_MR : a->m;
+        const int c0 = cp0 * GEMM_NR, c1 = cp1 * GEMM_NR < a->n ? cp1 * GEMM_NR : a->n;
+        if (r0 < r1 && c0 < c1) {
+            const size_t nc_cap = round_up((size_t)(c1 - c0) < GEMM_NC ? (size_t)(c1 - c0) : GEMM_NC, GEMM_NR);
+            const size_t mc_cap = round_up((size_t)(r1 - r0) < GEMM_MC ? (size_t)(r1 - r0) : GEMM_MC, GEMM_MR);
+            float *wbuf = aligned_alloc(64, nc_cap * GEMM_KC * sizeof(float));
+            float *xbuf = aligned_alloc(64, mc_cap * GEMM_KC * sizeof(float));
+            if (wbuf && xbuf)
+                gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+            else
+                gemm_block_small(a, r0, r1, c0, c1);
+            free(wbuf);
+            free(xbuf);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Vector exp */
+
+/* e^x for 16 lanes, ~1-2 ulp over the normal range: Cody-Waite reduction x = n·ln2 + r with
+ * |r| <= ln2/2, the degree-6 polynomial of Cephes' expf for e^r, and 2^n applied by vscalefps
+ * (which also gives exact 0 / inf for |n| out of range). Inputs below -104 give 0. */
+static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.72283935546875f));
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LT_OQ);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    y = _mm512_scalef_ps(y, n);
+    return _mm512_maskz_mov_ps((__mmask16)~tiny, y);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention: flash style. A work unit is one key/value head g with a block of queries for all the
+ * heads of its group (so K and V blocks are loaded once per group). Keys go in blocks of ATT_BK
+ * (= GEMM_NR): S = Q·Kᵀ with the GEMM micro-kernel (Q packed like x, the K block packed like a W
+ * panel), then the online softmax update per row: m' = max(m, max S), P = exp(S·scale - m'),
+ * l = l·e^(m-m') + sum P, O = O·e^(m-m') + P·V; out = O / l at the end. Each row's arithmetic
+ * depends only on its own scores and the fixed key blocking, so the result of a query does not
+ * depend on the unit shape, the threads or the other queries. */
+
+#define ATT_BK GEMM_NR
+#define ATT_ROWS 56 /* query rows (heads × queries) per unit */
+
+typedef struct att_scratch {
+    float *qp; /* [rows][hd] Q tiles packed [hd][mr] each */
+    float *kt; /* [hd][ATT_BK] the key block, transposed */
+    float *s;  /* [rows][ATT_BK] scores, then probabilities */
+    float *o;  /* [rows][hd] unnormalised output */
+    float *m, *l; /* [rows] running max and sum */
+} att_scratch;
+
+static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, att_scratch *w) {
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+    const int rows = group * bq, n_chunks = (hd + 15) / 16;
+    const int n_vis = a->causal_offset < 0 ? a->n_kv
+                      : (a->causal_offset + i0 + nq < a->n_kv ? a->causal_offset + i0 + nq : a->n_kv);
+    for (int hh = 0; hh < group; hh++) {
+        const int h = g * group + hh;
+        for (int t = 0; t < nq; t += GEMM_MR) {
+            const int mr = nq - t < GEMM_MR ? nq - t : GEMM_MR;
+            pack_x_panel(w->qp + (size_t)(hh * bq + t) * hd, a->q + (size_t)(i0 + t) * a->ld_q + (size_t)h * hd,
+                         a->ld_q, mr, 0, hd);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+    }
+    memset(w->o, 0, (size_t)rows * hd * sizeof(float));
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int j0 = 0; j0 < n_vis; j0 += ATT_BK) {
+        const int nk = n_vis - j0 < ATT_BK ? n_vis - j0 : ATT_BK;
+        pack_w_block_dt(w->kt, a->k + (size_t)g * hd, VLR_DT_F32, a->ld_kv, j0, nk, 0, hd);
+        for (int hh = 0; hh < group; hh++)
+            for (int t = 0; t < nq; t += GEMM_MR) {
+                const int mr = nq - t < GEMM_MR ? nq - t : GEMM_MR;
+                gemm_tile(mr, hd, w->qp + (size_t)(hh * bq + t) * hd, w->kt,
+                          w->s + (size_t)(hh * bq + t) * ATT_BK, ATT_BK, nk, NULL, false);
+            }
+        /* softmax update, row by row; *nv_max: the most keys any row of the unit sees here */
+        int nv_max = 0;
+        for (int hh = 0; hh < group; hh++)
+            for (int qi = 0; qi < nq; qi++) {
+                const int r = hh * bq + qi;
+                int nv = nk;
+                if (a->causal_offset >= 0 && a->causal_offset + i0 + qi + 1 - j0 < nv)
+                    nv = a->causal_offset + i0 + qi + 1 - j0;
+                float *srow = w->s + (size_t)r * ATT_BK;
+                if (nv <= 0) { /* no visible key in this block: P = 0, state unchanged */
+                    memset(srow, 0, ATT_BK * sizeof(float));
+                    continue;
+                }
+                if (nv > nv_max) nv_max = nv;
+                __m512 sv[GEMM_NV];
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (int v = 0; v < GEMM_NV; v++) {
+                    const __mmask16 mk = tail_mask(nv - 16 * v > 0 ? nv - 16 * v : 0);
+                    sv[v] = _mm512_mul_ps(_mm512_load_ps(srow + 16 * v), scale);
+                    mx = _mm512_mask_max_ps(mx, mk, mx, sv[v]);
+                }
+                const float m_old = w->m[r], m_new = fmaxf(m_old, _mm512_reduce_max_ps(mx));
+                const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+                __m512 sum = _mm512_setzero_ps();
+                for (int v = 0; v < GEMM_NV; v++) {
+                    const __mmask16 mk = tail_mask(nv - 16 * v > 0 ? nv - 16 * v : 0);
+                    const __m512 pv = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(sv[v], _mm512_set1_ps(m_new))));
+                    _mm512_store_ps(srow + 16 * v, pv);
+                    sum = _mm512_add_ps(sum, pv);
+                }
+                w->l[r] = w->l[r] * alpha + _mm512_reduce_add_ps(sum);
+                w->m[r] = m_new;
+                /* rescale O now; P·V is added below for all rows together */
+                if (alpha != 1.0f) {
+                    float *orow = w->o + (size_t)r * hd;
+                    for (int c = 0; c < hd; c++) orow[c] *= alpha;
+                }
+            }
+        /* O[r] += sum_j P[r][j] V[j], 8 rows at a time so each V load serves 8 FMAs. Keys a row
+         * does not see have P = 0 exactly and add nothing. */
+        const float *vblk = a->v + (size_t)j0 * a->ld_kv + (size_t)g * hd;
+        for (int r0 = 0; r0 < rows; r0 += 8) {
+            const int nr = rows - r0 < 8 ? rows - r0 : 8;
+            for (int c = 0; c < n_chunks; c++) {
+                const __mmask16 mk = tail_mask(hd - 16 * c);
+                __m512 acc[8];
+                for (int i = 0; i < 8; i++)
+                    acc[i] = i < nr ? _mm512_maskz_loadu_ps(mk, w->o + (size_t)(r0 + i) * hd + 16 * c)
+                                    : _mm512_setzero_ps();
+                for (int j = 0; j < nv_max; j++) {
+                    const __m512 vv = _mm512_maskz_loadu_ps(mk, vblk + (size_t)j * a->ld_kv + 16 * c);
+                    for (int i = 0; i < 8; i++)
+                        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(w->s[(size_t)(r0 + (i < nr ? i : 0)) * ATT_BK + j]), vv, acc[i]);
+                }
+                for (int i = 0; i < nr; i++)
+                    _mm512_mask_storeu_ps(w->o + (size_t)(r0 + i) * hd + 16 * c, mk, acc[i]);
+            }
+        }
+    }
+    for (int hh = 0; hh < group; hh++)
+        for (int qi = 0; qi < nq; qi++) {
+            const int r = hh * bq + qi, h = g * group + hh;
+            const float inv = w->l[r] > 0.0f ? 1.0f / w->l[r] : 0.0f;
+            const float *orow = w->o + (size_t)r * hd;
+            float *out = a->out + (size_t)(i0 + qi) * a->ld_out + (size_t)h * hd;
+            for (int c = 0; c < hd; c++) out[c] = orow[c] * inv;
+        }
+}
+
+static void avx512_attention(const vlr_attention_args *a, int n_threads) {
+    if (a->n_q <= 0 || a->n_heads <= 0 || a->n_kv_heads <= 0 || a->head_dim <= 0) return;
+    const int group = a->n_heads / a->n_kv_heads, hd = a->head_dim;
+    int bq = ATT_ROWS / group > 0 ? ATT_ROWS / group : 1;
+    if (bq > a->n_q) bq = a->n_q;
+    const int rows = group * bq, n_qb = (a->n_q + bq - 1) / bq;
+    const long n_units = (long)a->n_kv_heads * n_qb;
+    const size_t floats = (size_t)rows * hd * 2 + (size_t)hd * ATT_BK + (size_t)rows * ATT_BK + 2 * (size_t)rows;
+    bool failed = false;
+#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
+    {
+        float *buf = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        if (!buf) {
+#pragma omp atomic write
+            failed = true;
+        } else {
+            att_scratch w;
+            /* s first (64-byte aligned rows: ATT_BK floats each), kt next (aligned panel rows) */
+            w.s = buf;
+            w.kt = w.s + (size_t)rows * ATT_BK;
+            w.qp = w.kt + (size_t)hd * ATT_BK;
+            w.o = w.qp + (size_t)rows * hd;
+            w.m = w.o + (size_t)rows * hd;
+            w.l = w.m + rows;
+            /* Units in query-block-major order, so the long causal units (late queries) start first. */
+#pragma omp for schedule(dynamic, 1)
+            for (long u = 0; u < n_units; u++) {
+                const int qb = n_qb - 1 - (int)(u / a->n_kv_heads), g = (int)(u % a->n_kv_heads);
+                const int i0 = qb * bq, nq = a->n_q - i0 < bq ? a->n_q - i0 : bq;
+                att_unit(a, g, i0, nq, bq, &w);
+            }
+        }
+        free(buf);
+    }
+    if (failed) { /* no scratch memory: the scalar reference, which needs none */
+        vlr_kernels ref;
+        vlr_kernels_fill_ref(&ref);
+        ref.attention(a, n_threads);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Element-wise kernels */
+
+static inline __m512 load_vec16(const void *p, vlr_dtype dt, size_t off, __mmask16 mk) {
+    switch (dt) {
+    case VLR_DT_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)p + off)), 16));
+    case VLR_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)p + off));
+    case VLR_DT_F32: return _mm512_maskz_loadu_ps(mk, (const float *)p + off);
+    }
+    return _mm512_setzero_ps();
+}
+
+/* Sum of squares in 16 lanes (lane l takes elements l, l+16, ...), then a fixed reduction tree. */
+static void avx512_rmsnorm(float *y, const float *x, int rows, int n, const void *w, vlr_dtype w_dtype,
+                           float eps) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        __m512 ss = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 16) {
+            const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), xr + i);
+            ss = _mm512_fmadd_ps(v, v, ss);
+        }
+        const float scale = 1.0f / sqrtf(_mm512_reduce_add_ps(ss) / (float)n + eps);
+        const __m512 sv = _mm512_set1_ps(scale);
+        for (int i = 0; i < n; i += 16) {
+            const __mmask16 mk = tail_mask(n - i);
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xr + i), sv);
+            _mm512_mask_storeu_ps(yr + i, mk, _mm512_mul_ps(v, load_vec16(w, w_dtype, (size_t)i, mk)));
+        }
+    }
+}
+
+static void avx512_rope(float *x, size_t ld, int rows, int n_heads, int head_dim, const float *cos_tab,
+                        const float *sin_tab) {
+    const int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *c = cos_tab + (size_t)r * head_dim, *s = sin_tab + (size_t)r * head_dim;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + (size_t)r * ld + (size_t)h * head_dim;
+            for (int i = 0; i < half; i += 16) {
+                const __mmask16 mk = tail_mask(half - i);
+                const __m512 a = _mm512_maskz_loadu_ps(mk, xh + i);
+                const __m512 b = _mm512_maskz_loadu_ps(mk, xh + half + i);
+                const __m512 c1 = _mm512_maskz_loadu_ps(mk, c + i), s1 = _mm512_maskz_loadu_ps(mk, s + i);
+                const __m512 c2 = _mm512_maskz_loadu_ps(mk, c + half + i);
+                const __m512 s2 = _mm512_maskz_loadu_ps(mk, s + half + i);
+                /* the reference's a*cos - b*sin, b*cos + a*sin: two roundings per product */
+                _mm512_mask_storeu_ps(xh + i, mk, _mm512_sub_ps(_mm512_mul_ps(a, c1), _mm512_mul_ps(b, s1)));
+                _mm512_mask_storeu_ps(xh + half + i, mk,
+                                      _mm512_add_ps(_mm512_mul_ps(b, c2), _mm512_mul_ps(a, s2)));
+            }
+        }
+    }
+}
+
+static void avx512_silu_mul(float *g, const float *u, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 mk = tail_mask(n - i > 16 ? 16 : (int)(n - i));
+        const __m512 gv = _mm512_maskz_loadu_ps(mk, g + i), uv = _mm512_maskz_loadu_ps(mk, u + i);
+        const __m512 den = _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv)));
+        _mm512_mask_storeu_ps(g + i, mk, _mm512_mul_ps(_mm512_div_ps(gv, den), uv));
+    }
+}
+
+static void avx512_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 mk = tail_mask(n - i > 16 ? 16 : (int)(n - i));
+        _mm512_mask_storeu_ps(y + i, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + i),
+                                                       _mm512_maskz_loadu_ps(mk, x + i)));
+    }
+}
+
+void vlr_kernels_fill_avx512(vlr_kernels *k) {
+    k->isa = "avx512";
+    k->gemm = avx512_gemm;
+    k->attention = avx512_attention;
+    k->rmsnorm = avx512_rmsnorm;
+    k->rope = avx512_rope;
+    k->silu_mul = avx512_silu_mul;
+    k->add = avx512_add;
+}

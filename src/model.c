@@ -1,0 +1,390 @@
+/* model.c: the public API's orchestration. Loading puts together the config, the mmap'd weights, the
+ * tokenizer and the kernel table; a session owns everything one request needs at a time (KV cache,
+ * scratch, tokenizer cache, the last error). vlr_prepare turns a request into model inputs (template,
+ * images, ids, positions) and vlr_score runs the vision tower per image, the decoder over the
+ * sequence and the value head at the last token. The math itself lives in vision.c and text.c. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "json.h"
+#include "rope.h"
+#include "text.h"
+#include "trace.h"
+#include "vision.h"
+#include "vision_cache.h"
+
+struct vlr_session {
+    vlr_model *model;
+    vlr_err err;
+    vlr_tok_cache *tok_cache;
+    vlr_text_state *text;   /* KV cache + decoder scratch, grown to the longest request seen */
+    float *last_hidden;     /* [hidden_size] */
+    vlr_trace *trace;       /* optional, set by vlr_session_set_trace */
+    vlr_vision_cache *vision_cache; /* optional, vlr_session_set_vision_cache */
+    size_t last_n_tokens;
+};
+
+vlr_params vlr_default_params(void) {
+    vlr_params p;
+    memset(&p, 0, sizeof p);
+    p.precision = VLR_PRECISION_F32;
+    return p;
+}
+
+/* Reads the chat template the model ships (chat_template.json, else tokenizer_config.json) and
+ * records whether it is the Qwen2-VL one we render. A missing template is not an error: transformers
+ * would fail, but the checkpoint family is known, so we render Qwen2-VL's and say so. */
+static void check_chat_template(vlr_model *m) {
+    const char *files[] = {"chat_template.json", "tokenizer_config.json"};
+    m->template_known = true;
+    for (size_t i = 0; i < 2; i++) {
+        char *path = vlr_path_join(m->dir, files[i]);
+        if (!path) return;
+        vlr_json_doc *doc = NULL;
+        vlr_err e = {0};
+        if (vlr_file_exists(path) && vlr_json_parse_file(path, 64u << 20, &doc, &e) == VLR_OK) {
+            const vlr_json *t = vlr_json_get(vlr_json_root(doc), "chat_template");
+            if (vlr_json_is(t, VLR_JSON_STRING)) {
+                m->template_known = vlr_chat_template_is_known(t->str, t->len);
+                if (!m->template_known)
+                    snprintf(m->template_warning, sizeof m->template_warning,
+                             "warning: %s: the chat template differs from Qwen2-VL's; vlreward renders "
+                             "the Qwen2-VL template", files[i]);
+                vlr_json_free(doc);
+                free(path);
+                return;
+            }
+        }
+        vlr_json_free(doc);
+        free(path);
+    }
+}
+
+vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_model **out,
+                          char *err, size_t err_cap) {
+    vlr_err e = {0};
+    vlr_status rc = VLR_OK;
+    char *tok_path = NULL;
+    *out = NULL;
+    vlr_model *m = vlr_calloc(1, sizeof *m, &e);
+    if (!m) goto done;
+    m->params = params ? *params : vlr_default_params();
+    m->dir = strdup(model_dir);
+    if (!m->dir) {
+        rc = vlr_fail(&e, VLR_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = vlr_config_load(model_dir, &m->cfg, &e))) goto done;
+    if ((rc = vlr_weights_load(model_dir, &m->cfg, &m->weights, &e))) goto done;
+    tok_path = vlr_path_join(model_dir, "tokenizer.json");
+    if (!tok_path) {
+        rc = vlr_fail(&e, VLR_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = vlr_tok_load(tok_path, &m->tokenizer, &e))) goto done;
+    if (vlr_tok_vocab_size(m->tokenizer) > (size_t)m->cfg.text.vocab_size) {
+        rc = vlr_fail(&e, VLR_ERR_CONFIG, "%s: tokenizer has %zu ids but the model's vocab_size is %d",
+                      model_dir, vlr_tok_vocab_size(m->tokenizer), m->cfg.text.vocab_size);
+        goto done;
+    }
+    check_chat_template(m);
+    vlr_kernels_select(&m->kernels, VLR_ISA_AUTO);
+    m->n_threads = m->params.n_threads > 0 ? m->params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (m->n_threads < 1) m->n_threads = 1;
+    m->max_tokens = m->cfg.text.max_position_embeddings;
+    if (m->params.max_tokens > 0 && m->params.max_tokens < m->max_tokens) m->max_tokens = m->params.max_tokens;
+done:
+    free(tok_path);
+    if (rc != VLR_OK) {
+        vlr_err_copy(&e, err, err_cap);
+        vlr_model_free(m);
+        return rc;
+    }
+    if (!m) {
+        vlr_err_copy(&e, err, err_cap);
+        return VLR_ERR_NOMEM;
+    }
+    *out = m;
+    return VLR_OK;
+}
+
+void vlr_model_free(vlr_model *m) {
+    if (!m) return;
+    vlr_tok_free(m->tokenizer);
+    vlr_weights_free(&m->weights);
+    free(m->dir);
+    free(m);
+}
+
+void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
+    memset(info, 0, sizeof *info);
+    const vlr_text_config *t = &m->cfg.text;
+    const vlr_vision_config *v = &m->cfg.vision;
+    info->text_hidden_size = t->hidden_size;
+    info->text_intermediate_size = t->intermediate_size;
+    info->text_layers = t->num_layers;
+    info->text_heads = t->num_heads;
+    info->text_kv_heads = t->num_kv_heads;
+    info->text_head_dim = t->head_dim;
+    info->vocab_size = t->vocab_size;
+    info->max_position_embeddings = t->max_position_embeddings;
+    info->rms_norm_eps = t->rms_norm_eps;
+    info->rope_theta = t->rope_theta;
+    memcpy(info->mrope_section, t->mrope_section, sizeof info->mrope_section);
+    info->vision_depth = v->depth;
+    info->vision_hidden_size = v->hidden_size;
+    info->vision_heads = v->num_heads;
+    info->vision_intermediate_size = v->intermediate_size;
+    info->vision_out_hidden_size = v->out_hidden_size;
+    info->patch_size = v->patch_size;
+    info->spatial_merge_size = v->spatial_merge_size;
+    info->temporal_patch_size = v->temporal_patch_size;
+    info->window_size = v->window_size;
+    info->n_fullatt_block_indexes = v->n_fullatt;
+    memcpy(info->fullatt_block_indexes, v->fullatt_block_indexes, sizeof(int) * (size_t)v->n_fullatt);
+    info->parameters = m->weights.parameters;
+    info->bytes = m->weights.bytes;
+    info->dtype = m->weights.dtype;
+    info->config_layout = m->cfg.nested ? "nested" : "flat";
+    info->n_shards = m->weights.n_shards;
+}
+
+/* ---- sessions ------------------------------------------------------------------------------ */
+
+vlr_status vlr_session_init(vlr_model *m, vlr_session **out) {
+    *out = NULL;
+    vlr_session *s = calloc(1, sizeof *s);
+    if (!s) return VLR_ERR_NOMEM;
+    s->model = m;
+    s->tok_cache = vlr_tok_cache_new(1 << 16);
+    s->last_hidden = calloc((size_t)m->cfg.text.hidden_size, sizeof(float));
+    if (!s->tok_cache || !s->last_hidden) {
+        vlr_session_free(s);
+        return VLR_ERR_NOMEM;
+    }
+    *out = s;
+    return VLR_OK;
+}
+
+void vlr_session_free(vlr_session *s) {
+    if (!s) return;
+    vlr_tok_cache_free(s->tok_cache);
+    vlr_text_state_free(s->text);
+    vlr_vision_cache_free(s->vision_cache);
+    free(s->last_hidden);
+    free(s);
+}
+
+const char *vlr_session_errmsg(const vlr_session *s) { return s ? s->err.msg : ""; }
+const vlr_err *vlr_session_err(const vlr_session *s) { return &s->err; }
+const float *vlr_session_last_hidden(const vlr_session *s) { return s->last_hidden; }
+void vlr_session_set_trace(vlr_session *s, vlr_trace *trace) { s->trace = trace; }
+size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
+
+vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes) {
+    vlr_vision_cache_free(s->vision_cache);
+    s->vision_cache = NULL;
+    if (max_bytes == 0) return VLR_OK;
+    s->vision_cache = vlr_vision_cache_new(max_bytes);
+    return s->vision_cache ? VLR_OK : vlr_fail(&s->err, VLR_ERR_NOMEM, "out of memory");
+}
+
+void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses) {
+    vlr_vision_cache_stats(s ? s->vision_cache : NULL, hits, misses);
+}
+
+/* ---- preparation --------------------------------------------------------------------------- */
+
+void vlr_prepared_free(vlr_prepared *p) {
+    if (!p) return;
+    vlr_buf_free(&p->prompt);
+    free(p->ids.data);
+    for (size_t i = 0; i < p->n_images; i++) vlr_prepared_image_free(&p->images[i]);
+    free(p->images);
+    free(p->positions);
+    memset(p, 0, sizeof *p);
+}
+
+static vlr_image_limits image_limits(const vlr_params *p) {
+    vlr_image_limits lim = {.max_pixels = p->max_image_pixels,
+                            .max_download_bytes = p->max_download_bytes,
+                            .timeout_s = p->download_timeout_s};
+    return lim;
+}
+
+/* Replaces each <|image_pad|> id by t*h*w/merge^2 copies, image by image. */
+static vlr_status expand_image_pads(const vlr_ids *in, const vlr_prepared *p, int32_t pad, int merge,
+                                    vlr_ids *out, vlr_err *e) {
+    size_t next_image = 0;
+    for (size_t i = 0; i < in->len; i++) {
+        if (in->data[i] != pad) {
+            if (!vlr_ids_push(out, in->data[i])) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        if (next_image >= p->n_images)
+            return vlr_fail(e, VLR_ERR_INPUT,
+                            "the text contains more <|image_pad|> tokens than there are images (%zu)",
+                            p->n_images);
+        const vlr_prepared_image *img = &p->images[next_image++];
+        size_t copies = img->n_patches / (size_t)(merge * merge);
+        for (size_t c = 0; c < copies; c++)
+            if (!vlr_ids_push(out, pad)) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+    }
+    if (next_image != p->n_images)
+        return vlr_fail(e, VLR_ERR_INPUT, "%zu images but %zu <|image_pad|> tokens", p->n_images, next_image);
+    return VLR_OK;
+}
+
+vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
+    const vlr_model *m = s->model;
+    vlr_err *e = &s->err;
+    vlr_ids raw = {0};
+    vlr_grid_thw *grids = NULL;
+    vlr_status rc;
+    memset(out, 0, sizeof *out);
+    e->msg[0] = '\0';
+
+    size_t n_images = 0;
+    if ((rc = vlr_chat_render(req, &out->prompt, &n_images, e))) goto done;
+
+    /* Images, in order of appearance. */
+    if (n_images) {
+        out->images = vlr_calloc(n_images, sizeof *out->images, e);
+        if (!out->images) { rc = VLR_ERR_NOMEM; goto done; }
+    }
+    vlr_image_limits lim = image_limits(&m->params);
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const vlr_message *msg = &req->messages[i];
+        for (size_t j = 0; j < msg->n_items; j++) {
+            const vlr_content_item *it = &msg->items[j];
+            if (it->kind != VLR_ITEM_IMAGE) continue;
+            vlr_image_opts opts = {.min_pixels = it->min_pixels, .max_pixels = it->max_pixels,
+                                   .resized_height = it->resized_height, .resized_width = it->resized_width};
+            rc = vlr_image_prepare(it->image, req->base_dir, &opts, &m->cfg.preproc, &lim,
+                                   &out->images[out->n_images], e);
+            if (rc) {
+                vlr_err_prefix(e, "image %zu: ", out->n_images + 1);
+                goto done;
+            }
+            out->n_images++;
+        }
+    }
+
+    /* Tokens: the template's added tokens are matched on the raw text, so expanding each
+     * <|image_pad|> after tokenizing gives the ids of the expanded text. */
+    if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;
+    int merge = m->cfg.vision.spatial_merge_size;
+    if ((rc = expand_image_pads(&raw, out, m->cfg.tokens.image_pad, merge, &out->ids, e))) goto done;
+    if (out->ids.len > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the request is %zu tokens long, more than the limit of %d "
+                      "(--max-tokens / max_position_embeddings)", out->ids.len, m->max_tokens);
+        goto done;
+    }
+
+    /* Multimodal RoPE positions. */
+    grids = vlr_calloc(out->n_images ? out->n_images : 1, sizeof *grids, e);
+    out->positions = vlr_calloc(3 * (out->ids.len ? out->ids.len : 1), sizeof(int32_t), e);
+    if (!grids || !out->positions) { rc = VLR_ERR_NOMEM; goto done; }
+    for (size_t i = 0; i < out->n_images; i++)
+        grids[i] = (vlr_grid_thw){out->images[i].grid_t, out->images[i].grid_h, out->images[i].grid_w};
+    int64_t delta = 0;
+    rc = vlr_rope_positions(out->ids.data, out->ids.len, m->cfg.tokens.image_pad, grids, out->n_images,
+                            merge, out->positions, &delta, e);
+    out->rope_delta = (int)delta;
+done:
+    free(raw.data);
+    free(grids);
+    if (rc) {
+        if (!e->msg[0]) vlr_fail(e, rc, "%s", vlr_status_str(rc));
+        e->code = rc;
+    }
+    return rc;
+}
+
+/* ---- scoring ------------------------------------------------------------------------------- */
+
+/* Vision tower per image (each output a standalone [tokens, D] block, concatenated in order), then
+ * the decoder over the whole sequence from an empty cache, then the value head at the last token. */
+static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *score) {
+    const vlr_model *m = s->model;
+    const vlr_config *cfg = &m->cfg;
+    vlr_err *e = &s->err;
+    size_t D = (size_t)cfg->text.hidden_size, n = p->ids.len;
+    float *vision = NULL, *embeds = NULL;
+    vlr_status rc = VLR_OK;
+    if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
+
+    size_t n_vision = 0;
+    for (size_t i = 0; i < p->n_images; i++) {
+        vlr_grid_thw g = {p->images[i].grid_t, p->images[i].grid_h, p->images[i].grid_w};
+        n_vision += vlr_vision_n_tokens(cfg, g);
+    }
+    size_t bytes;
+    if (n_vision) {
+        if (!vlr_mul_ok(n_vision, D * sizeof(float), &bytes)) return vlr_fail(e, VLR_ERR_LIMIT, "image too large");
+        vision = vlr_malloc(bytes, e);
+        if (!vision) { rc = VLR_ERR_NOMEM; goto done; }
+    }
+    size_t row = 0;
+    for (size_t i = 0; i < p->n_images; i++) {
+        const vlr_prepared_image *img = &p->images[i];
+        vlr_grid_thw g = {img->grid_t, img->grid_h, img->grid_w};
+        size_t tokens = vlr_vision_n_tokens(cfg, g);
+        float *dst = vision + row * D;
+        row += tokens;
+        /* A traced request always runs the tower, so its trace has every stage. */
+        vlr_vision_key key;
+        if (s->vision_cache && !s->trace) {
+            key = vlr_vision_key_of(img->pixel_values, img->n_patches * img->patch_dim, g.t, g.h, g.w);
+            const float *hit = vlr_vision_cache_get(s->vision_cache, &key, tokens * D);
+            if (hit) {
+                memcpy(dst, hit, tokens * D * sizeof(float));
+                continue;
+            }
+        }
+        rc = vlr_vision_forward(cfg, &m->weights.vision, &m->kernels, m->n_threads, img->pixel_values, g, dst,
+                                s->trace, e);
+        if (rc) {
+            vlr_err_prefix(e, "image %zu: ", i + 1);
+            goto done;
+        }
+        if (s->vision_cache && !s->trace) vlr_vision_cache_put(s->vision_cache, &key, dst, tokens * D);
+    }
+
+    if (!vlr_mul_ok(n, D * sizeof(float), &bytes)) return vlr_fail(e, VLR_ERR_LIMIT, "sequence too long");
+    embeds = vlr_malloc(bytes, e);
+    if (!embeds) { rc = VLR_ERR_NOMEM; goto done; }
+    if ((rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data, n, vision, n_vision, embeds, e))) goto done;
+    if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &m->kernels, m->n_threads, m->max_tokens,
+                                              0, &s->text, e)))
+        goto done;
+    vlr_text_truncate(s->text, 0);
+    if ((rc = vlr_text_prefill(s->text, embeds, p->positions, n, n, score, s->trace, e))) goto done;
+    s->last_n_tokens = n;
+    memcpy(s->last_hidden, vlr_text_last_hidden(s->text), D * sizeof(float));
+done:
+    free(vision);
+    free(embeds);
+    return rc;
+}
+
+vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score) {
+    vlr_prepared p;
+    vlr_status rc = vlr_prepare(s, req, &p);
+    if (rc == VLR_OK) rc = score_prepared(s, &p, score);
+    vlr_prepared_free(&p);
+    if (rc) s->err.code = rc;
+    return rc;
+}
+
+vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir, double *score) {
+    vlr_parsed_request r;
+    vlr_status rc = vlr_request_parse(json, len, 0, base_dir, &r, &s->err);
+    if (rc == VLR_OK) rc = vlr_score(s, &r.req, score);
+    vlr_parsed_request_free(&r);
+    return rc;
+}

@@ -1,0 +1,54 @@
+/* model.h: the internal layout of vlr_model and vlr_session, and the request preparation step
+ * (template, images, tokens, positions) that `vlreward prepare` exposes and vlr_score builds on.
+ * Internal: the CLI and the tests include it; library users see only vlreward.h. */
+#ifndef VLR_MODEL_H
+#define VLR_MODEL_H
+
+#include "common.h"
+#include "config.h"
+#include "image.h"
+#include "kernels/kernels.h"
+#include "request.h"
+#include "tokenizer.h"
+#include "trace.h"
+#include "weights.h"
+
+struct vlr_model {
+    char *dir;
+    vlr_params params;
+    vlr_config cfg;
+    vlr_weights weights;
+    vlr_tokenizer *tokenizer;
+    vlr_kernels kernels;
+    int n_threads;            /* resolved from params (0 = online CPUs) */
+    int max_tokens;           /* resolved from params and the config */
+    bool template_known;      /* the model's chat template is the Qwen2-VL one we render */
+    char template_warning[256]; /* non-empty when it is not (the CLI prints it once) */
+};
+
+/* One request after preprocessing: what the model consumes. */
+typedef struct vlr_prepared {
+    vlr_buf prompt;               /* rendered template, one <|image_pad|> per image */
+    vlr_ids ids;                  /* token ids after placeholder expansion */
+    size_t n_images;
+    vlr_prepared_image *images;   /* [n_images], pixel_values + grids */
+    int32_t *positions;           /* [3][ids.len]: temporal, height, width M-RoPE positions */
+    int rope_delta;
+} vlr_prepared;
+
+void vlr_prepared_free(vlr_prepared *p);
+
+/* Chat template, images, tokenization, placeholder expansion, M-RoPE positions. */
+vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out);
+
+/* The session's error record (for the CLI, which reports per-line errors). */
+const vlr_err *vlr_session_err(const vlr_session *s);
+
+/* Last-token outputs of the latest vlr_score on this session: the final-normed hidden state
+ * [hidden_size] floats (valid until the next call). */
+const float *vlr_session_last_hidden(const vlr_session *s);
+
+/* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
+void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
+
+#endif

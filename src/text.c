@@ -1,0 +1,254 @@
+/* text.c: the Qwen2 decoder of Qwen2.5-VL (transformers Qwen2_5_VLTextModel) run as a chunked
+ * prefill against an fp32 KV cache, then the final RMSNorm and the value head at the last token.
+ *
+ * Per layer: x += o_proj(attn(input_norm(x))); x += down(silu(gate(h)) * up(h)), h = post_norm(x);
+ * q/k/v have biases, o_proj and the MLP none; M-RoPE tables come from rope.c; attention is causal
+ * grouped-query attention with the chunk's queries at positions n_cached.. of the cache. The residual
+ * adds are fused into the o_proj / down_proj matmuls (gemm accumulate).
+ *
+ * Only the last token's final norm and value are computed (that is the score: trl's value head read
+ * at index seq_len - 1); the LM head is never used. Not here: tokenization, image scatter positions
+ * (rope.c), the vision tower (vision.c). */
+#include "text.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "rope.h"
+
+struct vlr_text_state {
+    const vlr_config *cfg;
+    const vlr_text_weights *w;
+    const vlr_kernels *k;
+    int n_threads;
+    int d, f, heads, kv_heads, hd, layers; /* D, F, H, KVH, hd, L */
+    size_t max_tokens, chunk;
+    float eps;
+    float **k_cache, **v_cache; /* [L] pointers to [cap, KVH*hd], rows in token order, post-RoPE k */
+    size_t cap, n_cached;
+    float *x;             /* [chunk, D] residual stream of the chunk */
+    float *xn;            /* [chunk, D] normed x */
+    float *q;             /* [chunk, H*hd] */
+    float *att;           /* [chunk, H*hd] attention output */
+    float *gate, *up;     /* [chunk, F] */
+    float *cos_tab, *sin_tab; /* [chunk, hd] */
+    float *last_hidden;   /* [D] final-normed hidden state of the last token */
+};
+
+static float load_elem(const vlr_tensor *t, size_t i) {
+    switch (t->dtype) {
+    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case VLR_DT_F16: return vlr_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case VLR_DT_F32: return ((const float *)t->data)[i];
+    }
+    return 0.0f;
+}
+
+void vlr_text_state_free(vlr_text_state *st) {
+    if (!st) return;
+    for (int l = 0; st->k_cache && l < st->layers; l++) free(st->k_cache[l]);
+    for (int l = 0; st->v_cache && l < st->layers; l++) free(st->v_cache[l]);
+    free(st->k_cache);
+    free(st->v_cache);
+    free(st->x);
+    free(st->last_hidden);
+    free(st);
+}
+
+vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
+                               const vlr_kernels *k, int n_threads, int max_tokens, int chunk,
+                               vlr_text_state **out, vlr_err *e) {
+    const vlr_text_config *tc = &cfg->text;
+    vlr_status rc = VLR_OK;
+    *out = NULL;
+    if (tc->hidden_size <= 0 || tc->num_heads <= 0 || tc->num_kv_heads <= 0 ||
+        tc->num_heads % tc->num_kv_heads || tc->head_dim <= 0 || tc->head_dim % 2 ||
+        tc->num_layers <= 0 || tc->intermediate_size <= 0 ||
+        tc->mrope_section[0] + tc->mrope_section[1] + tc->mrope_section[2] != tc->head_dim / 2)
+        return vlr_fail(e, VLR_ERR_CONFIG,
+                        "text: inconsistent dimensions (hidden %d, heads %d/%d, head_dim %d, "
+                        "mrope_section %d+%d+%d)",
+                        tc->hidden_size, tc->num_heads, tc->num_kv_heads, tc->head_dim,
+                        tc->mrope_section[0], tc->mrope_section[1], tc->mrope_section[2]);
+    vlr_text_state *st = vlr_calloc(1, sizeof *st, e);
+    if (!st) return VLR_ERR_NOMEM;
+    st->cfg = cfg;
+    st->w = w;
+    st->k = k;
+    st->n_threads = n_threads;
+    st->d = tc->hidden_size;
+    st->f = tc->intermediate_size;
+    st->heads = tc->num_heads;
+    st->kv_heads = tc->num_kv_heads;
+    st->hd = tc->head_dim;
+    st->layers = tc->num_layers;
+    st->eps = (float)tc->rms_norm_eps;
+    st->max_tokens = (size_t)(max_tokens > 0 ? max_tokens : tc->max_position_embeddings);
+    if (st->max_tokens == 0 || st->max_tokens > INT32_MAX) st->max_tokens = INT32_MAX;
+    st->chunk = (size_t)(chunk > 0 ? chunk : VLR_TEXT_DEFAULT_CHUNK);
+
+    /* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin */
+    const size_t qd = (size_t)st->heads * st->hd;
+    size_t per_row = 2 * (size_t)st->d + 2 * qd + 2 * (size_t)st->f + 2 * (size_t)st->hd, total;
+    if (!vlr_mul_ok(per_row, st->chunk, &total) || !vlr_mul_ok(total, sizeof(float), &total)) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "text: chunk of %zu tokens is too large", st->chunk);
+        goto done;
+    }
+    st->x = vlr_malloc(total, e);
+    st->last_hidden = vlr_calloc((size_t)st->d, sizeof(float), e);
+    st->k_cache = vlr_calloc((size_t)st->layers, sizeof(float *), e);
+    st->v_cache = vlr_calloc((size_t)st->layers, sizeof(float *), e);
+    if (!st->x || !st->last_hidden || !st->k_cache || !st->v_cache) {
+        rc = VLR_ERR_NOMEM;
+        goto done;
+    }
+    st->xn = st->x + st->chunk * st->d;
+    st->q = st->xn + st->chunk * st->d;
+    st->att = st->q + st->chunk * qd;
+    st->gate = st->att + st->chunk * qd;
+    st->up = st->gate + st->chunk * st->f;
+    st->cos_tab = st->up + st->chunk * st->f;
+    st->sin_tab = st->cos_tab + st->chunk * st->hd;
+    *out = st;
+    st = NULL;
+done:
+    vlr_text_state_free(st);
+    return rc;
+}
+
+size_t vlr_text_n_cached(const vlr_text_state *st) { return st->n_cached; }
+
+void vlr_text_truncate(vlr_text_state *st, size_t n_keep) {
+    if (n_keep < st->n_cached) st->n_cached = n_keep;
+}
+
+const float *vlr_text_last_hidden(const vlr_text_state *st) { return st->last_hidden; }
+
+vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, const int32_t *ids,
+                          size_t n, const float *vision, size_t n_vision, float *out, vlr_err *e) {
+    const size_t D = (size_t)cfg->text.hidden_size;
+    const int64_t vocab = w->embed.shape[0];
+    const int32_t image_pad = cfg->tokens.image_pad;
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        float *row = out + i * D;
+        if (ids[i] == image_pad && used < n_vision) {
+            memcpy(row, vision + used * D, D * sizeof(float));
+            used++;
+        } else if (ids[i] == image_pad) {
+            return vlr_fail(e, VLR_ERR_INPUT, "text embed: more image_pad tokens than the %zu "
+                            "vision rows", n_vision);
+        } else if (ids[i] < 0 || ids[i] >= vocab) {
+            return vlr_fail(e, VLR_ERR_INPUT, "text embed: token %zu has id %d outside the "
+                            "vocabulary (%lld)", i, (int)ids[i], (long long)vocab);
+        } else {
+            for (size_t j = 0; j < D; j++) row[j] = load_elem(&w->embed, (size_t)ids[i] * D + j);
+        }
+    }
+    if (used != n_vision)
+        return vlr_fail(e, VLR_ERR_INPUT, "text embed: %zu image_pad tokens for %zu vision rows",
+                        used, n_vision);
+    return VLR_OK;
+}
+
+/* y [m, n] (=|+=) x [m, k] · wᵀ (+ b), n = w.shape[0], k = w.shape[1]. */
+static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *x, size_t ldx,
+                   int m, const vlr_tensor *w, const vlr_tensor *b, bool accumulate) {
+    vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
+                       .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
+                       .m = m, .n = (int)w->shape[0], .k = (int)w->shape[1],
+                       .accumulate = accumulate};
+    st->k->gemm(&a, st->n_threads);
+}
+
+/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written
+ * into the cache at n_cached.., and its queries attend causally to every cached row up to theirs. */
+static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l, float *kc,
+                       float *vc, int m) {
+    const int D = st->d, F = st->f, QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
+    const int n0 = (int)st->n_cached;
+    float *k_new = kc + (size_t)n0 * KV, *v_new = vc + (size_t)n0 * KV;
+    st->k->rmsnorm(st->xn, st->x, m, D, l->input_norm.data, l->input_norm.dtype, st->eps); /* [m, D] */
+    linear(st, st->q, QD, st->xn, D, m, &l->q_w, &l->q_b, false);          /* q [m, H*hd] */
+    linear(st, k_new, KV, st->xn, D, m, &l->k_w, &l->k_b, false);          /* k [m, KVH*hd] */
+    linear(st, v_new, KV, st->xn, D, m, &l->v_w, &l->v_b, false);          /* v [m, KVH*hd] */
+    st->k->rope(st->q, QD, m, st->heads, st->hd, st->cos_tab, st->sin_tab);
+    st->k->rope(k_new, KV, m, st->kv_heads, st->hd, st->cos_tab, st->sin_tab);
+    vlr_attention_args a = {.out = st->att, .ld_out = QD, .q = st->q, .ld_q = QD, .k = kc,
+                            .v = vc, .ld_kv = KV, .n_q = m, .n_kv = n0 + m, .n_heads = st->heads,
+                            .n_kv_heads = st->kv_heads, .head_dim = st->hd, .causal_offset = n0,
+                            .scale = 1.0f / sqrtf((float)st->hd)};
+    st->k->attention(&a, st->n_threads);                                   /* att [m, H*hd] */
+    linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
+    st->k->rmsnorm(st->xn, st->x, m, D, l->post_norm.data, l->post_norm.dtype, st->eps);
+    linear(st, st->gate, F, st->xn, D, m, &l->gate_w, NULL, false);        /* [m, F] */
+    linear(st, st->up, F, st->xn, D, m, &l->up_w, NULL, false);            /* [m, F] */
+    st->k->silu_mul(st->gate, st->up, (size_t)m * F);
+    linear(st, st->x, D, st->gate, F, m, &l->down_w, NULL, true);          /* x += down */
+}
+
+/* Grows every layer's K and V cache to hold `need` tokens (at least doubling, capped at max). */
+static vlr_status cache_reserve(vlr_text_state *st, size_t need, vlr_err *e) {
+    if (need <= st->cap) return VLR_OK;
+    size_t cap = st->cap ? 2 * st->cap : st->chunk;
+    if (cap < need) cap = need;
+    if (cap > st->max_tokens) cap = st->max_tokens;
+    const size_t kv = (size_t)st->kv_heads * st->hd;
+    size_t bytes;
+    if (!vlr_mul_ok(cap, kv * sizeof(float), &bytes))
+        return vlr_fail(e, VLR_ERR_LIMIT, "text: KV cache of %zu tokens is too large", cap);
+    for (int l = 0; l < st->layers; l++) {
+        float *k = realloc(st->k_cache[l], bytes);
+        if (!k) goto oom;
+        st->k_cache[l] = k;
+        float *v = realloc(st->v_cache[l], bytes);
+        if (!v) goto oom;
+        st->v_cache[l] = v;
+    }
+    st->cap = cap;
+    return VLR_OK;
+oom:
+    /* the layers already grown keep working at the old capacity */
+    return vlr_fail(e, VLR_ERR_NOMEM, "text: out of memory for a KV cache of %zu tokens", cap);
+}
+
+vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
+                            size_t ld_pos, size_t n, double *score, vlr_trace *trace, vlr_err *e) {
+    const vlr_text_weights *w = st->w;
+    const size_t D = (size_t)st->d;
+    if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: no tokens to run");
+    if (n > st->max_tokens - st->n_cached)
+        return vlr_fail(e, VLR_ERR_LIMIT, "text: %zu cached + %zu new tokens exceed the limit of "
+                        "%zu", st->n_cached, n, st->max_tokens);
+    vlr_status rc = cache_reserve(st, st->n_cached + n, e);
+    if (rc) return rc;
+    char name[VLR_TRACE_NAME_CAP];
+    for (size_t c0 = 0; c0 < n; c0 += st->chunk) {
+        const int m = (int)(n - c0 < st->chunk ? n - c0 : st->chunk);
+        memcpy(st->x, embeds + c0 * D, (size_t)m * D * sizeof(float));            /* x [m, D] */
+        vlr_trace_tensor(trace, "text.inputs_embeds", st->x, m, D, D);
+        vlr_rope_text_tables(pos + c0, ld_pos, (size_t)m, st->hd, st->cfg->text.rope_theta,
+                             st->cfg->text.mrope_section, st->cos_tab, st->sin_tab);
+        for (int l = 0; l < st->layers; l++) {
+            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m);
+            if (trace) snprintf(name, sizeof name, "text.layers.%d", l);
+            vlr_trace_tensor(trace, name, st->x, m, D, D);
+        }
+        if (trace) {
+            st->k->rmsnorm(st->xn, st->x, m, (int)D, w->final_norm.data, w->final_norm.dtype,
+                           st->eps);
+            vlr_trace_tensor(trace, "text.final_norm", st->xn, m, D, D);
+        }
+        st->n_cached += (size_t)m;
+        if (c0 + (size_t)m == n) /* the score reads only the last token */
+            st->k->rmsnorm(st->last_hidden, st->x + (size_t)(m - 1) * D, 1, (int)D,
+                           w->final_norm.data, w->final_norm.dtype, st->eps);
+    }
+    /* value head in double: one dot product, so the extra precision is free */
+    double value = load_elem(&w->value_b, 0);
+    for (size_t j = 0; j < D; j++) value += (double)load_elem(&w->value_w, j) * st->last_hidden[j];
+    vlr_trace_set_score(trace, value);
+    if (score) *score = value;
+    return VLR_OK;
+}

@@ -1,0 +1,55 @@
+/* text.h: the Qwen2 language model of Qwen2.5-VL with its KV cache, the final norm and the value
+ * head (trl AutoModelForCausalLMWithValueHead: value = w·h + b on the final-normed hidden state).
+ *
+ * A vlr_text_state is one request's working memory: the KV cache (fp32, grown on demand up to
+ * max_tokens) and the scratch of one chunk. Prefill runs the decoder over the new tokens in chunks
+ * against the cache, so memory is O(chunk x context) for attention and O(context) for the cache, and
+ * then reads the value head at the last token. The state keeps n_cached, so a later prefill continues
+ * a cached prefix (vlr_text_truncate cuts the cache back to a shared prefix first).
+ *
+ * Thread safety: a state is used by one thread at a time; weights and kernels are shared read-only.
+ * Results do not depend on n_threads or on the chunk size (kernels split over output rows only). */
+#ifndef VLR_TEXT_H
+#define VLR_TEXT_H
+
+#include "common.h"
+#include "config.h"
+#include "kernels/kernels.h"
+#include "trace.h"
+#include "weights.h"
+
+#define VLR_TEXT_DEFAULT_CHUNK 256
+
+typedef struct vlr_text_state vlr_text_state;
+
+/* max_tokens: the cache capacity limit (<= 0: the model's max_position_embeddings);
+ * chunk: tokens per decoder pass (<= 0: VLR_TEXT_DEFAULT_CHUNK). The cache itself is allocated on
+ * demand by prefill. cfg, w and k must outlive the state. */
+vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
+                               const vlr_kernels *k, int n_threads, int max_tokens, int chunk,
+                               vlr_text_state **out, vlr_err *e);
+void vlr_text_state_free(vlr_text_state *st); /* NULL is a no-op */
+
+/* Builds the input embeddings of n tokens: row i is embed[ids[i]] widened to fp32, except the rows
+ * of image_pad tokens, which take the vision rows in order. vision: [n_vision, D] (NULL when 0);
+ * the number of image_pad ids must equal n_vision. out: [n, D]. */
+vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, const int32_t *ids,
+                          size_t n, const float *vision, size_t n_vision, float *out, vlr_err *e);
+
+/* Runs the n new tokens after the n_cached ones already in the cache.
+ *   embeds: [n, D] input embeddings; pos: [3][ld_pos] M-RoPE positions of the new tokens (token i
+ *   at pos[c*ld_pos + i], c = temporal, height, width; e.g. vlr_rope_positions' output + start with
+ *   ld_pos = its sequence length). On success the cache holds n_cached + n tokens and *score (may be
+ *   NULL) is the value head at the last new token; vlr_text_last_hidden gives that token's
+ *   final-normed hidden state. trace: NULL, or records text.inputs_embeds, text.layers.<i>,
+ *   text.final_norm (all new tokens) and the score. */
+vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
+                            size_t ld_pos, size_t n, double *score, vlr_trace *trace, vlr_err *e);
+
+size_t vlr_text_n_cached(const vlr_text_state *st);
+/* Keeps the first n_keep cached tokens (no-op when n_keep >= n_cached). */
+void vlr_text_truncate(vlr_text_state *st, size_t n_keep);
+/* [D] final-normed hidden state of the last token of the last prefill (zeros before any). */
+const float *vlr_text_last_hidden(const vlr_text_state *st);
+
+#endif

@@ -1,0 +1,89 @@
+/* weights.h: the tensors of a Qwen2.5-VL model plus the value head, as views into memory-mapped
+ * safetensors files (used in place, in their stored dtype; never copied to fp32).
+ *
+ * Both tensor-name layouts load into the same structs: the old one (`model.layers.N...`,
+ * `model.embed_tokens`, `model.norm`, `visual.*`) and the new one (`model.language_model.*`,
+ * `model.visual.*`). `lm_head` is never loaded. Every shape is checked against the config. */
+#ifndef VLR_WEIGHTS_H
+#define VLR_WEIGHTS_H
+
+#include "common.h"
+#include "config.h"
+
+typedef enum vlr_dtype { VLR_DT_BF16 = 0, VLR_DT_F16, VLR_DT_F32 } vlr_dtype;
+size_t vlr_dtype_size(vlr_dtype dt);
+const char *vlr_dtype_name(vlr_dtype dt); /* "bf16", "f16", "f32" */
+
+typedef struct vlr_tensor {
+    const void *data; /* row-major, little-endian, in `dtype`; NULL when the tensor is absent */
+    vlr_dtype dtype;
+    int ndim;
+    int64_t shape[5];
+} vlr_tensor;
+
+static inline int64_t vlr_tensor_numel(const vlr_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+/* Shapes below use the vision config's C = hidden_size, I = intermediate_size, and the text
+ * config's D = hidden_size, F = intermediate_size, H/KVH heads, hd = head_dim. */
+typedef struct vlr_vision_block_weights {
+    vlr_tensor norm1;          /* [C] */
+    vlr_tensor qkv_w, qkv_b;   /* [3C, C], [3C]: rows are q (C), then k (C), then v (C) */
+    vlr_tensor proj_w, proj_b; /* [C, C], [C] */
+    vlr_tensor norm2;          /* [C] */
+    vlr_tensor gate_w, gate_b; /* [I, C], [I] */
+    vlr_tensor up_w, up_b;     /* [I, C], [I] */
+    vlr_tensor down_w, down_b; /* [C, I], [C] */
+} vlr_vision_block_weights;
+
+typedef struct vlr_vision_weights {
+    vlr_tensor patch_embed;  /* [C, 3, T, P, P]: used as [C, 3*T*P*P] (1176), no bias */
+    vlr_vision_block_weights *blocks; /* [depth] */
+    vlr_tensor merger_norm;  /* ln_q: [C] */
+    vlr_tensor merger_fc1_w, merger_fc1_b; /* mlp.0: [4C, 4C], [4C] */
+    vlr_tensor merger_fc2_w, merger_fc2_b; /* mlp.2: [D, 4C], [D] */
+} vlr_vision_weights;
+
+typedef struct vlr_text_layer_weights {
+    vlr_tensor input_norm;   /* [D] */
+    vlr_tensor q_w, q_b;     /* [H*hd, D], [H*hd] */
+    vlr_tensor k_w, k_b;     /* [KVH*hd, D], [KVH*hd] */
+    vlr_tensor v_w, v_b;     /* [KVH*hd, D], [KVH*hd] */
+    vlr_tensor o_w;          /* [D, H*hd], no bias */
+    vlr_tensor post_norm;    /* [D] */
+    vlr_tensor gate_w;       /* [F, D] */
+    vlr_tensor up_w;         /* [F, D] */
+    vlr_tensor down_w;       /* [D, F] */
+} vlr_text_layer_weights;
+
+typedef struct vlr_text_weights {
+    vlr_tensor embed;        /* [vocab, D] */
+    vlr_text_layer_weights *layers; /* [num_layers] */
+    vlr_tensor final_norm;   /* [D] */
+    vlr_tensor value_w;      /* v_head.summary.weight [1, D] */
+    vlr_tensor value_b;      /* v_head.summary.bias [1] */
+} vlr_text_weights;
+
+typedef struct vlr_st_file vlr_st_file; /* one mmap'd safetensors file (safetensors.h) */
+
+typedef struct vlr_weights {
+    vlr_vision_weights vision;
+    vlr_text_weights text;
+    vlr_st_file **files; /* every mapped file, the value head's included */
+    int n_files;
+    int n_shards;        /* model shards (1 for a single model.safetensors) */
+    uint64_t parameters; /* elements of the bound tensors */
+    uint64_t bytes;      /* their storage bytes */
+    const char *dtype;   /* "bf16", "f16", "f32" or "mixed" (static string) */
+} vlr_weights;
+
+/* Maps <dir>/model.safetensors or the shards of <dir>/model.safetensors.index.json, plus
+ * <dir>/value_head.safetensors, binds every tensor and checks its shape against cfg. */
+vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_weights *w,
+                            vlr_err *e);
+void vlr_weights_free(vlr_weights *w); /* zeroed or partially loaded structs are fine */
+
+#endif

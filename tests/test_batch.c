@@ -1,0 +1,196 @@
+/* test_batch.c: `vlreward score` as a batch job that never loses work. A 200-line input (the
+ * reference conversations repeated with unique ids, plus bad lines) is scored once uninterrupted;
+ * then runs are killed midway (SIGINT, which finishes the current request, and SIGKILL, which may cut
+ * a line in half) and resumed with --resume: the result must equal the uninterrupted output line
+ * for line. Also: duplicate ids refuse --resume up front, an existing output is not overwritten
+ * without --overwrite or --resume, the vision cache reports hits and changes no score. */
+#include <signal.h>
+#include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "test.h"
+
+#define MODEL "tests/reference/models/tiny-a"
+#define N_LINES 200
+
+static char bin[512], dir[256];
+
+static char *slurp(const char *path, size_t *len) {
+    char *text = NULL;
+    vlr_err e;
+    size_t n = 0;
+    if (vlr_read_file(path, 1 << 26, &text, &n, &e)) return NULL;
+    if (len) *len = n;
+    return text;
+}
+
+static size_t count_lines(const char *path) {
+    size_t n = 0, len;
+    char *t = slurp(path, &len);
+    for (size_t i = 0; t && i < len; i++) n += t[i] == '\n';
+    free(t);
+    return n;
+}
+
+/* Starts `vlreward score` on input -> output with extra args; returns the pid. */
+static pid_t start(const char *input, const char *output, const char *extra1, const char *extra2) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        char *argv[16];
+        int k = 0;
+        argv[k++] = bin;
+        argv[k++] = "score";
+        argv[k++] = "--model";
+        argv[k++] = MODEL;
+        argv[k++] = "--input";
+        argv[k++] = (char *)input;
+        argv[k++] = "--output";
+        argv[k++] = (char *)output;
+        argv[k++] = "--threads";
+        argv[k++] = "1";
+        if (extra1) argv[k++] = (char *)extra1;
+        if (extra2) argv[k++] = (char *)extra2;
+        argv[k] = NULL;
+        execv(bin, argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int wait_status(pid_t pid) {
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Kills a run with sig once its output has at least `lines` lines, then resumes it to the end. */
+static void kill_and_resume(const char *input, const char *want, int sig, size_t lines, const char *tag) {
+    char out[300];
+    snprintf(out, sizeof out, "%s/out_%s.jsonl", dir, tag);
+    pid_t pid = start(input, out, NULL, NULL);
+    for (int i = 0; i < 20000 && count_lines(out) < lines; i++) usleep(1000);
+    kill(pid, sig);
+    int st = wait_status(pid);
+    size_t partial = count_lines(out);
+    CHECK(partial < N_LINES, "%s: the run was stopped midway (%zu lines, status %d)", tag, partial, st);
+    if (sig == SIGINT) CHECK(st == 1, "%s: interrupted run exits 1 (got %d)", tag, st);
+    int rc = wait_status(start(input, out, "--resume", NULL));
+    CHECK(rc == 1, "%s: resumed run exits 1 because of the bad lines (got %d)", tag, rc);
+    size_t a_len, b_len;
+    char *a = slurp(out, &a_len), *b = slurp(want, &b_len);
+    CHECK(a && b && a_len == b_len && memcmp(a, b, a_len) == 0, "%s: resumed output equals the uninterrupted one "
+          "(%zu vs %zu bytes)", tag, a_len, b_len);
+    free(a);
+    free(b);
+}
+
+int main(void) {
+    const char *build = getenv("VLR_BUILD");
+    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
+    snprintf(dir, sizeof dir, "/tmp/vlr_batch_XXXXXX");
+    if (access(bin, X_OK) != 0 || !mkdtemp(dir)) {
+        CHECK(0, "%s not built or no temp dir", bin);
+        return test_report();
+    }
+    /* Input: the cheaper reference cases (not large_retina) cycled with unique ids, absolute image
+     * paths, and a bad line every 50. */
+    size_t cases_len;
+    char *cases = slurp("tests/reference/cases.jsonl", &cases_len);
+    char cwd[PATH_MAX];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL, "cwd");
+    char input[300];
+    snprintf(input, sizeof input, "%s/in.jsonl", dir);
+    FILE *f = fopen(input, "wb");
+    const char *lines[16];
+    size_t n_cases = 0;
+    for (char *p = cases; p && *p && n_cases < 16;) {
+        char *end = strchr(p, '\n');
+        if (end) *end = '\0';
+        if (!strstr(p, "large_retina")) lines[n_cases++] = p;
+        p = end ? end + 1 : NULL;
+    }
+    for (int i = 0; i < N_LINES; i++) {
+        if (i % 50 == 7) {
+            fprintf(f, "{\"id\": \"bad-%d\", \"messages\": [}\n", i);
+            continue;
+        }
+        const char *c = lines[i % n_cases];
+        const char *rest = strstr(c, "\"model\"");
+        fprintf(f, "{\"id\": \"r%03d\", ", i);
+        /* Make image paths absolute: "images/x" -> "<cwd>/tests/reference/images/x". */
+        for (const char *q = rest; *q; q++) {
+            if (strncmp(q, "\"images/", 8) == 0) {
+                fprintf(f, "\"%s/tests/reference/images/", cwd);
+                q += 7;
+            } else {
+                fputc(*q, f);
+            }
+        }
+        fputc('\n', f);
+    }
+    fclose(f);
+    free(cases);
+
+    char want[300];
+    snprintf(want, sizeof want, "%s/want.jsonl", dir);
+    int rc = wait_status(start(input, want, "--vision-cache", "0"));
+    CHECK(rc == 1, "uninterrupted run exits 1 (bad lines) (got %d)", rc);
+    CHECK(count_lines(want) == N_LINES, "one output line per input line (%zu)", count_lines(want));
+    size_t len;
+    char *w = slurp(want, &len);
+    CHECK(w && strstr(w, "{\"id\": 7, \"error\": \"invalid JSON") != NULL, "bad line recorded as error under its line number");
+    CHECK(w && strncmp(w, "{\"id\": \"r000\", \"score\": ", 24) == 0, "first line scored");
+
+    /* The vision cache: same bytes with the default cache on. */
+    char cached[300];
+    snprintf(cached, sizeof cached, "%s/cached.jsonl", dir);
+    wait_status(start(input, cached, NULL, NULL));
+    size_t c_len;
+    char *c = slurp(cached, &c_len);
+    CHECK(c && w && c_len == len && memcmp(c, w, len) == 0, "vision cache changes no score");
+    free(c);
+    free(w);
+
+    kill_and_resume(input, want, SIGINT, 30, "sigint");
+    kill_and_resume(input, want, SIGKILL, 60, "sigkill");
+
+    /* A half-written last line is cut away and redone. */
+    char out[300];
+    snprintf(out, sizeof out, "%s/cut.jsonl", dir);
+    w = slurp(want, &len);
+    f = fopen(out, "wb");
+    const char *cut = w;
+    for (int i = 0; i < 120; i++) cut = strchr(cut, '\n') + 1;
+    fwrite(w, 1, (size_t)(cut - w) + 10, f); /* 120 lines and 10 bytes of the next */
+    fclose(f);
+    rc = wait_status(start(input, out, "--resume", NULL));
+    char *o = slurp(out, NULL);
+    CHECK(o && w && strcmp(o, w) == 0, "cut last line redone");
+    free(o);
+    free(w);
+
+    /* Refusals. */
+    rc = wait_status(start(input, out, NULL, NULL));
+    CHECK(rc == 2, "existing output without --resume/--overwrite is refused (got %d)", rc);
+    rc = wait_status(start(input, out, "--overwrite", NULL));
+    CHECK(rc == 1 && count_lines(out) == N_LINES, "--overwrite starts over (got %d)", rc);
+    char dup[300];
+    snprintf(dup, sizeof dup, "%s/dup.jsonl", dir);
+    f = fopen(dup, "wb");
+    fputs("{\"id\": 1, \"question\": \"q\", \"answer\": \"a\"}\n{\"id\": 1, \"question\": \"q\", \"answer\": \"b\"}\n", f);
+    fclose(f);
+    snprintf(out, sizeof out, "%s/dup_out.jsonl", dir);
+    rc = wait_status(start(dup, out, "--resume", NULL));
+    CHECK(rc == 2, "duplicate ids refuse --resume (got %d)", rc);
+
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    return test_report();
+}

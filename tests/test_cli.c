@@ -1,0 +1,253 @@
+/* test_cli.c: build/vlreward as a user runs it: `info --json` fields, exit statuses (0 / 1 / 2),
+ * per-line errors that do not stop a run, `prepare --dump-pixels` bit-exact against the reference
+ * dumps, `score` on every reference case and in the one-off form. The binary comes from $VLR_BUILD
+ * (set by scripts/run-tests), default build/. */
+#include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "test.h"
+
+#define MODEL "tests/reference/models/tiny-a"
+
+static char bin[512], tmpdir[256];
+
+/* Runs a shell command; returns its exit status, stdout in *out (malloc'd). */
+static int run(const char *cmd, char **out) {
+    char full[4096];
+    snprintf(full, sizeof full, "%s 2>%s/stderr", cmd, tmpdir);
+    FILE *p = popen(full, "r");
+    vlr_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) vlr_buf_append(&b, chunk, n);
+    int status = p ? pclose(p) : -1;
+    if (!b.data) vlr_buf_puts(&b, "");
+    *out = b.data;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char *read_stderr(void) {
+    char path[300], *text = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/stderr", tmpdir);
+    vlr_err e;
+    if (vlr_read_file(path, 1 << 20, &text, &len, &e)) return strdup("");
+    return text;
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Parses line k (0-based) of JSON Lines text. */
+static vlr_json_doc *line_doc(const char *text, size_t k) {
+    for (size_t i = 0; i < k && text; i++) {
+        text = strchr(text, '\n');
+        if (text) text++;
+    }
+    if (!text || !*text) return NULL;
+    const char *end = strchr(text, '\n');
+    vlr_err e;
+    return vlr_json_parse(text, end ? (size_t)(end - text) : strlen(text), &e);
+}
+
+static double expected_score(size_t k) {
+    char *text;
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file("tests/reference/expected.jsonl", 1 << 24, &text, &len, &e)) return NAN;
+    vlr_json_doc *d = line_doc(text, k);
+    double s = d ? vlr_json_get(vlr_json_root(d), "score")->number : NAN;
+    vlr_json_free(d);
+    free(text);
+    return s;
+}
+
+static void test_info(void) {
+    char cmd[1024], *out;
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --json", bin);
+    int rc = run(cmd, &out);
+    CHECK(rc == 0, "info exit %d", rc);
+    vlr_err e;
+    vlr_json_doc *d = vlr_json_parse(out, strlen(out), &e);
+    CHECK(d != NULL, "info --json is JSON: %s", e.msg);
+    if (d) {
+        const vlr_json *r = vlr_json_root(d), *t = vlr_json_get(r, "text"), *v = vlr_json_get(r, "vision");
+        int64_t x;
+        struct { const vlr_json *obj; const char *key; int64_t want; } ints[] = {
+            {t, "hidden_size", 64}, {t, "intermediate_size", 160}, {t, "num_hidden_layers", 2},
+            {t, "num_attention_heads", 4}, {t, "num_key_value_heads", 2}, {t, "head_dim", 16},
+            {t, "vocab_size", 151936}, {v, "depth", 4}, {v, "hidden_size", 32}, {v, "num_heads", 2},
+            {v, "intermediate_size", 64}, {v, "out_hidden_size", 64}, {v, "patch_size", 14},
+            {v, "spatial_merge_size", 2}, {v, "temporal_patch_size", 2}, {v, "window_size", 112}};
+        for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+            CHECK(vlr_json_int(vlr_json_get(ints[i].obj, ints[i].key), &x) && x == ints[i].want, "info %s", ints[i].key);
+        CHECK(vlr_json_get(t, "rms_norm_eps")->number == 1e-6 && vlr_json_get(t, "rope_theta")->number == 1e6, "eps/theta");
+        const vlr_json *ms = vlr_json_get(t, "mrope_section"), *fa = vlr_json_get(v, "fullatt_block_indexes");
+        CHECK(ms && ms->len == 3 && ms->items[0].number == 2 && ms->items[1].number == 3 && ms->items[2].number == 3, "mrope");
+        CHECK(fa && fa->len == 2 && fa->items[0].number == 1 && fa->items[1].number == 3, "fullatt");
+        CHECK(vlr_json_int(vlr_json_get(r, "parameters"), &x) && x > 9000000, "parameters %lld", (long long)x);
+        CHECK(strcmp(vlr_json_get(r, "dtype")->str, "bf16") == 0, "dtype");
+    }
+    vlr_json_free(d);
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "%s info --model %s/no-such-model", bin, tmpdir);
+    rc = run(cmd, &out);
+    char *err = read_stderr();
+    CHECK(rc == 1 && strstr(err, "no-such-model") != NULL, "missing model: exit %d, '%s'", rc, err);
+    free(err);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s info", bin);
+    CHECK(run(cmd, &out) == 2, "info without --model is a usage error");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --bogus", bin);
+    CHECK(run(cmd, &out) == 2, "unknown option is a usage error");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s frobnicate", bin);
+    CHECK(run(cmd, &out) == 2, "unknown command");
+    free(out);
+    const char *cmds[] = {"info", "tokenize", "prepare", "score"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%s %s --help", bin, cmds[i]);
+        CHECK(run(cmd, &out) == 0 && strstr(out, "usage: vlreward") != NULL, "%s --help", cmds[i]);
+        free(out);
+    }
+}
+
+static void test_tokenize(void) {
+    char in[300], cmd[2048], *out;
+    snprintf(in, sizeof in, "%s/tok.jsonl", tmpdir);
+    write_file(in, "{\"text\": \"a<|im_end|>b\", \"k\": 1}\nnot json\n\n{\"id\": \"x\", \"text\": 5}\n{\"text\": \"\"}\n");
+    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --input %s", bin, in);
+    int rc = run(cmd, &out);
+    CHECK(rc == 1, "a bad line gives exit 1 (got %d)", rc);
+    CHECK(strstr(out, "{\"text\": \"a<|im_end|>b\", \"k\": 1, \"ids\": [64, 151645, 65]}\n") == out, "first line: %s", out);
+    CHECK(strstr(out, "{\"id\": 1, \"error\": \"invalid JSON") != NULL, "bad JSON line reported with its line number");
+    CHECK(strstr(out, "{\"id\": \"x\", \"error\"") != NULL, "wrong-typed text reported with its id");
+    CHECK(strstr(out, "{\"text\": \"\", \"ids\": []}") != NULL, "empty text");
+    free(out);
+    write_file(in, "{\"ids\": [64, 151645, 65]}\n");
+    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --decode --skip-special --input %s", bin, in);
+    CHECK(run(cmd, &out) == 0 && strstr(out, "\"text\": \"ab\"") != NULL, "decode skip special: %s", out);
+    free(out);
+}
+
+static void test_prepare_dump(void) {
+    char in[300], cmd[2048], *out;
+    snprintf(in, sizeof in, "%s/prep.jsonl", tmpdir);
+    /* Relative image paths resolve against the input file's folder: point at the reference folder. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/images", tmpdir);
+    char real[PATH_MAX];
+    CHECK(realpath("tests/reference/images", real) != NULL, "realpath");
+    CHECK(symlink(real, path) == 0, "symlink images");
+    write_file(in, "{\"id\": \"tiny_upscale\", \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
+                   "\"image\": \"images/tiny_30x20.png\"}, {\"type\": \"text\", \"text\": \"x\"}]}, "
+                   "{\"role\": \"assistant\", \"content\": \"y\"}]}\n");
+    snprintf(cmd, sizeof cmd, "%s prepare --model " MODEL " --input %s --dump-pixels %s", bin, in, tmpdir);
+    int rc = run(cmd, &out);
+    CHECK(rc == 0, "prepare exit %d: %s", rc, out);
+    free(out);
+    char *got, *want;
+    size_t got_len = 0, want_len = 0;
+    vlr_err e;
+    snprintf(path, sizeof path, "%s/tiny_upscale.pixel_values.f32", tmpdir);
+    if (vlr_read_file(path, 1 << 24, &got, &got_len, &e) == VLR_OK &&
+        vlr_read_file("tests/reference/pixels/tiny_upscale.pixel_values.f32", 1 << 24, &want, &want_len, &e) == VLR_OK) {
+        CHECK(got_len == want_len && memcmp(got, want, got_len) == 0, "dumped pixels bit-exact (%zu vs %zu bytes)", got_len, want_len);
+        free(got);
+        free(want);
+    } else {
+        CHECK(0, "dump: %s", e.msg);
+    }
+}
+
+static void test_score_cli(void) {
+    char in[300], cmd[2048], *out;
+    snprintf(in, sizeof in, "%s/score.jsonl", tmpdir);
+    /* The reference cases with two bad lines spliced in after the first. */
+    char *cases;
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file("tests/reference/cases.jsonl", 1 << 24, &cases, &len, &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    char *second = strchr(cases, '\n') + 1;
+    FILE *f = fopen(in, "wb");
+    fwrite(cases, 1, (size_t)(second - cases), f);
+    fputs("{\"id\": \"bad-json\", \"messages\": [\n", f);
+    fputs("{\"id\": \"no-image\", \"image\": \"images/nope.png\", \"question\": \"q\", \"answer\": \"a\"}\n", f);
+    fputs(second, f);
+    fclose(f);
+    free(cases);
+    /* The input file sits in tmpdir, next to the images symlink made by test_prepare_dump. */
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --input %s", bin, in);
+    int rc = run(cmd, &out);
+    CHECK(rc == 1, "score with bad lines exits 1 (got %d)", rc);
+    size_t k_case = 0;
+    for (size_t line = 0; line < 15; line++) {
+        vlr_json_doc *d = line_doc(out, line);
+        CHECK(d != NULL, "output line %zu is JSON", line);
+        if (!d) continue;
+        const vlr_json *r = vlr_json_root(d);
+        if (line == 1) {
+            CHECK(vlr_json_get(r, "error") && strstr(vlr_json_get(r, "error")->str, "invalid JSON"), "line 1 error");
+            CHECK(vlr_json_get(r, "id")->number == 1, "unparsable line gets its line number as id");
+        } else if (line == 2) {
+            CHECK(strcmp(vlr_json_get(r, "id")->str, "no-image") == 0 && strstr(vlr_json_get(r, "error")->str, "nope.png"),
+                  "missing image named");
+        } else {
+            const vlr_json *s = vlr_json_get(r, "score");
+            double want = expected_score(k_case++);
+            CHECK(vlr_json_is(s, VLR_JSON_NUMBER) && fabs(s->number - want) <= 2e-5, "line %zu score %.9g want %.9g",
+                  line, s ? s->number : NAN, want);
+        }
+        vlr_json_free(d);
+    }
+    free(out);
+
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --image tests/reference/images/demo.jpg --question "
+                              "\"$(printf 'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, "
+                              "at the end.\\nQuestion: Is Purple the highest value?\\nChoices:\\n(A) no\\n(B) yes')\" "
+                              "--answer 'The answer is: B'", bin);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && fabs(strtod(out, NULL) - expected_score(0)) <= 2e-5, "one-off demo score %s (exit %d)", out, rc);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q", bin);
+    CHECK(run(cmd, &out) == 2, "one-off without --answer is a usage error");
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s score --model %s/nope --input %s", bin, tmpdir, in);
+    CHECK(run(cmd, &out) == 2, "score with a model that does not load exits 2");
+    free(out);
+}
+
+int main(void) {
+    const char *build = getenv("VLR_BUILD");
+    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
+    if (access(bin, X_OK) != 0) {
+        CHECK(0, "%s not built", bin);
+        return test_report();
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlr_cli_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        CHECK(0, "mkdtemp");
+        return test_report();
+    }
+    test_info();
+    test_tokenize();
+    test_prepare_dump();
+    test_score_cli();
+    char cmd[300], *out;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    run(cmd, &out);
+    free(out);
+    return test_report();
+}

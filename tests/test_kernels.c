@@ -1,0 +1,553 @@
+/* test_kernels.c: every kernel slot of every ISA this CPU supports, against the scalar reference
+ * and against float64 sums computed here.
+ *
+ * Bounds are derived, not tuned: a length-k fp32 sum in any order has error at most
+ * gamma_k · sum|terms| (gamma_k = k·u/(1 - k·u), u = 2^-24; Higham, Accuracy and Stability of
+ * Numerical Algorithms, 3.1), so two implementations differ by at most twice that, element by
+ * element. The normalised mean squared error (ggml test-backend-ops style) is held to k·u² per
+ * element, the rounding-error variance of a random-walk sum with a margin of ~6; a missing or
+ * doubled term, a wrong column or a stale block is orders of magnitude above it. Each output buffer
+ * is followed by sentinel floats that must come back untouched, and results must be bit-identical
+ * for 1 and 2 threads and for a row computed alone or inside its batch. */
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "test.h"
+
+static const double U = 5.9604644775390625e-08; /* 2^-24 */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng_u64(void) { /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float rng_uniform(void) { return (float)((double)(rng_u64() >> 11) * 0x1p-53 * 2.0 - 1.0); }
+static void fill_uniform(float *p, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) p[i] = scale * rng_uniform();
+}
+
+static double gamma_k(double k) { return k * U / (1.0 - k * U); }
+
+/* Random weights in dtype dt: raw storage plus the exact fp32 values. f16 values are built from
+ * bits (exponents 2^-6 .. 2^1, with a few zeros and subnormals) so every one is representable. */
+static void *make_weights(vlr_dtype dt, size_t count, float *values) {
+    void *raw = malloc(count * (dt == VLR_DT_F32 ? 4 : 2) + 1);
+    for (size_t i = 0; i < count; i++) {
+        if (dt == VLR_DT_F32) {
+            ((float *)raw)[i] = values[i] = rng_uniform();
+        } else if (dt == VLR_DT_BF16) {
+            uint16_t h = vlr_f32_to_bf16(rng_uniform());
+            ((uint16_t *)raw)[i] = h;
+            values[i] = vlr_bf16_to_f32(h);
+        } else {
+            uint64_t r = rng_u64();
+            uint16_t sign = (uint16_t)((r & 1) << 15), mant = (uint16_t)((r >> 1) & 0x3ff);
+            uint16_t exp = (uint16_t)(9 + (r >> 11) % 8);
+            if ((r >> 20) % 64 == 0) exp = 0; /* zero or subnormal */
+            uint16_t h = (uint16_t)(sign | (exp << 10) | mant);
+            ((uint16_t *)raw)[i] = h;
+            values[i] = vlr_f16_to_f32(h);
+        }
+    }
+    return raw;
+}
+
+#define SENTINEL_FLOATS 64
+static const uint32_t SENTINEL_BITS = 0x7fc0dead; /* a NaN no kernel produces */
+
+static void sentinel_fill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) memcpy(&p[i], &SENTINEL_BITS, 4);
+}
+static bool sentinel_intact(const float *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&p[i], &SENTINEL_BITS, 4) != 0) return false;
+    return true;
+}
+
+/* The kernel tables under test: the reference plus every ISA this CPU runs. */
+typedef struct impl {
+    vlr_kernels k;
+    const char *name;
+} impl;
+static impl impls[3];
+static int n_impls;
+
+static void impls_init(void) {
+    vlr_kernels_fill_ref(&impls[0].k);
+    impls[0].name = "ref";
+    n_impls = 1;
+    if (vlr_cpu_has_avx2()) {
+        vlr_kernels_select(&impls[n_impls].k, VLR_ISA_AVX2);
+        impls[n_impls++].name = "avx2";
+    }
+    if (vlr_cpu_has_avx512()) {
+        vlr_kernels_select(&impls[n_impls].k, VLR_ISA_AVX512);
+        impls[n_impls++].name = "avx512";
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * GEMM */
+
+typedef struct gemm_case {
+    int m, n, k;
+    vlr_dtype w_dt;
+    bool bias, accumulate;
+    int pad_x, pad_y; /* row stride = k + pad_x, n + pad_y */
+} gemm_case;
+
+static const char *dt_name(vlr_dtype dt) {
+    return dt == VLR_DT_BF16 ? "bf16" : dt == VLR_DT_F16 ? "f16" : "f32";
+}
+
+/* Runs one implementation into a fresh y (initialised from y0, sentinels after it and in the row
+ * padding) and checks the sentinels. Returns the malloc'd y. */
+static float *gemm_run(const impl *im, const gemm_case *c, const float *x, const void *w,
+                       const void *bias, const float *y0, int n_threads, const char *what) {
+    const size_t ldy = (size_t)c->n + c->pad_y, ny = (size_t)c->m * ldy;
+    float *y = malloc((ny + SENTINEL_FLOATS) * sizeof(float));
+    sentinel_fill(y, ny + SENTINEL_FLOATS);
+    for (int i = 0; i < c->m; i++) memcpy(y + i * ldy, y0 + (size_t)i * c->n, (size_t)c->n * 4);
+    vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = (size_t)c->k + c->pad_x, .w = w,
+                       .w_dtype = c->w_dt, .bias = bias, .bias_dtype = VLR_DT_F32, .m = c->m,
+                       .n = c->n, .k = c->k, .accumulate = c->accumulate};
+    im->k.gemm(&a, n_threads);
+    bool ok = sentinel_intact(y + ny, SENTINEL_FLOATS);
+    for (int i = 0; i < c->m && ok; i++) ok = sentinel_intact(y + i * ldy + c->n, (size_t)c->pad_y);
+    CHECK(ok, "%s gemm %s m=%d n=%d k=%d: wrote outside its output", im->name, what, c->m, c->n, c->k);
+    return y;
+}
+
+static void gemm_check(const gemm_case *c) {
+    const size_t ldx = (size_t)c->k + c->pad_x, ldy = (size_t)c->n + c->pad_y;
+    /* x is allocated to end exactly at its last element so ASan sees any read past it. */
+    const size_t nx = c->m > 0 ? (size_t)(c->m - 1) * ldx + (size_t)c->k : 0;
+    float *x = malloc(nx * sizeof(float) + 1);
+    fill_uniform(x, nx, 1.0f);
+    float *wv = malloc((size_t)c->n * c->k * sizeof(float) + 1);
+    void *w = make_weights(c->w_dt, (size_t)c->n * c->k, wv);
+    float *bias = NULL;
+    if (c->bias) {
+        bias = malloc((size_t)c->n * sizeof(float));
+        fill_uniform(bias, (size_t)c->n, 1.0f);
+    }
+    float *y0 = malloc((size_t)c->m * c->n * sizeof(float) + 1);
+    fill_uniform(y0, (size_t)c->m * c->n, 4.0f); /* garbage unless accumulating */
+
+    /* float64 sums and the error scale sum|terms| of every output */
+    double *exact = malloc((size_t)c->m * c->n * sizeof(double) + 1);
+    double *scale = malloc((size_t)c->m * c->n * sizeof(double) + 1);
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            double s = 0, sa = 0;
+            for (int p = 0; p < c->k; p++) {
+                double t = (double)x[i * ldx + p] * wv[(size_t)j * c->k + p];
+                s += t;
+                sa += fabs(t);
+            }
+            if (bias) s += bias[j], sa += fabs(bias[j]);
+            if (c->accumulate) s += y0[(size_t)i * c->n + j], sa += fabs(y0[(size_t)i * c->n + j]);
+            exact[(size_t)i * c->n + j] = s;
+            scale[(size_t)i * c->n + j] = sa;
+        }
+
+    char what[96];
+    snprintf(what, sizeof what, "%s%s%s", dt_name(c->w_dt), c->bias ? "+bias" : "",
+             c->accumulate ? "+acc" : "");
+    const double g = gamma_k(c->k + 2.0), nmse_bound = (c->k + 2.0) * U * U;
+    float *y_ref = NULL;
+    for (int t = 0; t < n_impls; t++) {
+        const impl *im = &impls[t];
+        /* The reference is the oracle: run once. The fast kernels also on 2 threads and row by row. */
+        const bool fast = t > 0;
+        if (fast && im->k.gemm == impls[0].k.gemm) continue; /* slot not overridden by this ISA */
+        float *y1 = gemm_run(im, c, x, w, bias, y0, 1, what);
+        float *y2 = fast ? gemm_run(im, c, x, w, bias, y0, 2, what) : NULL;
+        /* vs float64: each element within gamma_{k+2}·sum|terms|, NMSE within (k+2)·u² */
+        double num = 0, den = 0, worst = 0;
+        for (int i = 0; i < c->m; i++)
+            for (int j = 0; j < c->n; j++) {
+                const size_t e = (size_t)i * c->n + j;
+                const double d = (double)y1[i * ldy + j] - exact[e];
+                num += d * d;
+                den += exact[e] * exact[e];
+                const double r = fabs(d) / (g * scale[e] + 1e-300);
+                if (!(r <= worst)) worst = r; /* NaN propagates as a failure */
+            }
+        CHECK(worst <= 1.0, "%s gemm %s m=%d n=%d k=%d: element error %.3g x the gamma_k bound",
+              im->name, what, c->m, c->n, c->k, worst);
+        const double nmse = den > 0 ? num / den : num;
+        CHECK(nmse <= nmse_bound, "%s gemm %s m=%d n=%d k=%d: NMSE vs float64 %.3g > %.3g", im->name,
+              what, c->m, c->n, c->k, nmse, nmse_bound);
+        /* vs the reference implementation */
+        if (y_ref) {
+            double num2 = 0, den2 = 0, worst2 = 0;
+            for (int i = 0; i < c->m; i++)
+                for (int j = 0; j < c->n; j++) {
+                    const double d = (double)y1[i * ldy + j] - y_ref[i * ldy + j];
+                    num2 += d * d;
+                    den2 += (double)y_ref[i * ldy + j] * y_ref[i * ldy + j];
+                    const double r = fabs(d) / (2 * g * scale[(size_t)i * c->n + j] + 1e-300);
+                    if (!(r <= worst2)) worst2 = r;
+                }
+            const double nmse2 = den2 > 0 ? num2 / den2 : num2;
+            CHECK(worst2 <= 1.0 && nmse2 <= 2 * nmse_bound,
+                  "%s gemm %s m=%d n=%d k=%d: vs ref: worst %.3g of bound, NMSE %.3g > %.3g",
+                  im->name, what, c->m, c->n, c->k, worst2, nmse2, 2 * nmse_bound);
+        }
+        /* determinism: 1 vs 2 threads, and rows computed alone */
+        CHECK(!fast || memcmp(y1, y2, ((size_t)c->m * ldy) * sizeof(float)) == 0,
+              "%s gemm %s m=%d n=%d k=%d: 1 and 2 threads differ", im->name, what, c->m, c->n, c->k);
+        const int rows[3] = {0, c->m / 2, c->m - 1};
+        for (int r = 0; r < 3 && c->m > 1 && fast; r++) {
+            gemm_case one = *c;
+            one.m = 1;
+            float *yr = gemm_run(im, &one, x + (size_t)rows[r] * ldx, w, bias,
+                                 y0 + (size_t)rows[r] * c->n, 1, what);
+            CHECK(memcmp(yr, y1 + (size_t)rows[r] * ldy, (size_t)c->n * sizeof(float)) == 0,
+                  "%s gemm %s m=%d n=%d k=%d: row %d alone differs from the batch", im->name, what,
+                  c->m, c->n, c->k, rows[r]);
+            free(yr);
+        }
+        free(y2);
+        if (t == 0) y_ref = y1;
+        else free(y1);
+    }
+    free(y_ref);
+    free(x);
+    free(wv);
+    free(w);
+    free(bias);
+    free(y0);
+    free(exact);
+    free(scale);
+}
+
+static void test_gemm(void) {
+    const vlr_dtype dts[3] = {VLR_DT_BF16, VLR_DT_F16, VLR_DT_F32};
+    /* small and odd shapes, every dtype and epilogue */
+    const int small[][3] = {{1, 1, 1},   {1, 1, 17},  {2, 3, 5},    {3, 33, 16},  {14, 32, 256},
+                            {15, 31, 257}, {29, 65, 300}, {7, 100, 513}, {64, 64, 64}, {5, 47, 0},
+                            {1, 200, 31}, {40, 17, 600}};
+    for (size_t s = 0; s < sizeof small / sizeof small[0]; s++)
+        for (int d = 0; d < 3; d++)
+            for (int e2 = 0; e2 < 2; e2++) { /* two of the four epilogues, all four over the dtypes */
+                const int e = (int)(s + d + 2 * e2) % 4;
+                gemm_case c = {small[s][0], small[s][1], small[s][2], dts[d], e & 1, (e >> 1) & 1,
+                               (int)(s % 3), (int)(s % 2) * 3};
+                gemm_check(&c);
+            }
+    /* the model's sizes, small m */
+    const int real[][3] = {{3, 1280, 1176}, {2, 3840, 1280}, {2, 1280, 3420}, {2, 3420, 1280},
+                           {1, 512, 3584},  {1, 3584, 512},  {1, 64, 18944}, {1, 5120, 64},
+                           {17, 160, 5120}};
+    for (size_t s = 0; s < sizeof real / sizeof real[0]; s++) {
+        gemm_case c = {real[s][0], real[s][1], real[s][2], dts[s % 3], s % 2 == 0, s % 3 == 1, 0, 0};
+        gemm_check(&c);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention */
+
+typedef struct att_case {
+    int n_q, n_kv, n_heads, n_kv_heads, hd, causal_offset;
+    bool fused; /* q, k, v interleaved in one qkv row (the vision tower's layout) */
+} att_case;
+
+/* Runs one implementation; out rows have 5 padding floats and SENTINEL_FLOATS after the end. */
+static float *att_run(const impl *im, const vlr_attention_args *base, int n_threads, const char *what) {
+    const size_t width = (size_t)base->n_heads * base->head_dim, ld_out = width + 5;
+    const size_t nout = (size_t)base->n_q * ld_out;
+    float *out = malloc((nout + SENTINEL_FLOATS) * sizeof(float));
+    sentinel_fill(out, nout + SENTINEL_FLOATS);
+    vlr_attention_args a = *base;
+    a.out = out;
+    a.ld_out = ld_out;
+    im->k.attention(&a, n_threads);
+    bool ok = sentinel_intact(out + nout, SENTINEL_FLOATS);
+    for (int i = 0; i < a.n_q && ok; i++) ok = sentinel_intact(out + i * ld_out + width, 5);
+    CHECK(ok, "%s attention %s: wrote outside its output", im->name, what);
+    return out;
+}
+
+static void att_check(const att_case *c) {
+    const int hd = c->hd, group = c->n_heads / c->n_kv_heads;
+    const size_t qw = (size_t)c->n_heads * hd, kw = (size_t)c->n_kv_heads * hd;
+    /* separate buffers, or one [rows][q|k|v] buffer; rows = max(n_q, n_kv) */
+    const int nrow = c->n_q > c->n_kv ? c->n_q : c->n_kv;
+    const size_t ld_q = c->fused ? qw + 2 * kw : qw + 3, ld_kv = c->fused ? qw + 2 * kw : kw;
+    float *qbuf = malloc((size_t)nrow * ld_q * sizeof(float));
+    fill_uniform(qbuf, (size_t)nrow * ld_q, 1.0f);
+    float *kbuf = c->fused ? NULL : malloc((size_t)c->n_kv * kw * sizeof(float) + 1);
+    float *vbuf = c->fused ? NULL : malloc((size_t)c->n_kv * kw * sizeof(float) + 1);
+    if (!c->fused) {
+        fill_uniform(kbuf, (size_t)c->n_kv * kw, 1.0f);
+        fill_uniform(vbuf, (size_t)c->n_kv * kw, 1.0f);
+    }
+    vlr_attention_args a = {.q = qbuf, .ld_q = ld_q, .k = c->fused ? qbuf + qw : kbuf,
+                            .v = c->fused ? qbuf + qw + kw : vbuf, .ld_kv = ld_kv, .n_q = c->n_q,
+                            .n_kv = c->n_kv, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                            .head_dim = hd, .causal_offset = c->causal_offset,
+                            .scale = 1.0f / sqrtf((float)hd)};
+    /* Scores are made large (q scaled by 3) so the softmax is far from uniform. */
+    for (int i = 0; i < c->n_q; i++)
+        for (size_t d = 0; d < qw; d++) qbuf[i * ld_q + d] *= 3.0f;
+
+    /* float64 softmax attention, and per (query, head) the bound on the fp32 error:
+     * weights p_j carry relative error eps_p <= 2·gamma_{hd+2}·max_j sum_d|q k|·scale (scores)
+     * + 2u·max|s| (scale, max subtraction) + 8u (exp); out = sum p v / sum p then errs by at most
+     * (2·eps_p + gamma_{n+2}) · max_j |v_j| per element. */
+    double *exact = malloc((size_t)c->n_q * qw * sizeof(double));
+    double *bound = malloc((size_t)c->n_q * c->n_heads * sizeof(double));
+    double *p = malloc((size_t)(c->n_kv + 1) * sizeof(double));
+    for (int i = 0; i < c->n_q; i++)
+        for (int h = 0; h < c->n_heads; h++) {
+            const int g = h / group;
+            int nv = c->causal_offset < 0 ? c->n_kv : c->causal_offset + i + 1;
+            if (nv > c->n_kv) nv = c->n_kv;
+            const float *q = a.q + i * ld_q + (size_t)h * hd;
+            double mx = -INFINITY, smax = 0, sabs = 0, vmax = 0, sum = 0;
+            for (int j = 0; j < nv; j++) {
+                const float *k = a.k + j * ld_kv + (size_t)g * hd;
+                double s = 0, sa = 0;
+                for (int d = 0; d < hd; d++) s += (double)q[d] * k[d], sa += fabs((double)q[d] * k[d]);
+                p[j] = s * a.scale;
+                if (p[j] > mx) mx = p[j];
+                if (sa * a.scale > smax) smax = sa * a.scale;
+                if (fabs(p[j]) > sabs) sabs = fabs(p[j]);
+            }
+            for (int j = 0; j < nv; j++) sum += (p[j] = exp(p[j] - mx));
+            for (int d = 0; d < hd; d++) {
+                double o = 0;
+                for (int j = 0; j < nv; j++) {
+                    const double v = a.v[j * ld_kv + (size_t)g * hd + d];
+                    o += p[j] * v;
+                    if (fabs(v) > vmax) vmax = fabs(v);
+                }
+                exact[i * qw + (size_t)h * hd + d] = o / sum;
+            }
+            const double eps_p = 2 * gamma_k(hd + 2.0) * smax + 2 * U * sabs + 8 * U;
+            bound[i * c->n_heads + h] = (2 * eps_p + gamma_k(nv + 2.0)) * vmax;
+        }
+
+    char what[128];
+    snprintf(what, sizeof what, "n_q=%d n_kv=%d heads=%d/%d hd=%d offset=%d%s", c->n_q, c->n_kv,
+             c->n_heads, c->n_kv_heads, hd, c->causal_offset, c->fused ? " fused" : "");
+    const size_t ld_out = qw + 5;
+    for (int t = 0; t < n_impls; t++) {
+        const impl *im = &impls[t];
+        const bool fast = t > 0; /* the reference runs once, the others also on 2 threads, by row */
+        if (fast && im->k.attention == impls[0].k.attention) continue;
+        float *o1 = att_run(im, &a, 1, what), *o2 = fast ? att_run(im, &a, 2, what) : NULL;
+        double worst = 0, num = 0, den = 0;
+        for (int i = 0; i < c->n_q; i++)
+            for (size_t e = 0; e < qw; e++) {
+                const double d = o1[i * ld_out + e] - exact[i * qw + e];
+                num += d * d;
+                den += exact[i * qw + e] * exact[i * qw + e];
+                const double r = fabs(d) / (bound[i * c->n_heads + e / hd] + 1e-300);
+                if (!(r <= worst)) worst = r;
+            }
+        CHECK(worst <= 1.0, "%s attention %s: element error %.3g x its bound", im->name, what, worst);
+        /* NMSE: the per-weight error variance, (hd + n_kv)·u² with the score scale squared */
+        const double nmse = den > 0 ? num / den : num;
+        CHECK(nmse <= (hd + c->n_kv + 16.0) * U * U * 16, "%s attention %s: NMSE %.3g", im->name,
+              what, nmse);
+        CHECK(!fast || memcmp(o1, o2, (size_t)c->n_q * ld_out * sizeof(float)) == 0,
+              "%s attention %s: 1 and 2 threads differ", im->name, what);
+        const int rows[2] = {0, c->n_q - 1};
+        for (int r = 0; r < 2 && c->n_q > 1 && fast; r++) {
+            vlr_attention_args one = a;
+            one.n_q = 1;
+            one.q = a.q + rows[r] * ld_q;
+            if (c->causal_offset >= 0) one.causal_offset = c->causal_offset + rows[r];
+            float *orow = att_run(im, &one, 1, what);
+            CHECK(memcmp(orow, o1 + rows[r] * ld_out, qw * sizeof(float)) == 0,
+                  "%s attention %s: query %d alone differs from the batch", im->name, what, rows[r]);
+            free(orow);
+        }
+        free(o1);
+        free(o2);
+    }
+    free(qbuf);
+    free(kbuf);
+    free(vbuf);
+    free(exact);
+    free(bound);
+    free(p);
+}
+
+static void test_attention(void) {
+    const att_case cases[] = {
+        {1, 1, 1, 1, 16, -1, false},     {1, 1, 1, 1, 16, 0, false},
+        {5, 37, 4, 2, 16, -1, false},    {33, 33, 4, 2, 16, 0, false},
+        {64, 64, 16, 16, 80, -1, true},  {100, 100, 2, 2, 80, -1, true}, /* vision windows */
+        {5, 600, 7, 1, 128, -1, false},  {20, 120, 14, 2, 128, 100, false}, /* prefix + causal */
+        {40, 40, 28, 4, 128, 0, false},  {200, 200, 2, 1, 80, 0, false},
+        {9, 40, 6, 3, 24, 31, false},    {3, 600, 2, 2, 128, 597, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) att_check(&cases[i]);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Element-wise kernels: each against float64 with a few-ulp bound, and against the reference. */
+
+/* |got - want| <= tol[i] for all i; reports the worst ratio. */
+static void check_close(const char *what, const float *got, const double *want, const double *tol,
+                        size_t n) {
+    double worst = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double r = fabs(got[i] - want[i]) / (tol[i] + 1e-300);
+        if (!(r <= worst)) worst = r, at = i;
+    }
+    CHECK(worst <= 1.0, "%s: element %zu is %.9g, want %.9g (%.3g x the bound)", what, at,
+          n ? got[at] : 0.0, n ? want[at] : 0.0, worst);
+}
+
+static void test_elementwise(void) {
+    const int sizes[] = {1, 7, 16, 17, 64, 100, 1280, 3584};
+    const vlr_dtype dts[3] = {VLR_DT_BF16, VLR_DT_F16, VLR_DT_F32};
+    char what[128];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si], rows = 3;
+        const size_t len = (size_t)rows * n;
+        float *x = malloc(len * sizeof(float)), *wv = malloc((size_t)n * sizeof(float));
+        float *u = malloc(len * sizeof(float)), *y = malloc((len + SENTINEL_FLOATS) * sizeof(float));
+        double *want = malloc(len * sizeof(double)), *tol = malloc(len * sizeof(double));
+        fill_uniform(x, len, 10.0f);
+        fill_uniform(u, len, 1.0f);
+        x[0] = 0.0f;
+        if (len > 2) x[1] = -90.0f, x[2] = 40.0f; /* exp under/overflow ranges */
+        void *w = make_weights(dts[si % 3], (size_t)n, wv);
+        for (int t = 0; t < n_impls; t++) {
+            const impl *im = &impls[t];
+            /* rmsnorm: sum of squares (gamma_n), sqrt, divide, two products */
+            sentinel_fill(y, len + SENTINEL_FLOATS);
+            im->k.rmsnorm(y, x, rows, n, w, dts[si % 3], 1e-6f);
+            for (int r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int i = 0; i < n; i++) ss += (double)x[r * n + i] * x[r * n + i];
+                const double sc = 1.0 / sqrt(ss / n + 1e-6);
+                for (int i = 0; i < n; i++) {
+                    want[r * n + i] = x[r * n + i] * sc * wv[i];
+                    tol[r * n + i] = (gamma_k(n) + 8 * U) * fabs(want[r * n + i]);
+                }
+            }
+            snprintf(what, sizeof what, "%s rmsnorm n=%d %s", im->name, n, dt_name(dts[si % 3]));
+            check_close(what, y, want, tol, len);
+            CHECK(sentinel_intact(y + len, SENTINEL_FLOATS), "%s: wrote past the output", what);
+            /* in place (y == x) gives the same bits */
+            float *yi = malloc(len * sizeof(float));
+            memcpy(yi, x, len * sizeof(float));
+            im->k.rmsnorm(yi, yi, rows, n, w, dts[si % 3], 1e-6f);
+            CHECK(memcmp(yi, y, len * sizeof(float)) == 0, "%s: in place differs", what);
+            free(yi);
+
+            /* silu_mul: exp (<= 3u relative, u = 2^-24), add, divide, multiply */
+            memcpy(y, x, len * sizeof(float));
+            sentinel_fill(y + len, SENTINEL_FLOATS);
+            im->k.silu_mul(y, u, len);
+            for (size_t i = 0; i < len; i++) {
+                want[i] = x[i] / (1.0 + exp(-(double)x[i])) * u[i];
+                tol[i] = 8 * U * fabs(want[i]) + 1e-37;
+            }
+            snprintf(what, sizeof what, "%s silu_mul n=%zu", im->name, len);
+            check_close(what, y, want, tol, len);
+            CHECK(sentinel_intact(y + len, SENTINEL_FLOATS), "%s: wrote past the output", what);
+
+            /* gelu: 1 + erf(x/sqrt2) is held to 4u absolute, times 0.5|x| */
+            memcpy(y, x, len * sizeof(float));
+            im->k.gelu(y, len);
+            for (size_t i = 0; i < len; i++) {
+                want[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+                tol[i] = 2 * U * fabs(x[i]) + 4 * U * fabs(want[i]) + 1e-37;
+            }
+            snprintf(what, sizeof what, "%s gelu n=%zu", im->name, len);
+            check_close(what, y, want, tol, len);
+            CHECK(sentinel_intact(y + len, SENTINEL_FLOATS), "%s: wrote past the output", what);
+
+            /* add: exact */
+            memcpy(y, x, len * sizeof(float));
+            im->k.add(y, u, len);
+            bool exact_ok = true;
+            for (size_t i = 0; i < len; i++) exact_ok &= y[i] == x[i] + u[i];
+            CHECK(exact_ok, "%s add n=%zu: not the exact fp32 sum", im->name, len);
+            CHECK(sentinel_intact(y + len, SENTINEL_FLOATS), "%s add: wrote past the output", im->name);
+        }
+        free(x), free(wv), free(u), free(y), free(want), free(tol), free(w);
+    }
+
+    /* rope: rows × heads × head_dim in a padded row, tables [rows][hd] */
+    const int hds[3] = {16, 80, 128};
+    for (int hi = 0; hi < 3; hi++) {
+        const int hd = hds[hi], heads = 3, rows = 5;
+        const size_t ld = (size_t)heads * hd + 7, len = (size_t)rows * ld;
+        float *x = malloc((len + SENTINEL_FLOATS) * sizeof(float)), *x0 = malloc(len * sizeof(float));
+        float *cs = malloc((size_t)rows * hd * sizeof(float)), *sn = malloc((size_t)rows * hd * sizeof(float));
+        double *want = malloc(len * sizeof(double)), *tol = malloc(len * sizeof(double));
+        fill_uniform(x0, len, 2.0f);
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < hd; i++) {
+                /* not duplicated across the halves as real tables are, so that an index mixup
+                 * between the halves shows */
+                const double ang = (r * 7 + 1) * pow(10000.0, -1.0 * i / hd);
+                cs[r * hd + i] = (float)cos(ang);
+                sn[r * hd + i] = (float)sin(ang);
+            }
+        for (int t = 0; t < n_impls; t++) {
+            memcpy(x, x0, len * sizeof(float));
+            sentinel_fill(x + len, SENTINEL_FLOATS);
+            impls[t].k.rope(x, ld, rows, heads, hd, cs, sn);
+            for (size_t e = 0; e < len; e++) want[e] = x0[e], tol[e] = 0;
+            for (int r = 0; r < rows; r++)
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < hd / 2; i++) {
+                        const size_t o = r * ld + (size_t)h * hd + i, o2 = o + hd / 2;
+                        const double a = x0[o], b = x0[o2];
+                        const double c1 = cs[r * hd + i], s1 = sn[r * hd + i];
+                        const double c2 = cs[r * hd + i + hd / 2], s2 = sn[r * hd + i + hd / 2];
+                        want[o] = a * c1 - b * s1;
+                        want[o2] = b * c2 + a * s2;
+                        tol[o] = 4 * U * (fabs(a * c1) + fabs(b * s1));
+                        tol[o2] = 4 * U * (fabs(b * c2) + fabs(a * s2));
+                    }
+            snprintf(what, sizeof what, "%s rope hd=%d", impls[t].name, hd);
+            check_close(what, x, want, tol, len); /* row padding: tol 0, must be untouched */
+            CHECK(sentinel_intact(x + len, SENTINEL_FLOATS), "%s: wrote past the output", what);
+        }
+        free(x), free(x0), free(cs), free(sn), free(want), free(tol);
+    }
+}
+
+/* vlr_kernels_select: AUTO gives the best ISA, a forced one never exceeds what the CPU has, and
+ * every slot is filled. */
+static void test_select(void) {
+    const vlr_isa best = vlr_cpu_has_avx512() ? VLR_ISA_AVX512 : vlr_cpu_has_avx2() ? VLR_ISA_AVX2 : VLR_ISA_REF;
+    for (int f = VLR_ISA_AUTO; f <= VLR_ISA_AVX512; f++) {
+        vlr_kernels k;
+        memset(&k, 0, sizeof k);
+        const vlr_isa got = vlr_kernels_select(&k, (vlr_isa)f);
+        const vlr_isa want = f == VLR_ISA_AUTO || f > (int)best ? best : (vlr_isa)f;
+        CHECK(got == want, "select(%d) gave %d, want %d", f, got, want);
+        const char *names[4] = {"", "ref", "avx2", "avx512"};
+        CHECK(k.isa && strcmp(k.isa, names[got]) == 0, "select(%d): isa name %s", f, k.isa ? k.isa : "(null)");
+        CHECK(k.gemm && k.attention && k.rmsnorm && k.rope && k.silu_mul && k.gelu && k.add,
+              "select(%d): a slot is NULL", f);
+    }
+}
+
+int main(void) {
+    impls_init();
+    printf("implementations:");
+    for (int i = 0; i < n_impls; i++) printf(" %s", impls[i].name);
+    printf("\n");
+    test_select();
+    test_gemm();
+    test_attention();
+    test_elementwise();
+    return test_report();
+}

@@ -1,0 +1,169 @@
+/* test_score.c: the whole pipeline on every conversation of tests/reference/cases.jsonl, through the
+ * public API and vlr_prepare, against expected.jsonl: prompt, ids, grids, resized sizes, pixel sums,
+ * positions, then the score (2e-5 absolute) and the last hidden state (cosine > 0.99999, max abs
+ * diff < 2e-5). Then determinism: 1 vs 2 threads, and a request alone vs after others in a session,
+ * must give bit-identical scores. */
+#include <math.h>
+
+#include "json.h"
+#include "model.h"
+#include "test.h"
+
+#define MODEL "tests/reference/models/tiny-a"
+
+static double rel_diff(double got, double want) {
+    return fabs(got - want) / fmax(fabs(want), 1e-30);
+}
+
+static bool ints_equal(const vlr_json *arr, const int32_t *v, size_t n) {
+    if (!vlr_json_is(arr, VLR_JSON_ARRAY) || arr->len != n) return false;
+    for (size_t i = 0; i < n; i++) {
+        int64_t x;
+        if (!vlr_json_int(&arr->items[i], &x) || x != v[i]) return false;
+    }
+    return true;
+}
+
+static void check_prepared(const char *id, const vlr_prepared *p, const vlr_json *exp) {
+    const vlr_json *prompt = vlr_json_get(exp, "prompt");
+    CHECK(p->prompt.len == prompt->len && memcmp(p->prompt.data, prompt->str, prompt->len) == 0, "%s: prompt", id);
+    CHECK(ints_equal(vlr_json_get(exp, "input_ids"), p->ids.data, p->ids.len), "%s: input_ids (%zu ids)", id, p->ids.len);
+    const vlr_json *grids = vlr_json_get(exp, "image_grid_thw");
+    CHECK(grids->len == p->n_images, "%s: %zu images", id, p->n_images);
+    const vlr_json *images = vlr_json_get(exp, "images");
+    double sum = 0, sum_sq = 0;
+    size_t rows = 0;
+    for (size_t i = 0; i < p->n_images && i < grids->len; i++) {
+        const vlr_prepared_image *img = &p->images[i];
+        int32_t g[3] = {img->grid_t, img->grid_h, img->grid_w};
+        CHECK(ints_equal(vlr_json_at(grids, i), g, 3), "%s: grid of image %zu", id, i);
+        int32_t hw[2] = {img->resized_h, img->resized_w};
+        CHECK(ints_equal(vlr_json_get(vlr_json_at(images, i), "resized_hw"), hw, 2), "%s: resized_hw %zu", id, i);
+        for (size_t k = 0; k < img->n_patches * img->patch_dim; k++) {
+            sum += img->pixel_values[k];
+            sum_sq += (double)img->pixel_values[k] * img->pixel_values[k];
+        }
+        rows += img->n_patches;
+    }
+    const vlr_json *pv = vlr_json_get(exp, "pixel_values");
+    if (p->n_images) {
+        CHECK(rel_diff(sum, vlr_json_get(pv, "sum")->number) < 1e-9, "%s: pixel sum %.17g", id, sum);
+        CHECK(rel_diff(sum_sq, vlr_json_get(pv, "sum_sq")->number) < 1e-9, "%s: pixel sum_sq %.17g", id, sum_sq);
+        int64_t want_rows;
+        CHECK(vlr_json_int(vlr_json_at(vlr_json_get(pv, "shape"), 0), &want_rows) && (size_t)want_rows == rows,
+              "%s: %zu patch rows", id, rows);
+        const vlr_json *first8 = vlr_json_get(pv, "first8");
+        for (size_t k = 0; k < 8; k++)
+            CHECK((float)vlr_json_at(first8, k)->number == p->images[0].pixel_values[k], "%s: first8[%zu]", id, k);
+    } else {
+        CHECK(vlr_json_is(pv, VLR_JSON_NULL), "%s: pixel_values null for text-only", id);
+    }
+    const vlr_json *pos = vlr_json_get(exp, "position_ids");
+    for (size_t c = 0; c < 3; c++)
+        CHECK(ints_equal(vlr_json_at(pos, c), p->positions + c * p->ids.len, p->ids.len), "%s: position_ids[%zu]", id, c);
+    int64_t delta;
+    CHECK(vlr_json_int(vlr_json_get(exp, "rope_delta"), &delta) && delta == p->rope_delta, "%s: rope_delta %d", id, p->rope_delta);
+}
+
+static vlr_model *load(int threads) {
+    vlr_params params = vlr_default_params();
+    params.n_threads = threads;
+    char err[1024];
+    vlr_model *m = NULL;
+    vlr_status rc = vlr_model_load(MODEL, &params, &m, err, sizeof err);
+    CHECK(rc == VLR_OK, "load: %s", err);
+    return m;
+}
+
+int main(void) {
+    char *cases_text, *exp_text;
+    size_t cases_len, exp_len;
+    vlr_err e = {0};
+    if (vlr_read_file("tests/reference/cases.jsonl", 1 << 24, &cases_text, &cases_len, &e) ||
+        vlr_read_file("tests/reference/expected.jsonl", 1 << 24, &exp_text, &exp_len, &e)) {
+        CHECK(0, "%s", e.msg);
+        return test_report();
+    }
+    vlr_model *m1 = load(1), *m2 = load(2);
+    if (!m1 || !m2) return test_report();
+    vlr_session *s1, *s2, *fresh;
+    CHECK(vlr_session_init(m1, &s1) == VLR_OK && vlr_session_init(m2, &s2) == VLR_OK, "sessions");
+
+    double scores[16];
+    size_t n_cases = 0;
+    char *case_line = cases_text, *exp_line = exp_text;
+    double worst = 0;
+    while (*case_line && *exp_line && n_cases < 16) {
+        char *case_end = strchr(case_line, '\n'), *exp_end = strchr(exp_line, '\n');
+        size_t case_len = case_end ? (size_t)(case_end - case_line) : strlen(case_line);
+        size_t exp_line_len = exp_end ? (size_t)(exp_end - exp_line) : strlen(exp_line);
+        vlr_json_doc *ed = vlr_json_parse(exp_line, exp_line_len, &e);
+        const vlr_json *exp = vlr_json_root(ed);
+        const char *id = vlr_json_get(exp, "id")->str;
+
+        vlr_parsed_request req;
+        CHECK(vlr_request_parse(case_line, case_len, n_cases, "tests/reference", &req, &e) == VLR_OK, "%s: %s", id, e.msg);
+        vlr_prepared p;
+        vlr_status rc = vlr_prepare(s1, &req.req, &p);
+        CHECK(rc == VLR_OK, "%s: prepare: %s", id, vlr_session_errmsg(s1));
+        if (rc == VLR_OK) check_prepared(id, &p, exp);
+        vlr_prepared_free(&p);
+
+        double score = NAN, score2 = NAN;
+        rc = vlr_score(s1, &req.req, &score);
+        CHECK(rc == VLR_OK, "%s: score: %s", id, vlr_session_errmsg(s1));
+        double want = vlr_json_get(exp, "score")->number;
+        CHECK(fabs(score - want) <= 2e-5, "%s: score %.9f, want %.9f (diff %.3g)", id, score, want, fabs(score - want));
+        if (fabs(score - want) > worst) worst = fabs(score - want);
+        const vlr_json *lh = vlr_json_get(exp, "last_hidden");
+        const float *h = vlr_session_last_hidden(s1);
+        double dot = 0, n_got = 0, n_want = 0, max_abs = 0;
+        for (size_t i = 0; i < lh->len; i++) {
+            double w = lh->items[i].number;
+            dot += h[i] * w;
+            n_got += (double)h[i] * h[i];
+            n_want += w * w;
+            max_abs = fmax(max_abs, fabs(h[i] - w));
+        }
+        double cosine = dot / sqrt(n_got * n_want);
+        CHECK(cosine > 0.99999 && max_abs < 2e-5, "%s: last_hidden cosine %.9f max abs diff %.3g", id, cosine, max_abs);
+
+        CHECK(vlr_score(s2, &req.req, &score2) == VLR_OK, "%s: 2 threads: %s", id, vlr_session_errmsg(s2));
+        CHECK(memcmp(&score, &score2, sizeof score) == 0, "%s: 1 vs 2 threads differ: %.17g vs %.17g", id, score, score2);
+        scores[n_cases] = score;
+        vlr_parsed_request_free(&req);
+        vlr_json_free(ed);
+        n_cases++;
+        case_line = case_end ? case_end + 1 : case_line + case_len;
+        exp_line = exp_end ? exp_end + 1 : exp_line + exp_line_len;
+    }
+    CHECK(n_cases == 13, "13 cases, got %zu", n_cases);
+    printf("worst |score - reference| over %zu cases: %.3g\n", n_cases, worst);
+
+    /* The last case scored alone on a fresh session equals its score after all the others. */
+    CHECK(vlr_session_init(m2, &fresh) == VLR_OK, "fresh session");
+    char *last = cases_text;
+    for (size_t i = 0; i + 1 < n_cases; i++) last = strchr(last, '\n') + 1;
+    char *last_end = strchr(last, '\n');
+    double alone;
+    CHECK(vlr_score_json(fresh, last, last_end ? (size_t)(last_end - last) : strlen(last), "tests/reference", &alone) == VLR_OK,
+          "alone: %s", vlr_session_errmsg(fresh));
+    CHECK(memcmp(&alone, &scores[n_cases - 1], sizeof alone) == 0, "alone %.17g vs in sequence %.17g", alone, scores[n_cases - 1]);
+
+    /* A failed request leaves the session usable and reports why. */
+    double s;
+    const char *bad = "{\"image\": \"missing.png\", \"question\": \"q\", \"answer\": \"a\"}";
+    CHECK(vlr_score_json(fresh, bad, strlen(bad), "tests/reference", &s) != VLR_OK, "missing image fails");
+    CHECK(strstr(vlr_session_errmsg(fresh), "missing.png") != NULL, "message names the image: %s", vlr_session_errmsg(fresh));
+    CHECK(vlr_score_json(fresh, last, last_end ? (size_t)(last_end - last) : strlen(last), "tests/reference", &s) == VLR_OK &&
+          memcmp(&s, &alone, sizeof s) == 0, "session usable after a failure");
+
+    vlr_session_free(fresh);
+    vlr_session_free(s1);
+    vlr_session_free(s2);
+    vlr_model_free(m1);
+    vlr_model_free(m2);
+    free(cases_text);
+    free(exp_text);
+    return test_report();
+}
