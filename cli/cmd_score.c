@@ -47,13 +47,18 @@ typedef struct score_ctx {
 
 static void write_trace(score_ctx *ctx, const vlr_buf *id_json, vlr_trace *trace) {
     if (!ctx->trace_file) return;
-    vlr_buf b = {0};
+    /* One line per request: the object of tests/reference/traces/<id>.json with "id" put first. */
+    vlr_buf body = {0}, b = {0};
+    vlr_trace_write_json(trace, &body);
     vlr_buf_puts(&b, "{\"id\": ");
     vlr_buf_append(&b, id_json->data, id_json->len);
-    vlr_buf_puts(&b, ", \"trace\": ");
-    vlr_trace_write_json(trace, &b);
-    vlr_buf_puts(&b, "}\n");
+    if (body.len > 2) vlr_buf_puts(&b, ", ");
+    if (body.len > 1) vlr_buf_append(&b, body.data + 1, body.len - 1);
+    else vlr_buf_puts(&b, "}");
+    vlr_buf_puts(&b, "\n");
     fwrite(b.data, 1, b.len, ctx->trace_file);
+    fflush(ctx->trace_file);
+    vlr_buf_free(&body);
     vlr_buf_free(&b);
 }
 

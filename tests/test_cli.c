@@ -229,6 +229,103 @@ static void test_score_cli(void) {
     free(out);
 }
 
+
+/* Compares a --trace object with a reference trace: integer arrays and labels exactly, a stage's
+ * sum within 1e-5 of its sum_abs, other numbers (first4 values, sum_abs) within 1e-4 relative. */
+static int trace_mismatches(const vlr_json *got, const vlr_json *want, const char *path, double sum_abs) {
+    if (!got) {
+        fprintf(stderr, "trace %s: missing\n", path);
+        return 1;
+    }
+    int bad = 0;
+    char sub[256];
+    switch (want->type) {
+    case VLR_JSON_OBJECT: {
+        const vlr_json *sa = vlr_json_get(want, "sum_abs");
+        for (size_t i = 0; i < want->len; i++) {
+            const vlr_json *m = &want->items[i];
+            if (!strcmp(m->key, "precision_study") || !strcmp(m->key, "values_last8") || !strcmp(m->key, "id") ||
+                !strcmp(m->key, "model"))
+                continue;
+            snprintf(sub, sizeof sub, "%s.%s", path, m->key);
+            bad += trace_mismatches(vlr_json_get(got, m->key), m, sub, sa ? sa->number : -1);
+        }
+        break;
+    }
+    case VLR_JSON_ARRAY:
+        if (got->type != VLR_JSON_ARRAY || got->len != want->len) {
+            fprintf(stderr, "trace %s: length %zu, want %zu\n", path, got->len, want->len);
+            return 1;
+        }
+        for (size_t i = 0; i < want->len; i++) {
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            bad += trace_mismatches(&got->items[i], &want->items[i], sub, -1);
+        }
+        break;
+    case VLR_JSON_NUMBER: {
+        double g = got->number, w = want->number;
+        bool is_sum = strlen(path) > 4 && !strcmp(path + strlen(path) - 4, ".sum");
+        double tol = is_sum && sum_abs > 0 ? 1e-5 * sum_abs : 1e-4 * fmax(1.0, fabs(w));
+        if (strstr(path, ".score")) tol = 2e-5;
+        if (got->type != VLR_JSON_NUMBER || fabs(g - w) > tol) {
+            fprintf(stderr, "trace %s: %.10g, want %.10g\n", path, g, w);
+            bad++;
+        }
+        break;
+    }
+    case VLR_JSON_STRING:
+        if (got->type != VLR_JSON_STRING || strcmp(got->str, want->str)) {
+            fprintf(stderr, "trace %s: differs\n", path);
+            bad++;
+        }
+        break;
+    default:
+        break;
+    }
+    return bad;
+}
+
+static void test_trace(void) {
+    char cmd[8192], *out, trace[300];
+    snprintf(trace, sizeof trace, "%s/trace.jsonl", tmpdir);
+    char cwd[PATH_MAX];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL, "cwd");
+    snprintf(cmd, sizeof cmd, "cd tests/reference && %s/%s score --model models/tiny-a --input cases.jsonl --trace %s --quiet",
+             bin[0] == '/' ? "" : cwd, bin, trace);
+    int rc = run(cmd, &out);
+    CHECK(rc == 0, "score --trace exit %d", rc);
+    free(out);
+    char *text;
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file(trace, 1 << 26, &text, &len, &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    size_t n = 0;
+    for (char *line = text; line && *line; n++) {
+        char *end = strchr(line, '\n');
+        vlr_json_doc *d = vlr_json_parse(line, end ? (size_t)(end - line) : strlen(line), &e);
+        const vlr_json *id = d ? vlr_json_get(vlr_json_root(d), "id") : NULL;
+        CHECK(vlr_json_is(id, VLR_JSON_STRING), "trace line %zu has a string id", n);
+        if (vlr_json_is(id, VLR_JSON_STRING)) {
+            char path[300];
+            snprintf(path, sizeof path, "tests/reference/traces/%s.json", id->str);
+            vlr_json_doc *want = NULL;
+            CHECK(vlr_json_parse_file(path, 1 << 24, &want, &e) == VLR_OK, "%s", e.msg);
+            if (want) {
+                int bad = trace_mismatches(vlr_json_root(d), vlr_json_root(want), id->str, -1);
+                CHECK(bad == 0, "trace of %s: %d stage values off the reference", id->str, bad);
+            }
+            vlr_json_free(want);
+        }
+        vlr_json_free(d);
+        line = end ? end + 1 : NULL;
+    }
+    CHECK(n == 13, "one trace line per case (%zu)", n);
+    free(text);
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -245,6 +342,7 @@ int main(void) {
     test_tokenize();
     test_prepare_dump();
     test_score_cli();
+    test_trace();
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

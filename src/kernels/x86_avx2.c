@@ -1,8 +1,392 @@
-/* x86_avx2.c: AVX2 + FMA kernels (fallback for x86-64 CPUs without AVX-512). Compiled with
- * -mavx2 -mfma -mf16c; only called after vlr_cpu_has_avx2(). Work in progress: slots not set here
- * keep the reference implementation. */
+/* x86_avx2.c: AVX2 + FMA kernels, the fallback for x86-64 CPUs without AVX-512. Compiled with
+ * -mavx2 -mfma -mf16c; only called after vlr_cpu_has_avx2(). It has the GEMM and the element-wise
+ * slots; attention keeps the reference.
+ *
+ * The GEMM is the AVX-512 one (x86_avx512.c) scaled down to 16 ymm registers: W panels widened to
+ * fp32 and transposed while packing, a 6 × 16 outer-product micro-kernel, k blocks at fixed
+ * multiples of A2_KC. The summation order has the same shape: within a k block one fma chain per
+ * output from 0, block sums added to y in order, y = ((s_0 + bias) [+ y_old]) + s_1 + ...; so
+ * results do not depend on threads or on the other rows. (With equal k blocks the AVX-512 kernel
+ * does the same operations, but agreement between ISAs is not promised.) No masked 16-bit loads exist in AVX2, so partial edge
+ * tiles are packed by a scalar loop that widens the same way. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "kernels.h"
+
+#define A2_MR 6
+#define A2_NR 16 /* two ymm */
+#define A2_KC 256
+#define A2_NC 256
+#define A2_MC 1020 /* a multiple of A2_MR */
+
+static inline float a2_scalar(const void *p, vlr_dtype dt, size_t i) {
+    switch (dt) {
+    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
+    case VLR_DT_F16: return _cvtsh_ss(((const uint16_t *)p)[i]);
+    case VLR_DT_F32: return ((const float *)p)[i];
+    }
+    return 0.0f;
+}
+
+/* 8 consecutive weights widened to fp32 (all 8 must be inside the row). */
+static inline __m256 a2_load_w8(const void *w, vlr_dtype dt, size_t off) {
+    switch (dt) {
+    case VLR_DT_BF16: {
+        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + off));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    case VLR_DT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + off)));
+    case VLR_DT_F32: return _mm256_loadu_ps((const float *)w + off);
+    }
+    return _mm256_setzero_ps();
+}
+
+/* In-register 8×8 fp32 transpose. */
+static inline __attribute__((always_inline)) void a2_transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    /* u[4i+c] lane L holds column 4L+c of rows 4i..4i+3 */
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+/* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][A2_NR] fp32
+ * (panel stride A2_NR × A2_KC), zero past n_cols. Full 8×8 blocks go through registers. */
+static void a2_pack_w(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
+                      int p0, int kc) {
+    const int groups_pad = (n_cols + A2_NR - 1) / A2_NR * (A2_NR / 8);
+    for (int g = 0; g < groups_pad; g++) {
+        float *panel = dst + (size_t)(g / 2) * A2_NR * A2_KC + 8 * (g % 2);
+        const int rows = n_cols - 8 * g < 8 ? (n_cols - 8 * g > 0 ? n_cols - 8 * g : 0) : 8;
+        int p = 0;
+        if (rows == 8) {
+            for (; p + 8 <= kc; p += 8) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++)
+                    r[i] = a2_load_w8(w, dt, (size_t)(j0 + 8 * g + i) * k + (size_t)(p0 + p));
+                a2_transpose8(r);
+                for (int q = 0; q < 8; q++) _mm256_store_ps(panel + (size_t)(p + q) * A2_NR, r[q]);
+            }
+        }
+        for (; p < kc; p++)
+            for (int i = 0; i < 8; i++)
+                panel[(size_t)p * A2_NR + i] =
+                    i < rows ? a2_scalar(w, dt, (size_t)(j0 + 8 * g + i) * k + (size_t)(p0 + p)) : 0.0f;
+    }
+}
+
+/* Packs rows [0, mr) × [p0, p0+kc) of x into dst[p][mr]. */
+static void a2_pack_x(float *dst, const float *x, size_t ldx, int mr, int p0, int kc) {
+    for (int i = 0; i < mr; i++)
+        for (int p = 0; p < kc; p++) dst[(size_t)p * mr + i] = x[(size_t)i * ldx + p0 + p];
+}
+
+/* The 6 × 16 micro-kernel over one k block, with the epilogue v = acc (+ bias), c = load_c ? c + v : v,
+ * for the first n_cols (<= 16) columns. */
+static inline __attribute__((always_inline)) void a2_ukernel(const int mr, int kc, const float *restrict xp,
+                                                             const float *restrict wp, float *c, size_t ldc,
+                                                             int n_cols, const float *bias, bool load_c) {
+    __m256 acc[A2_MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(wp), b1 = _mm256_load_ps(wp + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            const __m256 a = _mm256_broadcast_ss(xp + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        xp += mr;
+        wp += A2_NR;
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        float *cp = c + (size_t)i * ldc;
+        if (n_cols == A2_NR) {
+            for (int v = 0; v < 2; v++) {
+                __m256 r = acc[i][v];
+                if (bias) r = _mm256_add_ps(r, _mm256_load_ps(bias + 8 * v));
+                if (load_c) r = _mm256_add_ps(_mm256_loadu_ps(cp + 8 * v), r);
+                _mm256_storeu_ps(cp + 8 * v, r);
+            }
+        } else { /* edge panel: the same adds, through a buffer */
+            alignas(32) float tmp[A2_NR];
+            _mm256_store_ps(tmp, acc[i][0]);
+            _mm256_store_ps(tmp + 8, acc[i][1]);
+            for (int j = 0; j < n_cols; j++) {
+                float r = tmp[j];
+                if (bias) r = r + bias[j];
+                cp[j] = load_c ? cp[j] + r : r;
+            }
+        }
+    }
+}
+
+static void a2_tile(int mr, int kc, const float *xp, const float *wp, float *c, size_t ldc, int n_cols,
+                    const float *bias, bool load_c) {
+    switch (mr) {
+    case 1: a2_ukernel(1, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    case 2: a2_ukernel(2, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    case 3: a2_ukernel(3, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    case 4: a2_ukernel(4, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    case 5: a2_ukernel(5, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    case 6: a2_ukernel(6, kc, xp, wp, c, ldc, n_cols, bias, load_c); break;
+    default: break;
+    }
+}
+
+static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
+                          int nc_cap, float *xbuf, int mc_cap) {
+    const int k = a->k;
+    const int n_kblocks = k > 0 ? (k + A2_KC - 1) / A2_KC : 1;
+    alignas(32) float bias_f32[A2_NR];
+    for (int ms = r0; ms < r1; ms += mc_cap) {
+        const int mc = r1 - ms < mc_cap ? r1 - ms : mc_cap;
+        for (int kb = 0; kb < n_kblocks; kb++) {
+            const int p0 = kb * A2_KC, kc = k - p0 < A2_KC ? k - p0 : A2_KC;
+            const bool first = kb == 0;
+            for (int i = 0; i < mc; i += A2_MR) {
+                const int mr = mc - i < A2_MR ? mc - i : A2_MR;
+                a2_pack_x(xbuf + (size_t)i * A2_KC, a->x + (size_t)(ms + i) * a->ldx, a->ldx, mr, p0, kc);
+            }
+            for (int ns = c0; ns < c1; ns += nc_cap) {
+                const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
+                a2_pack_w(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc);
+                /* row tile outside: its x micro-panel stays in L1, W panels stream from L2 */
+                for (int i = 0; i < mc; i += A2_MR) {
+                    const int mr = mc - i < A2_MR ? mc - i : A2_MR;
+                    for (int j = 0; j < nc; j += A2_NR) {
+                        const int ncols = nc - j < A2_NR ? nc - j : A2_NR;
+                        const float *bias = NULL;
+                        if (first && a->bias) {
+                            for (int q = 0; q < A2_NR; q++)
+                                bias_f32[q] = q < ncols ? a2_scalar(a->bias, a->bias_dtype, (size_t)(ns + j + q)) : 0.0f;
+                            bias = bias_f32;
+                        }
+                        const bool load_c = !first || a->accumulate;
+                        a2_tile(mr, kc, xbuf + (size_t)i * A2_KC, wbuf + (size_t)j * A2_KC,
+                                a->y + (size_t)(ms + i) * a->ldy + ns + j, a->ldy, ncols, bias, load_c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static __attribute__((noinline)) void a2_gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
+                                                          int c0, int c1) {
+    alignas(32) float wbuf[A2_NR * A2_KC];
+    alignas(32) float xbuf[A2_MR * A2_KC];
+    a2_gemm_block(a, r0, r1, c0, c1, wbuf, A2_NR, xbuf, A2_MR);
+}
+
+static size_t a2_round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+static void avx2_gemm(const vlr_gemm_args *a, int n_threads) {
+    if (a->m <= 0 || a->n <= 0) return;
+    const int n_panels = (a->n + A2_NR - 1) / A2_NR, n_row_tiles = (a->m + A2_MR - 1) / A2_MR;
+    const int nt_req = n_threads > 0 ? n_threads : 1;
+    const int tn = nt_req < n_panels ? nt_req : n_panels;
+    const int tm = nt_req / tn < n_row_tiles ? nt_req / tn : n_row_tiles;
+#pragma omp parallel num_threads(tm * tn)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        const int ti = t / tn, tj = t % tn;
+        const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
+        const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
+        const int r0 = rt0 * A2_MR, r1 = rt1 * A2_MR < a->m ? rt1 * A2_MR : a->m;
+        const int c0 = cp0 * A2_NR, c1 = cp1 * A2_NR < a->n ? cp1 * A2_NR : a->n;
+        if (r0 < r1 && c0 < c1) {
+            const size_t nc_cap = a2_round_up((size_t)(c1 - c0) < A2_NC ? (size_t)(c1 - c0) : A2_NC, A2_NR);
+            const size_t mc_cap = a2_round_up((size_t)(r1 - r0) < A2_MC ? (size_t)(r1 - r0) : A2_MC, A2_MR);
+            float *wbuf = aligned_alloc(64, nc_cap * A2_KC * sizeof(float));
+            float *xbuf = aligned_alloc(64, mc_cap * A2_KC * sizeof(float));
+            if (wbuf && xbuf)
+                a2_gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+            else
+                a2_gemm_block_small(a, r0, r1, c0, c1);
+            free(wbuf);
+            free(xbuf);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Element-wise kernels. Tails (n % 8) go through a zero-padded 8-float buffer. */
+
+/* e^x for 8 lanes: the same reduction and Cephes polynomial as the AVX-512 exp512; 2^n is built
+ * in the exponent field (n in [-126, 127] after the clamps). Below -87.3 the result is flushed to
+ * 0, above 88.37 it is inf (as expf, which overflows at 88.72). */
+static inline __m256 exp256(__m256 x) {
+    const __m256 huge = _mm256_cmp_ps(x, _mm256_set1_ps(88.3762626647949f), _CMP_GT_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365447505531f), _CMP_LT_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_blendv_ps(_mm256_andnot_ps(tiny, y), _mm256_set1_ps(INFINITY), huge);
+}
+
+static void avx2_silu_mul(float *g, const float *u, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 den = _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
+    }
+    if (i < n) {
+        alignas(32) float gb[8] = {0}, ub[8] = {0};
+        memcpy(gb, g + i, (n - i) * sizeof(float));
+        memcpy(ub, u + i, (n - i) * sizeof(float));
+        avx2_silu_mul(gb, ub, 8);
+        memcpy(g + i, gb, (n - i) * sizeof(float));
+    }
+}
+
+/* erf on 8 lanes for GELU, as erf512 in x86_avx512.c but with 8 intervals of width 1/2 and
+ * degree-8 polynomials (vpermps picks from 8 entries): absolute error <= 6.4e-8 over [0, 4.2]. */
+static const float erf_poly8[9][8] = {
+    {2.763263902e-01f, 7.111556337e-01f, 9.229001283e-01f, 9.866716712e-01f, 9.985372834e-01f, 9.998993781e-01f, 9.999956972e-01f, 9.999998863e-01f},
+    {1.060014128e+00f, 6.429310713e-01f, 2.365211220e-01f, 5.277499545e-02f, 7.142319215e-03f, 5.862772866e-04f, 2.918901172e-05f, 8.814288511e-07f},
+    {-2.650035297e-01f, -4.821983021e-01f, -2.956514042e-01f, -9.235624223e-02f, -1.607021778e-02f, -1.612262511e-03f, -9.486432949e-05f, -3.305366817e-06f},
+    {-3.091704952e-01f, 2.678835053e-02f, 1.675358903e-01f, 9.015738693e-02f, 2.172451249e-02f, 2.760380299e-03f, 1.958126297e-04f, 7.970327784e-06f},
+    {1.269805142e-01f, 1.506870018e-01f, -6.159254445e-03f, -4.810229227e-02f, -1.908338648e-02f, -3.258103204e-03f, -2.865697258e-04f, -1.384173895e-05f},
+    {8.003626588e-02f, -5.321708910e-02f, -4.718655397e-02f, 6.618473113e-03f, 1.066005949e-02f, 2.756290993e-03f, 3.136288521e-04f, 1.833006028e-05f},
+    {-4.051715879e-02f, -2.687397689e-02f, 2.129455476e-02f, 8.966748211e-03f, -2.904232821e-03f, -1.657795987e-03f, -2.635108418e-04f, -1.925037532e-05f},
+    {-1.580337050e-02f, 1.788549518e-02f, 3.745110582e-03f, -5.933099352e-03f, -7.215269990e-04f, 6.358153919e-04f, 1.735964955e-04f, 1.714471156e-05f},
+    {9.410909573e-03f, 2.329175223e-03f, -5.574545710e-03f, 6.619715665e-04f, 9.973412087e-04f, -8.043680909e-05f, -8.198082870e-05f, -1.153638777e-05f},
+};
+
+static inline __m256 erf256(__m256 z) {
+    const __m256 t = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+    const __m256i idx = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(t, _mm256_set1_ps(2.0f))),
+                                         _mm256_set1_epi32(7));
+    const __m256 centre = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idx), _mm256_set1_ps(0.5f), _mm256_set1_ps(0.25f));
+    const __m256 s = _mm256_sub_ps(t, centre);
+    __m256 p = _mm256_permutevar8x32_ps(_mm256_loadu_ps(erf_poly8[8]), idx);
+    for (int d = 7; d >= 0; d--) p = _mm256_fmadd_ps(p, s, _mm256_permutevar8x32_ps(_mm256_loadu_ps(erf_poly8[d]), idx));
+    p = _mm256_blendv_ps(p, _mm256_set1_ps(1.0f), _mm256_cmp_ps(t, _mm256_set1_ps(4.0f), _CMP_GE_OQ));
+    return _mm256_or_ps(p, _mm256_and_ps(z, _mm256_set1_ps(-0.0f)));
+}
+
+static void avx2_gelu(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = erf256(_mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2)));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v),
+                                              _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+    }
+    if (i < n) {
+        alignas(32) float t[8] = {0};
+        memcpy(t, x + i, (n - i) * sizeof(float));
+        avx2_gelu(t, 8);
+        memcpy(x + i, t, (n - i) * sizeof(float));
+    }
+}
+
+static void avx2_add(float *y, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] += x[i];
+}
+
+/* Sum of squares in 8 lanes (lane l takes elements l, l+8, ...; the tail padded with zeros), then
+ * a fixed reduction order. */
+static void avx2_rmsnorm(float *y, const float *x, int rows, int n, const void *w, vlr_dtype w_dtype,
+                         float eps) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        __m256 ss = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(xr + i);
+            ss = _mm256_fmadd_ps(v, v, ss);
+        }
+        if (i < n) {
+            alignas(32) float t[8] = {0};
+            memcpy(t, xr + i, (size_t)(n - i) * sizeof(float));
+            const __m256 v = _mm256_load_ps(t);
+            ss = _mm256_fmadd_ps(v, v, ss);
+        }
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, ss);
+        const float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        const float scale = 1.0f / sqrtf(sum / (float)n + eps);
+        const __m256 sv = _mm256_set1_ps(scale);
+        for (i = 0; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv),
+                                                   a2_load_w8(w, w_dtype, (size_t)i)));
+        for (; i < n; i++) yr[i] = (xr[i] * scale) * a2_scalar(w, w_dtype, (size_t)i);
+    }
+}
+
+static void avx2_rope(float *x, size_t ld, int rows, int n_heads, int head_dim, const float *cos_tab,
+                      const float *sin_tab) {
+    const int half = head_dim / 2;
+    for (int r = 0; r < rows; r++) {
+        const float *c = cos_tab + (size_t)r * head_dim, *s = sin_tab + (size_t)r * head_dim;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + (size_t)r * ld + (size_t)h * head_dim;
+            int i = 0;
+            for (; i + 8 <= half; i += 8) {
+                const __m256 a = _mm256_loadu_ps(xh + i), b = _mm256_loadu_ps(xh + half + i);
+                _mm256_storeu_ps(xh + i, _mm256_sub_ps(_mm256_mul_ps(a, _mm256_loadu_ps(c + i)),
+                                                       _mm256_mul_ps(b, _mm256_loadu_ps(s + i))));
+                _mm256_storeu_ps(xh + half + i,
+                                 _mm256_add_ps(_mm256_mul_ps(b, _mm256_loadu_ps(c + half + i)),
+                                               _mm256_mul_ps(a, _mm256_loadu_ps(s + half + i))));
+            }
+            for (; i < half; i++) {
+                const float a = xh[i], b = xh[i + half];
+                xh[i] = a * c[i] - b * s[i];
+                xh[i + half] = b * c[i + half] + a * s[i + half];
+            }
+        }
+    }
+}
 
 void vlr_kernels_fill_avx2(vlr_kernels *k) {
     k->isa = "avx2";
+    k->gemm = avx2_gemm;
+    k->rmsnorm = avx2_rmsnorm;
+    k->rope = avx2_rope;
+    k->silu_mul = avx2_silu_mul;
+    k->gelu = avx2_gelu;
+    k->add = avx2_add;
 }
