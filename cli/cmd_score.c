@@ -43,6 +43,7 @@ typedef struct score_ctx {
     vlr_session *session;
     const char *base_dir;
     FILE *trace_file;
+    uint64_t reused_tokens; /* tokens whose K/V came from the previous request (shared prefix) */
 } score_ctx;
 
 static void write_trace(score_ctx *ctx, const vlr_buf *id_json, vlr_trace *trace) {
@@ -99,7 +100,10 @@ static bool score_line(const vlr_json *root, const char *parse_error, const vlr_
         ok = false;
     } else {
         ok = score_request(ctx, &req.req, id_json, out);
-        *tokens += vlr_session_last_n_tokens(ctx->session);
+        if (ok) {
+            *tokens += vlr_session_last_n_tokens(ctx->session);
+            ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);
+        }
     }
     vlr_parsed_request_free(&req);
     return ok;
@@ -203,9 +207,9 @@ int cmd_score(int argc, char **argv) {
         if (run >= 0) {
             uint64_t hits = 0, misses = 0;
             vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
-            char extra[96];
-            snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses", (unsigned long long)hits,
-                     (unsigned long long)misses);
+            char extra[160];
+            snprintf(extra, sizeof extra, "%llu tokens of shared prefixes reused, vision cache %llu hits / %llu misses",
+                     (unsigned long long)ctx.reused_tokens, (unsigned long long)hits, (unsigned long long)misses);
             cli_batch_print_summary(&bo, &st, extra);
         }
         status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;

@@ -131,8 +131,12 @@ typedef struct vlr_request {
 
 vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
 
-/* Number of tokens of the last request this session scored (after image placeholder expansion). */
+/* Number of tokens of the last request this session scored (after image placeholder expansion),
+ * and how many of them were reused from the previous request: consecutive requests that share a
+ * prefix (same system turn, images and question; different answers) compute that prefix and its
+ * images once. Scores are bit-identical with and without reuse. */
 size_t vlr_session_last_n_tokens(const vlr_session *s);
+size_t vlr_session_last_reused_tokens(const vlr_session *s);
 
 /* Reuse of vision-tower outputs across the requests of this session: an identical preprocessed
  * image (same pixels and grid) is looked up in an LRU cache of at most max_bytes instead of running

@@ -25,7 +25,12 @@ struct vlr_session {
     float *last_hidden;     /* [hidden_size] */
     vlr_trace *trace;       /* optional, set by vlr_session_set_trace */
     vlr_vision_cache *vision_cache; /* optional, vlr_session_set_vision_cache */
-    size_t last_n_tokens;
+    size_t last_n_tokens;   /* tokens of the last scored request */
+    size_t last_reused;     /* of which were reused from the previous request's KV cache */
+    int32_t *prev_ids;      /* [prev_n] ids whose K/V the text state holds (prefix reuse) */
+    size_t prev_n;
+    vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
+    size_t prev_n_images;
 };
 
 vlr_params vlr_default_params(void) {
@@ -175,6 +180,8 @@ void vlr_session_free(vlr_session *s) {
     vlr_tok_cache_free(s->tok_cache);
     vlr_text_state_free(s->text);
     vlr_vision_cache_free(s->vision_cache);
+    free(s->prev_ids);
+    free(s->prev_keys);
     free(s->last_hidden);
     free(s);
 }
@@ -184,6 +191,7 @@ const vlr_err *vlr_session_err(const vlr_session *s) { return &s->err; }
 const float *vlr_session_last_hidden(const vlr_session *s) { return s->last_hidden; }
 void vlr_session_set_trace(vlr_session *s, vlr_trace *trace) { s->trace = trace; }
 size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
+size_t vlr_session_last_reused_tokens(const vlr_session *s) { return s ? s->last_reused : 0; }
 
 vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes) {
     vlr_vision_cache_free(s->vision_cache);
@@ -307,68 +315,139 @@ done:
 
 /* ---- scoring ------------------------------------------------------------------------------- */
 
-/* Vision tower per image (each output a standalone [tokens, D] block, concatenated in order), then
- * the decoder over the whole sequence from an empty cache, then the value head at the last token. */
+/* Prefix reuse. The session remembers the ids and image keys of the sequence its KV cache holds.
+ * A new request that starts with the same tokens and the same images (best-of-N answers, the two
+ * sides of a preference pair) keeps that part of the cache and runs the vision tower and the decoder
+ * only from the first difference on. Every kernel computes a row independently of the others, and
+ * attention visits keys in fixed blocks from position 0 whatever the query chunking, so the score is
+ * bit-identical to a run from an empty cache (tests/test_score.c checks it). */
+static size_t reusable_prefix(const vlr_session *s, const vlr_prepared *p, const vlr_vision_key *keys,
+                              const size_t *image_start) {
+    if (!s->text || s->trace) return 0;
+    size_t n = p->ids.len, common = 0, limit = n < s->prev_n ? n : s->prev_n;
+    limit = limit < vlr_text_n_cached(s->text) ? limit : vlr_text_n_cached(s->text);
+    while (common < limit && p->ids.data[common] == s->prev_ids[common]) common++;
+    /* Same placeholder ids do not mean the same image: stop at the first image that differs. */
+    for (size_t i = 0; i < p->n_images; i++) {
+        if (image_start[i] >= common) break;
+        bool same = i < s->prev_n_images && vlr_vision_key_equal(&keys[i], &s->prev_keys[i]);
+        if (!same) {
+            common = image_start[i];
+            break;
+        }
+    }
+    return common < n ? common : n - 1; /* the last token always runs: it carries the score */
+}
+
+static vlr_status remember_sequence(vlr_session *s, const vlr_prepared *p, const vlr_vision_key *keys) {
+    int32_t *ids = realloc(s->prev_ids, (p->ids.len ? p->ids.len : 1) * sizeof *ids);
+    if (!ids) return VLR_ERR_NOMEM;
+    s->prev_ids = ids;
+    vlr_vision_key *k = realloc(s->prev_keys, (p->n_images ? p->n_images : 1) * sizeof *k);
+    if (!k) return VLR_ERR_NOMEM;
+    s->prev_keys = k;
+    memcpy(s->prev_ids, p->ids.data, p->ids.len * sizeof *ids);
+    if (p->n_images) memcpy(s->prev_keys, keys, p->n_images * sizeof *k);
+    s->prev_n = p->ids.len;
+    s->prev_n_images = p->n_images;
+    return VLR_OK;
+}
+
+/* Vision rows of image i into dst: from the session's cache, else the tower (then cached). */
+static vlr_status vision_rows(vlr_session *s, const vlr_prepared_image *img, size_t i, const vlr_vision_key *key,
+                              float *dst) {
+    const vlr_model *m = s->model;
+    vlr_grid_thw g = {img->grid_t, img->grid_h, img->grid_w};
+    size_t floats = vlr_vision_n_tokens(&m->cfg, g) * (size_t)m->cfg.text.hidden_size;
+    /* A traced request always runs the tower, so its trace has every stage. */
+    bool cached = s->vision_cache && !s->trace;
+    const float *hit = cached ? vlr_vision_cache_get(s->vision_cache, key, floats) : NULL;
+    if (hit) {
+        memcpy(dst, hit, floats * sizeof(float));
+        return VLR_OK;
+    }
+    vlr_status rc = vlr_vision_forward(&m->cfg, &m->weights.vision, &m->kernels, m->n_threads, img->pixel_values,
+                                       g, dst, s->trace, &s->err);
+    if (rc) {
+        vlr_err_prefix(&s->err, "image %zu: ", i + 1);
+        return rc;
+    }
+    if (cached) vlr_vision_cache_put(s->vision_cache, key, dst, floats);
+    return VLR_OK;
+}
+
+/* The vision tower per image (each output a standalone [tokens, D] block, concatenated in order),
+ * the decoder over the tokens after the reusable prefix, the value head at the last token. */
 static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *score) {
     const vlr_model *m = s->model;
     const vlr_config *cfg = &m->cfg;
     vlr_err *e = &s->err;
     size_t D = (size_t)cfg->text.hidden_size, n = p->ids.len;
     float *vision = NULL, *embeds = NULL;
+    vlr_vision_key *keys = NULL;
+    size_t *image_start = NULL, *image_rows = NULL;
     vlr_status rc = VLR_OK;
     if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
+    if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &m->kernels, m->n_threads, m->max_tokens, 0,
+                                              &s->text, e)))
+        return rc;
 
-    size_t n_vision = 0;
-    for (size_t i = 0; i < p->n_images; i++) {
-        vlr_grid_thw g = {p->images[i].grid_t, p->images[i].grid_h, p->images[i].grid_w};
-        n_vision += vlr_vision_n_tokens(cfg, g);
-    }
-    size_t bytes;
-    if (n_vision) {
-        if (!vlr_mul_ok(n_vision, D * sizeof(float), &bytes)) return vlr_fail(e, VLR_ERR_LIMIT, "image too large");
-        vision = vlr_malloc(bytes, e);
-        if (!vision) { rc = VLR_ERR_NOMEM; goto done; }
-    }
-    size_t row = 0;
+    /* Where each image's placeholder run starts, and its content key. */
+    size_t n_img = p->n_images ? p->n_images : 1;
+    keys = vlr_calloc(n_img, sizeof *keys, e);
+    image_start = vlr_calloc(n_img, sizeof *image_start, e);
+    image_rows = vlr_calloc(n_img, sizeof *image_rows, e);
+    if (!keys || !image_start || !image_rows) { rc = VLR_ERR_NOMEM; goto done; }
+    size_t n_vision = 0, next = 0;
     for (size_t i = 0; i < p->n_images; i++) {
         const vlr_prepared_image *img = &p->images[i];
         vlr_grid_thw g = {img->grid_t, img->grid_h, img->grid_w};
-        size_t tokens = vlr_vision_n_tokens(cfg, g);
-        float *dst = vision + row * D;
-        row += tokens;
-        /* A traced request always runs the tower, so its trace has every stage. */
-        vlr_vision_key key;
-        if (s->vision_cache && !s->trace) {
-            key = vlr_vision_key_of(img->pixel_values, img->n_patches * img->patch_dim, g.t, g.h, g.w);
-            const float *hit = vlr_vision_cache_get(s->vision_cache, &key, tokens * D);
-            if (hit) {
-                memcpy(dst, hit, tokens * D * sizeof(float));
-                continue;
-            }
-        }
-        rc = vlr_vision_forward(cfg, &m->weights.vision, &m->kernels, m->n_threads, img->pixel_values, g, dst,
-                                s->trace, e);
-        if (rc) {
-            vlr_err_prefix(e, "image %zu: ", i + 1);
-            goto done;
-        }
-        if (s->vision_cache && !s->trace) vlr_vision_cache_put(s->vision_cache, &key, dst, tokens * D);
+        keys[i] = vlr_vision_key_of(img->pixel_values, img->n_patches * img->patch_dim, g.t, g.h, g.w);
+        image_rows[i] = vlr_vision_n_tokens(cfg, g);
+        while (next < n && p->ids.data[next] != cfg->tokens.image_pad) next++;
+        image_start[i] = next;
+        next += image_rows[i];
+        n_vision += image_rows[i];
     }
 
-    if (!vlr_mul_ok(n, D * sizeof(float), &bytes)) return vlr_fail(e, VLR_ERR_LIMIT, "sequence too long");
+    size_t start = reusable_prefix(s, p, keys, image_start);
+    vlr_text_truncate(s->text, start);
+    s->prev_n = 0; /* until this request completes, the cache holds nothing reusable */
+
+    /* Vision rows only for images with placeholders at or after `start`. */
+    size_t bytes, vision_before = 0; /* image rows that fall inside the reused prefix */
+    if (n_vision) {
+        if (!vlr_mul_ok(n_vision, D * sizeof(float), &bytes)) { rc = vlr_fail(e, VLR_ERR_LIMIT, "image too large"); goto done; }
+        vision = vlr_malloc(bytes, e);
+        if (!vision) { rc = VLR_ERR_NOMEM; goto done; }
+    }
+    for (size_t i = 0, row = 0; i < p->n_images; row += image_rows[i], i++) {
+        if (image_start[i] + image_rows[i] <= start) {
+            vision_before += image_rows[i];
+            continue;
+        }
+        if (image_start[i] < start) vision_before += start - image_start[i];
+        if ((rc = vision_rows(s, &p->images[i], i, &keys[i], vision + row * D))) goto done;
+    }
+
+    size_t n_new = n - start;
+    if (!vlr_mul_ok(n_new, D * sizeof(float), &bytes)) { rc = vlr_fail(e, VLR_ERR_LIMIT, "sequence too long"); goto done; }
     embeds = vlr_malloc(bytes, e);
     if (!embeds) { rc = VLR_ERR_NOMEM; goto done; }
-    if ((rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data, n, vision, n_vision, embeds, e))) goto done;
-    if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &m->kernels, m->n_threads, m->max_tokens,
-                                              0, &s->text, e)))
-        goto done;
-    vlr_text_truncate(s->text, 0);
-    if ((rc = vlr_text_prefill(s->text, embeds, p->positions, n, n, score, s->trace, e))) goto done;
+    rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data + start, n_new, vision ? vision + vision_before * D : NULL,
+                        n_vision - vision_before, embeds, e);
+    if (rc) goto done;
+    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, score, s->trace, e))) goto done;
     s->last_n_tokens = n;
+    s->last_reused = start;
     memcpy(s->last_hidden, vlr_text_last_hidden(s->text), D * sizeof(float));
+    if (remember_sequence(s, p, keys)) s->prev_n = 0; /* no memory: just no reuse next time */
 done:
     free(vision);
     free(embeds);
+    free(keys);
+    free(image_start);
+    free(image_rows);
     return rc;
 }
 

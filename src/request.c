@@ -252,7 +252,8 @@ vlr_status vlr_request_parse(const char *json, size_t len, size_t line_no, const
     if (!out->doc) {
         vlr_buf_printf(&out->id_json, "%zu", line_no);
         vlr_err_prefix(e, "invalid JSON: ");
-        return VLR_ERR_FORMAT;
+        /* The parser's own code: FORMAT, or LIMIT (nesting) / NOMEM, which are not syntax errors. */
+        return e ? e->code : VLR_ERR_FORMAT;
     }
     return vlr_request_from_json(vlr_json_root(out->doc), line_no, base_dir, out, e);
 }

@@ -75,14 +75,14 @@ void vlr_vision_cache_free(vlr_vision_cache *c) {
     free(c);
 }
 
-static bool same_key(const vlr_vision_key *a, const vlr_vision_key *b) {
+bool vlr_vision_key_equal(const vlr_vision_key *a, const vlr_vision_key *b) {
     return a->h1 == b->h1 && a->h2 == b->h2 && a->grid_t == b->grid_t && a->grid_h == b->grid_h &&
            a->grid_w == b->grid_w;
 }
 
 const float *vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats) {
     for (entry *e = c->head; e; e = e->next) {
-        if (same_key(&e->key, key) && e->n_floats == n_floats) {
+        if (vlr_vision_key_equal(&e->key, key) && e->n_floats == n_floats) {
             unlink_entry(c, e);
             push_front(c, e);
             c->hits++;

@@ -17,6 +17,8 @@ typedef struct vlr_vision_key {
     int32_t grid_t, grid_h, grid_w;
 } vlr_vision_key;
 
+/* Field-wise equality (a struct's padding bytes are unspecified, so never memcmp keys). */
+bool vlr_vision_key_equal(const vlr_vision_key *a, const vlr_vision_key *b);
 vlr_vision_key vlr_vision_key_of(const float *pixels, size_t n_floats, int grid_t, int grid_h, int grid_w);
 
 vlr_vision_cache *vlr_vision_cache_new(size_t max_bytes); /* NULL on OOM */

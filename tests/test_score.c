@@ -150,6 +150,35 @@ int main(void) {
           "alone: %s", vlr_session_errmsg(fresh));
     CHECK(memcmp(&alone, &scores[n_cases - 1], sizeof alone) == 0, "alone %.17g vs in sequence %.17g", alone, scores[n_cases - 1]);
 
+    /* Prefix reuse: demo_en_rejected after demo_en shares the system turn, the image and the
+     * question; the reused run must equal a run from an empty cache bit for bit. */
+    {
+        char *l0 = cases_text, *l1 = strchr(l0, '\n') + 1, *l2 = strchr(l1, '\n') + 1;
+        vlr_session *a, *b;
+        double alone1, seq0, seq1, again0;
+        CHECK(vlr_session_init(m2, &a) == VLR_OK && vlr_session_init(m2, &b) == VLR_OK, "sessions");
+        CHECK(vlr_score_json(a, l1, (size_t)(l2 - l1 - 1), "tests/reference", &alone1) == VLR_OK, "alone");
+        CHECK(vlr_session_last_reused_tokens(a) == 0, "a fresh session reuses nothing");
+        CHECK(vlr_score_json(b, l0, (size_t)(l1 - l0 - 1), "tests/reference", &seq0) == VLR_OK, "first");
+        CHECK(vlr_score_json(b, l1, (size_t)(l2 - l1 - 1), "tests/reference", &seq1) == VLR_OK, "second");
+        size_t reused = vlr_session_last_reused_tokens(b), total = vlr_session_last_n_tokens(b);
+        CHECK(reused > 300 && reused < total, "the shared prefix is reused (%zu of %zu tokens)", reused, total);
+        CHECK(memcmp(&alone1, &seq1, sizeof alone1) == 0, "reused prefix gives the same bits: %.17g vs %.17g", seq1, alone1);
+        CHECK(vlr_score_json(b, l0, (size_t)(l1 - l0 - 1), "tests/reference", &again0) == VLR_OK &&
+              memcmp(&again0, &seq0, sizeof seq0) == 0, "back to the first answer: same bits");
+        /* Same ids, different image: the image is not reused. tiny_upscale with another picture. */
+        const char *r1 = "{\"image\": \"images/demo.jpg\", \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}";
+        const char *r2 = "{\"image\": \"images/coffee.jpg\", \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}";
+        double x1, x2, fresh2;
+        CHECK(vlr_score_json(b, r1, strlen(r1), "tests/reference", &x1) == VLR_OK, "r1: %s", vlr_session_errmsg(b));
+        CHECK(vlr_score_json(b, r2, strlen(r2), "tests/reference", &x2) == VLR_OK, "r2: %s", vlr_session_errmsg(b));
+        CHECK(vlr_score_json(a, r2, strlen(r2), "tests/reference", &fresh2) == VLR_OK, "r2 fresh");
+        CHECK(memcmp(&x2, &fresh2, sizeof x2) == 0 && x1 != x2, "a different image under the same ids is recomputed");
+        CHECK(vlr_session_last_reused_tokens(b) < vlr_session_last_n_tokens(b) - 4, "reuse stops at the image");
+        vlr_session_free(a);
+        vlr_session_free(b);
+    }
+
     /* A failed request leaves the session usable and reports why. */
     double s;
     const char *bad = "{\"image\": \"missing.png\", \"question\": \"q\", \"answer\": \"a\"}";

@@ -101,18 +101,19 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
     }
 }
 
-/* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][NR] fp32, transposing
+/* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][NR] fp32 (panels
+ * panel_stride floats apart), transposing
  * 16×16 blocks in registers. Columns past n_cols are zero. While one group of 16 weight rows is
  * transposed, the next group's span is prefetched: 16 interleaved row streams defeat the hardware
  * prefetchers, and without this the packing waits on memory. */
 static inline __attribute__((always_inline)) void pack_w_block_dt(
     float *dst, const void *w, const vlr_dtype dt, size_t k, int j0, int n_cols, int p0, int kc,
-    const bool prefetch) {
+    const size_t panel_stride, const bool prefetch) {
     const size_t esize = dt == VLR_DT_F32 ? 4 : 2;
     for (int g = 0; g * 16 < n_cols; g++) {
         const int rows = n_cols - 16 * g < 16 ? n_cols - 16 * g : 16;
         const int next_rows = n_cols - 16 * (g + 1) < 16 ? n_cols - 16 * (g + 1) : 16;
-        float *panel = dst + (size_t)(g / GEMM_NV) * GEMM_NR * GEMM_KC + 16 * (g % GEMM_NV);
+        float *panel = dst + (size_t)(g / GEMM_NV) * panel_stride + 16 * (g % GEMM_NV);
         const uint8_t *base = (const uint8_t *)w + ((size_t)(j0 + 16 * g) * k + (size_t)p0) * esize;
         for (int p = 0; p < kc; p += 16) {
             const int np = kc - p < 16 ? kc - p : 16;
@@ -146,7 +147,7 @@ static inline __attribute__((always_inline)) void pack_w_block_dt(
     /* a last panel's missing 16-column groups are zero */
     const int groups = (n_cols + 15) / 16, groups_pad = (n_cols + GEMM_NR - 1) / GEMM_NR * GEMM_NV;
     for (int g = groups; g < groups_pad; g++) {
-        float *panel = dst + (size_t)(g / GEMM_NV) * GEMM_NR * GEMM_KC + 16 * (g % GEMM_NV);
+        float *panel = dst + (size_t)(g / GEMM_NV) * panel_stride + 16 * (g % GEMM_NV);
         for (int p = 0; p < kc; p++) _mm512_store_ps(panel + (size_t)p * GEMM_NR, _mm512_setzero_ps());
     }
 }
@@ -154,9 +155,9 @@ static inline __attribute__((always_inline)) void pack_w_block_dt(
 static void pack_w_block(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
                          int p0, int kc) {
     switch (dt) {
-    case VLR_DT_BF16: pack_w_block_dt(dst, w, VLR_DT_BF16, k, j0, n_cols, p0, kc, true); break;
-    case VLR_DT_F16: pack_w_block_dt(dst, w, VLR_DT_F16, k, j0, n_cols, p0, kc, true); break;
-    case VLR_DT_F32: pack_w_block_dt(dst, w, VLR_DT_F32, k, j0, n_cols, p0, kc, true); break;
+    case VLR_DT_BF16: pack_w_block_dt(dst, w, VLR_DT_BF16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
+    case VLR_DT_F16: pack_w_block_dt(dst, w, VLR_DT_F16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
+    case VLR_DT_F32: pack_w_block_dt(dst, w, VLR_DT_F32, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
     }
 }
 
@@ -357,19 +358,21 @@ static inline __m512 exp512(__m512 x) {
 
 /* ---------------------------------------------------------------------------------------------
  * Attention: flash style. A work unit is one key/value head g with a block of queries for all the
- * heads of its group (so K and V blocks are loaded once per group). Keys go in blocks of ATT_BK
- * (= GEMM_NR): S = Q·Kᵀ with the GEMM micro-kernel (Q packed like x, the K block packed like a W
- * panel), then the online softmax update per row: m' = max(m, max S), P = exp(S·scale - m'),
- * l = l·e^(m-m') + sum P, O = O·e^(m-m') + P·V; out = O / l at the end. Each row's arithmetic
- * depends only on its own scores and the fixed key blocking, so the result of a query does not
- * depend on the unit shape, the threads or the other queries. */
+ * heads of its group (so K and V blocks are packed once per group). Keys go in blocks of ATT_BK:
+ * S = Q·Kᵀ with the GEMM micro-kernel (Q packed like x, the K block packed like W panels), then
+ * the online softmax update per row: m' = max(m, max S), P = exp(S·scale - m'),
+ * l = l·e^(m-m') + sum P, O = O·e^(m-m') + P·V (pv_tile); out = O / l at the end. Each row's
+ * arithmetic depends only on its own scores and the fixed key blocking, so the result of a query
+ * does not depend on the unit shape, the threads or the other queries. Scratch is per thread,
+ * O(rows · (head_dim + ATT_BK)), never O(n_q · n_kv). ATT_BK = 128 amortises the per-row work of
+ * each block (two reductions, an expf) over enough keys; measured in bench/README.md. */
 
-#define ATT_BK GEMM_NR
+#define ATT_BK 128 /* keys per block: a multiple of GEMM_NR */
 #define ATT_ROWS 112 /* query rows (heads × queries) per unit */
 
 typedef struct att_scratch {
     float *qp; /* [rows][hd] Q tiles packed [hd][mr] each */
-    float *kt; /* [hd][ATT_BK] the key block, transposed */
+    float *kt; /* [ATT_BK / GEMM_NR][hd][GEMM_NR] the key block, transposed in micro-panels */
     float *vb; /* [ATT_BK][hd] the value block, contiguous: rows of V are ld_kv apart, and for
                 * ld_kv a multiple of 1-2 KiB they would all fall into the same few L1 sets */
     float *s;  /* [rows][ATT_BK] scores, then probabilities */
@@ -464,12 +467,17 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
     const __m512 scale = _mm512_set1_ps(a->scale);
     for (int j0 = 0; j0 < n_vis; j0 += ATT_BK) {
         const int nk = n_vis - j0 < ATT_BK ? n_vis - j0 : ATT_BK;
-        pack_w_block_dt(w->kt, a->k + (size_t)g * hd, VLR_DT_F32, a->ld_kv, j0, nk, 0, hd, false);
+        /* K block as ATT_BK / GEMM_NR micro-panels of hd × GEMM_NR; no prefetching: the rows
+         * were just read by the previous unit of this head and are in cache */
+        pack_w_block_dt(w->kt, a->k + (size_t)g * hd, VLR_DT_F32, a->ld_kv, j0, nk, 0, hd,
+                        (size_t)GEMM_NR * hd, false);
         for (int hh = 0; hh < group; hh++)
             for (int t = 0; t < nq; t += GEMM_MR) {
                 const int mr = nq - t < GEMM_MR ? nq - t : GEMM_MR;
-                gemm_tile(mr, hd, w->qp + (size_t)(hh * bq + t) * hd, w->kt,
-                          w->s + (size_t)(hh * bq + t) * ATT_BK, ATT_BK, nk, NULL, false);
+                for (int pn = 0; pn * GEMM_NR < nk; pn++)
+                    gemm_tile(mr, hd, w->qp + (size_t)(hh * bq + t) * hd, w->kt + (size_t)pn * GEMM_NR * hd,
+                              w->s + (size_t)(hh * bq + t) * ATT_BK + pn * GEMM_NR, ATT_BK,
+                              nk - pn * GEMM_NR < GEMM_NR ? nk - pn * GEMM_NR : GEMM_NR, NULL, false);
             }
         /* softmax update, row by row; *nv_max: the most keys any row of the unit sees here */
         int nv_max = 0;
@@ -486,9 +494,9 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
                     continue;
                 }
                 if (nv > nv_max) nv_max = nv;
-                __m512 sv[GEMM_NV];
+                __m512 sv[ATT_BK / 16];
                 __m512 mx = _mm512_set1_ps(-INFINITY);
-                for (int v = 0; v < GEMM_NV; v++) {
+                for (int v = 0; v < ATT_BK / 16; v++) {
                     const __mmask16 mk = tail_mask(nv - 16 * v > 0 ? nv - 16 * v : 0);
                     sv[v] = _mm512_mul_ps(_mm512_load_ps(srow + 16 * v), scale);
                     mx = _mm512_mask_max_ps(mx, mk, mx, sv[v]);
@@ -496,7 +504,7 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
                 const float m_old = w->m[r], m_new = fmaxf(m_old, _mm512_reduce_max_ps(mx));
                 const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
                 __m512 sum = _mm512_setzero_ps();
-                for (int v = 0; v < GEMM_NV; v++) {
+                for (int v = 0; v < ATT_BK / 16; v++) {
                     const __mmask16 mk = tail_mask(nv - 16 * v > 0 ? nv - 16 * v : 0);
                     const __m512 pv = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(sv[v], _mm512_set1_ps(m_new))));
                     _mm512_store_ps(srow + 16 * v, pv);
@@ -507,9 +515,13 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
                 w->alpha[r] = alpha;
             }
         /* O = O·alpha + P·V. Keys a row does not see have P = 0 exactly and add nothing. */
-        for (int j = 0; j < nv_max; j++)
-            memcpy(w->vb + (size_t)j * hd, a->v + (size_t)(j0 + j) * a->ld_kv + (size_t)g * hd,
-                   (size_t)hd * sizeof(float));
+        for (int j = 0; j < nv_max; j++) {
+            const float *src = a->v + (size_t)(j0 + j) * a->ld_kv + (size_t)g * hd;
+            for (int c = 0; c < hd; c += 16) {
+                const __mmask16 mk = tail_mask(hd - c);
+                _mm512_mask_storeu_ps(w->vb + (size_t)j * hd + c, mk, _mm512_maskz_loadu_ps(mk, src + c));
+            }
+        }
         pv_rows(rows, hd, nv_max, w->s, w->alpha, w->vb, (size_t)hd, w->o);
     }
     for (int hh = 0; hh < group; hh++)
@@ -529,7 +541,7 @@ static void avx512_attention(const vlr_attention_args *a, int n_threads) {
     if (bq > a->n_q) bq = a->n_q;
     const int rows = group * bq, n_qb = (a->n_q + bq - 1) / bq;
     const long n_units = (long)a->n_kv_heads * n_qb;
-    const size_t floats = (size_t)rows * hd * 2 + 2 * (size_t)hd * ATT_BK + (size_t)rows * ATT_BK + 3 * (size_t)rows;
+    const size_t floats = (size_t)rows * hd * 2 + 2 * ((size_t)hd + 1) * ATT_BK + (size_t)rows * ATT_BK + 3 * (size_t)rows;
     bool failed = false;
 #pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
     {

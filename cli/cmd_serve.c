@@ -1,0 +1,454 @@
+/* cmd_serve.c: `vlreward serve`: rewards over HTTP for RL training loops (GRPO, PPO...), with
+ * libmicrohttpd. POST /score takes one request (the `vlreward score` line format) or
+ * {"requests": [...]}; GET /health and GET /info report liveness and the architecture.
+ *
+ * Threads: libmicrohttpd runs one thread per connection (a connection whose request waits for a
+ * worker blocks only itself, and /health answers while every worker is busy); scoring happens on
+ * the --workers threads of serve.c, each with its own session, the model shared read-only. Scores
+ * are those of `vlreward score` bit for bit (same library call, results independent of the thread
+ * count and of the vision cache).
+ *
+ * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with sigwait.
+ * The first closes the listening socket, answers requests that are already under way (adding
+ * "Connection: close"), then stops and exits 0; a second exits at once with status 1.
+ *
+ * Not here: the worker pool, body parsing and the image-path policy (serve.c). */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "serve.h"
+
+static const char help[] =
+    "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
+    "                      [--image-root DIR] [--allow-any-path] [--max-body-mb 64] [--max-tokens N]\n"
+    "                      [--vision-cache MB] [--max-connections 64] [--idle-timeout 300] [--quiet]\n"
+    "\n"
+    "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
+    "  POST /score   one request ({\"id\", \"messages\"} or {\"id\", \"image\"|\"images\", \"question\",\n"
+    "                \"answer\"}, as in `vlreward score`) -> 200 {\"id\", \"score\"}, or 422 {\"id\", \"error\"};\n"
+    "                or {\"requests\": [...]} -> 200 {\"results\": [{\"id\", \"score\"} | {\"id\", \"error\"}, ...]}\n"
+    "                in order. Invalid JSON -> 400, body over the cap -> 413.\n"
+    "  GET /health   {\"status\": \"ok\"}\n"
+    "  GET /info     the object of `vlreward info --json` plus \"version\"\n"
+    "\n"
+    "  --model DIR           model directory\n"
+    "  --host ADDR           address to bind (default 127.0.0.1, loopback only); 0.0.0.0 or :: expose\n"
+    "                        the server, which reads local images and fetches URLs, to the network\n"
+    "  --port N              TCP port (default 8000; 0 picks a free one). Once ready the server prints\n"
+    "                        \"listening on http://HOST:PORT\" on stderr\n"
+    "  --workers N           requests scored at the same time, one session each (default 1: on a small\n"
+    "                        machine one request at a time with all threads is the fastest)\n"
+    "  --threads N           threads per request (default: CPUs / workers); scores do not depend on it\n"
+    "  --image-root DIR      folder that relative image paths resolve against (default: current)\n"
+    "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
+    "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
+    "  --max-tokens N        refuse requests longer than N tokens (default: the model's context)\n"
+    "  --precision f32       fp32 activations and accumulation (the default and only mode)\n"
+    "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
+    "                        0 = off); scores are bit-identical either way\n"
+    "  --max-connections N   simultaneous connections (default 64); more are refused\n"
+    "  --idle-timeout S      close a connection idle for S seconds (default 300, 0 = never)\n"
+    "  --quiet               no startup summary and no per-request log lines on stderr\n"
+    "\n"
+    "SIGINT/SIGTERM: stop accepting, finish the requests under way, exit 0 (a second signal: exit 1).\n"
+    "exit status: 0 after a signal, 1 the model did not load or the address could not be bound,\n"
+    "2 usage error\n";
+
+typedef struct server {
+    serve_pool *pool;
+    size_t max_body;       /* bytes */
+    long max_body_mb;
+    bool quiet;
+    atomic_bool stopping;  /* set by the main thread on the first signal */
+    atomic_long in_flight; /* requests presented to on_request and not yet completed */
+    char *info_json;       /* the /info body, built once */
+} server;
+
+/* What one HTTP request carries between the calls of on_request. */
+typedef struct conn_req {
+    double t0;
+    vlr_buf body;
+    int route;       /* enum route */
+    bool keep_body;  /* a POST /score: the body is read into body */
+    bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
+    bool answered;   /* a response is queued */
+} conn_req;
+
+/* ---- /info ----------------------------------------------------------------------------------- */
+
+static void ints_json(vlr_buf *b, const int *v, int n) {
+    vlr_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", v[i]);
+    vlr_buf_puts(b, "]");
+}
+
+/* The object of `vlreward info --json` (cmd_info.c, same keys in the same order) plus "version".
+ * tests/test_serve.c compares the two, so they cannot drift apart unnoticed. */
+static char *info_json(const vlr_model *m) {
+    vlr_model_info in;
+    vlr_model_get_info(m, &in);
+    vlr_buf b = {0};
+    vlr_buf_printf(&b, "{\"text\": {\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+                       "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                       "\"vocab_size\": %d, \"rms_norm_eps\": ",
+                   in.text_hidden_size, in.text_intermediate_size, in.text_layers, in.text_heads,
+                   in.text_kv_heads, in.text_head_dim, in.vocab_size);
+    vlr_buf_json_double(&b, in.rms_norm_eps);
+    vlr_buf_puts(&b, ", \"rope_theta\": ");
+    vlr_buf_json_double(&b, in.rope_theta);
+    vlr_buf_puts(&b, ", \"mrope_section\": ");
+    ints_json(&b, in.mrope_section, 3);
+    vlr_buf_printf(&b, "}, \"vision\": {\"depth\": %d, \"hidden_size\": %d, \"num_heads\": %d, "
+                       "\"intermediate_size\": %d, \"out_hidden_size\": %d, \"patch_size\": %d, "
+                       "\"spatial_merge_size\": %d, \"temporal_patch_size\": %d, \"window_size\": %d, "
+                       "\"fullatt_block_indexes\": ",
+                   in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
+                   in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size, in.temporal_patch_size,
+                   in.window_size);
+    ints_json(&b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
+    vlr_buf_printf(&b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\", \"version\": \"%s\"}",
+                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype, VLR_VERSION);
+    if (b.oom) vlr_buf_free(&b);
+    return b.data;
+}
+
+/* ---- responses and the request log --------------------------------------------------------- */
+
+/* Copies s for the log with control bytes replaced, so a hostile URL cannot forge log lines. */
+static void log_safe(char *dst, size_t cap, const char *s) {
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < cap; i++) dst[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    dst[i] = '\0';
+}
+
+static void log_request(const server *s, const char *method, const char *url, int status, const conn_req *r,
+                        uint64_t tokens, const serve_reply *reply) {
+    if (s->quiet) return;
+    char m[16], u[256], batch[48] = "";
+    log_safe(m, sizeof m, method);
+    log_safe(u, sizeof u, url);
+    if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
+    /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
+    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
+            (unsigned long long)tokens, batch);
+}
+
+/* Queues body (taken over: freed by libmicrohttpd once sent) with the given status. */
+static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
+                               const char *url, int status, vlr_buf *body, const char *allow,
+                               const serve_reply *reply) {
+    vlr_buf_puts(body, "\n");
+    if (body->oom) {
+        vlr_buf_free(body);
+        return MHD_NO; /* libmicrohttpd closes the connection */
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(body->len, body->data, free);
+    if (!resp) {
+        vlr_buf_free(body);
+        return MHD_NO;
+    }
+    memset(body, 0, sizeof *body);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    /* while shutting down, let every kept-alive connection end with this response */
+    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->answered = true;
+    log_request(s, method, url, status, r, reply ? reply->tokens : 0, reply);
+    return ok;
+}
+
+static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
+                                     const char *url, int status, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
+                                     const char *url, int status, const char *allow, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vlr_buf b = {0};
+    vlr_buf_puts(&b, "{\"error\": ");
+    vlr_buf_json_string(&b, msg, strlen(msg));
+    vlr_buf_puts(&b, "}");
+    return respond(s, c, r, method, url, status, &b, allow, NULL);
+}
+
+/* ---- routing --------------------------------------------------------------------------------- */
+
+static bool is_get(const char *method) {
+    return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+}
+
+typedef enum route { ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_HEALTH, ROUTE_INFO } route;
+
+static route route_of(const char *url) {
+    if (strcmp(url, "/score") == 0) return ROUTE_SCORE;
+    if (strcmp(url, "/health") == 0) return ROUTE_HEALTH;
+    if (strcmp(url, "/info") == 0) return ROUTE_INFO;
+    return ROUTE_NONE;
+}
+
+/* The first call for a request: headers are in, the body (if any) is not. Only a POST /score whose
+ * declared length is over the cap is answered now, with 413, before its body is read (a client that
+ * sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the connection after). The
+ * rest is answered once the request is complete, which keeps the connection alive. */
+static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
+                                  const char *method) {
+    r->route = route_of(url);
+    if (r->route != ROUTE_SCORE || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && n > s->max_body)
+            return respond_error(s, c, r, method, url, 413, NULL,
+                                 "request body of %llu bytes is over the %ld MiB cap (--max-body-mb)", n,
+                                 s->max_body_mb);
+    }
+    r->keep_body = true;
+    return MHD_YES;
+}
+
+/* The request is complete: answer it. */
+static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
+                                           const char *method) {
+    if (r->route == ROUTE_SCORE) {
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+            return respond_error(s, c, r, method, url, 405, "POST", "/score takes POST, not %s", method);
+        if (r->too_large)
+            return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
+                                 s->max_body_mb);
+        if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
+        serve_reply reply = {0};
+        serve_score_body(s->pool, r->body.data ? r->body.data : "", r->body.len, &reply);
+        vlr_buf_free(&r->body);
+        return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+    }
+    if (r->route == ROUTE_HEALTH || r->route == ROUTE_INFO) {
+        if (!is_get(method))
+            return respond_error(s, c, r, method, url, 405, "GET, HEAD", "%s takes GET, not %s", url, method);
+        vlr_buf b = {0};
+        vlr_buf_puts(&b, r->route == ROUTE_HEALTH ? "{\"status\": \"ok\"}" : s->info_json);
+        return respond(s, c, r, method, url, 200, &b, NULL, NULL);
+    }
+    return respond_error(s, c, r, method, url, 404, NULL,
+                         "no endpoint %s (there are POST /score, GET /health and GET /info)", url);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    server *s = cls;
+    conn_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->t0 = vlr_now();
+        *con_cls = r;
+        atomic_fetch_add(&s->in_flight, 1);
+        return on_headers(s, c, r, url, method);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->answered || !r->keep_body) return MHD_YES; /* a body nobody reads: dropped */
+        if (!r->too_large && (r->body.len + n < r->body.len || r->body.len + n > s->max_body)) {
+            r->too_large = true; /* a chunked body has no Content-Length to refuse up front */
+            vlr_buf_free(&r->body);
+        }
+        if (!r->too_large) vlr_buf_append(&r->body, upload_data, n);
+        return MHD_YES;
+    }
+    if (r->answered) return MHD_YES;
+    return on_complete_request(s, c, r, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    server *s = cls;
+    conn_req *r = *con_cls;
+    if (!r) return;
+    vlr_buf_free(&r->body);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
+    fprintf(stderr, "vlreward serve: libmicrohttpd: %s\n", msg);
+}
+
+/* ---- addresses ------------------------------------------------------------------------------- */
+
+static bool is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+/* ---- the command ----------------------------------------------------------------------------- */
+
+int cmd_serve(int argc, char **argv) {
+    cli_args a = {argc, 1, argv, "serve"};
+    cli_model_opts mo = {0};
+    const char *host = "127.0.0.1", *image_root = ".";
+    long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
+    bool bad = false, quiet = false, allow_any = false;
+    while (a.i < argc && !bad) {
+        const char *v = NULL;
+        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
+            fputs(help, stdout);
+            return EXIT_OK;
+        }
+        if (cli_model_opt(&a, &mo, &bad)) continue;
+        if (cli_opt(&a, "--host", true, &host, &bad)) continue;
+        if (cli_opt(&a, "--image-root", true, &image_root, &bad)) continue;
+        if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
+        if (cli_opt(&a, "--allow-any-path", false, &v, &bad)) { allow_any = true; continue; }
+        struct { const char *name; long lo, hi, *dst; const char *what; } ints[] = {
+            {"--port", 0, 65535, &port, "a port (0..65535)"},
+            {"--workers", 1, 256, &workers, "1..256"},
+            {"--max-body-mb", 1, 4096, &max_body_mb, "megabytes (1..4096)"},
+            {"--vision-cache", 0, 1L << 20, &cache_mb, "megabytes (0..1048576)"},
+            {"--max-connections", 1, 10000, &max_conn, "1..10000"},
+            {"--idle-timeout", 0, 86400, &idle_s, "seconds (0..86400)"},
+        };
+        bool matched = false;
+        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
+            if (!cli_opt(&a, ints[k].name, true, &v, &bad)) continue;
+            matched = true;
+            if (v && !cli_parse_int(v, ints[k].lo, ints[k].hi, ints[k].dst))
+                return cli_usage_error("serve", "%s: expected %s, got '%s'", ints[k].name, ints[k].what, v);
+        }
+        if (matched) continue;
+        return cli_usage_error("serve", "unknown option '%s'", argv[a.i]);
+    }
+    if (bad) return EXIT_USAGE;
+    if (!mo.model_dir) return cli_usage_error("serve", "--model DIR is required");
+    char *root = realpath(image_root, NULL);
+    if (!root) return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
+    /* Workers split the CPUs unless told otherwise: oversubscribed OpenMP teams only slow down. */
+    if (mo.threads == 0 && workers > 1) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        mo.threads = cpus / workers > 1 ? (int)(cpus / workers) : 1;
+    }
+
+    /* Block the shutdown signals before any thread exists, so that every thread (libmicrohttpd's,
+     * the workers', their OpenMP teams, libcurl's resolver) inherits the mask and only sigwait
+     * below sees them. A client that hangs up must not kill the server: ignore SIGPIPE. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    /* curl_global_init is not guaranteed thread-safe: do it once here, before the workers run */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    int status = EXIT_INPUT;
+    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet};
+    atomic_init(&s.stopping, false);
+    atomic_init(&s.in_flight, 0);
+    struct MHD_Daemon *d = NULL;
+    struct addrinfo *ai = NULL;
+    vlr_model *m = cli_load_model(&mo, "serve");
+    if (!m) goto done;
+    serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
+                     .image_root = root, .allow_any_path = allow_any};
+    vlr_err e = {0};
+    if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
+        fprintf(stderr, "vlreward serve: %s\n", e.msg);
+        goto done;
+    }
+    if (!(s.info_json = info_json(m))) {
+        fprintf(stderr, "vlreward serve: out of memory\n");
+        goto done;
+    }
+
+    char port_text[8];
+    snprintf(port_text, sizeof port_text, "%ld", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int gai = getaddrinfo(host, port_text, &hints, &ai);
+    if (gai) {
+        fprintf(stderr, "vlreward serve: --host %s: %s\n", host, gai_strerror(gai));
+        goto done;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_USE_AUTO;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &s,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s,
+                         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
+                         MHD_OPTION_END);
+    char numeric[NI_MAXHOST];
+    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, numeric, sizeof numeric, NULL, 0, NI_NUMERICHOST))
+        snprintf(numeric, sizeof numeric, "%s", host);
+    if (!d) {
+        fprintf(stderr, "vlreward serve: cannot listen on %s port %ld (in use? see the message above)\n", numeric, port);
+        goto done;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned bound_port = di ? di->port : (unsigned)port;
+    bool v6 = ai->ai_family == AF_INET6;
+    if (!is_loopback(ai->ai_addr))
+        fprintf(stderr, "vlreward serve: warning: %s is not a loopback address: anyone who can reach it can make "
+                        "the server read images under %s%s and fetch http(s) URLs\n",
+                numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "");
+    if (!quiet)
+        fprintf(stderr, "vlreward serve: model %s (kernels %s), %ld worker%s x %d threads, vision cache %ld MB per "
+                        "worker, image root %s%s, body cap %ld MiB\n",
+                mo.model_dir, m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
+                allow_any ? " (any path allowed)" : "", max_body_mb);
+    fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
+
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0) {}
+    atomic_store(&s.stopping, true);
+    MHD_socket listen_fd = MHD_quiesce_daemon(d);
+    if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
+    long busy = atomic_load(&s.in_flight);
+    fprintf(stderr, "vlreward serve: %s: stopped accepting connections, finishing %ld request%s under way\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", busy, busy == 1 ? "" : "s");
+    const struct timespec tick = {0, 20 * 1000 * 1000};
+    while (atomic_load(&s.in_flight) > 0) {
+        if (sigtimedwait(&stop_signals, NULL, &tick) > 0) {
+            fprintf(stderr, "vlreward serve: second signal: exiting now\n");
+            _exit(EXIT_INPUT);
+        }
+    }
+    MHD_stop_daemon(d); /* closes idle kept-alive connections, joins the connection threads */
+    d = NULL;
+    if (!quiet) fprintf(stderr, "vlreward serve: stopped\n");
+    status = EXIT_OK;
+done:
+    if (d) MHD_stop_daemon(d);
+    if (ai) freeaddrinfo(ai);
+    serve_pool_stop(s.pool);
+    free(s.info_json);
+    vlr_model_free(m);
+    curl_global_cleanup();
+    free(root);
+    return status;
+}

@@ -1,0 +1,331 @@
+/* serve.c: the worker pool and the /score body handling of `vlreward serve` (see serve.h).
+ *
+ * Why worker threads that own the sessions, rather than HTTP threads that borrow one: every thread
+ * that enters an OpenMP parallel region gets its own libgomp team, which lives as long as that
+ * thread. Connection threads come and go, so borrowing would spawn and tear down a team per
+ * connection; a fixed worker keeps its team warm. It also lets one batch spread over every worker
+ * while requests of several clients interleave in arrival order (the queue is per request, not per
+ * HTTP body).
+ *
+ * Not here: HTTP, routing, signals, logging (cmd_serve.c). */
+#include "serve.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The requests of one HTTP body that were queued; the body's thread waits until pending is 0. */
+typedef struct serve_group {
+    size_t pending;       /* guarded by the pool lock */
+    pthread_cond_t done;  /* signalled when pending reaches 0 */
+} serve_group;
+
+typedef struct serve_job {
+    const vlr_request *req;
+    serve_group *group;
+    struct serve_job *next;
+    /* results, written by the worker before it decrements group->pending */
+    double score;
+    uint64_t tokens;
+    vlr_err err;          /* err.code != VLR_OK when the request failed */
+    bool queued;          /* false: it failed before scoring (err says why) */
+} serve_job;
+
+typedef struct serve_worker {
+    serve_pool *pool;
+    vlr_session *session;
+    pthread_t thread;
+} serve_worker;
+
+struct serve_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t work;  /* signalled when a job is queued or stop is set */
+    serve_job *head, *tail;
+    bool stop;
+    int n_workers, n_running;
+    serve_worker *workers;
+    const char *image_root;
+    bool allow_any_path;
+};
+
+static void run_job(vlr_session *s, serve_job *job) {
+    vlr_status rc = vlr_score(s, job->req, &job->score);
+    if (rc == VLR_OK) {
+        job->tokens = vlr_session_last_n_tokens(s);
+        return;
+    }
+    job->err.code = rc;
+    snprintf(job->err.msg, sizeof job->err.msg, "%s", vlr_session_errmsg(s));
+}
+
+static void *worker_main(void *arg) {
+    serve_worker *w = arg;
+    serve_pool *p = w->pool;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->head && !p->stop) pthread_cond_wait(&p->work, &p->lock);
+        if (!p->head) break; /* stop, and nothing left to do */
+        serve_job *job = p->head;
+        p->head = job->next;
+        if (!p->head) p->tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+        run_job(w->session, job);
+        pthread_mutex_lock(&p->lock);
+        if (--job->group->pending == 0) pthread_cond_signal(&job->group->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+void serve_pool_stop(serve_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->n_running; i++) pthread_join(p->workers[i].thread, NULL);
+    for (int i = 0; i < p->n_workers; i++) vlr_session_free(p->workers[i].session);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->lock);
+    free(p->workers);
+    free(p);
+}
+
+vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
+    *out = NULL;
+    if (o->workers < 1) return vlr_fail(e, VLR_ERR_INTERNAL, "serve: %d workers", o->workers);
+    serve_pool *p = vlr_calloc(1, sizeof *p, e);
+    if (!p) return VLR_ERR_NOMEM;
+    vlr_status rc = VLR_OK;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    p->image_root = o->image_root;
+    p->allow_any_path = o->allow_any_path;
+    p->workers = vlr_calloc((size_t)o->workers, sizeof *p->workers, e);
+    if (!p->workers) {
+        rc = VLR_ERR_NOMEM;
+        goto done;
+    }
+    p->n_workers = o->workers;
+    for (int i = 0; i < o->workers; i++) {
+        serve_worker *w = &p->workers[i];
+        w->pool = p;
+        if ((rc = vlr_session_init(o->model, &w->session)) != VLR_OK) {
+            vlr_fail(e, rc, "cannot create session %d of %d: %s", i + 1, o->workers, vlr_status_str(rc));
+            goto done;
+        }
+        if (o->vision_cache_bytes && (rc = vlr_session_set_vision_cache(w->session, o->vision_cache_bytes)) != VLR_OK) {
+            vlr_fail(e, rc, "session %d: vision cache: %s", i + 1, vlr_session_errmsg(w->session));
+            goto done;
+        }
+    }
+    for (int i = 0; i < o->workers; i++) {
+        int err = pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]);
+        if (err) {
+            rc = vlr_fail(e, VLR_ERR_NOMEM, "cannot start worker thread %d: %s", i + 1, strerror(err));
+            goto done;
+        }
+        p->n_running++;
+    }
+done:
+    if (rc) serve_pool_stop(p);
+    else *out = p;
+    return rc;
+}
+
+/* ---- image-path policy ----------------------------------------------------------------------- */
+
+/* True when the relative path rel (components separated by '/') never climbs above its start. */
+static bool stays_below(const char *rel) {
+    long depth = 0;
+    const char *s = rel;
+    while (*s) {
+        const char *end = strchr(s, '/');
+        size_t n = end ? (size_t)(end - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.') {
+            if (depth == 0) return false;
+            depth--;
+        } else if (n > 0 && !(n == 1 && s[0] == '.')) {
+            depth++;
+        }
+        s += n;
+        if (*s == '/') s++;
+    }
+    return true;
+}
+
+/* The lexical check of one local path against the (absolute, resolved) root. */
+static bool path_inside_root(const char *path, const char *root) {
+    if (path[0] != '/') return stays_below(path);
+    size_t n = strlen(root);
+    while (n > 1 && root[n - 1] == '/') n--;
+    if (n == 1 && root[0] == '/') return stays_below(path + 1);
+    if (strncmp(path, root, n) != 0 || (path[n] != '/' && path[n] != '\0')) return false;
+    return stays_below(path + n);
+}
+
+vlr_status serve_check_image_paths(const vlr_request *req, const char *root, vlr_err *e) {
+    for (size_t m = 0; m < req->n_messages; m++) {
+        const vlr_message *msg = &req->messages[m];
+        for (size_t i = 0; i < msg->n_items; i++) {
+            const char *src = msg->items[i].image;
+            if (msg->items[i].kind != VLR_ITEM_IMAGE || !src) continue;
+            if (strncmp(src, "http://", 7) == 0 || strncmp(src, "https://", 8) == 0 || strncmp(src, "data:", 5) == 0)
+                continue;
+            /* file:// is followed by a plain path, exactly as image_source.c reads it */
+            const char *path = strncmp(src, "file://", 7) == 0 ? src + 7 : src;
+            if (!path_inside_root(path, root))
+                return vlr_fail(e, VLR_ERR_INPUT,
+                                "image \"%s\": outside the image root %s (absolute paths must lie under it and "
+                                "\"..\" may not climb above it; start the server with --allow-any-path to allow)",
+                                src, root);
+        }
+    }
+    return VLR_OK;
+}
+
+/* ---- /score bodies --------------------------------------------------------------------------- */
+
+static void error_object(vlr_buf *out, const char *id_json, const char *msg) {
+    vlr_buf_puts(out, "{\"id\": ");
+    vlr_buf_puts(out, id_json);
+    vlr_buf_puts(out, ", \"error\": ");
+    vlr_buf_json_string(out, msg, strlen(msg));
+    vlr_buf_puts(out, "}");
+}
+
+static void plain_error(serve_reply *out, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
+    char msg[VLR_ERR_MSG_CAP + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    out->status = status;
+    out->body.len = 0;
+    vlr_buf_puts(&out->body, "{\"error\": ");
+    vlr_buf_json_string(&out->body, msg, strlen(msg));
+    vlr_buf_puts(&out->body, "}");
+}
+
+/* A failed single request: the client's fault (422) unless the server ran out of memory (503,
+ * worth retrying) or hit a bug (500). */
+static int failure_status(vlr_status code) {
+    if (code == VLR_ERR_NOMEM) return 503;
+    if (code == VLR_ERR_INTERNAL) return 500;
+    return 422;
+}
+
+/* Queues every job that passed the checks as one group and waits for the workers to finish it. */
+static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
+    serve_group g = {0};
+    pthread_cond_init(&g.done, NULL);
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (!jobs[i].queued) continue;
+        jobs[i].group = &g;
+        jobs[i].next = NULL;
+        if (p->tail) p->tail->next = &jobs[i];
+        else p->head = &jobs[i];
+        p->tail = &jobs[i];
+        g.pending++;
+    }
+    if (g.pending) pthread_cond_broadcast(&p->work);
+    while (g.pending) pthread_cond_wait(&g.done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_cond_destroy(&g.done);
+}
+
+void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out) {
+    out->status = 200;
+    out->tokens = 0;
+    out->n_requests = 0;
+    out->batch = false;
+    vlr_err e = {0};
+    vlr_parsed_request *parsed = NULL;
+    serve_job *jobs = NULL;
+    size_t n = 0;
+    vlr_json_doc *doc = vlr_json_parse(body, len, &e);
+    if (!doc) {
+        if (len == 0) plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
+        else plain_error(out, 400, "invalid JSON: %s", e.msg);
+        goto done;
+    }
+    const vlr_json *root = vlr_json_root(doc);
+    if (!vlr_json_is(root, VLR_JSON_OBJECT)) {
+        plain_error(out, 400, "the body is a JSON %s: expected a request object or {\"requests\": [...]}",
+                    vlr_json_type_name(root));
+        goto done;
+    }
+    const vlr_json *list = vlr_json_get(root, "requests");
+    const vlr_json *items = root;
+    n = 1;
+    if (list) {
+        if (!vlr_json_is(list, VLR_JSON_ARRAY)) {
+            plain_error(out, 400, "requests: expected a list of request objects, found %s", vlr_json_type_name(list));
+            goto done;
+        }
+        out->batch = true;
+        items = list->items;
+        n = list->len;
+    }
+    out->n_requests = n;
+    if (n) {
+        parsed = calloc(n, sizeof *parsed);
+        jobs = calloc(n, sizeof *jobs);
+        if (!parsed || !jobs) {
+            plain_error(out, 503, "out of memory for %zu requests", n);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        serve_job *job = &jobs[i];
+        vlr_status rc = vlr_request_from_json(&items[i], i, p->image_root, &parsed[i], &job->err);
+        if (rc == VLR_OK && !p->allow_any_path) rc = serve_check_image_paths(&parsed[i].req, p->image_root, &job->err);
+        job->err.code = rc;
+        job->req = &parsed[i].req;
+        job->queued = rc == VLR_OK;
+    }
+    run_group(p, jobs, n);
+
+    if (!out->batch) {
+        /* A single request without a usable "id" echoes null (in a batch, the index stands in). */
+        const vlr_json *given = vlr_json_get(root, "id");
+        bool has_id = vlr_json_is(given, VLR_JSON_STRING) || vlr_json_is(given, VLR_JSON_NUMBER);
+        const char *id = has_id && parsed[0].id_json.data ? parsed[0].id_json.data : "null";
+        if (jobs[0].err.code) {
+            out->status = failure_status(jobs[0].err.code);
+            error_object(&out->body, id, jobs[0].err.msg);
+        } else {
+            out->tokens = jobs[0].tokens;
+            vlr_buf_printf(&out->body, "{\"id\": %s, \"score\": ", id);
+            vlr_buf_json_double(&out->body, jobs[0].score);
+            vlr_buf_puts(&out->body, "}");
+        }
+        goto done;
+    }
+    vlr_buf_puts(&out->body, "{\"results\": [");
+    for (size_t i = 0; i < n; i++) {
+        const char *id = parsed[i].id_json.data ? parsed[i].id_json.data : "null";
+        if (i) vlr_buf_puts(&out->body, ", ");
+        if (jobs[i].err.code) {
+            error_object(&out->body, id, jobs[i].err.msg);
+            continue;
+        }
+        out->tokens += jobs[i].tokens;
+        vlr_buf_printf(&out->body, "{\"id\": %s, \"score\": ", id);
+        vlr_buf_json_double(&out->body, jobs[i].score);
+        vlr_buf_puts(&out->body, "}");
+    }
+    vlr_buf_puts(&out->body, "]}");
+done:
+    if (out->body.oom) {
+        vlr_buf_free(&out->body);
+        out->status = 503;
+        vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
+    }
+    for (size_t i = 0; parsed && i < n; i++) vlr_parsed_request_free(&parsed[i]);
+    free(parsed);
+    free(jobs);
+    vlr_json_free(doc);
+}

@@ -1,0 +1,46 @@
+/* serve.h: the scoring service behind `vlreward serve`, without the HTTP. A pool of worker threads,
+ * each owning one vlr_session (the model is shared read-only), takes requests from one FIFO queue
+ * guarded by a mutex and a condition variable; serve_score_body() turns the body of a POST /score
+ * (one request object, or {"requests": [...]}) into an HTTP status and a JSON reply; the image-path
+ * policy keeps local image reads inside the image root. The HTTP side (libmicrohttpd, routing,
+ * signals, logging) is cmd_serve.c. */
+#ifndef VLR_CLI_SERVE_H
+#define VLR_CLI_SERVE_H
+
+#include "cli.h"
+
+typedef struct serve_pool serve_pool;
+
+typedef struct serve_opts {
+    vlr_model *model;          /* shared, read-only; must outlive the pool */
+    int workers;               /* sessions = worker threads, >= 1 */
+    size_t vision_cache_bytes; /* per session; 0 = off */
+    const char *image_root;    /* absolute folder that relative image paths resolve against */
+    bool allow_any_path;       /* allow local images outside image_root */
+} serve_opts;
+
+/* Creates the sessions and starts the workers. On failure nothing is left running. */
+vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e);
+/* Lets the workers finish what is queued, joins them, frees the sessions. NULL is a no-op. */
+void serve_pool_stop(serve_pool *p);
+
+typedef struct serve_reply {
+    int status;         /* HTTP status: 200, 400, 422, 500, 503 */
+    vlr_buf body;       /* JSON object, no trailing newline */
+    uint64_t tokens;    /* tokens scored (after image placeholder expansion) */
+    size_t n_requests;  /* 1 for a single request, else the batch size */
+    bool batch;
+} serve_reply;
+
+/* Handles a POST /score body: parses it, checks every request, queues them, waits for the workers
+ * and writes {"id", "score"} / {"id", "error"} or {"results": [...]}. Blocks the calling thread
+ * until its requests are scored. Thread-safe. out->body is owned by the caller. */
+void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out);
+
+/* The image-path policy: every local image source of req (a plain path or file://...) must stay,
+ * read lexically, inside root: no absolute path elsewhere, no ".." that climbs above it. Remote
+ * (http, https) and data: sources are not local reads and pass. Symbolic links under root are
+ * trusted: whoever controls root's contents already chooses what the server can read. */
+vlr_status serve_check_image_paths(const vlr_request *req, const char *root, vlr_err *e);
+
+#endif
