@@ -6,7 +6,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libjpeg libpng libwebp libcurl libutf8proc
+PKGS    := libjpeg libpng libwebp libcurl libutf8proc libmicrohttpd
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -170,3 +170,36 @@ long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_l
     if (in != stdin) fclose(in);
     return failed;
 }
+
+static void ints_json(vlr_buf *b, const int *v, int n) {
+    vlr_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", v[i]);
+    vlr_buf_puts(b, "]");
+}
+
+void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b) {
+    vlr_model_info in;
+    vlr_model_get_info(m, &in);
+    vlr_buf_printf(b, "{\"text\": {\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+                      "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                      "\"vocab_size\": %d, \"rms_norm_eps\": ",
+                   in.text_hidden_size, in.text_intermediate_size, in.text_layers, in.text_heads,
+                   in.text_kv_heads, in.text_head_dim, in.vocab_size);
+    vlr_buf_json_double(b, in.rms_norm_eps);
+    vlr_buf_puts(b, ", \"rope_theta\": ");
+    vlr_buf_json_double(b, in.rope_theta);
+    vlr_buf_puts(b, ", \"mrope_section\": ");
+    ints_json(b, in.mrope_section, 3);
+    vlr_buf_printf(b, "}, \"vision\": {\"depth\": %d, \"hidden_size\": %d, \"num_heads\": %d, "
+                      "\"intermediate_size\": %d, \"out_hidden_size\": %d, \"patch_size\": %d, "
+                      "\"spatial_merge_size\": %d, \"temporal_patch_size\": %d, \"window_size\": %d, "
+                      "\"fullatt_block_indexes\": ",
+                   in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
+                   in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size, in.temporal_patch_size,
+                   in.window_size);
+    ints_json(b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
+    vlr_buf_printf(b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\"",
+                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype);
+    if (version) vlr_buf_printf(b, ", \"version\": \"%s\"", version);
+    vlr_buf_puts(b, "}");
+}

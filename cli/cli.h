@@ -45,6 +45,10 @@ long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_l
 /* Folder of the input file (for relative image paths); "." for stdin. malloc'd. */
 char *cli_input_dir(const char *input);
 
+/* The architecture object of `vlreward info --json` (also served at GET /info); "version" is added
+ * when version is not NULL. */
+void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b);
+
 /* Appends {"id": ID, "error": MSG}. */
 void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg);
 

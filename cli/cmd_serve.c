@@ -1,6 +1,7 @@
 /* cmd_serve.c: `vlreward serve`: rewards over HTTP for RL training loops (GRPO, PPO...), with
  * libmicrohttpd. POST /score takes one request (the `vlreward score` line format) or
- * {"requests": [...]}; GET /health and GET /info report liveness and the architecture.
+ * {"requests": [...]}; GET /health, GET /info and GET /stats report liveness, the architecture and
+ * counters.
  *
  * Threads: libmicrohttpd runs one thread per connection (a connection whose request waits for a
  * worker blocks only itself, and /health answers while every worker is busy); scoring happens on
@@ -40,6 +41,7 @@ static const char help[] =
     "                in order. Invalid JSON -> 400, body over the cap -> 413.\n"
     "  GET /health   {\"status\": \"ok\"}\n"
     "  GET /info     the object of `vlreward info --json` plus \"version\"\n"
+    "  GET /stats    counters: workers, busy_workers, queued, in_flight, scored, failed, tokens, ...\n"
     "\n"
     "  --model DIR           model directory\n"
     "  --host ADDR           address to bind (default 127.0.0.1, loopback only); 0.0.0.0 or :: expose\n"
@@ -71,6 +73,8 @@ typedef struct server {
     bool quiet;
     atomic_bool stopping;  /* set by the main thread on the first signal */
     atomic_long in_flight; /* requests presented to on_request and not yet completed */
+    atomic_long scoring;   /* of those, POST /score requests (for /stats) */
+    double t_start;
     char *info_json;       /* the /info body, built once */
 } server;
 
@@ -80,44 +84,17 @@ typedef struct conn_req {
     vlr_buf body;
     int route;       /* enum route */
     bool keep_body;  /* a POST /score: the body is read into body */
+    bool counted;    /* counted in server.scoring until answered */
     bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
     bool answered;   /* a response is queued */
 } conn_req;
 
 /* ---- /info ----------------------------------------------------------------------------------- */
 
-static void ints_json(vlr_buf *b, const int *v, int n) {
-    vlr_buf_puts(b, "[");
-    for (int i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", v[i]);
-    vlr_buf_puts(b, "]");
-}
-
-/* The object of `vlreward info --json` (cmd_info.c, same keys in the same order) plus "version".
- * tests/test_serve.c compares the two, so they cannot drift apart unnoticed. */
+/* The object of `vlreward info --json` plus "version" (tests/test_serve.c compares the two). */
 static char *info_json(const vlr_model *m) {
-    vlr_model_info in;
-    vlr_model_get_info(m, &in);
     vlr_buf b = {0};
-    vlr_buf_printf(&b, "{\"text\": {\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
-                       "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
-                       "\"vocab_size\": %d, \"rms_norm_eps\": ",
-                   in.text_hidden_size, in.text_intermediate_size, in.text_layers, in.text_heads,
-                   in.text_kv_heads, in.text_head_dim, in.vocab_size);
-    vlr_buf_json_double(&b, in.rms_norm_eps);
-    vlr_buf_puts(&b, ", \"rope_theta\": ");
-    vlr_buf_json_double(&b, in.rope_theta);
-    vlr_buf_puts(&b, ", \"mrope_section\": ");
-    ints_json(&b, in.mrope_section, 3);
-    vlr_buf_printf(&b, "}, \"vision\": {\"depth\": %d, \"hidden_size\": %d, \"num_heads\": %d, "
-                       "\"intermediate_size\": %d, \"out_hidden_size\": %d, \"patch_size\": %d, "
-                       "\"spatial_merge_size\": %d, \"temporal_patch_size\": %d, \"window_size\": %d, "
-                       "\"fullatt_block_indexes\": ",
-                   in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
-                   in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size, in.temporal_patch_size,
-                   in.window_size);
-    ints_json(&b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
-    vlr_buf_printf(&b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\", \"version\": \"%s\"}",
-                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype, VLR_VERSION);
+    cli_info_json(m, VLR_VERSION, &b);
     if (b.oom) vlr_buf_free(&b);
     return b.data;
 }
@@ -147,6 +124,10 @@ static void log_request(const server *s, const char *method, const char *url, in
 static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
                                const char *url, int status, vlr_buf *body, const char *allow,
                                const serve_reply *reply) {
+    if (r->counted) { /* answered: no longer in flight for /stats */
+        r->counted = false;
+        atomic_fetch_sub(&s->scoring, 1);
+    }
     vlr_buf_puts(body, "\n");
     if (body->oom) {
         vlr_buf_free(body);
@@ -186,18 +167,33 @@ static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_r
     return respond(s, c, r, method, url, status, &b, allow, NULL);
 }
 
+/* ---- /stats ---------------------------------------------------------------------------------- */
+
+static void stats_json(server *s, vlr_buf *b) {
+    serve_stats st;
+    serve_pool_stats(s->pool, &st);
+    vlr_buf_printf(b, "{\"uptime_s\": %.1f, \"workers\": %d, \"busy_workers\": %llu, \"queued\": %llu, "
+                      "\"in_flight\": %ld, \"scored\": %llu, \"failed\": %llu, \"tokens\": %llu, "
+                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu}",
+                   vlr_now() - s->t_start, st.workers, (unsigned long long)st.busy, (unsigned long long)st.queued,
+                   atomic_load(&s->scoring), (unsigned long long)st.scored, (unsigned long long)st.failed,
+                   (unsigned long long)st.tokens, (unsigned long long)st.cache_hits,
+                   (unsigned long long)st.cache_misses);
+}
+
 /* ---- routing --------------------------------------------------------------------------------- */
 
 static bool is_get(const char *method) {
     return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
-typedef enum route { ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_HEALTH, ROUTE_INFO } route;
+typedef enum route { ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_HEALTH, ROUTE_INFO, ROUTE_STATS } route;
 
 static route route_of(const char *url) {
     if (strcmp(url, "/score") == 0) return ROUTE_SCORE;
     if (strcmp(url, "/health") == 0) return ROUTE_HEALTH;
     if (strcmp(url, "/info") == 0) return ROUTE_INFO;
+    if (strcmp(url, "/stats") == 0) return ROUTE_STATS;
     return ROUTE_NONE;
 }
 
@@ -220,6 +216,8 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req 
                                  s->max_body_mb);
     }
     r->keep_body = true;
+    r->counted = true;
+    atomic_fetch_add(&s->scoring, 1);
     return MHD_YES;
 }
 
@@ -238,15 +236,17 @@ static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, 
         vlr_buf_free(&r->body);
         return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
     }
-    if (r->route == ROUTE_HEALTH || r->route == ROUTE_INFO) {
+    if (r->route != ROUTE_NONE) {
         if (!is_get(method))
             return respond_error(s, c, r, method, url, 405, "GET, HEAD", "%s takes GET, not %s", url, method);
         vlr_buf b = {0};
-        vlr_buf_puts(&b, r->route == ROUTE_HEALTH ? "{\"status\": \"ok\"}" : s->info_json);
+        if (r->route == ROUTE_HEALTH) vlr_buf_puts(&b, "{\"status\": \"ok\"}");
+        else if (r->route == ROUTE_INFO) vlr_buf_puts(&b, s->info_json);
+        else stats_json(s, &b);
         return respond(s, c, r, method, url, 200, &b, NULL, NULL);
     }
     return respond_error(s, c, r, method, url, 404, NULL,
-                         "no endpoint %s (there are POST /score, GET /health and GET /info)", url);
+                         "no endpoint %s (there are POST /score, GET /health, GET /info and GET /stats)", url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -281,6 +281,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     server *s = cls;
     conn_req *r = *con_cls;
     if (!r) return;
+    if (r->counted) atomic_fetch_sub(&s->scoring, 1);
     vlr_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
@@ -367,6 +368,8 @@ int cmd_serve(int argc, char **argv) {
     server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet};
     atomic_init(&s.stopping, false);
     atomic_init(&s.in_flight, 0);
+    atomic_init(&s.scoring, 0);
+    s.t_start = vlr_now();
     struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
     vlr_model *m = cli_load_model(&mo, "serve");
@@ -395,7 +398,7 @@ int cmd_serve(int argc, char **argv) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &s,
+    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, &s,
                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s,
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,

@@ -35,6 +35,7 @@ typedef struct serve_worker {
     serve_pool *pool;
     vlr_session *session;
     pthread_t thread;
+    uint64_t cache_hits, cache_misses; /* copied from the session after each job, under the lock */
 } serve_worker;
 
 struct serve_pool {
@@ -42,6 +43,7 @@ struct serve_pool {
     pthread_cond_t work;  /* signalled when a job is queued or stop is set */
     serve_job *head, *tail;
     bool stop;
+    uint64_t n_queued, n_busy, n_scored, n_failed, n_tokens; /* for serve_pool_stats */
     int n_workers, n_running;
     serve_worker *workers;
     const char *image_root;
@@ -68,9 +70,16 @@ static void *worker_main(void *arg) {
         serve_job *job = p->head;
         p->head = job->next;
         if (!p->head) p->tail = NULL;
+        p->n_queued--;
+        p->n_busy++;
         pthread_mutex_unlock(&p->lock);
         run_job(w->session, job);
+        uint64_t hits, misses;
+        vlr_session_vision_cache_stats(w->session, &hits, &misses);
         pthread_mutex_lock(&p->lock);
+        p->n_busy--;
+        w->cache_hits = hits;
+        w->cache_misses = misses;
         if (--job->group->pending == 0) pthread_cond_signal(&job->group->done);
     }
     pthread_mutex_unlock(&p->lock);
@@ -131,6 +140,22 @@ done:
     if (rc) serve_pool_stop(p);
     else *out = p;
     return rc;
+}
+
+void serve_pool_stats(serve_pool *p, serve_stats *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&p->lock);
+    out->workers = p->n_workers;
+    out->busy = p->n_busy;
+    out->queued = p->n_queued;
+    out->scored = p->n_scored;
+    out->failed = p->n_failed;
+    out->tokens = p->n_tokens;
+    for (int i = 0; i < p->n_workers; i++) {
+        out->cache_hits += p->workers[i].cache_hits;
+        out->cache_misses += p->workers[i].cache_misses;
+    }
+    pthread_mutex_unlock(&p->lock);
 }
 
 /* ---- image-path policy ----------------------------------------------------------------------- */
@@ -229,9 +254,18 @@ static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
         else p->head = &jobs[i];
         p->tail = &jobs[i];
         g.pending++;
+        p->n_queued++;
     }
     if (g.pending) pthread_cond_broadcast(&p->work);
     while (g.pending) pthread_cond_wait(&g.done, &p->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i].err.code) {
+            p->n_failed++;
+        } else {
+            p->n_scored++;
+            p->n_tokens += jobs[i].tokens;
+        }
+    }
     pthread_mutex_unlock(&p->lock);
     pthread_cond_destroy(&g.done);
 }

@@ -37,6 +37,18 @@ typedef struct serve_reply {
  * until its requests are scored. Thread-safe. out->body is owned by the caller. */
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out);
 
+/* Counters for GET /stats. */
+typedef struct serve_stats {
+    int workers;
+    uint64_t busy;          /* workers scoring now */
+    uint64_t queued;        /* requests waiting for a worker */
+    uint64_t scored;        /* requests answered with a score, since start */
+    uint64_t failed;        /* requests answered with an error (batch items included) */
+    uint64_t tokens;        /* tokens of the scored requests */
+    uint64_t cache_hits, cache_misses; /* vision cache, all workers */
+} serve_stats;
+void serve_pool_stats(serve_pool *p, serve_stats *out);
+
 /* The image-path policy: every local image source of req (a plain path or file://...) must stay,
  * read lexically, inside root: no absolute path elsewhere, no ".." that climbs above it. Remote
  * (http, https) and data: sources are not local reads and pass. Symbolic links under root are

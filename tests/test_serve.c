@@ -1,0 +1,659 @@
+/* test_serve.c: `vlreward serve` as an RL framework uses it. Starts $VLR_BUILD/vlreward serve (default
+ * build/) on a free loopback port, reads the port from its stderr, and talks to it with libcurl:
+ * single requests score as in expected.jsonl (2e-5) and bit for bit as the library in this process;
+ * a batch with broken items answers every item in order; 400/404/405/413/422; /health and /info
+ * (compared with `vlreward info --json`); /stats counters; concurrent clients; the image-root policy;
+ * the request log;
+ * SIGTERM during a request finishes it and exits 0.
+ *
+ * Nothing here can hang: every transfer has a timeout, every wait a deadline, and an alarm() kills
+ * the server and fails the test if all else fails. The server dies with this process
+ * (PR_SET_PDEATHSIG). */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "test.h"
+
+#define MODEL "tests/reference/models/tiny-a"
+#define ROOT "tests/reference"
+#define N_CASES 13
+
+static char bin[512], tmpdir[256], log_path[300];
+static volatile pid_t server_pid = -1;
+static int port;
+
+/* cases.jsonl lines, the expected scores, and the library's own scores (NAN until computed) */
+static char *case_line[N_CASES];
+static size_t case_len[N_CASES];
+static const char *case_id[N_CASES];
+static double expected[N_CASES], library[N_CASES];
+static vlr_json_doc *case_docs[N_CASES], *expected_docs[N_CASES];
+static char *cases_text, *expected_text;
+static vlr_session *session;
+
+static void on_alarm(int sig) {
+    (void)sig;
+    if (server_pid > 0) kill(server_pid, SIGKILL);
+    static const char msg[] = "FAIL test_serve: watchdog expired (a hung server or client)\n";
+    ssize_t unused = write(2, msg, sizeof msg - 1);
+    (void)unused;
+    _exit(1);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static char *read_log(void) {
+    char *text = NULL;
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file(log_path, 1 << 24, &text, &len, &e)) return strdup("");
+    return text;
+}
+
+/* ---- the server process ---------------------------------------------------------------------- */
+
+/* Starts the server with stderr to log_path; waits (bounded) for "listening on http://127.0.0.1:P". */
+static bool start_server(void) {
+    snprintf(log_path, sizeof log_path, "%s/serve.log", tmpdir);
+    pid_t pid = fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
+        char *argv[] = {bin, "serve", "--port", "0", "--model", MODEL, "--image-root", ROOT, "--workers", "2",
+                        "--threads", "1", "--max-body-mb", "1", NULL};
+        execv(bin, argv);
+        _exit(127);
+    }
+    server_pid = pid;
+    double deadline = vlr_now() + 60;
+    while (vlr_now() < deadline) {
+        char *log = read_log();
+        const char *at = strstr(log, "listening on http://127.0.0.1:");
+        if (at) port = atoi(at + strlen("listening on http://127.0.0.1:"));
+        free(log);
+        if (port > 0) return true;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            server_pid = -1;
+            return false;
+        }
+        sleep_ms(20);
+    }
+    return false;
+}
+
+/* Waits (bounded) for the server to exit; returns its exit status, or -1. */
+static int wait_server(double seconds) {
+    double deadline = vlr_now() + seconds;
+    while (vlr_now() < deadline) {
+        int st;
+        if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
+            server_pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+/* ---- HTTP with libcurl ----------------------------------------------------------------------- */
+
+typedef struct http_resp {
+    long status;     /* 0 when the transfer failed */
+    CURLcode curl;
+    vlr_buf body, headers;
+    char content_type[64];
+} http_resp;
+
+static size_t on_data(char *p, size_t size, size_t n, void *ud) {
+    vlr_buf_append(ud, p, size * n);
+    return size * n;
+}
+
+typedef struct upload {
+    const char *data;
+    size_t len, pos;
+    atomic_bool *sent; /* set when the last byte went out */
+} upload;
+
+static size_t on_read(char *dst, size_t size, size_t n, void *ud) {
+    upload *u = ud;
+    size_t k = size * n < u->len - u->pos ? size * n : u->len - u->pos;
+    memcpy(dst, u->data + u->pos, k);
+    u->pos += k;
+    if (u->pos == u->len && u->sent) atomic_store(u->sent, true);
+    return k;
+}
+
+/* One request. method "GET", "HEAD", "POST", "PUT"...; chunked sends the body without a length. */
+static void http(const char *method, const char *path, const char *body, size_t len, bool chunked,
+                 atomic_bool *sent, http_resp *out) {
+    memset(out, 0, sizeof *out);
+    CURL *h = curl_easy_init();
+    if (!h) return;
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *hdrs = NULL;
+    upload u = {body, len, 0, sent};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out->body);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &out->headers);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (body) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, &u);
+        if (chunked) hdrs = curl_slist_append(hdrs, "Transfer-Encoding: chunked");
+        else curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        if (strcmp(method, "POST") != 0) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    out->curl = curl_easy_perform(h);
+    if (out->curl == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->status);
+        char *ct = NULL;
+        curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+        snprintf(out->content_type, sizeof out->content_type, "%s", ct ? ct : "");
+    }
+    if (!out->body.data) vlr_buf_puts(&out->body, "");
+    if (!out->headers.data) vlr_buf_puts(&out->headers, "");
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+}
+
+static void post(const char *body, http_resp *out) { http("POST", "/score", body, strlen(body), false, NULL, out); }
+
+static void resp_free(http_resp *r) {
+    vlr_buf_free(&r->body);
+    vlr_buf_free(&r->headers);
+}
+
+static vlr_json_doc *parse_body(const http_resp *r) {
+    vlr_err e;
+    return vlr_json_parse(r->body.data, r->body.len, &e);
+}
+
+static const char *str_of(const vlr_json *v) { return vlr_json_is(v, VLR_JSON_STRING) ? v->str : ""; }
+
+/* ---- fixtures -------------------------------------------------------------------------------- */
+
+static int case_index(const char *id) {
+    for (int i = 0; i < N_CASES; i++)
+        if (case_id[i] && strcmp(case_id[i], id) == 0) return i;
+    return -1;
+}
+
+static bool load_cases(void) {
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file(ROOT "/cases.jsonl", 1 << 24, &cases_text, &len, &e) ||
+        vlr_read_file(ROOT "/expected.jsonl", 1 << 26, &expected_text, &len, &e))
+        return false;
+    char *c = cases_text, *x = expected_text;
+    for (int i = 0; i < N_CASES; i++) {
+        char *ce = strchr(c, '\n'), *xe = strchr(x, '\n');
+        if (!ce || !xe) return false;
+        case_line[i] = c;
+        case_len[i] = (size_t)(ce - c);
+        case_docs[i] = vlr_json_parse(c, case_len[i], &e);
+        expected_docs[i] = vlr_json_parse(x, (size_t)(xe - x), &e);
+        if (!case_docs[i] || !expected_docs[i]) return false;
+        case_id[i] = str_of(vlr_json_get(vlr_json_root(case_docs[i]), "id"));
+        expected[i] = vlr_json_get(vlr_json_root(expected_docs[i]), "score")->number;
+        library[i] = NAN;
+        c = ce + 1;
+        x = xe + 1;
+    }
+    return true;
+}
+
+/* The library's score of case i in this process (computed once). */
+static double library_score(int i) {
+    if (isnan(library[i])) {
+        double s = NAN;
+        vlr_status rc = vlr_score_json(session, case_line[i], case_len[i], ROOT, &s);
+        CHECK(rc == VLR_OK, "library scores %s: %s", case_id[i], vlr_session_errmsg(session));
+        library[i] = s;
+    }
+    return library[i];
+}
+
+static double library_score_json(const char *json) {
+    double s = NAN;
+    vlr_status rc = vlr_score_json(session, json, strlen(json), ROOT, &s);
+    CHECK(rc == VLR_OK, "library scores %s: %s", json, vlr_session_errmsg(session));
+    return s;
+}
+
+/* Checks {"id": <id of case i>, "score": S}: S within 2e-5 of the float64 reference and equal, bit for
+ * bit, to the library's score. */
+static void check_case_result(const vlr_json *obj, int i, const char *what) {
+    const vlr_json *score = vlr_json_get(obj, "score");
+    CHECK(strcmp(str_of(vlr_json_get(obj, "id")), case_id[i]) == 0, "%s: id %s", what, case_id[i]);
+    CHECK(vlr_json_is(score, VLR_JSON_NUMBER), "%s %s: no score (error: %s)", what, case_id[i],
+          str_of(vlr_json_get(obj, "error")));
+    if (!vlr_json_is(score, VLR_JSON_NUMBER)) return;
+    CHECK_NEAR(score->number, expected[i], 2e-5, case_id[i]);
+    double lib = library_score(i);
+    CHECK(memcmp(&score->number, &lib, sizeof lib) == 0, "%s %s: server %.17g, library %.17g (not bit-identical)",
+          what, case_id[i], score->number, lib);
+}
+
+/* ---- the tests ------------------------------------------------------------------------------- */
+
+static bool json_equal(const vlr_json *a, const vlr_json *b) {
+    if (!a || !b || a->type != b->type) return false;
+    switch (a->type) {
+    case VLR_JSON_NUMBER: return a->number == b->number;
+    case VLR_JSON_STRING: return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    case VLR_JSON_ARRAY:
+        if (a->len != b->len) return false;
+        for (size_t i = 0; i < a->len; i++)
+            if (!json_equal(&a->items[i], &b->items[i])) return false;
+        return true;
+    case VLR_JSON_OBJECT:
+        if (a->len != b->len) return false;
+        for (size_t i = 0; i < a->len; i++)
+            if (!json_equal(&a->items[i], vlr_json_get(b, a->items[i].key))) return false;
+        return true;
+    default: return true;
+    }
+}
+
+static void test_health_info(void) {
+    http_resp r;
+    http("GET", "/health", NULL, 0, false, NULL, &r);
+    CHECK(r.status == 200 && strcmp(r.body.data, "{\"status\": \"ok\"}\n") == 0, "/health: %ld %s", r.status, r.body.data);
+    CHECK(strcmp(r.content_type, "application/json") == 0, "/health content type '%s'", r.content_type);
+    resp_free(&r);
+    http("HEAD", "/health", NULL, 0, false, NULL, &r);
+    CHECK(r.status == 200 && r.body.len == 0, "HEAD /health: %ld", r.status);
+    resp_free(&r);
+
+    /* /info is `vlreward info --json` plus "version" */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --json 2>/dev/null", bin);
+    FILE *p = popen(cmd, "r");
+    vlr_buf cli = {0};
+    char chunk[4096];
+    size_t n;
+    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) vlr_buf_append(&cli, chunk, n);
+    int st = p ? pclose(p) : -1;
+    CHECK(st == 0 && cli.len > 0, "vlreward info --json ran (status %d)", st);
+    http("GET", "/info", NULL, 0, false, NULL, &r);
+    CHECK(r.status == 200, "/info status %ld", r.status);
+    vlr_err e;
+    vlr_json_doc *want = vlr_json_parse(cli.data ? cli.data : "", cli.len, &e), *got = parse_body(&r);
+    CHECK(want && got, "/info and info --json are JSON");
+    if (want && got) {
+        const vlr_json *w = vlr_json_root(want), *g = vlr_json_root(got);
+        CHECK(strcmp(str_of(vlr_json_get(g, "version")), VLR_VERSION) == 0, "/info version");
+        CHECK(g->len == w->len + 1, "/info has %zu keys, info --json %zu (+ version)", g->len, w->len);
+        for (size_t i = 0; i < w->len; i++)
+            CHECK(json_equal(&w->items[i], vlr_json_get(g, w->items[i].key)), "/info \"%s\" differs from info --json",
+                  w->items[i].key);
+    }
+    vlr_json_free(want);
+    vlr_json_free(got);
+    vlr_buf_free(&cli);
+    resp_free(&r);
+}
+
+static void test_single(void) {
+    const char *ids[] = {"tiny_upscale", "text_only_code", "tall_rocket", "system_rgba"};
+    for (size_t k = 0; k < 4; k++) {
+        int i = case_index(ids[k]);
+        CHECK(i >= 0, "case %s", ids[k]);
+        if (i < 0) continue;
+        http_resp r;
+        http("POST", "/score", case_line[i], case_len[i], false, NULL, &r);
+        CHECK(r.status == 200, "%s: status %ld: %s", ids[k], r.status, r.body.data);
+        CHECK(strcmp(r.content_type, "application/json") == 0, "content type '%s'", r.content_type);
+        vlr_json_doc *d = parse_body(&r);
+        CHECK(d && vlr_json_root(d)->len == 2, "%s: reply is {\"id\", \"score\"}: %s", ids[k], r.body.data);
+        if (d) check_case_result(vlr_json_root(d), i, "single");
+        vlr_json_free(d);
+        resp_free(&r);
+    }
+
+    /* The shorthand, a numeric id echoed as written, and the same body sent chunked. */
+    const char *shorthand = "{\"id\": 7, \"image\": \"images/tiny_30x20.png\", \"question\": \"What colours dominate?\", "
+                            "\"answer\": \"Red and green.\"}";
+    double lib = library_score_json(shorthand);
+    http_resp r;
+    http("POST", "/score", shorthand, strlen(shorthand), true, NULL, &r);
+    vlr_json_doc *d = parse_body(&r);
+    const vlr_json *score = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+    CHECK(r.status == 200 && d && strstr(r.body.data, "{\"id\": 7, \"score\": ") == r.body.data && score &&
+              score->number == lib,
+          "shorthand, chunked: %ld %s (library %.17g)", r.status, r.body.data, lib);
+    vlr_json_free(d);
+    resp_free(&r);
+
+    /* A single request without an id echoes null. */
+    post("{\"question\": \"Hi?\", \"answer\": \"Hello.\"}", &r);
+    CHECK(r.status == 200 && strstr(r.body.data, "{\"id\": null, \"score\": ") == r.body.data, "no id: %s", r.body.data);
+    resp_free(&r);
+}
+
+static void test_batch(void) {
+    int a = case_index("tiny_upscale"), b = case_index("text_only_code");
+    char inside[PATH_MAX + 200], real[PATH_MAX];
+    CHECK(realpath(ROOT "/images/tiny_30x20.png", real) != NULL, "realpath");
+    /* an absolute path under the image root is allowed */
+    snprintf(inside, sizeof inside,
+             "{\"id\": \"abs\", \"image\": \"%s\", \"question\": \"What colours dominate?\", \"answer\": \"Red and green.\"}",
+             real);
+    vlr_buf body = {0};
+    vlr_buf_puts(&body, "{\"requests\": [");
+    vlr_buf_append(&body, case_line[a], case_len[a]);
+    vlr_buf_puts(&body, ", {\"id\": \"broken\", \"messages\": []}, 42, "
+                        "{\"id\": \"escape\", \"image\": \"../reference/images/demo.jpg\", \"question\": \"q\", \"answer\": \"a\"}, ");
+    vlr_buf_puts(&body, inside);
+    vlr_buf_puts(&body, ", {\"id\": \"etc\", \"image\": \"file:///etc/hostname\", \"question\": \"q\", \"answer\": \"a\"}, ");
+    vlr_buf_append(&body, case_line[b], case_len[b]);
+    vlr_buf_puts(&body, "]}");
+    http_resp r;
+    post(body.data, &r);
+    CHECK(r.status == 200, "batch status %ld: %s", r.status, r.body.data);
+    vlr_json_doc *d = parse_body(&r);
+    const vlr_json *res = d ? vlr_json_get(vlr_json_root(d), "results") : NULL;
+    CHECK(vlr_json_is(res, VLR_JSON_ARRAY) && res->len == 7, "batch: 7 results in order: %s", r.body.data);
+    if (vlr_json_is(res, VLR_JSON_ARRAY) && res->len == 7) {
+        check_case_result(&res->items[0], a, "batch");
+        CHECK(strcmp(str_of(vlr_json_get(&res->items[1], "id")), "broken") == 0 &&
+                  strstr(str_of(vlr_json_get(&res->items[1], "error")), "empty conversation"),
+              "broken item: error with its id");
+        int64_t id = -1;
+        CHECK(vlr_json_int(vlr_json_get(&res->items[2], "id"), &id) && id == 2 &&
+                  strstr(str_of(vlr_json_get(&res->items[2], "error")), "expected a JSON object"),
+              "a non-object item: its index as id, and an error");
+        CHECK(strstr(str_of(vlr_json_get(&res->items[3], "error")), "outside the image root"), "\"..\" escaping the root refused");
+        const vlr_json *s = vlr_json_get(&res->items[4], "score");
+        CHECK(s && s->number == library_score_json(inside), "absolute path under the root: %s",
+              str_of(vlr_json_get(&res->items[4], "error")));
+        CHECK(strstr(str_of(vlr_json_get(&res->items[5], "error")), "outside the image root"), "file:///etc refused");
+        check_case_result(&res->items[6], b, "batch");
+    }
+    vlr_json_free(d);
+    resp_free(&r);
+    vlr_buf_free(&body);
+
+    post("{\"requests\": []}", &r);
+    CHECK(r.status == 200 && strcmp(r.body.data, "{\"results\": []}\n") == 0, "empty batch: %s", r.body.data);
+    resp_free(&r);
+}
+
+/* status, and a fragment the body must contain */
+static void expect(const char *method, const char *path, const char *body, int status, const char *fragment) {
+    http_resp r;
+    http(method, path, body, body ? strlen(body) : 0, false, NULL, &r);
+    CHECK(r.status == status && strstr(r.body.data, fragment) != NULL, "%s %s %.60s: want %d with '%s', got %ld %s",
+          method, path, body ? body : "", status, fragment, r.status, r.body.data);
+    CHECK(strcmp(r.content_type, "application/json") == 0, "%s %s: content type '%s'", method, path, r.content_type);
+    resp_free(&r);
+}
+
+static void test_errors(void) {
+    expect("POST", "/score", "{\"id\": 1,\n \"messages\": [", 400, "invalid JSON: line 2, column");
+    expect("POST", "/score", "[1, 2]", 400, "expected a request object");
+    expect("POST", "/score", "{\"requests\": 5}", 400, "requests: expected a list");
+    expect("POST", "/score", "", 400, "empty body");
+    expect("GET", "/nope", NULL, 404, "no endpoint /nope");
+    expect("POST", "/", "{}", 404, "no endpoint /");
+    expect("GET", "/score", NULL, 405, "/score takes POST");
+    expect("PUT", "/score", "{}", 405, "/score takes POST");
+    expect("POST", "/health", "{}", 405, "/health takes GET");
+    expect("DELETE", "/info", NULL, 405, "/info takes GET");
+    http_resp r;
+    http("GET", "/score", NULL, 0, false, NULL, &r);
+    CHECK(strstr(r.headers.data, "Allow: POST") != NULL, "405 names the allowed method: %s", r.headers.data);
+    resp_free(&r);
+
+    expect("POST", "/score", "{\"id\": \"missing\", \"image\": \"images/no-such.png\", \"question\": \"q\", \"answer\": \"a\"}",
+           422, "{\"id\": \"missing\", \"error\": ");
+    expect("POST", "/score", "{\"id\": \"missing\", \"image\": \"images/no-such.png\", \"question\": \"q\", \"answer\": \"a\"}",
+           422, "no-such.png");
+    expect("POST", "/score", "{\"id\": 3, \"image\": \"/etc/hostname\", \"question\": \"q\", \"answer\": \"a\"}", 422,
+           "outside the image root");
+    expect("POST", "/score", "{\"id\": 4, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 422,
+           "must be the assistant turn");
+
+    /* 413: the server runs with --max-body-mb 1; with a Content-Length and chunked (no length) */
+    size_t big = (1u << 20) + 4096;
+    char *huge = malloc(big + 1);
+    CHECK(huge != NULL, "malloc");
+    if (!huge) return;
+    memset(huge, ' ', big);
+    huge[0] = '{';
+    huge[big - 1] = '}';
+    huge[big] = '\0';
+    http("POST", "/score", huge, big, false, NULL, &r);
+    CHECK(r.status == 413 && strstr(r.body.data, "1 MiB cap"), "413 with Content-Length: %ld %s", r.status, r.body.data);
+    resp_free(&r);
+    http("POST", "/score", huge, big, true, NULL, &r);
+    CHECK(r.status == 413 && strstr(r.body.data, "1 MiB cap"), "413 chunked: %ld %s", r.status, r.body.data);
+    resp_free(&r);
+    /* just under the cap is read (and is an empty object: nothing to score) */
+    huge[(1u << 20) - 1] = '}';
+    huge[(1u << 20) - 1 + 1] = '\0';
+    http("POST", "/score", huge, 1u << 20, false, NULL, &r);
+    CHECK(r.status == 422 && strstr(r.body.data, "nothing to score"), "1 MiB body: %ld %s", r.status, r.body.data);
+    resp_free(&r);
+    free(huge);
+    expect("GET", "/health", NULL, 200, "ok"); /* still serving */
+}
+
+typedef struct client {
+    int cases[2];
+    int ok;
+} client;
+
+static void *client_main(void *arg) {
+    client *c = arg;
+    for (int k = 0; k < 2; k++) {
+        int i = c->cases[k];
+        http_resp r;
+        http("POST", "/score", case_line[i], case_len[i], false, NULL, &r);
+        vlr_json_doc *d = r.status == 200 ? parse_body(&r) : NULL;
+        const vlr_json *s = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+        /* library[] was filled before the threads started: read-only here */
+        if (s && strcmp(str_of(vlr_json_get(vlr_json_root(d), "id")), case_id[i]) == 0 && s->number == library[i]) c->ok++;
+        vlr_json_free(d);
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void) {
+    int picks[4] = {case_index("tiny_upscale"), case_index("text_only_code"), case_index("tall_rocket"),
+                    case_index("system_rgba")};
+    for (int k = 0; k < 4; k++) library_score(picks[k]);
+    client clients[4];
+    pthread_t threads[4];
+    for (int t = 0; t < 4; t++) {
+        clients[t] = (client){{picks[t], picks[(t + 1) % 4]}, 0};
+        CHECK(pthread_create(&threads[t], NULL, client_main, &clients[t]) == 0, "thread %d", t);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK(clients[t].ok == 2, "concurrent client %d: %d of 2 replies bit-identical to the library", t, clients[t].ok);
+    }
+}
+
+static void test_stats(void) {
+    http_resp r;
+    http("GET", "/stats", NULL, 0, false, NULL, &r);
+    vlr_json_doc *d = parse_body(&r);
+    CHECK(r.status == 200 && d, "/stats: %ld %s", r.status, r.body.data);
+    if (d) {
+        const vlr_json *o = vlr_json_root(d);
+        int64_t workers = 0, busy = -1, queued = -1, in_flight = -1, scored = 0, failed = 0, tokens = 0, hits = -1, misses = -1;
+        CHECK(vlr_json_int(vlr_json_get(o, "workers"), &workers) && workers == 2, "/stats workers");
+        CHECK(vlr_json_int(vlr_json_get(o, "busy_workers"), &busy) && busy == 0, "/stats busy_workers %lld", (long long)busy);
+        CHECK(vlr_json_int(vlr_json_get(o, "queued"), &queued) && queued == 0, "/stats queued");
+        CHECK(vlr_json_int(vlr_json_get(o, "in_flight"), &in_flight) && in_flight == 0, "/stats in_flight %lld: %s", (long long)in_flight, r.body.data);
+        /* so far: 4 + 2 single, 3 of 7 in the batch, 8 concurrent scored; 4 batch items, 5 singles failed
+         * (the empty batch scores nothing; 400/413 bodies never reach the pool) */
+        CHECK(vlr_json_int(vlr_json_get(o, "scored"), &scored) && scored == 17, "/stats scored %lld", (long long)scored);
+        CHECK(vlr_json_int(vlr_json_get(o, "failed"), &failed) && failed == 9, "/stats failed %lld", (long long)failed);
+        CHECK(vlr_json_int(vlr_json_get(o, "tokens"), &tokens) && tokens > 0, "/stats tokens");
+        CHECK(vlr_json_int(vlr_json_get(o, "vision_cache_hits"), &hits) && vlr_json_int(vlr_json_get(o, "vision_cache_misses"), &misses) &&
+                  hits >= 0 && misses > 0,
+              "/stats vision cache");
+        CHECK(vlr_json_is(vlr_json_get(o, "uptime_s"), VLR_JSON_NUMBER), "/stats uptime_s");
+    }
+    vlr_json_free(d);
+    resp_free(&r);
+}
+
+static void test_log(void) {
+    char *log = read_log();
+    CHECK(strstr(log, "POST /score 200 ") && strstr(log, " tokens\n"), "request log lines: %s", log);
+    CHECK(strstr(log, "GET /health 200 ") != NULL, "GET logged");
+    CHECK(strstr(log, "POST /score 413 ") != NULL, "413 logged");
+    CHECK(strstr(log, "(batch of 7)") != NULL, "batch size logged");
+    free(log);
+}
+
+typedef struct shutdown_client {
+    vlr_buf body;
+    atomic_bool sent;
+    http_resp r;
+} shutdown_client;
+
+static void *shutdown_main(void *arg) {
+    shutdown_client *c = arg;
+    http("POST", "/score", c->body.data, c->body.len, false, &c->sent, &c->r);
+    return NULL;
+}
+
+/* SIGTERM while a batch of every case is being scored: the batch is answered in full, the
+ * server exits 0, and the port is closed. */
+static void test_sigterm(void) {
+    shutdown_client c = {0};
+    atomic_init(&c.sent, false);
+    vlr_buf_puts(&c.body, "{\"requests\": [");
+    for (int i = 0; i < N_CASES; i++) {
+        if (i) vlr_buf_puts(&c.body, ", ");
+        vlr_buf_append(&c.body, case_line[i], case_len[i]);
+    }
+    vlr_buf_puts(&c.body, "]}");
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, shutdown_main, &c) == 0, "client thread");
+    /* wait until the server has the request (GET /stats counts it in in_flight) */
+    double deadline = vlr_now() + 30;
+    bool under_way = false;
+    while (!under_way && vlr_now() < deadline) {
+        http_resp r;
+        http("GET", "/stats", NULL, 0, false, NULL, &r);
+        vlr_json_doc *d = parse_body(&r);
+        int64_t n = 0;
+        under_way = d && vlr_json_int(vlr_json_get(vlr_json_root(d), "in_flight"), &n) && n == 1;
+        vlr_json_free(d);
+        resp_free(&r);
+        if (!under_way) sleep_ms(2);
+    }
+    CHECK(under_way, "GET /stats shows the batch in flight");
+    kill(server_pid, SIGTERM);
+    pthread_join(t, NULL);
+    CHECK(c.r.status == 200, "the batch under way at SIGTERM is answered: %ld (curl %d)", c.r.status, (int)c.r.curl);
+    CHECK(strstr(c.r.headers.data, "Connection: close") != NULL, "... with Connection: close");
+    vlr_json_doc *d = parse_body(&c.r);
+    const vlr_json *res = d ? vlr_json_get(vlr_json_root(d), "results") : NULL;
+    CHECK(vlr_json_is(res, VLR_JSON_ARRAY) && res->len == N_CASES, "all %d results", N_CASES);
+    for (size_t i = 0; vlr_json_is(res, VLR_JSON_ARRAY) && i < res->len && i < N_CASES; i++) {
+        const vlr_json *s = vlr_json_get(&res->items[i], "score");
+        CHECK(s && fabs(s->number - expected[i]) <= 2e-5, "shutdown batch %s: %s", case_id[i],
+              s ? "off" : str_of(vlr_json_get(&res->items[i], "error")));
+    }
+    vlr_json_free(d);
+    resp_free(&c.r);
+    vlr_buf_free(&c.body);
+    int st = wait_server(30);
+    char *log = read_log();
+    CHECK(st == 0, "exit status after SIGTERM: %d; log:\n%s", st, log);
+    CHECK(strstr(log, "finishing ") != NULL && strstr(log, "finishing 0 requests") == NULL,
+          "the request was under way at SIGTERM");
+    free(log);
+    http_resp r;
+    http("GET", "/health", NULL, 0, false, NULL, &r);
+    CHECK(r.curl == CURLE_COULDNT_CONNECT, "the port is closed after shutdown (curl %d)", (int)r.curl);
+    resp_free(&r);
+}
+
+int main(void) {
+    const char *build = getenv("VLR_BUILD");
+    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlr_test_serve_XXXXXX");
+    CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
+    signal(SIGALRM, on_alarm);
+    alarm(240); /* far above the few seconds a run takes, also under ASan */
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    CHECK(load_cases(), "read cases.jsonl / expected.jsonl");
+    char err[VLR_ERR_MSG_CAP];
+    vlr_params params = vlr_default_params();
+    params.n_threads = 1;
+    vlr_model *model = NULL;
+    CHECK(vlr_model_load(MODEL, &params, &model, err, sizeof err) == VLR_OK, "load: %s", err);
+    CHECK(model && vlr_session_init(model, &session) == VLR_OK, "session");
+    bool up = session && start_server();
+    CHECK(up, "server started and printed its port (log %s)", log_path);
+    if (up) {
+        test_health_info();
+        test_single();
+        test_batch();
+        test_errors();
+        test_concurrent();
+        test_stats();
+        test_log();
+        test_sigterm();
+    }
+    if (server_pid > 0) {
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+    }
+    vlr_session_free(session);
+    vlr_model_free(model);
+    for (int i = 0; i < N_CASES; i++) {
+        vlr_json_free(case_docs[i]);
+        vlr_json_free(expected_docs[i]);
+    }
+    free(cases_text);
+    free(expected_text);
+    curl_global_cleanup();
+    if (test_failed) {
+        fprintf(stderr, "the server's stderr is kept in %s\n", log_path);
+    } else {
+        unlink(log_path);
+        rmdir(tmpdir);
+    }
+    return test_report();
+}
