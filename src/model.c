@@ -205,6 +205,19 @@ void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64
     vlr_vision_cache_stats(s ? s->vision_cache : NULL, hits, misses);
 }
 
+uint64_t vlr_plan_request_bytes(const vlr_config *cfg, uint64_t weight_bytes, size_t n_tokens,
+                                const vlr_grid_thw *images, size_t n_images) {
+    const uint64_t D = (uint64_t)cfg->text.hidden_size;
+    uint64_t vision_rows = 0, vision_scratch = 0;
+    for (size_t i = 0; i < n_images; i++) {
+        vision_rows += vlr_vision_n_tokens(cfg, images[i]);
+        uint64_t b = vlr_vision_scratch_bytes(cfg, images[i]);
+        if (b > vision_scratch) vision_scratch = b;
+    }
+    return weight_bytes + vlr_text_kv_bytes(cfg, n_tokens) + vlr_text_scratch_bytes(cfg, 0) +
+           n_tokens * D * sizeof(float) + vision_rows * D * sizeof(float) + vision_scratch;
+}
+
 /* ---- preparation --------------------------------------------------------------------------- */
 
 void vlr_prepared_free(vlr_prepared *p) {

@@ -9,6 +9,7 @@
 #include "image.h"
 #include "kernels/kernels.h"
 #include "request.h"
+#include "rope.h"
 #include "tokenizer.h"
 #include "trace.h"
 #include "weights.h"
@@ -40,6 +41,13 @@ void vlr_prepared_free(vlr_prepared *p);
 
 /* Chat template, images, tokenization, placeholder expansion, M-RoPE positions. */
 vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out);
+
+/* Memory plan of one request: the mapped weights (weight_bytes, all touched at worst), the KV cache
+ * and decoder scratch for n_tokens, the input embeddings, the vision rows of the images and the
+ * largest vision-tower working set. Peak RSS of scoring stays within it plus the tokenizer and the
+ * program itself (tests/test_score.c checks it on tiny-a; README states it for 7B). */
+uint64_t vlr_plan_request_bytes(const vlr_config *cfg, uint64_t weight_bytes, size_t n_tokens,
+                                const vlr_grid_thw *images, size_t n_images);
 
 /* The session's error record (for the CLI, which reports per-line errors). */
 const vlr_err *vlr_session_err(const vlr_session *s);

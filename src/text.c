@@ -45,6 +45,21 @@ static float load_elem(const vlr_tensor *t, size_t i) {
     return 0.0f;
 }
 
+/* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin [chunk, hd] */
+size_t vlr_text_scratch_bytes(const vlr_config *cfg, int chunk) {
+    const vlr_text_config *tc = &cfg->text;
+    size_t rows = (size_t)(chunk > 0 ? chunk : VLR_TEXT_DEFAULT_CHUNK), total;
+    size_t per_row = 2 * (size_t)tc->hidden_size + 2 * (size_t)tc->num_heads * tc->head_dim +
+                     2 * (size_t)tc->intermediate_size + 2 * (size_t)tc->head_dim;
+    if (!vlr_mul_ok(per_row, rows, &total) || !vlr_mul_ok(total, sizeof(float), &total)) return 0;
+    return total;
+}
+
+size_t vlr_text_kv_bytes(const vlr_config *cfg, size_t n_tokens) {
+    const vlr_text_config *tc = &cfg->text;
+    return 2 * (size_t)tc->num_layers * n_tokens * (size_t)tc->num_kv_heads * tc->head_dim * sizeof(float);
+}
+
 void vlr_text_state_free(vlr_text_state *st) {
     if (!st) return;
     for (int l = 0; st->k_cache && l < st->layers; l++) free(st->k_cache[l]);
@@ -88,10 +103,9 @@ vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
     if (st->max_tokens == 0 || st->max_tokens > INT32_MAX) st->max_tokens = INT32_MAX;
     st->chunk = (size_t)(chunk > 0 ? chunk : VLR_TEXT_DEFAULT_CHUNK);
 
-    /* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin */
     const size_t qd = (size_t)st->heads * st->hd;
-    size_t per_row = 2 * (size_t)st->d + 2 * qd + 2 * (size_t)st->f + 2 * (size_t)st->hd, total;
-    if (!vlr_mul_ok(per_row, st->chunk, &total) || !vlr_mul_ok(total, sizeof(float), &total)) {
+    size_t total = vlr_text_scratch_bytes(cfg, (int)st->chunk);
+    if (!total) {
         rc = vlr_fail(e, VLR_ERR_LIMIT, "text: chunk of %zu tokens is too large", st->chunk);
         goto done;
     }

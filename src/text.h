@@ -22,6 +22,11 @@
 
 typedef struct vlr_text_state vlr_text_state;
 
+/* Memory plan: the chunk scratch a state allocates (0 on overflow), and the fp32 K and V cache of
+ * n_tokens tokens over all layers. */
+size_t vlr_text_scratch_bytes(const vlr_config *cfg, int chunk);
+size_t vlr_text_kv_bytes(const vlr_config *cfg, size_t n_tokens);
+
 /* max_tokens: the cache capacity limit (<= 0: the model's max_position_embeddings);
  * chunk: tokens per decoder pass (<= 0: VLR_TEXT_DEFAULT_CHUNK). The cache itself is allocated on
  * demand by prefill. cfg, w and k must outlive the state. */

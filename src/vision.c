@@ -158,6 +158,25 @@ static void vision_rotary_tables(const vision_ctx *c, vlr_grid_thw g, int merge,
 /* Checked running sum of float counts; false on overflow. */
 static bool sizes_add(size_t *total, size_t n) { return vlr_add_ok(*total, n, total); }
 
+/* One arena per forward: x, xn [N, C]; qkv [N, 3C]; att [N, max(C, D/unit)]; gate, up
+ * [min(N, VISION_MLP_ROWS), I]; cos, sin [N, hd]. 0 when the sizes overflow. */
+size_t vlr_vision_scratch_bytes(const vlr_config *cfg, vlr_grid_thw g) {
+    const vlr_vision_config *vc = &cfg->vision;
+    size_t n_patches, tmp, nc, n3c, n_att, n_mlp, n_rot, total = 0;
+    if (g.t <= 0 || g.h <= 0 || g.w <= 0) return 0;
+    if (!vlr_mul_ok((size_t)g.t, (size_t)g.h, &tmp) || !vlr_mul_ok(tmp, (size_t)g.w, &n_patches)) return 0;
+    const size_t mlp_rows = n_patches < VISION_MLP_ROWS ? n_patches : VISION_MLP_ROWS;
+    bool ok = vlr_mul_ok(n_patches, (size_t)vc->hidden_size, &nc) && vlr_mul_ok(nc, 3, &n3c) &&
+              vlr_mul_ok(vlr_vision_n_tokens(cfg, g), (size_t)vc->out_hidden_size, &n_att) &&
+              vlr_mul_ok(mlp_rows, (size_t)vc->intermediate_size, &n_mlp) &&
+              vlr_mul_ok(n_patches, (size_t)vc->head_dim, &n_rot);
+    if (ok && n_att < nc) n_att = nc;
+    ok = ok && sizes_add(&total, nc) && sizes_add(&total, nc) && sizes_add(&total, n3c) &&
+         sizes_add(&total, n_att) && sizes_add(&total, n_mlp) && sizes_add(&total, n_mlp) &&
+         sizes_add(&total, n_rot) && sizes_add(&total, n_rot) && vlr_mul_ok(total, sizeof(float), &tmp);
+    return ok ? tmp : 0;
+}
+
 /* Checks the dimensions, allocates every buffer of one forward and computes the window layout. */
 static vlr_status vision_setup(vision_ctx *c, const vlr_config *cfg, const vlr_vision_weights *w,
                                vlr_grid_thw g, vlr_err *e) {
@@ -187,19 +206,13 @@ static vlr_status vision_setup(vision_ctx *c, const vlr_config *cfg, const vlr_v
     c->unit = (size_t)m * m;
     c->n_tokens = vlr_vision_n_tokens(cfg, g);
 
-    /* one arena: x, xn [N, C]; qkv [N, 3C]; att [N, max(C, D/unit)]; gate, up; cos, sin [N, hd] */
+    size_t total = vlr_vision_scratch_bytes(cfg, g) / sizeof(float);
+    if (!total) return vlr_fail(e, VLR_ERR_LIMIT, "vision: grid %dx%dx%d is too large", g.t, g.h, g.w);
+    const size_t nc = n_patches * (size_t)C, n3c = 3 * nc, n_rot = n_patches * (size_t)c->hd;
     const size_t mlp_rows = c->n < VISION_MLP_ROWS ? (size_t)c->n : VISION_MLP_ROWS;
-    size_t nc, n3c, n_att, n_mlp, n_rot, total = 0;
-    bool ok = vlr_mul_ok(n_patches, (size_t)C, &nc) && vlr_mul_ok(nc, 3, &n3c) &&
-              vlr_mul_ok(c->n_tokens, (size_t)D, &n_att) &&
-              vlr_mul_ok(mlp_rows, (size_t)c->inter, &n_mlp) &&
-              vlr_mul_ok(n_patches, (size_t)c->hd, &n_rot);
-    if (ok && n_att < nc) n_att = nc;
-    ok = ok && sizes_add(&total, nc) && sizes_add(&total, nc) && sizes_add(&total, n3c) &&
-         sizes_add(&total, n_att) && sizes_add(&total, n_mlp) && sizes_add(&total, n_mlp) &&
-         sizes_add(&total, n_rot) && sizes_add(&total, n_rot) &&
-         vlr_mul_ok(total, sizeof(float), &tmp);
-    if (!ok) return vlr_fail(e, VLR_ERR_LIMIT, "vision: grid %dx%dx%d is too large", g.t, g.h, g.w);
+    const size_t n_mlp = mlp_rows * (size_t)c->inter;
+    size_t n_att = c->n_tokens * (size_t)D;
+    if (n_att < nc) n_att = nc;
     c->x = vlr_malloc(total * sizeof(float), e);
     c->window_index = vlr_malloc(c->n_tokens * sizeof *c->window_index, e);
     c->cu_window = vlr_malloc((vlr_vision_max_windows(cfg, g) + 1) * sizeof *c->cu_window, e);

@@ -22,6 +22,9 @@ size_t vlr_vision_n_tokens(const vlr_config *cfg, vlr_grid_thw grid);
  * t * ceil(lh/win) * ceil(lw/win) with lh, lw the merged grid and win = window_size/patch/merge. */
 size_t vlr_vision_max_windows(const vlr_config *cfg, vlr_grid_thw grid);
 
+/* Bytes of the working memory one vlr_vision_forward allocates for this grid (0 on overflow). */
+size_t vlr_vision_scratch_bytes(const vlr_config *cfg, vlr_grid_thw grid);
+
 /* The window layout of one image (upstream get_window_index): window_index [n_tokens] is the
  * permutation that puts merged tokens in window order (windows of win x win merged tokens tiled from
  * the top-left of each frame, partial at the right / bottom edges, in raster order; tokens in raster

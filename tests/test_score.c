@@ -4,6 +4,7 @@
  * diff < 2e-5). Then determinism: 1 vs 2 threads, and a request alone vs after others in a session,
  * must give bit-identical scores. */
 #include <math.h>
+#include <stdio.h>
 
 #include "json.h"
 #include "model.h"
@@ -65,6 +66,66 @@ static void check_prepared(const char *id, const vlr_prepared *p, const vlr_json
     CHECK(vlr_json_int(vlr_json_get(exp, "rope_delta"), &delta) && delta == p->rope_delta, "%s: rope_delta %d", id, p->rope_delta);
 }
 
+static size_t rss_now(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    if (f) fclose(f);
+    return (size_t)resident * 4096;
+}
+
+/* VmHWM (peak resident set) of this process, after an optional reset through clear_refs. */
+static size_t rss_peak(void) {
+    char line[256];
+    size_t kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+static bool rss_peak_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+static vlr_model *load(int threads);
+
+/* Peak RSS of scoring the largest case (large_retina) stays within the memory plan plus a small
+ * allowance for allocator slack. Skipped under AddressSanitizer, whose shadow memory is not ours. */
+static void check_memory_plan(const char *cases_text) {
+#if defined(__SANITIZE_ADDRESS__)
+    (void)cases_text;
+#else
+    vlr_model *m = load(1);
+    vlr_session *s;
+    if (!m || vlr_session_init(m, &s) != VLR_OK) return;
+    const char *line = strstr(cases_text, "{\"id\": \"large_retina\"");
+    const char *end = line ? strchr(line, '\n') : NULL;
+    size_t base = rss_now();
+    if (!rss_peak_reset() || rss_peak() > base + (1u << 20)) {
+        printf("memory: cannot reset the peak RSS here; plan not checked\n");
+    } else {
+        double score;
+        CHECK(line && vlr_score_json(s, line, end ? (size_t)(end - line) : strlen(line), "tests/reference", &score) == VLR_OK,
+              "large_retina: %s", vlr_session_errmsg(s));
+        vlr_grid_thw grid = {1, 50, 72};
+        size_t n = vlr_session_last_n_tokens(s);
+        uint64_t plan = vlr_plan_request_bytes(&m->cfg, m->weights.bytes, n, &grid, 1);
+        size_t peak = rss_peak(), allowance = 16u << 20;
+        CHECK(peak <= base + plan + allowance, "peak RSS %zu > %zu at start + plan %llu + %zu", peak, base,
+              (unsigned long long)plan, allowance);
+        printf("memory: plan %.1f MB for %zu tokens (weights %.1f MB); peak RSS grew %.1f MB over %.1f MB at start\n",
+               plan / 1e6, n, m->weights.bytes / 1e6, peak > base ? (peak - base) / 1e6 : 0.0, base / 1e6);
+    }
+    vlr_session_free(s);
+    vlr_model_free(m);
+#endif
+}
+
 static vlr_model *load(int threads) {
     vlr_params params = vlr_default_params();
     params.n_threads = threads;
@@ -84,6 +145,7 @@ int main(void) {
         CHECK(0, "%s", e.msg);
         return test_report();
     }
+    check_memory_plan(cases_text);
     vlr_model *m1 = load(1), *m2 = load(2);
     if (!m1 || !m2) return test_report();
     vlr_session *s1, *s2, *fresh;
