@@ -84,12 +84,36 @@ test-asan:
 clean:
 	rm -rf build build-asan build-fuzz
 
-# libFuzzer targets (clang): decoder + conversion of hostile image bytes, safetensors headers.
-FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
+# libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,
+# JSON text, safetensors headers, request lines through the chat template, tokenizer text and ids.
+# `make fuzz` builds every target and runs each for FUZZ_SECONDS (default 120) from the repository
+# root; corpora grow in build-fuzz/corpus_<name> from the seeds in tests/fuzz/corpus_<name>, and a
+# crashing input is written to build-fuzz/ (replay: build-fuzz/fuzz_<name> FILE).
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
+FUZZ_TARGETS := image json safetensors request tokenizer
+FUZZ_SECONDS ?= 120
 build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/common.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fopenmp $(filter %.c,$^) $(shell pkg-config --cflags --libs libjpeg libpng libwebp libcurl) -lm -o $@
+build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c src/json.c src/common.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
+build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/weights.c src/json.c src/common.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
+build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c src/request.c src/chat.c src/json.c src/common.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
+build-fuzz/fuzz_tokenizer: tests/fuzz/fuzz_tokenizer.c src/tokenizer.c src/pretokenize.c src/json.c src/common.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(filter %.c,$^) $(shell pkg-config --cflags --libs libutf8proc) -lm -o $@
 
-fuzz: build-fuzz/fuzz_image
-	mkdir -p build-fuzz/corpus_image
-	build-fuzz/fuzz_image -max_total_time=$${FUZZ_SECONDS:-120} build-fuzz/corpus_image tests/fuzz/corpus_image
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus_$$t; \
+	    echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	    build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ \
+	        build-fuzz/corpus_$$t tests/fuzz/corpus_$$t 2> build-fuzz/fuzz_$$t.log || \
+	        { tail -n 60 build-fuzz/fuzz_$$t.log; echo "fuzz_$$t: FINDING (log: build-fuzz/fuzz_$$t.log)"; exit 1; }; \
+	    grep -h '^Done' build-fuzz/fuzz_$$t.log; \
+	done

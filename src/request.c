@@ -15,7 +15,8 @@ void vlr_request_id_json(const vlr_json *obj, size_t line_no, vlr_buf *out) {
 }
 
 static bool is_role(const vlr_json *v) {
-    if (!vlr_json_is(v, VLR_JSON_STRING)) return false;
+    /* Whole-string match: "user\u0000x" is not "user" (the template would render all of it). */
+    if (!vlr_json_is(v, VLR_JSON_STRING) || strlen(v->str) != v->len) return false;
     return strcmp(v->str, "system") == 0 || strcmp(v->str, "user") == 0 ||
            strcmp(v->str, "assistant") == 0;
 }
@@ -125,6 +126,8 @@ static vlr_status parse_messages(const vlr_json *messages, vlr_parsed_request *r
             return vlr_fail(e, VLR_ERR_INPUT, "%s: expected an object, found %s", path, vlr_json_type_name(m));
         const vlr_json *role = vlr_json_get(m, "role");
         if (!is_role(role)) {
+            if (vlr_json_is(role, VLR_JSON_STRING) && strlen(role->str) != role->len)
+                return vlr_fail(e, VLR_ERR_INPUT, "%s.role: NUL byte inside the role", path);
             if (vlr_json_is(role, VLR_JSON_STRING))
                 return vlr_fail(e, VLR_ERR_INPUT, "%s.role: unknown role \"%s\" (expected system, user or assistant)",
                                 path, role->str);

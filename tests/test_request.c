@@ -129,5 +129,29 @@ int main(void) {
     expect_request_error("{\"id\": \"broken\", ", "invalid JSON", "7");
     expect_request_error("{\"question\": \"\xff\", \"answer\": \"a\"}", "invalid UTF-8", "7");
     expect_request_error("{\"id\": [1], \"question\": \"q\", \"answer\": \"a\"}", "id: expected a string or a number", "7");
+
+    /* Fuzz finding (fuzz_request): a role with a NUL byte ("user\u0000x") was read as "user" and
+     * rendered as "<|im_start|>user", where the chat template renders the whole string. */
+    expect_request_error("{\"messages\": [{\"role\": \"user\\u0000x\", \"content\": \"hi\"}, "
+                         "{\"role\": \"assistant\", \"content\": \"A\"}]}",
+                         "messages[0].role: NUL byte", "7");
+    expect_request_error("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, "
+                         "{\"role\": \"assistant\\u0000\", \"content\": \"A\"}]}",
+                         "messages[1].role: NUL byte", "7");
+
+    /* Fuzz finding (fuzz_request): a request nested deeper than the JSON depth cap returned
+     * VLR_ERR_FORMAT while its error record said VLR_ERR_LIMIT; the status must be the record's. */
+    {
+        char deep[2 * VLR_JSON_MAX_DEPTH + 8];
+        size_t n = 0;
+        for (int i = 0; i <= VLR_JSON_MAX_DEPTH; i++) deep[n++] = '[';
+        for (int i = 0; i <= VLR_JSON_MAX_DEPTH; i++) deep[n++] = ']';
+        vlr_parsed_request r;
+        vlr_err e = {0};
+        vlr_status rc = vlr_request_parse(deep, n, 7, ".", &r, &e);
+        CHECK(rc == VLR_ERR_LIMIT && e.code == rc, "too deep: status %d, record %d (%s)", (int)rc, (int)e.code, e.msg);
+        CHECK(strstr(e.msg, "nesting deeper") != NULL, "too deep: message '%s'", e.msg);
+        vlr_parsed_request_free(&r);
+    }
     return test_report();
 }
