@@ -10,13 +10,15 @@
  *      -o build/bench_gemm -lopenblas -ldnnl -lm
  * Run: build/bench_gemm [--m 512,2048] [--threads 1,2] [--reps 5] [--shapes text|vision|all|small]
  *                       [--isa ref|avx2|avx512] [--f32]
+ *      build/bench_gemm --attention [--threads 1,2] [--reps 3]   (the attention slot instead)
  *
  * Each cell is the median of --reps timed runs after one warm-up, as wall time and as process CPU
  * time (the machine may be shared: wall GFLOP/s fall when other work runs, CPU-time GFLOP/s per
- * thread much less so). Our GEMM reads the weights as bf16 (the model's storage) unless --f32; the
- * BLAS libraries get the same weights as fp32, their only input type. Libraries run one after the
- * other per cell, with a pause between, so one library's spinning threads do not steal from the
- * next. This is a benchmark, not a test: it checks only that the libraries agree on a checksum. */
+ * thread much less so, but they count the libraries' spin-waiting threads too). Our GEMM reads the
+ * weights as bf16 (the model's storage) unless --f32; the BLAS libraries get the same weights as
+ * fp32, their only input type. The runs are interleaved (rep r of every library, then rep r+1)
+ * with a 20 ms pause before each, so one library's spinning threads do not steal from the next.
+ * This is a benchmark, not a test: it checks only that the libraries agree on a checksum ('!'). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +116,89 @@ static int parse_list(const char *s, int *out, int cap) {
     return n;
 }
 
+/* --attention: the attention slot at the model's shapes, for every ISA the CPU has (the scalar
+ * reference only at the smallest shape). FLOPs counted as 4·n_q·n_kv·hd·heads, halved when causal. */
+static void bench_attention(int reps, const int *threads, int n_threads) {
+    typedef struct att_shape {
+        const char *name;
+        int n, heads, kv_heads, hd, causal;
+        int windows; /* > 0: n rows in windows of 64, as `windows` calls (1) or one varlen call (2) */
+    } att_shape;
+    const att_shape shapes[] = {
+        {"vision window", 64, 16, 16, 80, 0, 0},
+        {"25 win, loop", 1600, 16, 16, 80, 0, 1}, {"25 win, varlen", 1600, 16, 16, 80, 0, 2},
+        {"vision full", 1024, 16, 16, 80, 0, 0},
+        {"vision full", 4096, 16, 16, 80, 0, 0}, {"text causal", 512, 28, 4, 128, 1, 0},
+        {"text causal", 2048, 28, 4, 128, 1, 0},
+    };
+    printf("# attention: median of %d runs, GFLOP/s wall [CPU-time GFLOP/s per thread]\n", reps);
+    printf("%-14s %5s %6s %4s %6s %3s %22s %22s %22s\n", "shape", "n", "heads", "hd", "causal", "thr",
+           "ref", "avx2", "avx512");
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const att_shape *sh = &shapes[s];
+        const size_t qw = (size_t)sh->heads * sh->hd, kw = (size_t)sh->kv_heads * sh->hd;
+        float *q = malloc((size_t)sh->n * qw * sizeof(float)), *o = malloc((size_t)sh->n * qw * sizeof(float));
+        float *k = malloc((size_t)sh->n * kw * sizeof(float)), *v = malloc((size_t)sh->n * kw * sizeof(float));
+        if (!q || !o || !k || !v) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        uint64_t st = 0x9876543ull;
+        for (size_t i = 0; i < (size_t)sh->n * qw; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            q[i] = (float)((st >> 40) & 0xffff) / 16384.0f - 2.0f;
+        }
+        for (size_t i = 0; i < (size_t)sh->n * kw; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            k[i] = (float)((st >> 40) & 0xffff) / 32768.0f - 1.0f;
+            v[i] = (float)((st >> 20) & 0xffff) / 32768.0f - 1.0f;
+        }
+        vlr_attention_args a = {.out = o, .ld_out = qw, .q = q, .ld_q = qw, .k = k, .v = v, .ld_kv = kw,
+                                .n_q = sh->n, .n_kv = sh->n, .n_heads = sh->heads,
+                                .n_kv_heads = sh->kv_heads, .head_dim = sh->hd,
+                                .causal_offset = sh->causal ? 0 : -1, .scale = 1.0f / sqrtf((float)sh->hd)};
+        int32_t cu[65];
+        const int n_win = sh->windows ? sh->n / 64 : 0;
+        for (int i = 0; i <= n_win; i++) cu[i] = 64 * i;
+        if (sh->windows == 2) a.cu_seqlens = cu, a.n_seqs = n_win;
+        const double flops = sh->windows ? 4.0 * 64 * 64 * sh->hd * sh->heads * n_win
+                                         : 4.0 * sh->n * (double)sh->n * sh->hd * sh->heads * (sh->causal ? 0.5 : 1.0);
+        for (int ti = 0; ti < n_threads; ti++) {
+            printf("%-14s %5d %3d/%-2d %4d %6d %3d", sh->name, sh->n, sh->heads, sh->kv_heads, sh->hd,
+                   sh->causal, threads[ti]);
+            for (int isa = VLR_ISA_REF; isa <= VLR_ISA_AVX512; isa++) {
+                vlr_kernels kt;
+                if (vlr_kernels_select(&kt, (vlr_isa)isa) != (vlr_isa)isa || (isa == VLR_ISA_REF && sh->n > 512)) {
+                    printf(" %22s", "-");
+                    continue;
+                }
+                double wall[100], cpu[100];
+                for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+                    const double w0 = now_wall(), c0 = now_cpu();
+                    if (sh->windows == 1) { /* one call per window */
+                        for (int wi = 0; wi < n_win; wi++) {
+                            vlr_attention_args one = a;
+                            one.n_q = one.n_kv = 64;
+                            one.q += (size_t)64 * wi * qw, one.out += (size_t)64 * wi * qw;
+                            one.k += (size_t)64 * wi * kw, one.v += (size_t)64 * wi * kw;
+                            kt.attention(&one, threads[ti]);
+                        }
+                    } else {
+                        kt.attention(&a, threads[ti]);
+                    }
+                    if (r >= 0) wall[r] = now_wall() - w0, cpu[r] = now_cpu() - c0;
+                }
+                qsort(wall, reps, sizeof(double), cmp_double);
+                qsort(cpu, reps, sizeof(double), cmp_double);
+                printf(" %9.1f [%6.1f/thr]", flops / wall[reps / 2] * 1e-9, flops / cpu[reps / 2] * 1e-9);
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+        free(q), free(o), free(k), free(v);
+    }
+}
+
 int main(int argc, char **argv) {
 #ifdef WITH_OPENBLAS
     /* OpenBLAS 0.3.21 picks its kernels at load time and does not know Sapphire Rapids: ask for the
@@ -126,23 +211,29 @@ int main(int argc, char **argv) {
     int ms[16] = {512}, n_ms = 1, threads[8] = {1, 2}, n_threads = 2, reps = 5;
     const char *which = "all";
     vlr_isa isa = VLR_ISA_AUTO;
-    bool f32 = false;
+    bool f32 = false, attention = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--m") && i + 1 < argc) n_ms = parse_list(argv[++i], ms, 16);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 8);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--f32")) f32 = true;
+        else if (!strcmp(argv[i], "--attention")) attention = true;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             const char *v = argv[++i];
             isa = !strcmp(v, "ref") ? VLR_ISA_REF : !strcmp(v, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512;
         } else {
             fprintf(stderr, "usage: %s [--m 512,2048] [--threads 1,2] [--reps 5] "
-                            "[--shapes text|vision|all|small] [--isa ref|avx2|avx512] [--f32]\n", argv[0]);
+                            "[--shapes text|vision|all|small] [--isa ref|avx2|avx512] [--f32] "
+                            "[--attention]\n", argv[0]);
             return 2;
         }
     }
-    if (reps < 1 || reps > 99) reps = 5;
+    if (reps < 1 || reps > 100) reps = 5;
+    if (attention) {
+        bench_attention(reps, threads, n_threads);
+        return 0;
+    }
     shape list[16];
     int n_shapes = 0;
     if (!strcmp(which, "small")) { /* the q/o shape at small m */
@@ -203,25 +294,26 @@ int main(int argc, char **argv) {
             for (int ti = 0; ti < n_threads; ti++) {
                 const int nt = threads[ti];
                 printf("%-12s %6d %6d %6d %3d", list[s].name, m, n, k, nt);
-                double check0 = 0;
-                for (int l = 0; l < n_libs; l++) {
-                    double wall[100], cpu[100];
-                    usleep(100000); /* let the previous library's worker threads go to sleep */
-                    run_once(libs[l], &kt, &p, nt);
-                    for (int r = 0; r < reps; r++) {
+                /* interleaved: rep r of every library, then rep r+1, so a burst of other work on
+                 * the machine hits all of them alike */
+                double wall[3][100], cpu[3][100], check[3] = {0, 0, 0};
+                for (int l = 0; l < n_libs; l++) run_once(libs[l], &kt, &p, nt); /* warm-up */
+                for (int r = 0; r < reps; r++)
+                    for (int l = 0; l < n_libs; l++) {
+                        usleep(20000); /* the previous library's workers stop spinning */
                         const double w0 = now_wall(), c0 = now_cpu();
                         run_once(libs[l], &kt, &p, nt);
-                        wall[r] = now_wall() - w0;
-                        cpu[r] = now_cpu() - c0;
+                        wall[l][r] = now_wall() - w0;
+                        cpu[l][r] = now_cpu() - c0;
+                        if (r == 0)
+                            for (size_t i = 0; i < (size_t)m * n; i += 97) check[l] += y[i];
                     }
-                    qsort(wall, reps, sizeof(double), cmp_double);
-                    qsort(cpu, reps, sizeof(double), cmp_double);
-                    double check = 0;
-                    for (size_t i = 0; i < (size_t)m * n; i += 97) check += y[i];
-                    if (l == 0) check0 = check;
-                    const bool agree = fabs(check - check0) <= 1e-3 * (fabs(check0) + 1.0);
-                    printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[reps / 2] * 1e-9,
-                           flops / cpu[reps / 2] * 1e-9, agree ? " " : "!");
+                for (int l = 0; l < n_libs; l++) {
+                    qsort(wall[l], reps, sizeof(double), cmp_double);
+                    qsort(cpu[l], reps, sizeof(double), cmp_double);
+                    const bool agree = fabs(check[l] - check[0]) <= 1e-3 * (fabs(check[0]) + 1.0);
+                    printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[l][reps / 2] * 1e-9,
+                           flops / cpu[l][reps / 2] * 1e-9, agree ? " " : "!");
                 }
                 printf("\n");
                 fflush(stdout);

@@ -18,7 +18,7 @@
 #include "trace.h"
 #include "weights.h"
 
-#define VLR_TEXT_DEFAULT_CHUNK 256
+#define VLR_TEXT_DEFAULT_CHUNK 512
 
 typedef struct vlr_text_state vlr_text_state;
 

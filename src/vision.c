@@ -96,21 +96,17 @@ static void linear(const vision_ctx *c, float *y, size_t ldy, const float *x, si
     c->k->gemm(&a, c->n_threads);
 }
 
-/* Non-causal attention of every segment [cu[s], cu[s+1]) of the qkv rows into att. */
+/* Block-diagonal attention: each segment (a window, or a whole frame) attends only to itself. One
+ * varlen kernel call covers every segment, so a block pays for one parallel region, not one per
+ * window; the bits equal one call per segment. */
 static void attention_segments(const vision_ctx *c, const int32_t *cu, size_t n_seg) {
     const size_t C = (size_t)c->c;
-    for (size_t s = 0; s < n_seg; s++) {
-        const size_t r0 = (size_t)cu[s];
-        const int rows = cu[s + 1] - cu[s];
-        if (rows <= 0) continue;
-        vlr_attention_args a = {.out = c->att + r0 * C, .ld_out = C,
-                                .q = c->qkv + r0 * 3 * C, .ld_q = 3 * C,
-                                .k = c->qkv + r0 * 3 * C + C, .v = c->qkv + r0 * 3 * C + 2 * C,
-                                .ld_kv = 3 * C, .n_q = rows, .n_kv = rows, .n_heads = c->heads,
-                                .n_kv_heads = c->heads, .head_dim = c->hd, .causal_offset = -1,
-                                .scale = 1.0f / sqrtf((float)c->hd)};
-        c->k->attention(&a, c->n_threads);
-    }
+    vlr_attention_args a = {.out = c->att, .ld_out = C, .q = c->qkv, .ld_q = 3 * C,
+                            .k = c->qkv + C, .v = c->qkv + 2 * C, .ld_kv = 3 * C,
+                            .n_q = c->n, .n_kv = c->n, .n_heads = c->heads, .n_kv_heads = c->heads,
+                            .head_dim = c->hd, .causal_offset = -1, .scale = 1.0f / sqrtf((float)c->hd),
+                            .cu_seqlens = cu, .n_seqs = (int)n_seg};
+    c->k->attention(&a, c->n_threads);
 }
 
 /* One block (Qwen2_5_VLVisionBlock): x += proj(attn(norm1(x))); x += down(silu(gate(h)) * up(h)),

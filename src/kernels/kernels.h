@@ -20,7 +20,11 @@
 #include "../common.h"
 #include "../weights.h"
 
-/* y[i][j] (=|+=) sum_k x[i][k] * w[j][k] + bias[j]    for i < m, j < n */
+/* y[i][j] (=|+=) sum_k x[i][k] * w[j][k] + bias[j]    for i < m, j < n
+ * y must not overlap x or w. k = 0 gives y = bias (or 0), += when accumulating.
+ * Rounding: ref sums in k order, then adds the bias, then (accumulate) the old y. The fast kernels
+ * cut k into fixed blocks (256): one fma chain per block, block sums added in order,
+ * y = ((s_0 + bias) [+ y_old]) + s_1 + s_2 + ... Error <= gamma_{k+2} · sum|terms| for all. */
 typedef struct vlr_gemm_args {
     float *y;
     size_t ldy;          /* row stride of y in floats (>= n) */
@@ -39,7 +43,15 @@ typedef struct vlr_gemm_args {
  * Non-causal (causal_offset < 0): query i sees keys 0..n_kv-1.
  * Causal: query i sees keys 0..causal_offset+i (query i sits at key position causal_offset+i).
  * q/out rows have n_heads*head_dim floats at stride ld_q / ld_out; k/v rows n_kv_heads*head_dim at
- * stride ld_kv. Softmax in fp32 with max subtraction (online / flash style in fast kernels). */
+ * stride ld_kv. Softmax in fp32 with max subtraction (online / flash style in fast kernels, over key
+ * blocks of fixed size; scratch O(head_dim + block) per query row, never O(n_q · n_kv)).
+ * Requires n_heads % n_kv_heads == 0 (otherwise nothing is computed). Keys past n_kv are never
+ * read (a causal window is clipped at n_kv). out must not overlap q, k or v.
+ * Variable-length batch (flash-attn's cu_seqlens): with cu_seqlens set, the call covers n_seqs
+ * independent segments, segment s being rows [cu_seqlens[s], cu_seqlens[s+1]) of q/out and the
+ * same rows of k/v, each attending non-causally within itself (n_q, n_kv and causal_offset are
+ * ignored). Same bits as one call per segment, in one parallel region (the vision tower's windows
+ * are many small segments). */
 typedef struct vlr_attention_args {
     float *out;
     size_t ld_out;
@@ -50,6 +62,8 @@ typedef struct vlr_attention_args {
     int n_q, n_kv, n_heads, n_kv_heads, head_dim;
     int causal_offset;
     float scale;
+    const int32_t *cu_seqlens; /* NULL, or [n_seqs + 1] segment starts in rows, cu_seqlens[0] = 0 */
+    int n_seqs;
 } vlr_attention_args;
 
 typedef struct vlr_kernels {
@@ -69,9 +83,11 @@ typedef struct vlr_kernels {
      * cos/sin: [rows, head_dim] (the angle vector is already duplicated across the two halves). */
     void (*rope)(float *x, size_t ld, int rows, int n_heads, int head_dim, const float *cos_tab,
                  const float *sin_tab);
-    /* g[i] = silu(g[i]) * u[i], i < n */
+    /* g[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u, i < n. Fast kernels use a polynomial exp
+     * (<= ~2 ulp). */
     void (*silu_mul)(float *g, const float *u, size_t n);
-    /* x[i] = 0.5 x (1 + erf(x / sqrt 2)), i < n (exact GELU, as torch's default) */
+    /* x[i] = 0.5 x (1 + erf(x / sqrt 2)), i < n (exact GELU, as torch's default). ref uses erff; the
+     * fast kernels a piecewise polynomial erf with absolute error <= 6.4e-8 (about 1 ulp of 1). */
     void (*gelu)(float *x, size_t n);
     /* y[i] += x[i] */
     void (*add)(float *y, const float *x, size_t n);

@@ -22,10 +22,11 @@ static inline float ref_load(const void *p, vlr_dtype dt, size_t i) {
 }
 
 /* y[i][j] (=|+=) (sum_k x[i][k] * w[j][k]) + bias[j]: the dot product is summed in k order, the bias
- * is added to it, and only then is the sum added to y (accumulate). Fast kernels keep the epilogue
- * order (dot, + bias, + y) so their only difference from this is the order inside the dot. */
+ * is added to it, and only then is the sum added to y (accumulate). (The fast kernels sum in k
+ * blocks and add the old y after the first block: see kernels.h.) */
 static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
     const int m = a->m, n = a->n, k = a->k;
+    (void)n_threads; /* only the pragma reads it (unused without OpenMP) */
     if (m <= 0 || n <= 0) return;
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
     for (int j = 0; j < n; j++) {
@@ -63,6 +64,23 @@ static float ref_dot(const float *a, const float *b, int n) {
  * the output row, which is divided by the sum at the end. Scores are recomputed in the second pass
  * rather than stored, so the reference needs no scratch memory. */
 static void ref_attention(const vlr_attention_args *a, int n_threads) {
+    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
+    if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0) return;
+    if (a->cu_seqlens) { /* one segment after the other */
+        for (int s = 0; s < a->n_seqs; s++) {
+            const size_t r0 = (size_t)a->cu_seqlens[s];
+            vlr_attention_args seg = *a;
+            seg.cu_seqlens = NULL;
+            seg.n_q = seg.n_kv = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+            seg.causal_offset = -1;
+            seg.out = a->out + r0 * a->ld_out;
+            seg.q = a->q + r0 * a->ld_q;
+            seg.k = a->k + r0 * a->ld_kv;
+            seg.v = a->v + r0 * a->ld_kv;
+            if (seg.n_q > 0) ref_attention(&seg, n_threads);
+        }
+        return;
+    }
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
     const long n_pairs = (long)a->n_q * a->n_heads;
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)

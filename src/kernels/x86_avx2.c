@@ -1,14 +1,16 @@
 /* x86_avx2.c: AVX2 + FMA kernels, the fallback for x86-64 CPUs without AVX-512. Compiled with
- * -mavx2 -mfma -mf16c; only called after vlr_cpu_has_avx2(). It has the GEMM and the element-wise
- * slots; attention keeps the reference.
+ * -mavx2 -mfma -mf16c; only called after vlr_cpu_has_avx2(). It fills every slot.
  *
  * The GEMM is the AVX-512 one (x86_avx512.c) scaled down to 16 ymm registers: W panels widened to
  * fp32 and transposed while packing, a 6 × 16 outer-product micro-kernel, k blocks at fixed
  * multiples of A2_KC. The summation order has the same shape: within a k block one fma chain per
  * output from 0, block sums added to y in order, y = ((s_0 + bias) [+ y_old]) + s_1 + ...; so
  * results do not depend on threads or on the other rows. (With equal k blocks the AVX-512 kernel
- * does the same operations, but agreement between ISAs is not promised.) No masked 16-bit loads exist in AVX2, so partial edge
- * tiles are packed by a scalar loop that widens the same way. */
+ * does the same operations, but agreement between ISAs is not promised.) No masked 16-bit loads
+ * exist in AVX2, so partial edge tiles are packed by a scalar loop that widens the same way.
+ *
+ * Attention is the flash scheme of x86_avx512.c on 8 lanes; the element-wise slots use an 8-lane
+ * exp (silu) and erf (gelu) built like the AVX-512 ones. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdalign.h>
@@ -68,12 +70,12 @@ static inline __attribute__((always_inline)) void a2_transpose8(__m256 r[8]) {
 }
 
 /* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][A2_NR] fp32
- * (panel stride A2_NR × A2_KC), zero past n_cols. Full 8×8 blocks go through registers. */
+ * (panels panel_stride floats apart), zero past n_cols. Full 8×8 blocks go through registers. */
 static void a2_pack_w(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
-                      int p0, int kc) {
+                      int p0, int kc, size_t panel_stride) {
     const int groups_pad = (n_cols + A2_NR - 1) / A2_NR * (A2_NR / 8);
     for (int g = 0; g < groups_pad; g++) {
-        float *panel = dst + (size_t)(g / 2) * A2_NR * A2_KC + 8 * (g % 2);
+        float *panel = dst + (size_t)(g / 2) * panel_stride + 8 * (g % 2);
         const int rows = n_cols - 8 * g < 8 ? (n_cols - 8 * g > 0 ? n_cols - 8 * g : 0) : 8;
         int p = 0;
         if (rows == 8) {
@@ -170,7 +172,7 @@ static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1
             }
             for (int ns = c0; ns < c1; ns += nc_cap) {
                 const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
-                a2_pack_w(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc);
+                a2_pack_w(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc, (size_t)A2_NR * A2_KC);
                 /* row tile outside: its x micro-panel stays in L1, W panels stream from L2 */
                 for (int i = 0; i < mc; i += A2_MR) {
                     const int mr = mc - i < A2_MR ? mc - i : A2_MR;
@@ -205,32 +207,286 @@ static void avx2_gemm(const vlr_gemm_args *a, int n_threads) {
     if (a->m <= 0 || a->n <= 0) return;
     const int n_panels = (a->n + A2_NR - 1) / A2_NR, n_row_tiles = (a->m + A2_MR - 1) / A2_MR;
     const int nt_req = n_threads > 0 ? n_threads : 1;
-    const int tn = nt_req < n_panels ? nt_req : n_panels;
-    const int tm = nt_req / tn < n_row_tiles ? nt_req / tn : n_row_tiles;
-#pragma omp parallel num_threads(tm * tn)
+    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
+#pragma omp parallel num_threads(nt_req)
+    {
+        /* Thread grid over the team we actually got (a nested region may get fewer threads):
+         * columns first (each thread then packs only its own part of W), rows only when there
+         * are fewer column panels than threads. */
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        const int tn = nt < n_panels ? nt : n_panels;
+        const int tm = nt / tn < n_row_tiles ? nt / tn : n_row_tiles;
+        const int ti = t / tn, tj = t % tn;
+        if (ti < tm) {
+            const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
+            const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
+            const int r0 = rt0 * A2_MR, r1 = rt1 * A2_MR < a->m ? rt1 * A2_MR : a->m;
+            const int c0 = cp0 * A2_NR, c1 = cp1 * A2_NR < a->n ? cp1 * A2_NR : a->n;
+            if (r0 < r1 && c0 < c1) {
+                const size_t nc_cap = a2_round_up((size_t)(c1 - c0) < A2_NC ? (size_t)(c1 - c0) : A2_NC, A2_NR);
+                const size_t mc_cap = a2_round_up((size_t)(r1 - r0) < A2_MC ? (size_t)(r1 - r0) : A2_MC, A2_MR);
+                float *wbuf = aligned_alloc(64, nc_cap * A2_KC * sizeof(float));
+                float *xbuf = aligned_alloc(64, mc_cap * A2_KC * sizeof(float));
+                if (wbuf && xbuf)
+                    a2_gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+                else
+                    a2_gemm_block_small(a, r0, r1, c0, c1);
+                free(wbuf);
+                free(xbuf);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention: the flash scheme of x86_avx512.c (read its comment there) on 8-lane vectors. A unit
+ * is one key/value head with a block of queries for all heads of its group; keys go in blocks of
+ * A2_BK; S = Q·Kᵀ by the GEMM micro-kernel, online softmax per row, O = O·alpha + P·V. */
+
+#define A2_BK 64    /* keys per block: a multiple of A2_NR */
+static inline __m256 exp256(__m256 x);
+#define A2_ROWS 48  /* query rows (heads × queries) per unit */
+
+typedef struct a2_att_scratch {
+    float *s;     /* [rows][A2_BK] scores, then probabilities */
+    float *kt;    /* [A2_BK / A2_NR][hd][A2_NR] the key block in micro-panels */
+    float *vb;    /* [A2_BK][hd] the value block, contiguous (see x86_avx512.c) */
+    float *qp;    /* [rows][hd] Q tiles, each packed [hd][mr] */
+    float *o;     /* [rows][hd] unnormalised output */
+    float *m, *l, *alpha; /* [rows] running max, running sum, this block's rescale */
+} a2_att_scratch;
+
+static inline float a2_hmax(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+static inline float a2_hsum(__m256 v) { /* fixed order: halves, then pairs, then lanes */
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+/* lanes < n of an 8-lane mask vector (for maskload / maskstore / blends) */
+static inline __m256i a2_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* O[i][c0 .. c0+32) = O·alpha[i] + sum_{j < nv} P[i][j] V[j] for 3 rows (nr valid) and up to four
+ * 8-float chunks (mk: lanes of each chunk inside the head). 12 accumulators + 3 broadcasts + 1 V. */
+static inline __attribute__((always_inline)) void a2_pv_tile(int nr, int nv, const int nch, const float *p, const float *alpha,
+                              const float *v, size_t ldv, float *o, size_t ldo, const __m256i *mk) {
+    __m256 acc[3][4];
+    const float *prow[3];
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; i++) {
+        const int ii = i < nr ? i : 0;
+        prow[i] = p + (size_t)ii * A2_BK;
+        const __m256 al = _mm256_set1_ps(alpha[ii]);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[i][c] = c < nch ? _mm256_mul_ps(_mm256_maskload_ps(o + (size_t)ii * ldo + 8 * c, mk[c]), al)
+                                : _mm256_setzero_ps();
+    }
+    for (int j = 0; j < nv; j++) {
+        const __m256 p0 = _mm256_set1_ps(prow[0][j]), p1 = _mm256_set1_ps(prow[1][j]),
+                     p2 = _mm256_set1_ps(prow[2][j]);
+#pragma GCC unroll 4
+        for (int c = 0; c < nch; c++) {
+            const __m256 vv = _mm256_maskload_ps(v + (size_t)j * ldv + 8 * c, mk[c]);
+            acc[0][c] = _mm256_fmadd_ps(p0, vv, acc[0][c]);
+            acc[1][c] = _mm256_fmadd_ps(p1, vv, acc[1][c]);
+            acc[2][c] = _mm256_fmadd_ps(p2, vv, acc[2][c]);
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        for (int c = 0; c < nch; c++) _mm256_maskstore_ps(o + (size_t)i * ldo + 8 * c, mk[c], acc[i][c]);
+}
+
+static void a2_att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, a2_att_scratch *w) {
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * bq;
+    const int n_vis = a->causal_offset < 0 ? a->n_kv
+                      : (a->causal_offset + i0 + nq < a->n_kv ? a->causal_offset + i0 + nq : a->n_kv);
+    for (int hh = 0; hh < group; hh++) {
+        const int h = g * group + hh;
+        for (int t = 0; t < nq; t += A2_MR) {
+            const int mr = nq - t < A2_MR ? nq - t : A2_MR;
+            a2_pack_x(w->qp + (size_t)(hh * bq + t) * hd, a->q + (size_t)(i0 + t) * a->ld_q + (size_t)h * hd,
+                      a->ld_q, mr, 0, hd);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+        w->alpha[r] = 1.0f;
+    }
+    memset(w->o, 0, (size_t)rows * hd * sizeof(float));
+    memset(w->s, 0, (size_t)rows * A2_BK * sizeof(float));
+    const __m256 scale = _mm256_set1_ps(a->scale);
+    for (int j0 = 0; j0 < n_vis; j0 += A2_BK) {
+        const int nk = n_vis - j0 < A2_BK ? n_vis - j0 : A2_BK;
+        a2_pack_w(w->kt, a->k + (size_t)g * hd, VLR_DT_F32, a->ld_kv, j0, nk, 0, hd, (size_t)A2_NR * hd);
+        for (int hh = 0; hh < group; hh++)
+            for (int t = 0; t < nq; t += A2_MR) {
+                const int mr = nq - t < A2_MR ? nq - t : A2_MR;
+                for (int pn = 0; pn * A2_NR < nk; pn++)
+                    a2_tile(mr, hd, w->qp + (size_t)(hh * bq + t) * hd, w->kt + (size_t)pn * A2_NR * hd,
+                            w->s + (size_t)(hh * bq + t) * A2_BK + pn * A2_NR, A2_BK,
+                            nk - pn * A2_NR < A2_NR ? nk - pn * A2_NR : A2_NR, NULL, false);
+            }
+        int nv_max = 0;
+        for (int hh = 0; hh < group; hh++)
+            for (int qi = 0; qi < nq; qi++) {
+                const int r = hh * bq + qi;
+                int nv = nk;
+                if (a->causal_offset >= 0 && a->causal_offset + i0 + qi + 1 - j0 < nv)
+                    nv = a->causal_offset + i0 + qi + 1 - j0;
+                float *srow = w->s + (size_t)r * A2_BK;
+                if (nv <= 0) {
+                    memset(srow, 0, A2_BK * sizeof(float));
+                    w->alpha[r] = 1.0f;
+                    continue;
+                }
+                if (nv > nv_max) nv_max = nv;
+                __m256 sv[A2_BK / 8];
+                __m256 mx = _mm256_set1_ps(-INFINITY);
+                for (int v = 0; v < A2_BK / 8; v++) {
+                    const __m256 in = _mm256_castsi256_ps(a2_lanes(nv - 8 * v));
+                    sv[v] = _mm256_mul_ps(_mm256_load_ps(srow + 8 * v), scale);
+                    mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, sv[v]), in);
+                }
+                const float m_old = w->m[r], m_new = fmaxf(m_old, a2_hmax(mx));
+                const float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+                __m256 sum = _mm256_setzero_ps();
+                for (int v = 0; v < A2_BK / 8; v++) {
+                    const __m256 in = _mm256_castsi256_ps(a2_lanes(nv - 8 * v));
+                    const __m256 pv = _mm256_and_ps(in, exp256(_mm256_sub_ps(sv[v], _mm256_set1_ps(m_new))));
+                    _mm256_store_ps(srow + 8 * v, pv);
+                    sum = _mm256_add_ps(sum, pv);
+                }
+                w->l[r] = w->l[r] * alpha + a2_hsum(sum);
+                w->m[r] = m_new;
+                w->alpha[r] = alpha;
+            }
+        for (int j = 0; j < nv_max; j++)
+            memcpy(w->vb + (size_t)j * hd, a->v + (size_t)(j0 + j) * a->ld_kv + (size_t)g * hd,
+                   (size_t)hd * sizeof(float));
+        for (int c0 = 0; c0 < hd; c0 += 32) {
+            const int width = hd - c0 < 32 ? hd - c0 : 32, nch = (width + 7) / 8;
+            __m256i mk[4];
+            for (int c = 0; c < 4; c++) mk[c] = a2_lanes(width - 8 * c);
+            for (int r0 = 0; r0 < rows; r0 += 3) {
+                const int nr = rows - r0 < 3 ? rows - r0 : 3;
+                const float *pr = w->s + (size_t)r0 * A2_BK, *al = w->alpha + r0;
+                float *orow = w->o + (size_t)r0 * hd + c0;
+                switch (nch) { /* a register tile per chunk count */
+                case 1: a2_pv_tile(nr, nv_max, 1, pr, al, w->vb + c0, (size_t)hd, orow, (size_t)hd, mk); break;
+                case 2: a2_pv_tile(nr, nv_max, 2, pr, al, w->vb + c0, (size_t)hd, orow, (size_t)hd, mk); break;
+                case 3: a2_pv_tile(nr, nv_max, 3, pr, al, w->vb + c0, (size_t)hd, orow, (size_t)hd, mk); break;
+                default: a2_pv_tile(nr, nv_max, 4, pr, al, w->vb + c0, (size_t)hd, orow, (size_t)hd, mk); break;
+                }
+            }
+        }
+    }
+    for (int hh = 0; hh < group; hh++)
+        for (int qi = 0; qi < nq; qi++) {
+            const int r = hh * bq + qi, h = g * group + hh;
+            const float inv = w->l[r] > 0.0f ? 1.0f / w->l[r] : 0.0f;
+            const float *orow = w->o + (size_t)r * hd;
+            float *out = a->out + (size_t)(i0 + qi) * a->ld_out + (size_t)h * hd;
+            for (int c = 0; c < hd; c++) out[c] = orow[c] * inv;
+        }
+}
+
+/* Segment s of a call (see att_segment in x86_avx512.c). */
+static void a2_att_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
+    *seg = *a;
+    if (!a->cu_seqlens) return;
+    const size_t r0 = (size_t)a->cu_seqlens[s];
+    seg->cu_seqlens = NULL;
+    seg->n_q = seg->n_kv = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+    seg->causal_offset = -1;
+    seg->out = a->out + r0 * a->ld_out;
+    seg->q = a->q + r0 * a->ld_q;
+    seg->k = a->k + r0 * a->ld_kv;
+    seg->v = a->v + r0 * a->ld_kv;
+}
+
+static void avx2_attention(const vlr_attention_args *a, int n_threads) {
+    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
+    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
+        return;
+    const int n_seg = a->cu_seqlens ? a->n_seqs : 1;
+    int max_q = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        if (len > max_q) max_q = len;
+    }
+    if (max_q <= 0) return;
+    const int group = a->n_heads / a->n_kv_heads, hd = a->head_dim;
+    int bq = A2_ROWS / group > 0 ? A2_ROWS / group : 1;
+    if (bq > max_q) bq = max_q;
+    const int rows = group * bq, nt = n_threads > 0 ? n_threads : 1;
+    const size_t floats = (size_t)rows * A2_BK + 2 * (size_t)hd * A2_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
+    const size_t per_thread = (floats + 15) / 16 * 16;
+    /* all scratch before the parallel region: every thread must reach the work-sharing loop */
+    size_t bytes;
+    long *unit_start = malloc(((size_t)n_seg + 1) * sizeof(long));
+    float *buf = NULL;
+    if (vlr_mul_ok(per_thread * sizeof(float), (size_t)nt, &bytes)) buf = aligned_alloc(64, bytes);
+    if (!unit_start || !buf) { /* no scratch memory: the scalar reference, which needs none */
+        free(unit_start);
+        free(buf);
+        vlr_kernels ref;
+        vlr_kernels_fill_ref(&ref);
+        ref.attention(a, n_threads);
+        return;
+    }
+    unit_start[0] = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        unit_start[s + 1] = unit_start[s] + (len > 0 ? (long)a->n_kv_heads * ((len + bq - 1) / bq) : 0);
+    }
+    const long n_units = unit_start[n_seg];
+#pragma omp parallel num_threads(nt)
     {
         int t = 0;
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #endif
-        const int ti = t / tn, tj = t % tn;
-        const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
-        const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
-        const int r0 = rt0 * A2_MR, r1 = rt1 * A2_MR < a->m ? rt1 * A2_MR : a->m;
-        const int c0 = cp0 * A2_NR, c1 = cp1 * A2_NR < a->n ? cp1 * A2_NR : a->n;
-        if (r0 < r1 && c0 < c1) {
-            const size_t nc_cap = a2_round_up((size_t)(c1 - c0) < A2_NC ? (size_t)(c1 - c0) : A2_NC, A2_NR);
-            const size_t mc_cap = a2_round_up((size_t)(r1 - r0) < A2_MC ? (size_t)(r1 - r0) : A2_MC, A2_MR);
-            float *wbuf = aligned_alloc(64, nc_cap * A2_KC * sizeof(float));
-            float *xbuf = aligned_alloc(64, mc_cap * A2_KC * sizeof(float));
-            if (wbuf && xbuf)
-                a2_gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
-            else
-                a2_gemm_block_small(a, r0, r1, c0, c1);
-            free(wbuf);
-            free(xbuf);
+        a2_att_scratch w;
+        w.s = buf + (size_t)t * per_thread; /* rows of A2_BK floats: 32-byte aligned */
+        w.kt = w.s + (size_t)rows * A2_BK;
+        w.vb = w.kt + (size_t)hd * A2_BK;
+        w.qp = w.vb + (size_t)hd * A2_BK;
+        w.o = w.qp + (size_t)rows * hd;
+        w.m = w.o + (size_t)rows * hd;
+        w.l = w.m + rows;
+        w.alpha = w.l + rows;
+#pragma omp for schedule(dynamic, 1)
+        for (long u = 0; u < n_units; u++) {
+            int s = 0, hi = n_seg;
+            while (hi - s > 1) {
+                const int mid = (s + hi) / 2;
+                if (unit_start[mid] <= u) s = mid;
+                else hi = mid;
+            }
+            vlr_attention_args seg;
+            a2_att_segment(a, s, &seg);
+            const long v = u - unit_start[s];
+            const int n_qb = (seg.n_q + bq - 1) / bq;
+            const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
+            const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
+            a2_att_unit(&seg, g, i0, nq, bq, &w);
         }
     }
+    free(buf);
+    free(unit_start);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -384,6 +640,7 @@ static void avx2_rope(float *x, size_t ld, int rows, int n_heads, int head_dim, 
 void vlr_kernels_fill_avx2(vlr_kernels *k) {
     k->isa = "avx2";
     k->gemm = avx2_gemm;
+    k->attention = avx2_attention;
     k->rmsnorm = avx2_rmsnorm;
     k->rope = avx2_rope;
     k->silu_mul = avx2_silu_mul;

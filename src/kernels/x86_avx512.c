@@ -13,7 +13,10 @@
  * block sums are added to y one after another: y = ((s_0 + bias) [+ y_old]) + s_1 + s_2 + ... The
  * tile shapes, the cache blocking of m and n, the thread split (over output rows and columns only)
  * and zero-padded edge tiles change none of these operations, so a row's result does not depend on
- * the thread count or on which other rows share the batch. */
+ * the thread count or on which other rows share the batch.
+ *
+ * Also here: flash attention (below, reusing the GEMM micro-kernel for Q·Kᵀ), and the element-wise
+ * slots: rmsnorm, rope, silu_mul (a vector exp), gelu (a piecewise-polynomial erf), add. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdalign.h>
@@ -47,9 +50,6 @@
 #endif
 #ifndef GEMM_MC
 #define GEMM_MC 1022 /* x block: MC × KC fp32 (a multiple of GEMM_MR) */
-#endif
-#ifndef PACK_PREFETCH
-#define PACK_PREFETCH 64 /* weights ahead of the packing position that are prefetched */
 #endif
 
 static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
@@ -102,31 +102,20 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
 }
 
 /* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][NR] fp32 (panels
- * panel_stride floats apart), transposing
- * 16×16 blocks in registers. Columns past n_cols are zero. While one group of 16 weight rows is
- * transposed, the next group's span is prefetched: 16 interleaved row streams defeat the hardware
- * prefetchers, and without this the packing waits on memory. */
+ * panel_stride floats apart), widening and transposing 16×16 blocks in registers; columns past
+ * n_cols are zero. (Software prefetching of the 16 row streams, of the next block into L2 during
+ * the micro-kernels, and a bf16 variant with half the shuffles were all measured: none helped, the
+ * packing waits on memory bandwidth; see bench/README.md.) */
 static inline __attribute__((always_inline)) void pack_w_block_dt(
     float *dst, const void *w, const vlr_dtype dt, size_t k, int j0, int n_cols, int p0, int kc,
-    const size_t panel_stride, const bool prefetch) {
+    const size_t panel_stride) {
     const size_t esize = dt == VLR_DT_F32 ? 4 : 2;
     for (int g = 0; g * 16 < n_cols; g++) {
         const int rows = n_cols - 16 * g < 16 ? n_cols - 16 * g : 16;
-        const int next_rows = n_cols - 16 * (g + 1) < 16 ? n_cols - 16 * (g + 1) : 16;
         float *panel = dst + (size_t)(g / GEMM_NV) * panel_stride + 16 * (g % GEMM_NV);
         const uint8_t *base = (const uint8_t *)w + ((size_t)(j0 + 16 * g) * k + (size_t)p0) * esize;
         for (int p = 0; p < kc; p += 16) {
             const int np = kc - p < 16 ? kc - p : 16;
-            /* rolling prefetch PACK_PREFETCH elements ahead along the rows, continuing into the
-             * next group's rows near the end of the span */
-            if (!prefetch) {
-            } else if (p + PACK_PREFETCH < kc) {
-                for (int i = 0; i < rows; i++)
-                    _mm_prefetch((const char *)base + ((size_t)i * k + (size_t)(p + PACK_PREFETCH)) * esize, _MM_HINT_T0);
-            } else {
-                for (int i = 0; i < next_rows; i++)
-                    _mm_prefetch((const char *)base + ((size_t)(16 + i) * k + (size_t)(p + PACK_PREFETCH - kc)) * esize, _MM_HINT_T0);
-            }
             __m512 r[16];
             if (rows == 16 && np == 16) {
 #pragma GCC unroll 16
@@ -152,12 +141,13 @@ static inline __attribute__((always_inline)) void pack_w_block_dt(
     }
 }
 
+
 static void pack_w_block(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
                          int p0, int kc) {
     switch (dt) {
-    case VLR_DT_BF16: pack_w_block_dt(dst, w, VLR_DT_BF16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
-    case VLR_DT_F16: pack_w_block_dt(dst, w, VLR_DT_F16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
-    case VLR_DT_F32: pack_w_block_dt(dst, w, VLR_DT_F32, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC, true); break;
+    case VLR_DT_BF16: pack_w_block_dt(dst, w, VLR_DT_BF16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC); break;
+    case VLR_DT_F16: pack_w_block_dt(dst, w, VLR_DT_F16, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC); break;
+    case VLR_DT_F32: pack_w_block_dt(dst, w, VLR_DT_F32, k, j0, n_cols, p0, kc, GEMM_NR * GEMM_KC); break;
     }
 }
 
@@ -252,12 +242,12 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
                        int nc_cap, float *xbuf, int mc_cap) {
     const int k = a->k;
     const int n_kblocks = k > 0 ? (k + GEMM_KC - 1) / GEMM_KC : 1;
-    alignas(64) float bias_f32[GEMM_NR];
+    alignas(64) float bias_f32[GEMM_NC + GEMM_NR];
     for (int ms = r0; ms < r1; ms += mc_cap) {
         const int mc = r1 - ms < mc_cap ? r1 - ms : mc_cap;
         for (int kb = 0; kb < n_kblocks; kb++) {
             const int p0 = kb * GEMM_KC, kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
-            const bool first = kb == 0;
+            const bool first = kb == 0, load_c = !first || a->accumulate;
             /* x micro-panels of this row block, each [kc][mr] */
             for (int i = 0; i < mc; i += GEMM_MR) {
                 const int mr = mc - i < GEMM_MR ? mc - i : GEMM_MR;
@@ -267,20 +257,19 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
             for (int ns = c0; ns < c1; ns += nc_cap) {
                 const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
                 pack_w_block(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc);
+                const float *bias = NULL;
+                if (first && a->bias) {
+                    for (int q = 0; q < (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR; q++)
+                        bias_f32[q] = q < nc ? load_scalar(a->bias, a->bias_dtype, (size_t)(ns + q)) : 0.0f;
+                    bias = bias_f32;
+                }
                 for (int i = 0; i < mc; i += GEMM_MR) {
                     const int mr = mc - i < GEMM_MR ? mc - i : GEMM_MR;
                     for (int j = 0; j < nc; j += GEMM_NR) {
                         const int ncols = nc - j < GEMM_NR ? nc - j : GEMM_NR;
-                        const float *bias = NULL;
-                        if (first && a->bias) {
-                            for (int q = 0; q < GEMM_NR; q++)
-                                bias_f32[q] = q < ncols ? load_scalar(a->bias, a->bias_dtype, (size_t)(ns + j + q)) : 0.0f;
-                            bias = bias_f32;
-                        }
-                        const bool load_c = !first || a->accumulate;
                         gemm_tile(mr, kc, xbuf + (size_t)i * GEMM_KC, wbuf + (size_t)j * GEMM_KC,
-                                  a->y + (size_t)(ms + i) * a->ldy + ns + j, a->ldy, ncols, bias,
-                                  load_c);
+                                  a->y + (size_t)(ms + i) * a->ldy + ns + j, a->ldy, ncols,
+                                  bias ? bias + j : NULL, load_c);
                     }
                 }
             }
@@ -288,6 +277,8 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
     }
 }
 
+/* Without heap memory for the packing buffers, the same blocks run with one-panel buffers on the
+ * stack: slower, same arithmetic. */
 static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
                                                        int c0, int c1) {
     alignas(64) float wbuf[GEMM_NR * GEMM_KC];
@@ -299,35 +290,39 @@ static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
 static void avx512_gemm(const vlr_gemm_args *a, int n_threads) {
     if (a->m <= 0 || a->n <= 0) return;
-    const int n_panels = (a->n + GEMM_NR - 1) / GEMM_NR;
-    const int n_row_tiles = (a->m + GEMM_MR - 1) / GEMM_MR;
+    const int n_panels = (a->n + GEMM_NR - 1) / GEMM_NR, n_row_tiles = (a->m + GEMM_MR - 1) / GEMM_MR;
     const int nt_req = n_threads > 0 ? n_threads : 1;
-    /* Thread grid: split the columns first (each thread then packs only its own part of W), the
-     * rows only when there are fewer column panels than threads. */
-    const int tn = nt_req < n_panels ? nt_req : n_panels;
-    const int tm = nt_req / tn < n_row_tiles ? nt_req / tn : n_row_tiles;
-#pragma omp parallel num_threads(tm * tn)
+    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
+#pragma omp parallel num_threads(nt_req)
     {
-        int t = 0;
+        /* Thread grid over the team we actually got (a nested region may get fewer threads):
+         * columns first (each thread then packs only its own part of W), rows only when there
+         * are fewer column panels than threads. */
+        int t = 0, nt = 1;
 #ifdef _OPENMP
         t = omp_get_thread_num();
+        nt = omp_get_num_threads();
 #endif
+        const int tn = nt < n_panels ? nt : n_panels;
+        const int tm = nt / tn < n_row_tiles ? nt / tn : n_row_tiles;
         const int ti = t / tn, tj = t % tn;
-        const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
-        const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
-        const int r0 = rt0 * GEMM_MR, r1 = rt1 * GEMM_MR < a->m ? rt1 * GEMM_MR : a->m;
-        const int c0 = cp0 * GEMM_NR, c1 = cp1 * GEMM_NR < a->n ? cp1 * GEMM_NR : a->n;
-        if (r0 < r1 && c0 < c1) {
-            const size_t nc_cap = round_up((size_t)(c1 - c0) < GEMM_NC ? (size_t)(c1 - c0) : GEMM_NC, GEMM_NR);
-            const size_t mc_cap = round_up((size_t)(r1 - r0) < GEMM_MC ? (size_t)(r1 - r0) : GEMM_MC, GEMM_MR);
-            float *wbuf = aligned_alloc(64, nc_cap * GEMM_KC * sizeof(float));
-            float *xbuf = aligned_alloc(64, mc_cap * GEMM_KC * sizeof(float));
-            if (wbuf && xbuf)
-                gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
-            else
-                gemm_block_small(a, r0, r1, c0, c1);
-            free(wbuf);
-            free(xbuf);
+        if (ti < tm) {
+            const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
+            const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
+            const int r0 = rt0 * GEMM_MR, r1 = rt1 * GEMM_MR < a->m ? rt1 * GEMM_MR : a->m;
+            const int c0 = cp0 * GEMM_NR, c1 = cp1 * GEMM_NR < a->n ? cp1 * GEMM_NR : a->n;
+            if (r0 < r1 && c0 < c1) {
+                const size_t nc_cap = round_up((size_t)(c1 - c0) < GEMM_NC ? (size_t)(c1 - c0) : GEMM_NC, GEMM_NR);
+                const size_t mc_cap = round_up((size_t)(r1 - r0) < GEMM_MC ? (size_t)(r1 - r0) : GEMM_MC, GEMM_MR);
+                float *wbuf = aligned_alloc(64, nc_cap * GEMM_KC * sizeof(float));
+                float *xbuf = aligned_alloc(64, mc_cap * GEMM_KC * sizeof(float));
+                if (wbuf && xbuf)
+                    gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+                else
+                    gemm_block_small(a, r0, r1, c0, c1);
+                free(wbuf);
+                free(xbuf);
+            }
         }
     }
 }
@@ -369,6 +364,7 @@ static inline __m512 exp512(__m512 x) {
 
 #define ATT_BK 128 /* keys per block: a multiple of GEMM_NR */
 #define ATT_ROWS 112 /* query rows (heads × queries) per unit */
+_Static_assert(ATT_BK % GEMM_NR == 0, "a key block is whole GEMM panels");
 
 typedef struct att_scratch {
     float *qp; /* [rows][hd] Q tiles packed [hd][mr] each */
@@ -467,10 +463,9 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
     const __m512 scale = _mm512_set1_ps(a->scale);
     for (int j0 = 0; j0 < n_vis; j0 += ATT_BK) {
         const int nk = n_vis - j0 < ATT_BK ? n_vis - j0 : ATT_BK;
-        /* K block as ATT_BK / GEMM_NR micro-panels of hd × GEMM_NR; no prefetching: the rows
-         * were just read by the previous unit of this head and are in cache */
+        /* K block as ATT_BK / GEMM_NR micro-panels of hd × GEMM_NR */
         pack_w_block_dt(w->kt, a->k + (size_t)g * hd, VLR_DT_F32, a->ld_kv, j0, nk, 0, hd,
-                        (size_t)GEMM_NR * hd, false);
+                        (size_t)GEMM_NR * hd);
         for (int hh = 0; hh < group; hh++)
             for (int t = 0; t < nq; t += GEMM_MR) {
                 const int mr = nq - t < GEMM_MR ? nq - t : GEMM_MR;
@@ -534,47 +529,95 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
         }
 }
 
+/* Segment s of a call: the call itself, or with cu_seqlens its s-th segment as a plain
+ * non-causal call over those rows. */
+static void att_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
+    *seg = *a;
+    if (!a->cu_seqlens) return;
+    const size_t r0 = (size_t)a->cu_seqlens[s];
+    seg->cu_seqlens = NULL;
+    seg->n_q = seg->n_kv = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+    seg->causal_offset = -1;
+    seg->out = a->out + r0 * a->ld_out;
+    seg->q = a->q + r0 * a->ld_q;
+    seg->k = a->k + r0 * a->ld_kv;
+    seg->v = a->v + r0 * a->ld_kv;
+}
+
 static void avx512_attention(const vlr_attention_args *a, int n_threads) {
-    if (a->n_q <= 0 || a->n_heads <= 0 || a->n_kv_heads <= 0 || a->head_dim <= 0) return;
+    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
+    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
+        return;
+    const int n_seg = a->cu_seqlens ? a->n_seqs : 1;
+    int max_q = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        if (len > max_q) max_q = len;
+    }
+    if (max_q <= 0) return;
     const int group = a->n_heads / a->n_kv_heads, hd = a->head_dim;
     int bq = ATT_ROWS / group > 0 ? ATT_ROWS / group : 1;
-    if (bq > a->n_q) bq = a->n_q;
-    const int rows = group * bq, n_qb = (a->n_q + bq - 1) / bq;
-    const long n_units = (long)a->n_kv_heads * n_qb;
-    const size_t floats = (size_t)rows * hd * 2 + 2 * ((size_t)hd + 1) * ATT_BK + (size_t)rows * ATT_BK + 3 * (size_t)rows;
-    bool failed = false;
-#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
-    {
-        float *buf = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-        if (!buf) {
-#pragma omp atomic write
-            failed = true;
-        } else {
-            att_scratch w;
-            /* s first (64-byte aligned rows: ATT_BK floats each), kt next (aligned panel rows) */
-            w.s = buf;
-            w.kt = w.s + (size_t)rows * ATT_BK;
-            w.vb = w.kt + (size_t)hd * ATT_BK;
-            w.qp = w.vb + (size_t)hd * ATT_BK;
-            w.o = w.qp + (size_t)rows * hd;
-            w.m = w.o + (size_t)rows * hd;
-            w.l = w.m + rows;
-            w.alpha = w.l + rows;
-            /* Units in query-block-major order, so the long causal units (late queries) start first. */
-#pragma omp for schedule(dynamic, 1)
-            for (long u = 0; u < n_units; u++) {
-                const int qb = n_qb - 1 - (int)(u / a->n_kv_heads), g = (int)(u % a->n_kv_heads);
-                const int i0 = qb * bq, nq = a->n_q - i0 < bq ? a->n_q - i0 : bq;
-                att_unit(a, g, i0, nq, bq, &w);
-            }
-        }
+    if (bq > max_q) bq = max_q;
+    const int rows = group * bq, nt = n_threads > 0 ? n_threads : 1;
+    /* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
+    const size_t floats = (size_t)rows * ATT_BK + 2 * (size_t)hd * ATT_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
+    const size_t per_thread = (floats + 15) / 16 * 16; /* whole 64-byte lines */
+    /* All scratch is allocated here, before the parallel region: every thread must reach the
+     * work-sharing loop, so none may drop out on a failed allocation. */
+    size_t bytes;
+    long *unit_start = malloc(((size_t)n_seg + 1) * sizeof(long)); /* units before segment s */
+    float *buf = NULL;
+    if (vlr_mul_ok(per_thread * sizeof(float), (size_t)nt, &bytes)) buf = aligned_alloc(64, bytes);
+    if (!unit_start || !buf) { /* no scratch memory: the scalar reference, which needs none */
+        free(unit_start);
         free(buf);
-    }
-    if (failed) { /* no scratch memory: the scalar reference, which needs none */
         vlr_kernels ref;
         vlr_kernels_fill_ref(&ref);
         ref.attention(a, n_threads);
+        return;
     }
+    unit_start[0] = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        unit_start[s + 1] = unit_start[s] + (len > 0 ? (long)a->n_kv_heads * ((len + bq - 1) / bq) : 0);
+    }
+    const long n_units = unit_start[n_seg];
+#pragma omp parallel num_threads(nt)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        att_scratch w;
+        w.s = buf + (size_t)t * per_thread; /* 64-byte aligned rows of ATT_BK floats */
+        w.kt = w.s + (size_t)rows * ATT_BK;  /* aligned panel rows */
+        w.vb = w.kt + (size_t)hd * ATT_BK;
+        w.qp = w.vb + (size_t)hd * ATT_BK;
+        w.o = w.qp + (size_t)rows * hd;
+        w.m = w.o + (size_t)rows * hd;
+        w.l = w.m + rows;
+        w.alpha = w.l + rows;
+        /* Within a segment, units go query-block-major from the last block, so the long causal
+         * units (late queries) start first. */
+#pragma omp for schedule(dynamic, 1)
+        for (long u = 0; u < n_units; u++) {
+            int s = 0, hi = n_seg; /* the segment holding unit u: unit_start[s] <= u < unit_start[s+1] */
+            while (hi - s > 1) {
+                const int mid = (s + hi) / 2;
+                if (unit_start[mid] <= u) s = mid;
+                else hi = mid;
+            }
+            vlr_attention_args seg;
+            att_segment(a, s, &seg);
+            const long v = u - unit_start[s];
+            const int n_qb = (seg.n_q + bq - 1) / bq;
+            const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
+            const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
+            att_unit(&seg, g, i0, nq, bq, &w);
+        }
+    }
+    free(buf);
+    free(unit_start);
 }
 
 /* ---------------------------------------------------------------------------------------------
