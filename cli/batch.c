@@ -235,6 +235,23 @@ void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st,
     fputc('\n', stderr);
 }
 
+bool cli_batch_opt(cli_args *a, cli_batch_opts *o, long *cache_mb, bool *bad) {
+    const char *v = NULL;
+    if (cli_opt(a, "--input", true, &o->input, bad)) return true;
+    if (cli_opt(a, "--output", true, &o->output, bad)) return true;
+    if (cli_opt(a, "--resume", false, &v, bad)) { o->resume = true; return true; }
+    if (cli_opt(a, "--overwrite", false, &v, bad)) { o->overwrite = true; return true; }
+    if (cli_opt(a, "--quiet", false, &v, bad)) { o->quiet = true; return true; }
+    if (cli_opt(a, "--vision-cache", true, &v, bad)) {
+        if (v && !cli_parse_int(v, 0, 1L << 20, cache_mb)) {
+            cli_usage_error(a->cmd, "--vision-cache: expected megabytes (0..1048576), got '%s'", v);
+            *bad = true;
+        }
+        return true;
+    }
+    return false;
+}
+
 /* ---- the loop ------------------------------------------------------------------------------ */
 
 int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *st) {

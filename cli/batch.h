@@ -22,6 +22,11 @@ typedef struct cli_batch_opts {
     double log_every_s; /* plain progress lines when stderr is not a terminal; 0 = 5 s */
 } cli_batch_opts;
 
+/* Consumes the options every batch command shares: --input, --output, --resume, --overwrite,
+ * --quiet and --vision-cache MB (into *cache_mb). Returns true when argv[a->i] was one of them;
+ * sets *bad (after printing a usage error) on a bad value. */
+bool cli_batch_opt(cli_args *a, cli_batch_opts *o, long *cache_mb, bool *bad);
+
 typedef struct cli_batch_stats {
     uint64_t total;     /* non-blank input lines, when the input is a regular file (else 0) */
     uint64_t done;      /* lines handled in this run */

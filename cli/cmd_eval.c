@@ -145,28 +145,19 @@ static char *model_name_of(const char *dir) {
 int cmd_eval(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "eval"};
     cli_model_opts mo = {0};
-    const char *input = NULL, *output = NULL, *format_name = "pairs", *summary_path = NULL;
-    bool bad = false, resume = false, overwrite = false, quiet = false;
+    const char *format_name = "pairs", *summary_path = NULL;
+    cli_batch_opts bo = {.cmd = "eval"};
+    bool bad = false;
     long cache_mb = 512;
     while (a.i < argc && !bad) {
-        const char *v = NULL;
         if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
             fputs(help, stdout);
             return EXIT_OK;
         }
         if (cli_model_opt(&a, &mo, &bad)) continue;
-        if (cli_opt(&a, "--input", true, &input, &bad)) continue;
-        if (cli_opt(&a, "--output", true, &output, &bad)) continue;
+        if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
         if (cli_opt(&a, "--format", true, &format_name, &bad)) continue;
         if (cli_opt(&a, "--summary-json", true, &summary_path, &bad)) continue;
-        if (cli_opt(&a, "--resume", false, &v, &bad)) { resume = true; continue; }
-        if (cli_opt(&a, "--overwrite", false, &v, &bad)) { overwrite = true; continue; }
-        if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
-        if (cli_opt(&a, "--vision-cache", true, &v, &bad)) {
-            if (v && !cli_parse_int(v, 0, 1L << 20, &cache_mb))
-                return cli_usage_error("eval", "--vision-cache: expected megabytes (0..1048576), got '%s'", v);
-            continue;
-        }
         return cli_usage_error("eval", "unknown option '%s'", argv[a.i]);
     }
     if (bad) return EXIT_USAGE;
@@ -174,14 +165,14 @@ int cmd_eval(int argc, char **argv) {
     if (!vlr_eval_format_parse(format_name, &ctx.format))
         return cli_usage_error("eval", "--format: expected pairs, vlrewardbench or rewardbench, got '%s'", format_name);
     if (!mo.model_dir) return cli_usage_error("eval", "--model DIR is required");
-    if (!input) return cli_usage_error("eval", "--input FILE is required");
-    bool to_stdout = !output || strcmp(output, "-") == 0;
-    if (resume && to_stdout) return cli_usage_error("eval", "--resume needs --output FILE");
+    if (!bo.input) return cli_usage_error("eval", "--input FILE is required");
+    bool to_stdout = !bo.output || strcmp(bo.output, "-") == 0;
+    if (bo.resume && to_stdout) return cli_usage_error("eval", "--resume needs --output FILE");
 
     vlr_model *m = cli_load_model(&mo, "eval");
     if (!m) return EXIT_USAGE;
     int status = EXIT_USAGE;
-    char *base = cli_input_dir(input), *model_name = model_name_of(mo.model_dir);
+    char *base = cli_input_dir(bo.input), *model_name = model_name_of(mo.model_dir);
     vlr_eval_summary file_summary;
     vlr_eval_summary_init(&ctx.summary, ctx.format);
     vlr_eval_summary_init(&file_summary, ctx.format);
@@ -197,8 +188,6 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "vlreward eval: %s\n", vlr_session_errmsg(ctx.session));
         goto done;
     }
-    cli_batch_opts bo = {.cmd = "eval", .input = input, .output = output, .resume = resume, .overwrite = overwrite,
-                         .quiet = quiet};
     cli_batch_stats st;
     int run = cli_batch_run(&bo, eval_line, &ctx, &st);
     if (run < 0) goto done;
@@ -210,7 +199,7 @@ int cmd_eval(int argc, char **argv) {
     cli_batch_print_summary(&bo, &st, extra);
     const vlr_eval_summary *s = &ctx.summary;
     if (!to_stdout) {
-        if (!summary_from_file(output, &file_summary)) goto done;
+        if (!summary_from_file(bo.output, &file_summary)) goto done;
         s = &file_summary;
     } else if (ctx.summary_failed) {
         fprintf(stderr, "vlreward eval: out of memory in the summary\n");

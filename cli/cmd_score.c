@@ -114,10 +114,11 @@ static bool score_line(const vlr_json *root, const char *parse_error, const vlr_
 int cmd_score(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "score"};
     cli_model_opts mo = {0};
-    const char *input = NULL, *output = NULL, *question = NULL, *answer = NULL, *trace_path = NULL;
+    const char *question = NULL, *answer = NULL, *trace_path = NULL;
+    cli_batch_opts bo = {.cmd = "score"};
     const char *images[MAX_ONE_OFF_IMAGES];
     int n_images = 0;
-    bool bad = false, resume = false, overwrite = false, quiet = false;
+    bool bad = false;
     long cache_mb = 512;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -126,19 +127,10 @@ int cmd_score(int argc, char **argv) {
             return EXIT_OK;
         }
         if (cli_model_opt(&a, &mo, &bad)) continue;
-        if (cli_opt(&a, "--input", true, &input, &bad)) continue;
-        if (cli_opt(&a, "--output", true, &output, &bad)) continue;
+        if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
         if (cli_opt(&a, "--question", true, &question, &bad)) continue;
         if (cli_opt(&a, "--answer", true, &answer, &bad)) continue;
         if (cli_opt(&a, "--trace", true, &trace_path, &bad)) continue;
-        if (cli_opt(&a, "--resume", false, &v, &bad)) { resume = true; continue; }
-        if (cli_opt(&a, "--overwrite", false, &v, &bad)) { overwrite = true; continue; }
-        if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
-        if (cli_opt(&a, "--vision-cache", true, &v, &bad)) {
-            if (v && !cli_parse_int(v, 0, 1L << 20, &cache_mb))
-                return cli_usage_error("score", "--vision-cache: expected megabytes (0..1048576), got '%s'", v);
-            continue;
-        }
         if (cli_opt(&a, "--image", true, &v, &bad)) {
             if (v && n_images == MAX_ONE_OFF_IMAGES) return cli_usage_error("score", "at most %d --image", MAX_ONE_OFF_IMAGES);
             if (v) images[n_images++] = v;
@@ -151,13 +143,13 @@ int cmd_score(int argc, char **argv) {
     bool one_off = question || answer || n_images;
     if (one_off && (!question || !answer))
         return cli_usage_error("score", "the one-off form needs both --question and --answer");
-    if (one_off && input) return cli_usage_error("score", "give either --input or --question/--answer, not both");
+    if (one_off && bo.input) return cli_usage_error("score", "give either --input or --question/--answer, not both");
 
     vlr_model *m = cli_load_model(&mo, "score");
     if (!m) return EXIT_USAGE;
     score_ctx ctx = {0};
     int status = EXIT_USAGE;
-    char *base = cli_input_dir(input);
+    char *base = cli_input_dir(bo.input);
     ctx.base_dir = base;
     if (vlr_session_init(m, &ctx.session) != VLR_OK) {
         fprintf(stderr, "vlreward score: out of memory\n");
@@ -200,8 +192,6 @@ int cmd_score(int argc, char **argv) {
         vlr_buf_free(&id);
         vlr_buf_free(&line);
     } else {
-        cli_batch_opts bo = {.cmd = "score", .input = input, .output = output, .resume = resume,
-                             .overwrite = overwrite, .quiet = quiet};
         cli_batch_stats st;
         int run = cli_batch_run(&bo, score_line, &ctx, &st);
         if (run >= 0) {
