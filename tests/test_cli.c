@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,6 +222,19 @@ static void test_score_cli(void) {
     rc = run(cmd, &out);
     CHECK(rc == 0 && fabs(strtod(out, NULL) - expected_score(0)) <= 2e-5, "one-off demo score %s (exit %d)", out, rc);
     free(out);
+    /* Too long for --max-tokens: refused with a clear error, never truncated. */
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 30 --question q --answer a", bin);
+    rc = run(cmd, &out);
+    char *err = read_stderr();
+    CHECK(rc == 0, "a 26-token request fits in 30 (exit %d): %s", rc, err);
+    free(err);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 20 --question q --answer a", bin);
+    rc = run(cmd, &out);
+    err = read_stderr();
+    CHECK(rc == 1 && strstr(err, "more than the limit of 20") != NULL, "over --max-tokens: exit %d, '%s'", rc, err);
+    free(err);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q", bin);
     CHECK(run(cmd, &out) == 2, "one-off without --answer is a usage error");
     free(out);
@@ -326,6 +340,44 @@ static void test_trace(void) {
     free(text);
 }
 
+
+/* The library example scores the demo like the CLI; a model whose chat template is not Qwen2-VL's
+ * loads with one warning on stderr. */
+static void test_example_and_template_warning(void) {
+    char cmd[4096], *out;
+    const char *build = getenv("VLR_BUILD");
+    snprintf(cmd, sizeof cmd, "%s/example_score " MODEL " '{\"image\": \"tests/reference/images/demo.jpg\", "
+             "\"question\": \"Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, "
+             "at the end.\\nQuestion: Is Purple the highest value?\\nChoices:\\n(A) no\\n(B) yes\", "
+             "\"answer\": \"The answer is: B\"}'", build && *build ? build : "build");
+    int rc = run(cmd, &out);
+    CHECK(rc == 0 && fabs(strtod(out, NULL) - expected_score(0)) <= 2e-5, "example_score: %s (exit %d)", out, rc);
+    free(out);
+
+    /* A copy of tiny-a (weights symlinked) with another template. */
+    char dir[400], real[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/other-template", tmpdir);
+    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
+    const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
+                           "preprocessor_config.json"};
+    for (size_t i = 0; i < 5; i++) {
+        char from[PATH_MAX + 64], to[512];
+        snprintf(from, sizeof from, "%s/%s", real, files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/chat_template.json", dir);
+    write_file(path, "{\"chat_template\": \"{% for m in messages %}{{ m['content'] }}{% endfor %}\"}");
+    snprintf(cmd, sizeof cmd, "%s info --model %s", bin, dir);
+    rc = run(cmd, &out);
+    char *err = read_stderr();
+    const char *w = strstr(err, "chat template differs");
+    CHECK(rc == 0 && w != NULL && strstr(w + 1, "chat template differs") == NULL, "one template warning: '%s'", err);
+    free(err);
+    free(out);
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -343,6 +395,7 @@ int main(void) {
     test_prepare_dump();
     test_score_cli();
     test_trace();
+    test_example_and_template_warning();
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);
