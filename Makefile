@@ -1,21 +1,25 @@
 # vlreward: GNU Makefile. `make` builds build/vlreward, build/libvlreward.a and build/libvlreward.so.
 # `make demo` installs missing Debian packages, builds and scores the bundled demo; `make test` runs
 # the whole suite (unit, golden, hostile-input tests, then the same under ASan+UBSan).
-# Other targets: test-fast (no sanitizer pass), test-asan, bench, fuzz, clean.
+# Other targets: test-fast (no sanitizer pass), test-asan, fuzz, install, uninstall, clean.
 # Variables: BUILD (output folder), SAN=1 (AddressSanitizer + UBSan), CC.
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libjpeg libpng libwebp libcurl libutf8proc libmicrohttpd
+LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
+PKGS    := $(LIB_PKGS) libmicrohttpd
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
+# The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
+LIB_LDLIBS := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # Tests check image bytes by SHA-256 against the goldens: OpenSSL's libcrypto, tests only.
 TEST_LDLIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS  += -fsanitize=address,undefined
+LIB_LDLIBS += -fsanitize=address,undefined
 endif
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
@@ -32,8 +36,9 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HDRS     := $(wildcard include/*.h src/*.h src/kernels/*.h cli/*.h tests/*.h)
 
-.PHONY: all deps demo test test-fast test-asan bench fuzz clean
-all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score
+.PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall
+all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score \
+     $(BUILD)/bench_gemm
 
 deps:
 	@scripts/install-deps
@@ -50,12 +55,16 @@ $(BUILD)/libvlreward.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/libvlreward.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
 
 $(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
 
 $(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
+
+# Kernel micro-benchmark (bench/README.md; add -DWITH_OPENBLAS -DWITH_DNNL by hand to compare).
+$(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libvlreward.a $(HDRS)
@@ -83,6 +92,24 @@ test-asan:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# `make install PREFIX=/usr/local` (DESTDIR honoured): the CLI, the header, both libraries and a
+# pkg-config file, so `pkg-config --cflags --libs vlreward` builds programs against the library.
+PREFIX ?= /usr/local
+install: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/vlreward $(DESTDIR)$(PREFIX)/bin/vlreward
+	install -m 644 include/vlreward.h $(DESTDIR)$(PREFIX)/include/vlreward.h
+	install -m 644 $(BUILD)/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.a
+	install -m 755 $(BUILD)/libvlreward.so $(DESTDIR)$(PREFIX)/lib/libvlreward.so
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: vlreward\nDescription: Skywork-VL-Reward inference engine\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lvlreward\nLibs.private: -fopenmp -lm -lpthread\n' \
+	    "$(PREFIX)" "$$(sed -n 's/^#define VLR_VERSION "\(.*\)"/\1/p' include/vlreward.h)" "$(LIB_PKGS)" \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/vlreward $(DESTDIR)$(PREFIX)/include/vlreward.h \
+	      $(DESTDIR)$(PREFIX)/lib/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.so \
+	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 # libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,
 # JSON text, safetensors headers, request lines through the chat template, tokenizer text and ids.
