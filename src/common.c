@@ -3,11 +3,14 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *vlr_status_str(vlr_status s) {
     switch (s) {
@@ -158,11 +161,18 @@ void vlr_buf_json_double(vlr_buf *b, double v) {
         vlr_buf_puts(b, "null"); /* JSON has no NaN/Inf */
         return;
     }
+    /* Formatted in the "C" locale: a host program under a decimal-comma locale must still get
+     * JSON numbers. Shortest of %.15g..%.17g that reads back exactly: readable and round-trip safe. */
+    locale_t c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    locale_t previous = c_numeric ? uselocale(c_numeric) : (locale_t)0;
     char tmp[40];
-    /* Shortest of %.15g..%.17g that reads back exactly: readable and round-trip safe. */
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, v);
         if (strtod(tmp, NULL) == v) break;
+    }
+    if (c_numeric) {
+        uselocale(previous);
+        freelocale(c_numeric);
     }
     vlr_buf_puts(b, tmp);
 }
@@ -172,15 +182,22 @@ void vlr_buf_json_double(vlr_buf *b, double v) {
 vlr_status vlr_read_file(const char *path, size_t max_bytes, char **out, size_t *len, vlr_err *e) {
     *out = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vlr_fail(e, VLR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK so that a FIFO or device named as an input is refused instead of blocking the
+     * open; regular files ignore the flag. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return vlr_fail(e, VLR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return vlr_fail(e, VLR_ERR_IO, "%s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return vlr_fail(e, VLR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     vlr_status rc = VLR_OK;
     char *data = NULL;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = vlr_fail(e, VLR_ERR_IO, "%s: not a regular file", path);
-        goto done;
-    }
     if ((uint64_t)st.st_size > max_bytes) {
         rc = vlr_fail(e, VLR_ERR_LIMIT, "%s: file is %lld bytes, more than the limit of %zu", path,
                       (long long)st.st_size, max_bytes);

@@ -45,6 +45,10 @@
 
 #define CONFIG_MAX_BYTES ((size_t)16 << 20)
 
+/* rope_theta, wherever it is written: an open interval, as opt_double / double_value take it */
+#define ROPE_THETA_LO 1.0
+#define ROPE_THETA_HI 1e30
+
 /* Where a field is looked up. */
 typedef enum scope { SCOPE_TEXT, SCOPE_TOKEN, SCOPE_VISION, SCOPE_ROOT } scope;
 
@@ -273,7 +277,7 @@ static vlr_status read_rope(const cfg_reader *r, vlr_text_config *t) {
     if (theta && theta->type != VLR_JSON_NULL && !lookup(r, SCOPE_TEXT, "rope_theta").v) {
         char w[176];
         snprintf(w, sizeof w, "%s.rope_theta", f.where);
-        rc = double_value(r, w, theta, 0.0, 1e30, &t->rope_theta);
+        rc = double_value(r, w, theta, ROPE_THETA_LO, ROPE_THETA_HI, &t->rope_theta);
     }
     return rc;
 }
@@ -290,7 +294,7 @@ static vlr_status read_text(const cfg_reader *r, vlr_text_config *t) {
     TRY(opt_int(r, SCOPE_TEXT, "max_position_embeddings", 1, CAP_POSITIONS, 32768,
                 &t->max_position_embeddings));
     TRY(opt_double(r, SCOPE_TEXT, "rms_norm_eps", 0.0, 1.0, 1e-5, &t->rms_norm_eps));
-    TRY(opt_double(r, SCOPE_TEXT, "rope_theta", 1.0, 1e30, 1e6, &t->rope_theta));
+    TRY(opt_double(r, SCOPE_TEXT, "rope_theta", ROPE_THETA_LO, ROPE_THETA_HI, 1e6, &t->rope_theta));
     TRY(opt_bool(r, SCOPE_TEXT, "tie_word_embeddings", false, &t->tie_word_embeddings));
     TRY(read_rope(r, t));
 

@@ -27,11 +27,14 @@ static int b64_value(unsigned char c) {
 
 static bool b64_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
 
-/* Standard alphabet, '=' padding required to a multiple of 4 symbols, whitespace skipped. */
+/* Standard alphabet, '=' padding required to a multiple of 4 symbols, whitespace skipped. The
+ * buffer is sized by the cap, not by the text, and decoding stops as soon as the cap is passed. */
 static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t **out, size_t *n, vlr_err *e) {
     *out = NULL;
     *n = 0;
-    uint8_t *buf = vlr_malloc(len / 4 * 3 + 3, e);
+    size_t most = len / 4 * 3; /* whitespace only makes the data shorter */
+    if (most > cap) most = (size_t)cap;
+    uint8_t *buf = vlr_malloc(most + 3, e); /* + 3: the quantum that passes the cap */
     if (!buf) return VLR_ERR_NOMEM;
     size_t o = 0, symbols = 0, pad = 0;
     uint32_t acc = 0;
@@ -53,6 +56,7 @@ static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t
         acc = acc << 6 | (uint32_t)v;
         symbols++;
         if (symbols % 4 == 0) {
+            if (o > most) goto too_large; /* past the cap already; else the 3 bytes fit */
             buf[o++] = (uint8_t)(acc >> 16);
             buf[o++] = (uint8_t)(acc >> 8);
             buf[o++] = (uint8_t)acc;
@@ -62,6 +66,7 @@ static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t
     if (symbols % 4 != 0) goto bad_pad;
     if (pad) {
         /* the last quantum held 4 - pad symbols: acc has (4 - pad) * 6 bits */
+        if (o > most) goto too_large;
         if (pad == 1) {
             buf[o++] = (uint8_t)(acc >> 10);
             buf[o++] = (uint8_t)(acc >> 2);
@@ -73,13 +78,13 @@ static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t
         free(buf);
         return vlr_fail(e, VLR_ERR_FORMAT, "data URI: no data after \"base64,\"");
     }
-    if (o > cap) {
-        free(buf);
-        return vlr_fail(e, VLR_ERR_LIMIT, "data URI: %zu bytes, more than the limit of %llu", o, (unsigned long long)cap);
-    }
+    if (o > cap) goto too_large;
     *out = buf;
     *n = o;
     return VLR_OK;
+too_large:
+    free(buf);
+    return vlr_fail(e, VLR_ERR_LIMIT, "data URI: more than the limit of %llu bytes", (unsigned long long)cap);
 bad_pad:
     free(buf);
     return vlr_fail(e, VLR_ERR_FORMAT, "data URI: incorrect base64 padding");
@@ -112,17 +117,23 @@ static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_
     vlr_status rc = VLR_OK;
     CURL *h = curl_easy_init(); /* initialises libcurl on first use (thread-safe since 7.84) */
     if (!h) return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: libcurl failed to start", url);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    /* The safety options must take: a libcurl that refuses one (older than 7.85 for the _STR
+     * protocol lists) would otherwise follow a redirect to file:// or download without bounds. */
+    if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(cap > INT64_MAX ? INT64_MAX : cap)) != CURLE_OK) {
+        curl_easy_cleanup(h);
+        return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: this libcurl (%s) lacks a required option "
+                        "(http/https-only redirects, size cap or timeout)", url, curl_version());
+    }
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout < 10 ? timeout : 10L);
     curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(cap > INT64_MAX ? INT64_MAX : cap));
     curl_easy_setopt(h, CURLOPT_USERAGENT, "vlreward/" VLR_VERSION);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, download_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);

@@ -5,9 +5,12 @@
  * contiguous and the whole document is freed at once. Strings are decoded into the arena with their
  * length (a "\u0000" escape is kept as a NUL byte); raw bytes must be valid UTF-8 and escapes must
  * not produce lone surrogates. Recursion depth is capped (VLR_JSON_MAX_DEPTH) so hostile nesting
- * cannot exhaust the C stack. It does not write JSON: see vlr_buf_json_string in common.c. */
+ * cannot exhaust the C stack. Numbers are converted with strtod_l in the "C" locale: plain strtod
+ * follows LC_NUMERIC, and a host program running under a decimal-comma locale would read "0.5" as 0.
+ * It does not write JSON: see vlr_buf_json_string in common.c. */
 #include "json.h"
 
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -29,6 +32,7 @@ typedef struct parser {
     vlr_json_doc *doc;
     vlr_json *stack; /* children of the open containers */
     size_t stack_len, stack_cap;
+    locale_t c_numeric; /* "C" LC_NUMERIC for strtod_l, made at the first number; 0 before */
     vlr_err *e;
     vlr_status rc;
 } parser;
@@ -262,8 +266,12 @@ static vlr_status parse_number(parser *p, vlr_json *v) {
     if (!buf) return nomem(p);
     memcpy(buf, t + s, n);
     buf[n] = '\0';
+    if (!p->c_numeric) {
+        p->c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+        if (!p->c_numeric) return nomem(p);
+    }
     v->type = VLR_JSON_NUMBER;
-    v->number = strtod(buf, NULL);
+    v->number = strtod_l(buf, NULL, p->c_numeric);
     v->str = buf;
     v->len = n;
     p->pos = i;
@@ -408,6 +416,7 @@ vlr_json_doc *vlr_json_parse(const char *text, size_t len, vlr_err *e) {
         if (p.pos != p.len) fail_at(&p, p.pos, VLR_ERR_FORMAT, "unexpected data after the JSON value");
     }
     free(p.stack);
+    if (p.c_numeric) freelocale(p.c_numeric);
     if (p.rc != VLR_OK) {
         vlr_json_free(doc);
         return NULL;

@@ -295,6 +295,14 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
         }
     }
 
+    /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
+     * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
+    size_t longest = vlr_tok_max_token_bytes(m->tokenizer);
+    if (longest && out->prompt.len / longest > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the text is %zu bytes, more than %d tokens can hold "
+                      "(--max-tokens / max_position_embeddings)", out->prompt.len, m->max_tokens);
+        goto done;
+    }
     /* Tokens: the template's added tokens are matched on the raw text, so expanding each
      * <|image_pad|> after tokenizing gives the ids of the expanded text. */
     if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;

@@ -89,6 +89,7 @@ struct vlr_tokenizer {
                                     later at the same address) from ours */
     bool nfc;                    /* normalizer is NFC (else none) */
     bool ignore_merges;          /* model.ignore_merges: a piece in the vocab maps to its id */
+    size_t max_token_bytes;      /* longest text one id stands for (vocab or added token) */
 };
 
 typedef struct cache_entry {
@@ -691,6 +692,10 @@ static vlr_status build_decode_table(vlr_tokenizer *t, int32_t max_id, const cha
             return vlr_fail(e, VLR_ERR_NOMEM, "%s: out of memory building the decode table", path);
         t->id_flags[a->id] = ID_KNOWN | ID_ADDED | (a->special ? ID_SPECIAL : 0);
     }
+    for (size_t i = 0; i < t->n_ids; i++)
+        if (t->decoded[i].len > t->max_token_bytes) t->max_token_bytes = t->decoded[i].len;
+    for (size_t i = 0; i < t->n_added; i++)
+        if (t->added[i].content.len > t->max_token_bytes) t->max_token_bytes = t->added[i].content.len;
     /* skip_special_tokens drops tokens whose *text* is a special token's content
      * (AddedVocabulary::is_special_token), so a vocabulary entry spelled the same goes too. */
     for (size_t i = 0; i < t->n_added; i++) {
@@ -766,6 +771,7 @@ int32_t vlr_tok_find(const vlr_tokenizer *t, const char *token, size_t len) {
 }
 
 size_t vlr_tok_vocab_size(const vlr_tokenizer *t) { return t ? t->n_ids : 0; }
+size_t vlr_tok_max_token_bytes(const vlr_tokenizer *t) { return t ? t->max_token_bytes : 0; }
 
 /* ---- cache -------------------------------------------------------------------------------- */
 

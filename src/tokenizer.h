@@ -56,5 +56,8 @@ int32_t vlr_tok_find(const vlr_tokenizer *t, const char *token, size_t len);
 
 /* Largest id (vocabulary or added token) + 1. */
 size_t vlr_tok_vocab_size(const vlr_tokenizer *t);
+/* The longest text (in bytes) a single id stands for: a text of n bytes needs at least
+ * n / vlr_tok_max_token_bytes ids, which bounds a request's length before it is tokenized. */
+size_t vlr_tok_max_token_bytes(const vlr_tokenizer *t);
 
 #endif

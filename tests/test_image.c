@@ -8,10 +8,17 @@
  *   - formats the goldens lack, written here with libpng / libjpeg / libwebp / by hand and checked
  *     against Pillow 9.4's rules restated independently below (16-bit, palette + tRNS, CMYK, ...)
  *   - hostile input: truncations, flipped bytes, a 100000x100000 header, CRC damage; sources
- *     (data: URI, file://, unreachable URL)
+ *     (data: URI, file://, unreachable URL) and hostile HTTP answers from a local test server
+ *     (redirect to file://, redirect loop, oversized bodies with and without Content-Length,
+ *     HTTP errors, a stalled body)
  * With VLR_IMAGE_BENCH=1 it also times the 1920x1080 JPEG front end (see bench/image.md). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1044,6 +1051,22 @@ static void test_sources(void) {
     char *uri = malloc(strlen(b64) + 64);
     sprintf(uri, "data:image/png;base64,%s", b64);
     CHECK(vlr_image_read_source(uri, NULL, &small, &got, &n, &e) == VLR_ERR_LIMIT, "data URI over the cap");
+    /* The cap is exact, on either side of it and whether the last quantum is padded or not. */
+    static const struct { const char *uri; size_t bytes; } sized[] = {
+        {"data:image/png;base64,QUJD", 3}, {"data:image/png;base64,QUJDRA==", 4},
+        {"data:image/png;base64,QUJDREU=", 5}, {"data:image/png;base64,QUJDREVG", 6}};
+    for (size_t i = 0; i < sizeof sized / sizeof sized[0]; i++) {
+        for (uint64_t cap = 1; cap <= 8; cap++) {
+            vlr_image_limits lim = {.max_download_bytes = cap};
+            vlr_status want = cap >= sized[i].bytes ? VLR_OK : VLR_ERR_LIMIT;
+            vlr_status rc = vlr_image_read_source(sized[i].uri, NULL, &lim, &got, &n, &e);
+            CHECK(rc == want && (rc != VLR_OK || (n == sized[i].bytes && memcmp(got, "ABCDEF", n) == 0)) &&
+                      (rc == VLR_OK || got == NULL),
+                  "%s with a cap of %llu: %d '%s'", sized[i].uri, (unsigned long long)cap, (int)rc, e.msg);
+            free(got);
+            got = NULL;
+        }
+    }
 
     /* The whole chain from a data: URI gives the same pixels as from the path. */
     vlr_preproc_config pp = tiny_preproc();
@@ -1083,6 +1106,162 @@ static void test_sources(void) {
     CHECK(vlr_now() - t0 < 6, "unreachable URL took %.1f s", vlr_now() - t0);
     rc = vlr_image_prepare("https://127.0.0.1:9/x.png", NULL, NULL, &pp, &quick, &a, &e);
     CHECK(rc == VLR_ERR_NETWORK && strstr(e.msg, "cannot fetch URL"), "prepare, unreachable URL: %s", e.msg);
+    free(file);
+}
+
+/* ---- hostile HTTP answers, from a one-thread server on 127.0.0.1 ------------------------------ */
+
+typedef struct http_server {
+    int listen_fd, port;
+    const uint8_t *png;
+    size_t png_len;
+    char file_url[4200]; /* file:// URL of a real image, the target of the hostile redirect */
+} http_server;
+
+static void send_all(int fd, const void *d, size_t n) {
+    const char *p = d;
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL); /* the client may hang up: no SIGPIPE */
+        if (k <= 0) return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void send_str(int fd, const char *s) { send_all(fd, s, strlen(s)); }
+
+/* Answers one request per connection by its path, until the listening socket is shut down. */
+static void *http_server_main(void *arg) {
+    http_server *srv = arg;
+    for (;;) {
+        int fd = accept(srv->listen_fd, NULL, NULL);
+        if (fd < 0) return NULL;
+        char req[4096];
+        size_t got = 0;
+        req[0] = '\0';
+        while (got < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+            ssize_t k = recv(fd, req + got, sizeof req - 1 - got, 0);
+            if (k <= 0) break;
+            got += (size_t)k;
+            req[got] = '\0';
+        }
+        req[got] = '\0';
+        char path[256] = "";
+        sscanf(req, "GET %255s", path);
+        char head[4600];
+        if (strcmp(path, "/ok.png") == 0) {
+            snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     srv->png_len);
+            send_str(fd, head);
+            send_all(fd, srv->png, srv->png_len);
+        } else if (strcmp(path, "/to-ok") == 0) {
+            send_str(fd, "HTTP/1.1 302 Found\r\nLocation: /ok.png\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        } else if (strcmp(path, "/to-file") == 0) {
+            snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n", srv->file_url);
+            send_str(fd, head);
+        } else if (strcmp(path, "/loop") == 0) {
+            send_str(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        } else if (strcmp(path, "/big-unsized") == 0) { /* no Content-Length: only the streaming cap stops it */
+            send_str(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            static const char chunk[1000] = {0};
+            for (int i = 0; i < 100; i++) send_all(fd, chunk, sizeof chunk);
+        } else if (strcmp(path, "/big-sized") == 0) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nConnection: close\r\n\r\n");
+        } else if (strcmp(path, "/empty") == 0) {
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        } else if (strcmp(path, "/stall") == 0) { /* promises a body, sends 10 bytes, then waits */
+            send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n0123456789");
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            (void)poll(&pfd, 1, 10000); /* returns when the client gives up and closes */
+        } else {
+            send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+        }
+        close(fd);
+    }
+}
+
+static void test_http(void) {
+    http_server srv = {.listen_fd = -1};
+    uint8_t *file = NULL;
+    if (!read_all(REF "images/tiny_30x20.png", &file, &srv.png_len)) return;
+    srv.png = file;
+    char cwd[4000];
+    if (!getcwd(cwd, sizeof cwd)) {
+        free(file);
+        return;
+    }
+    snprintf(srv.file_url, sizeof srv.file_url, "file://%s/" REF "images/tiny_30x20.png", cwd);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof addr;
+    srv.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    pthread_t th;
+    if (srv.listen_fd < 0 || bind(srv.listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        listen(srv.listen_fd, 8) != 0 || getsockname(srv.listen_fd, (struct sockaddr *)&addr, &alen) != 0 ||
+        pthread_create(&th, NULL, http_server_main, &srv) != 0) {
+        CHECK(false, "cannot start the local HTTP test server");
+        if (srv.listen_fd >= 0) close(srv.listen_fd);
+        free(file);
+        return;
+    }
+    srv.port = ntohs(addr.sin_port);
+
+    vlr_image_limits lim = {.max_download_bytes = 50000, .timeout_s = 5};
+    char url[128];
+    uint8_t *got = NULL;
+    size_t n = 0;
+    vlr_err e = {0};
+    vlr_status rc;
+#define FETCH(p) (snprintf(url, sizeof url, "http://127.0.0.1:%d%s", srv.port, p), \
+                  vlr_image_read_source(url, NULL, &lim, &got, &n, &e))
+
+    rc = FETCH("/ok.png");
+    CHECK(rc == VLR_OK && n == srv.png_len && memcmp(got, file, n) == 0, "plain download: %s", e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/to-ok");
+    CHECK(rc == VLR_OK && n == srv.png_len && memcmp(got, file, n) == 0, "http -> http redirect is followed: %s", e.msg);
+    free(got), got = NULL;
+
+    /* A server must not be able to make us read a local file by redirecting to file://. */
+    rc = FETCH("/to-file");
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "cannot fetch URL: http://127.0.0.1"),
+          "redirect to file:// refused: %d '%s'", (int)rc, e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/loop");
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "redirect"), "redirect loop: %d '%s'", (int)rc, e.msg);
+    free(got), got = NULL;
+
+    /* The size cap holds while streaming (no Content-Length) and from the header. */
+    rc = FETCH("/big-unsized");
+    CHECK(rc == VLR_ERR_LIMIT && got == NULL && strstr(e.msg, "larger than the limit of 50000 bytes"),
+          "unsized body over the cap: %d '%s'", (int)rc, e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/big-sized");
+    CHECK(rc == VLR_ERR_LIMIT && got == NULL && strstr(e.msg, "larger than the limit"),
+          "Content-Length over the cap: %d '%s'", (int)rc, e.msg);
+    free(got), got = NULL;
+
+    rc = FETCH("/missing.png");
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "HTTP status 404"), "404: %d '%s'", (int)rc, e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/empty");
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "empty response"), "empty body: %d '%s'", (int)rc,
+          e.msg);
+    free(got), got = NULL;
+
+    /* A body that stops arriving ends at the total timeout. */
+    lim.timeout_s = 1;
+    double t0 = vlr_now();
+    rc = FETCH("/stall");
+    double took = vlr_now() - t0;
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && took < 4, "stalled body: %d '%s' after %.1f s", (int)rc, e.msg,
+          took);
+    free(got), got = NULL;
+
+#undef FETCH
+    shutdown(srv.listen_fd, SHUT_RDWR); /* wakes the accept() of the server thread */
+    pthread_join(th, NULL);
+    close(srv.listen_fd);
     free(file);
 }
 
@@ -1163,6 +1342,7 @@ int main(void) {
     test_webp_bmp();
     test_hostile();
     test_sources();
+    test_http();
     const char *b = getenv("VLR_IMAGE_BENCH");
     if (b && b[0] == '1') bench();
     return test_report();

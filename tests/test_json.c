@@ -1,7 +1,34 @@
 /* test_json.c: the JSON reader on valid documents, escapes (NUL, surrogate pairs), error positions,
  * hostile nesting, and the real tokenizer.json (parse time printed for the record). */
+#include <locale.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "json.h"
 #include "test.h"
+
+/* Switches LC_NUMERIC to a locale whose decimal point is ',' (as a host program that calls
+ * setlocale(LC_ALL, "") under de_DE would have). An installed one is used when there is one;
+ * otherwise a minimal one is built with localedef into a temporary LOCPATH. Returns false when
+ * neither works (then the caller says so). */
+static bool use_comma_locale(char *tmpdir, size_t cap) {
+    static const char *const installed[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"};
+    tmpdir[0] = '\0';
+    for (size_t i = 0; i < sizeof installed / sizeof installed[0]; i++)
+        if (setlocale(LC_NUMERIC, installed[i])) return true;
+    snprintf(tmpdir, cap, "/tmp/vlr-locale-XXXXXX");
+    if (!mkdtemp(tmpdir)) return false;
+    char src[300], cmd[1024];
+    snprintf(src, sizeof src, "%s/comma.src", tmpdir);
+    FILE *f = fopen(src, "w");
+    if (!f) return false;
+    fputs("LC_NUMERIC\ndecimal_point \",\"\nthousands_sep \".\"\ngrouping 3;3\nEND LC_NUMERIC\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "localedef -c -i %s -f UTF-8 %s/comma >/dev/null 2>&1", src, tmpdir);
+    if (system(cmd) == -1) return false;
+    setenv("LOCPATH", tmpdir, 1);
+    return setlocale(LC_NUMERIC, "comma") != NULL;
+}
 
 static void expect_error(const char *text, const char *needle) {
     vlr_err e = {0};
@@ -86,5 +113,46 @@ int main(void) {
 
     rc = vlr_json_parse_file("tests/reference/does-not-exist.json", 1 << 20, &d, &e);
     CHECK(rc == VLR_ERR_IO && strstr(e.msg, "does-not-exist.json") != NULL, "%s", e.msg);
+
+    /* A FIFO given as an input file is refused at once instead of blocking the open. */
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "/tmp/vlr-fifo-%d", (int)getpid());
+    if (mkfifo(fifo, 0600) == 0) {
+        rc = vlr_json_parse_file(fifo, 1 << 20, &d, &e);
+        CHECK(rc == VLR_ERR_IO && strstr(e.msg, "not a regular file") != NULL, "fifo: %s", e.msg);
+        unlink(fifo);
+    }
+
+    /* Numbers are read the JSON way whatever LC_NUMERIC the host program set: under a locale with a
+     * decimal comma, plain strtod reads "0.48145466" (preprocessor_config.json's image_mean) as 0. */
+    char tmpdir[64];
+    if (use_comma_locale(tmpdir, sizeof tmpdir)) {
+        const char *nums = "[0.48145466, 2.5e-1, -1.5, 1e-06]";
+        d = vlr_json_parse(nums, strlen(nums), &e);
+        CHECK(d != NULL, "%s", e.msg);
+        if (d) {
+            const vlr_json *r = vlr_json_root(d);
+            CHECK(vlr_json_at(r, 0)->number == 0.48145466 && vlr_json_at(r, 1)->number == 0.25 &&
+                      vlr_json_at(r, 2)->number == -1.5 && vlr_json_at(r, 3)->number == 1e-6,
+                  "numbers under a decimal-comma locale: %g %g %g %g", vlr_json_at(r, 0)->number,
+                  vlr_json_at(r, 1)->number, vlr_json_at(r, 2)->number, vlr_json_at(r, 3)->number);
+        }
+        vlr_json_free(d);
+        /* ... and written the JSON way too. */
+        vlr_buf out = {0};
+        vlr_buf_json_double(&out, 0.5);
+        vlr_buf_puts(&out, " ");
+        vlr_buf_json_double(&out, -1.25e-7);
+        CHECK(out.data && strcmp(out.data, "0.5 -1.25e-07") == 0, "doubles under a decimal-comma locale: %s", out.data);
+        vlr_buf_free(&out);
+        setlocale(LC_NUMERIC, "C");
+    } else {
+        printf("note: no decimal-comma locale available (localedef missing?): locale check skipped\n");
+    }
+    if (tmpdir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
+    }
     return test_report();
 }

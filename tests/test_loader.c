@@ -721,6 +721,12 @@ static void test_config_errors(void) {
     s = replace1(flat, "\"eos_token_id\": 151645,", "\"eos_token_id\": [],");
     EXPECT(parse_cfg(s, e), VLR_ERR_CONFIG, "field eos_token_id: empty list");
     free(s);
+    /* rope_theta inside rope_parameters (transformers 5) has the range of the top-level field */
+    s = replace1(flat, "\"rope_theta\": 1000000.0,", "");
+    char *s2 = replace1(s, "\"type\": \"mrope\"", "\"type\": \"mrope\", \"rope_theta\": 0.5");
+    EXPECT(parse_cfg(s2, e), VLR_ERR_CONFIG, "field rope_scaling.rope_theta: 0.5 is out of range (1, 1e+30)");
+    free(s2);
+    free(s);
 
     /* nested layout: messages name text_config; ids fall back from a null copy to the top level */
     const char *nested_min =
