@@ -118,13 +118,15 @@ static int load_done_ids(const cli_batch_opts *o, id_set *done) {
         const vlr_json *idv = d ? vlr_json_get(vlr_json_root(d), "id") : NULL;
         if (!idv) {
             vlr_json_free(d);
-            int next = fgetc(f);
-            if (next != EOF) {
+            /* Each result line is written with its newline in one go, so only a last line without
+             * one was cut short by an interruption (cut away and redone). A complete line that is
+             * not a result was not written by us: refuse rather than truncate someone's file. */
+            if (complete || fgetc(f) != EOF) {
                 fprintf(stderr, "vlreward %s: %s: line %zu is not a result line; refusing to resume into it\n",
                         o->cmd, o->output, line_no + 1);
                 rc = -1;
             }
-            break; /* the last line was cut short by an interruption: redo it */
+            break;
         }
         id.len = 0;
         vlr_request_id_json(vlr_json_root(d), 0, &id);
@@ -270,7 +272,14 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
         fprintf(stderr, "vlreward %s: --resume needs --output FILE\n", o->cmd);
         return -1;
     }
-    struct stat sb;
+    struct stat sb, sb_out;
+    /* Writing the results over the input would truncate it before it is read (--overwrite) or
+     * mistake its requests for results (--resume). */
+    if (!from_stdin && !to_stdout && stat(o->input, &sb) == 0 && stat(o->output, &sb_out) == 0 &&
+        sb.st_dev == sb_out.st_dev && sb.st_ino == sb_out.st_ino) {
+        fprintf(stderr, "vlreward %s: --output %s is the input file\n", o->cmd, o->output);
+        return -1;
+    }
     if (!from_stdin && stat(o->input, &sb) == 0 && S_ISREG(sb.st_mode)) {
         if (scan_input(o, o->resume, &st->total)) return -1;
     } else if (o->resume && !from_stdin) {

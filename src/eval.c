@@ -533,7 +533,9 @@ vlr_status vlr_eval_summary_add(vlr_eval_summary *s, const char *id, size_t id_l
     if (!isfinite(chosen) || !isfinite(rejected))
         return vlr_fail(e, VLR_ERR_INPUT, "eval summary: pair %.*s has a non-finite score", (int)(id_len > 200 ? 200 : id_len), id);
     if (s->format == VLR_EVAL_VLREWARDBENCH) {
-        if (s->labels.len == 0) /* the three groups, always listed, in the model card's order */
+        /* the three groups, always listed, in the model card's order (all three, or an earlier call
+         * that ran out of memory midway would leave labels.items[g] unset) */
+        if (s->labels.len < VLR_VLRB_N_GROUPS)
             for (int g = 0; g < VLR_VLRB_N_GROUPS; g++)
                 if (!table_entry(&s->labels, group_names[g], strlen(group_names[g]))) return oom(e);
         const char *dataset;

@@ -90,6 +90,79 @@ static void kill_and_resume(const char *input, const char *want, int sig, size_t
     free(b);
 }
 
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static bool file_is(const char *path, const char *want) {
+    char *got = slurp(path, NULL);
+    bool same = got && want && strcmp(got, want) == 0;
+    free(got);
+    return same;
+}
+
+/* Resume on small text-only inputs: CRLF line ends (ids from line numbers included), an empty
+ * output file, and output files whose complete lines are not result lines, which must be refused
+ * and left as they were (only a last line without its newline was cut short by us). */
+static void resume_edge_cases(void) {
+    char lf[300], crlf[300], want[300], out[300];
+    snprintf(lf, sizeof lf, "%s/small_lf.jsonl", dir);
+    snprintf(crlf, sizeof crlf, "%s/small_crlf.jsonl", dir);
+    snprintf(want, sizeof want, "%s/small_want.jsonl", dir);
+    snprintf(out, sizeof out, "%s/small_out.jsonl", dir);
+    write_text(lf, "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"yes\"}\n"
+                   "{\"question\": \"q\", \"answer\": \"no\"}\n"
+                   "\n"
+                   "{\"question\": \"q\", \"answer\": [}\n"
+                   "{\"id\": 9, \"question\": \"q2\", \"answer\": \"maybe\"}\n");
+    write_text(crlf, "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"yes\"}\r\n"
+                     "{\"question\": \"q\", \"answer\": \"no\"}\r\n"
+                     "\r\n"
+                     "{\"question\": \"q\", \"answer\": [}\r\n"
+                     "{\"id\": 9, \"question\": \"q2\", \"answer\": \"maybe\"}\r\n");
+    int rc = wait_status(start(lf, want, NULL, NULL));
+    char *w = slurp(want, NULL);
+    CHECK(rc == 1 && w && count_lines(want) == 4 && strstr(w, "{\"id\": 1, \"score\": ") &&
+          strstr(w, "{\"id\": 3, \"error\": "), "small LF run: 4 lines, ids from line numbers (rc %d)", rc);
+
+    rc = wait_status(start(crlf, out, "--overwrite", NULL));
+    CHECK(rc == 1 && file_is(out, w), "CRLF input gives the LF input's output (rc %d)", rc);
+
+    /* CRLF input resumed from its first two result lines. */
+    const char *third = w ? strchr(strchr(w, '\n') + 1, '\n') + 1 : NULL;
+    FILE *f = fopen(out, "wb");
+    if (f && third) fwrite(w, 1, (size_t)(third - w), f);
+    if (f) fclose(f);
+    rc = wait_status(start(crlf, out, "--resume", NULL));
+    CHECK(rc == 1 && file_is(out, w), "CRLF input resumed after 2 lines equals the full run (rc %d)", rc);
+
+    /* An empty output file: resume starts from the beginning. */
+    write_text(out, "");
+    rc = wait_status(start(crlf, out, "--resume", NULL));
+    CHECK(rc == 1 && file_is(out, w), "resume into an empty file does the whole run (rc %d)", rc);
+
+    /* Complete lines that are not result lines: refused, the file untouched. */
+    const char *not_ours[] = {
+        "hello\n",                                            /* one complete line, not JSON */
+        "{\"note\": \"mine\"}\n",                               /* JSON, but no id */
+        "{\"id\": \"a\", \"score\": 1}\nnot json\n",          /* a good line, then a complete bad one */
+    };
+    for (size_t i = 0; i < sizeof not_ours / sizeof not_ours[0]; i++) {
+        write_text(out, not_ours[i]);
+        rc = wait_status(start(crlf, out, "--resume", NULL));
+        CHECK(rc == 2 && file_is(out, not_ours[i]), "not a result file (%zu): refused, left as it was (rc %d)", i, rc);
+    }
+
+    /* The output named as the input: refused before anything is truncated. */
+    rc = wait_status(start(lf, lf, "--overwrite", NULL));
+    CHECK(rc == 2 && count_lines(lf) == 5, "--output naming the input is refused, the input kept (rc %d)", rc);
+    free(w);
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -188,6 +261,8 @@ int main(void) {
     snprintf(out, sizeof out, "%s/dup_out.jsonl", dir);
     rc = wait_status(start(dup, out, "--resume", NULL));
     CHECK(rc == 2, "duplicate ids refuse --resume (got %d)", rc);
+
+    resume_edge_cases();
 
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -66,6 +66,7 @@ static void check_prepared(const char *id, const vlr_prepared *p, const vlr_json
     CHECK(vlr_json_int(vlr_json_get(exp, "rope_delta"), &delta) && delta == p->rope_delta, "%s: rope_delta %d", id, p->rope_delta);
 }
 
+#if !defined(__SANITIZE_ADDRESS__) /* the memory plan is not checked under AddressSanitizer */
 static size_t rss_now(void) {
     long pages = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -91,6 +92,7 @@ static bool rss_peak_reset(void) {
     bool ok = fputs("5", f) >= 0;
     return fclose(f) == 0 && ok;
 }
+#endif
 
 static vlr_model *load(int threads);
 
@@ -216,7 +218,7 @@ int main(void) {
      * question; the reused run must equal a run from an empty cache bit for bit. */
     {
         char *l0 = cases_text, *l1 = strchr(l0, '\n') + 1, *l2 = strchr(l1, '\n') + 1;
-        vlr_session *a, *b;
+        vlr_session *a = NULL, *b = NULL;
         double alone1, seq0, seq1, again0;
         CHECK(vlr_session_init(m2, &a) == VLR_OK && vlr_session_init(m2, &b) == VLR_OK, "sessions");
         CHECK(vlr_score_json(a, l1, (size_t)(l2 - l1 - 1), "tests/reference", &alone1) == VLR_OK, "alone");
@@ -239,6 +241,50 @@ int main(void) {
         CHECK(vlr_session_last_reused_tokens(b) < vlr_session_last_n_tokens(b) - 4, "reuse stops at the image");
         vlr_session_free(a);
         vlr_session_free(b);
+    }
+
+    /* Prefix reuse across image counts, a failed request and a traced one: every score equals the
+     * score of a fresh session bit for bit. */
+    {
+        const char *reqs[] = {
+            "{\"images\": [\"images/demo.jpg\", \"images/coffee.jpg\"], \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}",
+            "{\"images\": [\"images/demo.jpg\"], \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}",
+            "{\"images\": [\"images/demo.jpg\", \"images/tiny_30x20.png\"], \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}",
+            "{\"images\": [\"images/demo.jpg\", \"images/missing.png\"], \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"a\"}",
+            "{\"images\": [\"images/demo.jpg\", \"images/tiny_30x20.png\"], \"max_pixels\": 3136, \"question\": \"q\", \"answer\": \"b\"}",
+        };
+        const int n_req = 5, traced = 2;
+        vlr_session *seq;
+        CHECK(vlr_session_init(m2, &seq) == VLR_OK, "session");
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < n_req; i++) {
+                vlr_session *one;
+                double got = NAN, want = NAN;
+                vlr_trace tr;
+                vlr_trace_init(&tr);
+                bool trace_it = pass == 1 && i == traced;
+                if (trace_it) vlr_session_set_trace(seq, &tr);
+                vlr_status rc = vlr_score_json(seq, reqs[i], strlen(reqs[i]), "tests/reference", &got);
+                vlr_session_set_trace(seq, NULL);
+                CHECK(vlr_session_init(m2, &one) == VLR_OK, "fresh session");
+                vlr_status rc1 = vlr_score_json(one, reqs[i], strlen(reqs[i]), "tests/reference", &want);
+                CHECK(rc == rc1, "pass %d request %d: status %d, fresh %d", pass, i, (int)rc, (int)rc1);
+                if (rc == VLR_OK)
+                    CHECK(memcmp(&got, &want, sizeof got) == 0, "pass %d request %d: %.17g in sequence, %.17g fresh", pass,
+                          i, got, want);
+                size_t n = vlr_session_last_n_tokens(seq), reused = vlr_session_last_reused_tokens(seq);
+                if (trace_it) {
+                    const vlr_trace_stage *embeds = vlr_trace_find(&tr, "text.inputs_embeds");
+                    CHECK(reused == 0 && embeds && (size_t)embeds->rows == n,
+                          "a traced request runs every token (%zu reused, %lld traced of %zu)", reused,
+                          embeds ? (long long)embeds->rows : -1LL, n);
+                } else if (rc == VLR_OK && i > 0) {
+                    CHECK(reused > 0 && reused < n, "pass %d request %d reuses a prefix (%zu of %zu)", pass, i, reused, n);
+                }
+                vlr_trace_free(&tr);
+                vlr_session_free(one);
+            }
+        vlr_session_free(seq);
     }
 
     /* A failed request leaves the session usable and reports why. */
