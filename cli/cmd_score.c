@@ -143,7 +143,9 @@ int cmd_score(int argc, char **argv) {
     bool one_off = question || answer || n_images;
     if (one_off && (!question || !answer))
         return cli_usage_error("score", "the one-off form needs both --question and --answer");
-    if (one_off && bo.input) return cli_usage_error("score", "give either --input or --question/--answer, not both");
+    if (one_off && (bo.input || bo.output || bo.resume || bo.overwrite))
+        return cli_usage_error("score", "the one-off form (--question/--answer) prints its score: --input, "
+                               "--output, --resume and --overwrite belong to the JSON Lines form");
 
     vlr_model *m = cli_load_model(&mo, "score");
     if (!m) return EXIT_USAGE;

@@ -171,7 +171,7 @@ static void test_prepare_dump(void) {
 }
 
 static void test_score_cli(void) {
-    char in[300], cmd[2048], *out;
+    char in[300], cmd[8192], *out;
     snprintf(in, sizeof in, "%s/score.jsonl", tmpdir);
     /* The reference cases with two bad lines spliced in after the first. */
     char *cases;
@@ -234,6 +234,20 @@ static void test_score_cli(void) {
     err = read_stderr();
     CHECK(rc == 1 && strstr(err, "more than the limit of 20") != NULL, "over --max-tokens: exit %d, '%s'", rc, err);
     free(err);
+    free(out);
+    /* A text that no tokenization could fit in --max-tokens is refused before BPE even starts. */
+    char *long_answer = malloc(2001);
+    memset(long_answer, 'x', 2000);
+    long_answer[2000] = '\0';
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 10 --question q --answer %s", bin, long_answer);
+    free(long_answer);
+    rc = run(cmd, &out);
+    err = read_stderr();
+    CHECK(rc == 1 && strstr(err, "bytes, more than 10 tokens can hold") != NULL, "long text: exit %d, '%s'", rc, err);
+    free(err);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q --answer a --output x.jsonl", bin);
+    CHECK(run(cmd, &out) == 2, "one-off with --output is a usage error");
     free(out);
     snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q", bin);
     CHECK(run(cmd, &out) == 2, "one-off without --answer is a usage error");
