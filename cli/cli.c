@@ -43,6 +43,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     return EXIT_USAGE;
 }
 
+bool cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+int cli_print_help(const char *help) {
+    fputs(help, stdout);
+    return EXIT_OK;
+}
+
 bool cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;

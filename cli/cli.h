@@ -22,6 +22,9 @@ typedef struct cli_args {
  * prints a usage error and sets *bad. Advances i past what it consumed. */
 bool cli_opt(cli_args *a, const char *name, bool takes_value, const char **value, bool *bad);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --help / -h: every command prints its help text on stdout and exits 0. */
+bool cli_is_help(const char *arg);
+int cli_print_help(const char *help);
 bool cli_parse_int(const char *s, long lo, long hi, long *out);
 
 /* Options every model command takes. */

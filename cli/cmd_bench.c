@@ -460,9 +460,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     while (a.i < argc && !bad) {
         const char *v = NULL;
         long n;
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return -1;
+        if (cli_is_help(argv[a.i])) {
+            cli_print_help(help);
+            return -1; /* the caller exits 0 */
         }
         if (cli_opt(&a, "--json", false, &v, &bad)) {
             o->json = true;

@@ -150,10 +150,7 @@ int cmd_eval(int argc, char **argv) {
     bool bad = false;
     long cache_mb = 512;
     while (a.i < argc && !bad) {
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
         if (cli_opt(&a, "--format", true, &format_name, &bad)) continue;

@@ -14,10 +14,7 @@ int cmd_info(int argc, char **argv) {
     bool json = false, bad = false;
     const char *unused;
     while (a.i < argc && !bad) {
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--json", false, &unused, &bad)) {
             json = true;

@@ -147,10 +147,7 @@ int cmd_prepare(int argc, char **argv) {
     bool bad = false;
     prep_ctx ctx = {0};
     while (a.i < argc && !bad) {
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--input", true, &input, &bad)) continue;
         if (cli_opt(&a, "--output", true, &output, &bad)) continue;

@@ -122,10 +122,7 @@ int cmd_score(int argc, char **argv) {
     long cache_mb = 512;
     while (a.i < argc && !bad) {
         const char *v = NULL;
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
         if (cli_opt(&a, "--question", true, &question, &bad)) continue;

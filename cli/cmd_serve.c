@@ -315,10 +315,7 @@ int cmd_serve(int argc, char **argv) {
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--host", true, &host, &bad)) continue;
         if (cli_opt(&a, "--image-root", true, &image_root, &bad)) continue;

@@ -105,10 +105,7 @@ int cmd_tokenize(int argc, char **argv) {
     bool bad = false;
     tok_ctx ctx = {0};
     while (a.i < argc && !bad) {
-        if (strcmp(argv[a.i], "--help") == 0 || strcmp(argv[a.i], "-h") == 0) {
-            fputs(help, stdout);
-            return EXIT_OK;
-        }
+        if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--input", true, &input, &bad)) continue;
         if (cli_opt(&a, "--output", true, &output, &bad)) continue;
