@@ -5,6 +5,7 @@
  * sequence and the value head at the last token. The math itself lives in vision.c and text.c. */
 #include "model.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -278,6 +279,10 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
         if (!out->images) { rc = VLR_ERR_NOMEM; goto done; }
     }
     vlr_image_limits lim = image_limits(&m->params);
+    /* The image code's parallel loops take the default team size: make it the model's thread count
+     * for this thread only, and put the caller's back afterwards. */
+    int caller_threads = omp_get_max_threads();
+    omp_set_num_threads(m->n_threads);
     for (size_t i = 0; i < req->n_messages; i++) {
         const vlr_message *msg = &req->messages[i];
         for (size_t j = 0; j < msg->n_items; j++) {
@@ -289,11 +294,14 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
                                    &out->images[out->n_images], e);
             if (rc) {
                 vlr_err_prefix(e, "image %zu: ", out->n_images + 1);
-                goto done;
+                break;
             }
             out->n_images++;
         }
+        if (rc) break;
     }
+    omp_set_num_threads(caller_threads);
+    if (rc) goto done;
 
     /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
      * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
