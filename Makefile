@@ -75,7 +75,10 @@ DEMO_Q := Hint: Please answer the question and provide the correct option letter
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/vlreward
 	$(BUILD)/vlreward info --model tests/reference/models/tiny-a
-	$(BUILD)/vlreward score --model tests/reference/models/tiny-a \
+	@echo "vlreward score --model tests/reference/models/tiny-a --image tests/reference/images/demo.jpg \\"
+	@echo "    --question 'Hint: Please answer the question ... (B) yes' --answer 'The answer is: B'"
+	@printf 'reward: '
+	@$(BUILD)/vlreward score --model tests/reference/models/tiny-a \
 	    --image tests/reference/images/demo.jpg --question "$$(printf '$(DEMO_Q)')" --answer "The answer is: B"
 
 test: deps
