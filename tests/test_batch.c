@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -230,8 +231,14 @@ int main(void) {
     free(c);
     free(w);
 
-    kill_and_resume(input, want, SIGINT, 30, "sigint");
-    kill_and_resume(input, want, SIGKILL, 60, "sigkill");
+    /* Kill points drawn at random (seed printed, so a failure can be replayed with VLR_TEST_SEED). */
+    const char *seed_text = getenv("VLR_TEST_SEED");
+    unsigned seed = seed_text ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+    srand(seed);
+    size_t at_int = 5 + (size_t)rand() % (N_LINES / 2), at_kill = 5 + (size_t)rand() % (N_LINES / 2);
+    printf("kill points: SIGINT after %zu lines, SIGKILL after %zu lines (VLR_TEST_SEED=%u)\n", at_int, at_kill, seed);
+    kill_and_resume(input, want, SIGINT, at_int, "sigint");
+    kill_and_resume(input, want, SIGKILL, at_kill, "sigkill");
 
     /* A half-written last line is cut away and redone. */
     char out[300];
