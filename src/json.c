@@ -455,7 +455,7 @@ const vlr_json *vlr_json_root(const vlr_json_doc *doc) { return doc ? &doc->root
 const vlr_json *vlr_json_get(const vlr_json *obj, const char *key) {
     if (!obj || obj->type != VLR_JSON_OBJECT) return NULL;
     size_t n = strlen(key);
-    for (size_t i = 0; i < obj->len; i++) {
+    for (size_t i = obj->len; i-- > 0;) {
         const vlr_json *m = &obj->items[i];
         if (m->key_len == n && memcmp(m->key, key, n) == 0) return m;
     }

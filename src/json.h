@@ -48,7 +48,9 @@ vlr_status vlr_json_parse_file(const char *path, size_t max_bytes, vlr_json_doc 
 void vlr_json_free(vlr_json_doc *doc); /* NULL is a no-op */
 const vlr_json *vlr_json_root(const vlr_json_doc *doc);
 
-/* Member lookup by key (first match; linear scan). NULL when obj is not an object or key absent. */
+/* Member lookup by key; with duplicate keys the last one wins, as in Python's json module, which
+ * reads configs and requests in the reference pipeline. Linear scan. NULL when obj is not an object
+ * or the key is absent. */
 const vlr_json *vlr_json_get(const vlr_json *obj, const char *key);
 /* Array element, NULL when out of range or not an array. */
 const vlr_json *vlr_json_at(const vlr_json *arr, size_t i);

@@ -64,6 +64,12 @@ int main(void) {
     }
     vlr_json_free(d);
 
+    /* Duplicate keys: the last one wins, as in Python's json.loads. */
+    const char *dup = "{\"k\": 1, \"k\": 2}";
+    d = vlr_json_parse(dup, strlen(dup), &e);
+    CHECK(d && vlr_json_get(vlr_json_root(d), "k")->number == 2, "duplicate key: last wins");
+    vlr_json_free(d);
+
     expect_error("{\"a\": 1,\n \"b\" 2}", "line 2, column 6");
     expect_error("[1, 2", "unterminated array");
     expect_error("\"abc", "unterminated string");

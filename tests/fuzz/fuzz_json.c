@@ -4,7 +4,7 @@
  * Each input is parsed. A rejected input must leave no document and a message that names a position.
  * An accepted one is walked completely (ASan checks every read) and checked against the DOM's
  * promises: strings and keys NUL-terminated after their length and valid UTF-8, numbers keep their
- * raw text, vlr_json_get finds the first member of a key. It is then written back out (keys and
+ * raw text, vlr_json_get finds the last member of a key (Python's rule for duplicates). It is then written back out (keys and
  * strings through vlr_buf_json_string, numbers as their raw text), parsed again, and the two trees
  * must be equal. Independently of parsing, vlr_utf8_invalid_at is compared with a decoder written
  * here from the Unicode table of well-formed byte sequences (Table 3-7). Any abort is a finding.
@@ -77,7 +77,7 @@ static void check_node(const vlr_json *v, int depth) {
             /* vlr_json_get takes a C string: only keys without NUL can be looked up. */
             if (strlen(m->key) == m->key_len) {
                 const vlr_json *found = vlr_json_get(v, m->key);
-                if (!found || found > m || found->key_len != m->key_len ||
+                if (!found || found < m || found->key_len != m->key_len ||
                     memcmp(found->key, m->key, m->key_len) != 0)
                     abort();
             }
