@@ -77,12 +77,6 @@ static void id_set_free(id_set *set) {
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static bool blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return false;
-    return true;
-}
-
 static size_t trim_eol(const char *line, size_t n) {
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
     return n;
@@ -165,7 +159,7 @@ static int scan_input(const cli_batch_opts *o, bool check_ids, uint64_t *total) 
     *total = 0;
     while ((n = getline(&line, &cap, f)) >= 0) {
         size_t len = trim_eol(line, (size_t)n);
-        if (!blank(line, len)) {
+        if (!cli_is_blank(line, len)) {
             (*total)++;
             if (check_ids) {
                 line_id(line, len, line_no, &id);
@@ -321,7 +315,7 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
     while (!stop_requested && (n = getline(&line, &cap, in)) >= 0) {
         size_t len = trim_eol(line, (size_t)n);
         size_t this_line = line_no++;
-        if (blank(line, len)) continue;
+        if (cli_is_blank(line, len)) continue;
         vlr_err e = {0};
         vlr_json_doc *d = vlr_json_parse(line, len, &e);
         id.len = 0;
@@ -331,9 +325,15 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
             vlr_json_free(d);
             continue;
         }
-        if (!d) vlr_err_prefix(&e, "invalid JSON: ");
         result.len = 0;
-        bool ok = fn(d ? vlr_json_root(d) : NULL, d ? NULL : e.msg, &id, this_line, ctx, &result, &st->tokens);
+        bool ok = false;
+        if (d) {
+            cli_batch_line bl = {line, len, this_line, vlr_json_root(d), &id};
+            ok = fn(&bl, ctx, &result, &st->tokens);
+        } else {
+            vlr_err_prefix(&e, "invalid JSON: ");
+            cli_error_line(&result, &id, e.msg);
+        }
         vlr_json_free(d);
         if (result.oom) {
             vlr_buf_free(&result);

@@ -37,12 +37,19 @@ typedef struct cli_batch_stats {
     bool interrupted;
 } cli_batch_stats;
 
-/* Handles one input line. root is the parsed line, or NULL when it is not valid JSON (then
- * parse_error says why). id_json is the id to echo (the line's "id" or its 0-based number). Appends
- * exactly one JSON object (no newline) to out; adds the tokens it processed to *tokens. Returns
- * false when the line failed (an error object was written). */
-typedef bool (*cli_batch_fn)(const vlr_json *root, const char *parse_error, const vlr_buf *id_json,
-                             size_t line_no, void *ctx, vlr_buf *out, uint64_t *tokens);
+/* One input line that parsed as JSON. Lines that do not are answered by the driver itself with
+ * {"id": <line number>, "error": "invalid JSON: ..."}; blank lines are skipped. */
+typedef struct cli_batch_line {
+    const char *text;      /* the raw line, without its end-of-line */
+    size_t len;
+    size_t line_no;        /* 0-based */
+    const vlr_json *root;  /* the parsed line */
+    const vlr_buf *id_json; /* the id to echo: the line's "id", or line_no */
+} cli_batch_line;
+
+/* Handles one line: appends exactly one JSON object (no newline) to out, adds the tokens it
+ * processed to *tokens, returns false when the line failed (an error object was written). */
+typedef bool (*cli_batch_fn)(const cli_batch_line *line, void *ctx, vlr_buf *out, uint64_t *tokens);
 
 /* Runs the loop. Returns 0 when the run completed (see stats for line errors), -1 when it could not
  * start or the output could not be written (message printed), 1 when interrupted by a signal. */

@@ -113,69 +113,10 @@ void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg) {
     vlr_buf_puts(out, "}");
 }
 
-static bool blank(const char *s, size_t n) {
+bool cli_is_blank(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return false;
     return true;
-}
-
-long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_line_fn handle, void *ctx) {
-    FILE *in = stdin, *out = stdout;
-    if (input && strcmp(input, "-") != 0) {
-        in = fopen(input, "rb");
-        if (!in) {
-            fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", cmd, input, strerror(errno));
-            return -1;
-        }
-    }
-    if (output && strcmp(output, "-") != 0) {
-        out = fopen(output, "wb");
-        if (!out) {
-            fprintf(stderr, "vlreward %s: %s: cannot create: %s\n", cmd, output, strerror(errno));
-            if (in != stdin) fclose(in);
-            return -1;
-        }
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    size_t line_no = 0;
-    long failed = 0;
-    vlr_buf result = {0};
-    double last_flush = vlr_now();
-    while ((n = getline(&line, &cap, in)) >= 0) {
-        size_t len = (size_t)n;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-        if (!blank(line, len)) {
-            result.len = 0;
-            if (!handle(line, len, line_no, ctx, &result)) failed++;
-            if (result.oom) {
-                fprintf(stderr, "vlreward %s: out of memory writing line %zu\n", cmd, line_no + 1);
-                failed++;
-                vlr_buf_free(&result);
-            } else {
-                vlr_buf_append(&result, "\n", 1);
-                fwrite(result.data, 1, result.len, out);
-            }
-            if (vlr_now() - last_flush > 1.0) {
-                fflush(out);
-                last_flush = vlr_now();
-            }
-        }
-        line_no++;
-    }
-    if (ferror(in)) {
-        fprintf(stderr, "vlreward %s: read error on %s\n", cmd, input ? input : "stdin");
-        failed++;
-    }
-    free(line);
-    vlr_buf_free(&result);
-    if (fflush(out) != 0 || (out != stdout && fclose(out) != 0)) {
-        fprintf(stderr, "vlreward %s: write error on %s\n", cmd, output ? output : "stdout");
-        failed++;
-    }
-    if (in != stdin) fclose(in);
-    return failed;
 }
 
 static void ints_json(vlr_buf *b, const int *v, int n) {

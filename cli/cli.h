@@ -1,6 +1,6 @@
 /* cli.h: what the subcommands of build/vlreward share: option parsing, model loading with the common
- * flags, and the JSON Lines loop (read a line, handle it, write one line whole, keep going after a
- * bad line). Exit codes: 0 success, 1 a model or input error (some line failed), 2 usage. */
+ * flags, help and error lines (the JSON Lines loop is batch.h). Exit codes: 0 success, 1 a model or
+ * input error (some line failed), 2 usage. */
 #ifndef VLR_CLI_H
 #define VLR_CLI_H
 
@@ -39,12 +39,8 @@ bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad);
 /* Loads the model or prints the error; returns NULL on failure. */
 vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd);
 
-/* JSON Lines driver. For each non-blank input line calls handle(line, len, line_no, ctx, out_line)
- * which appends exactly one JSON object (no newline) to out_line and returns false when the line
- * failed. Lines are written whole and flushed. Returns the number of failed lines, or -1 when the
- * input/output could not be opened (message printed). */
-typedef bool (*cli_line_fn)(const char *line, size_t len, size_t line_no, void *ctx, vlr_buf *out);
-long cli_jsonl_run(const char *cmd, const char *input, const char *output, cli_line_fn handle, void *ctx);
+/* True when the n bytes are only spaces, tabs and line ends (such input lines are skipped). */
+bool cli_is_blank(const char *s, size_t n);
 /* Folder of the input file (for relative image paths); "." for stdin. malloc'd. */
 char *cli_input_dir(const char *input);
 

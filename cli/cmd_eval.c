@@ -69,28 +69,21 @@ static bool score_side(eval_ctx *ctx, const vlr_parsed_request *r, const char *s
     return false;
 }
 
-static bool eval_line(const vlr_json *root, const char *parse_error, const vlr_buf *id_json, size_t line_no,
-                      void *vctx, vlr_buf *out, uint64_t *tokens) {
+static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     eval_ctx *ctx = vctx;
-    if (!root) {
-        cli_error_line(out, id_json, parse_error);
-        vlr_eval_summary_add_error(&ctx->summary);
-        return false;
-    }
+    const vlr_buf *id_json = line->id_json;
     vlr_eval_pair pair;
     vlr_err e = {0};
     double chosen = 0, rejected = 0;
     bool ok = false;
-    if (vlr_eval_pair_from_json(ctx->format, root, line_no, ctx->base_dir, &pair, &e)) {
+    if (vlr_eval_pair_from_json(ctx->format, line->root, line->line_no, ctx->base_dir, &pair, &e)) {
         cli_error_line(out, id_json, e.msg);
     } else if (score_side(ctx, &pair.chosen, "chosen", id_json, &chosen, out, tokens) &&
                score_side(ctx, &pair.rejected, "rejected", id_json, &rejected, out, tokens)) {
         vlr_eval_result_line(ctx->format, id_json, pair.label, chosen, rejected, out);
         ok = true;
     }
-    if (!ok) {
-        vlr_eval_summary_add_error(&ctx->summary);
-    } else if (vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected,
+    if (ok && vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected,
                                     &e)) {
         ctx->summary_failed = true;
     }
@@ -188,6 +181,7 @@ int cmd_eval(int argc, char **argv) {
     cli_batch_stats st;
     int run = cli_batch_run(&bo, eval_line, &ctx, &st);
     if (run < 0) goto done;
+    ctx.summary.errors += st.errors; /* every error line of this run, invalid JSON included */
     uint64_t hits = 0, misses = 0;
     vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
     char extra[96];

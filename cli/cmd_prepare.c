@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "cli.h"
+#include "batch.h"
 
 static const char help[] =
     "usage: vlreward prepare --model DIR [--input FILE|-] [--output FILE|-] [--dump-pixels DIR]\n"
@@ -56,14 +56,15 @@ static bool dump_pixels(const prep_ctx *ctx, const vlr_buf *id_json, const vlr_p
     return ok;
 }
 
-static bool prepare_line(const char *line, size_t len, size_t line_no, void *vctx, vlr_buf *out) {
+static bool prepare_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     prep_ctx *ctx = vctx;
     vlr_parsed_request req;
     vlr_prepared p;
     vlr_err e = {0};
     memset(&p, 0, sizeof p);
+    memset(&req, 0, sizeof req);
     bool ok = false;
-    if (vlr_request_parse(line, len, line_no, ctx->base_dir, &req, &e)) {
+    if (vlr_request_from_json(line->root, line->line_no, ctx->base_dir, &req, &e)) {
         cli_error_line(out, &req.id_json, e.msg);
         goto done;
     }
@@ -79,6 +80,7 @@ static bool prepare_line(const char *line, size_t len, size_t line_no, void *vct
         if (!dumped) goto done;
     }
     size_t n = p.ids.len;
+    *tokens += n;
     vlr_buf_puts(out, "{\"id\": ");
     vlr_buf_append(out, req.id_json.data, req.id_json.len);
     vlr_buf_puts(out, ", \"prompt\": ");
@@ -160,13 +162,15 @@ int cmd_prepare(int argc, char **argv) {
     if (!m) return EXIT_INPUT;
     char *base = cli_input_dir(input);
     ctx.base_dir = base;
-    long failed = -1;
+    cli_batch_opts bo = {.cmd = "prepare", .input = input, .output = output, .overwrite = true, .quiet = true};
+    cli_batch_stats st = {0};
+    int run = -1;
     if (vlr_session_init(m, &ctx.session) == VLR_OK)
-        failed = cli_jsonl_run("prepare", input, output, prepare_line, &ctx);
+        run = cli_batch_run(&bo, prepare_line, &ctx, &st);
     else
         fprintf(stderr, "vlreward prepare: out of memory\n");
     vlr_session_free(ctx.session);
     vlr_model_free(m);
     free(base);
-    return failed == 0 ? EXIT_OK : EXIT_INPUT;
+    return run == 0 && st.errors == 0 ? EXIT_OK : EXIT_INPUT;
 }

@@ -84,22 +84,17 @@ static bool score_request(score_ctx *ctx, const vlr_request *req, const vlr_buf 
     return true;
 }
 
-static bool score_line(const vlr_json *root, const char *parse_error, const vlr_buf *id_json, size_t line_no,
-                       void *vctx, vlr_buf *out, uint64_t *tokens) {
+static bool score_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     score_ctx *ctx = vctx;
-    if (!root) {
-        cli_error_line(out, id_json, parse_error);
-        return false;
-    }
     vlr_parsed_request req;
     memset(&req, 0, sizeof req);
     vlr_err e = {0};
     bool ok;
-    if (vlr_request_from_json(root, line_no, ctx->base_dir, &req, &e)) {
-        cli_error_line(out, id_json, e.msg);
+    if (vlr_request_from_json(line->root, line->line_no, ctx->base_dir, &req, &e)) {
+        cli_error_line(out, line->id_json, e.msg);
         ok = false;
     } else {
-        ok = score_request(ctx, &req.req, id_json, out);
+        ok = score_request(ctx, &req.req, line->id_json, out);
         if (ok) {
             *tokens += vlr_session_last_n_tokens(ctx->session);
             ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);

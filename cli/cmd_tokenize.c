@@ -2,7 +2,7 @@
  * each {"ids": [...]} gets "text" added. Other fields are kept as they were. */
 #include <stdlib.h>
 
-#include "cli.h"
+#include "batch.h"
 
 static const char help[] =
     "usage: vlreward tokenize --model DIR [--input FILE|-] [--output FILE|-] [--decode [--skip-special]]\n"
@@ -30,44 +30,37 @@ static void open_object(vlr_buf *out, const char *line, size_t len) {
     if (k && line[k - 1] != '{') vlr_buf_puts(out, ", ");
 }
 
-static bool tokenize_line(const char *line, size_t len, size_t line_no, void *vctx, vlr_buf *out) {
+static bool tokenize_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     tok_ctx *ctx = vctx;
+    const vlr_buf *id = line->id_json;
+    const vlr_json *root = line->root;
     vlr_err e = {0};
-    vlr_buf id = {0};
     bool ok = false;
     vlr_ids ids = {0};
     vlr_buf text = {0};
-    vlr_json_doc *doc = vlr_json_parse(line, len, &e);
-    if (!doc) {
-        vlr_buf_printf(&id, "%zu", line_no);
-        vlr_err_prefix(&e, "invalid JSON: ");
-        cli_error_line(out, &id, e.msg);
-        goto done;
-    }
-    const vlr_json *root = vlr_json_root(doc);
-    vlr_request_id_json(root, line_no, &id);
     if (!vlr_json_is(root, VLR_JSON_OBJECT)) {
-        cli_error_line(out, &id, "expected a JSON object");
+        cli_error_line(out, id, "expected a JSON object");
         goto done;
     }
     if (!ctx->decode) {
         const vlr_json *t = vlr_json_get(root, "text");
         if (!vlr_json_is(t, VLR_JSON_STRING)) {
-            cli_error_line(out, &id, "\"text\": expected a string");
+            cli_error_line(out, id, "\"text\": expected a string");
             goto done;
         }
         if (vlr_tok_encode(ctx->model->tokenizer, ctx->cache, t->str, t->len, &ids, &e)) {
-            cli_error_line(out, &id, e.msg);
+            cli_error_line(out, id, e.msg);
             goto done;
         }
-        open_object(out, line, len);
+        open_object(out, line->text, line->len);
         vlr_buf_puts(out, "\"ids\": [");
         for (size_t i = 0; i < ids.len; i++) vlr_buf_printf(out, "%s%d", i ? ", " : "", (int)ids.data[i]);
         vlr_buf_puts(out, "]}");
+        *tokens += ids.len;
     } else {
         const vlr_json *arr = vlr_json_get(root, "ids");
         if (!vlr_json_is(arr, VLR_JSON_ARRAY)) {
-            cli_error_line(out, &id, "\"ids\": expected a list of token ids");
+            cli_error_line(out, id, "\"ids\": expected a list of token ids");
             goto done;
         }
         for (size_t i = 0; i < arr->len; i++) {
@@ -75,24 +68,22 @@ static bool tokenize_line(const char *line, size_t len, size_t line_no, void *vc
             if (!vlr_json_int(&arr->items[i], &v) || v < 0 || (size_t)v >= vlr_tok_vocab_size(ctx->model->tokenizer)) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "ids[%zu]: not a token id of this tokenizer", i);
-                cli_error_line(out, &id, msg);
+                cli_error_line(out, id, msg);
                 goto done;
             }
             vlr_ids_push(&ids, (int32_t)v);
         }
         if (vlr_tok_decode(ctx->model->tokenizer, ids.data, ids.len, ctx->skip_special, &text, &e)) {
-            cli_error_line(out, &id, e.msg);
+            cli_error_line(out, id, e.msg);
             goto done;
         }
-        open_object(out, line, len);
+        open_object(out, line->text, line->len);
         vlr_buf_puts(out, "\"text\": ");
         vlr_buf_json_string(out, text.data ? text.data : "", text.len);
         vlr_buf_puts(out, "}");
     }
     ok = true;
 done:
-    vlr_json_free(doc);
-    vlr_buf_free(&id);
     vlr_buf_free(&text);
     free(ids.data);
     return ok;
@@ -118,8 +109,10 @@ int cmd_tokenize(int argc, char **argv) {
     ctx.model = cli_load_model(&mo, "tokenize");
     if (!ctx.model) return EXIT_INPUT;
     ctx.cache = vlr_tok_cache_new(1 << 16);
-    long failed = cli_jsonl_run("tokenize", input, output, tokenize_line, &ctx);
+    cli_batch_opts bo = {.cmd = "tokenize", .input = input, .output = output, .overwrite = true, .quiet = true};
+    cli_batch_stats st;
+    int run = cli_batch_run(&bo, tokenize_line, &ctx, &st);
     vlr_tok_cache_free(ctx.cache);
     vlr_model_free(ctx.model);
-    return failed == 0 ? EXIT_OK : EXIT_INPUT;
+    return run == 0 && st.errors == 0 ? EXIT_OK : EXIT_INPUT;
 }

@@ -241,29 +241,6 @@ bool vlr_file_exists(const char *path) {
 
 /* ---- numbers ------------------------------------------------------------------------------ */
 
-float vlr_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31;
-    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    uint32_t u;
-    if (exp == 0) {
-        if (mant == 0) {
-            u = sign;
-        } else { /* subnormal: renormalise */
-            int shift = 0;
-            while (!(mant & 0x400)) { mant <<= 1; shift++; }
-            mant &= 0x3ff;
-            u = sign | ((uint32_t)(127 - 15 + 1 - shift) << 23) | (mant << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (mant << 13);
-    } else {
-        u = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 double vlr_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -79,7 +79,28 @@ static inline uint16_t vlr_f32_to_bf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
-float vlr_f16_to_f32(uint16_t h);
+static inline float vlr_f16_to_f32(uint16_t h) { /* exact, subnormals included */
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: renormalise */
+            int shift = 0;
+            while (!(mant & 0x400u)) {
+                mant <<= 1;
+                shift++;
+            }
+            u = sign | ((uint32_t)(127 - 15 + 1 - shift) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* Monotonic clock in seconds. */
 double vlr_now(void);

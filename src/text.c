@@ -36,15 +36,6 @@ struct vlr_text_state {
     float *last_hidden;   /* [D] final-normed hidden state of the last token */
 };
 
-static float load_elem(const vlr_tensor *t, size_t i) {
-    switch (t->dtype) {
-    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    case VLR_DT_F16: return vlr_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case VLR_DT_F32: return ((const float *)t->data)[i];
-    }
-    return 0.0f;
-}
-
 /* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin [chunk, hd] */
 size_t vlr_text_scratch_bytes(const vlr_config *cfg, int chunk) {
     const vlr_text_config *tc = &cfg->text;
@@ -157,7 +148,8 @@ vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, cons
             return vlr_fail(e, VLR_ERR_INPUT, "text embed: token %zu has id %d outside the "
                             "vocabulary (%lld)", i, (int)ids[i], (long long)vocab);
         } else {
-            for (size_t j = 0; j < D; j++) row[j] = load_elem(&w->embed, (size_t)ids[i] * D + j);
+            for (size_t j = 0; j < D; j++)
+                row[j] = vlr_dtype_load(w->embed.data, w->embed.dtype, (size_t)ids[i] * D + j);
         }
     }
     if (used != n_vision)
@@ -260,8 +252,9 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
                            w->final_norm.data, w->final_norm.dtype, st->eps);
     }
     /* value head in double: one dot product, so the extra precision is free */
-    double value = load_elem(&w->value_b, 0);
-    for (size_t j = 0; j < D; j++) value += (double)load_elem(&w->value_w, j) * st->last_hidden[j];
+    double value = vlr_dtype_load(w->value_b.data, w->value_b.dtype, 0);
+    for (size_t j = 0; j < D; j++)
+        value += (double)vlr_dtype_load(w->value_w.data, w->value_w.dtype, j) * st->last_hidden[j];
     vlr_trace_set_score(trace, value);
     if (score) *score = value;
     return VLR_OK;

@@ -14,6 +14,17 @@ typedef enum vlr_dtype { VLR_DT_BF16 = 0, VLR_DT_F16, VLR_DT_F32 } vlr_dtype;
 size_t vlr_dtype_size(vlr_dtype dt);
 const char *vlr_dtype_name(vlr_dtype dt); /* "bf16", "f16", "f32" */
 
+/* Element i of data stored in dt, widened exactly to fp32 (scalar paths: embedding rows, biases,
+ * norm weights, the value head, the kernels' edge elements). */
+static inline float vlr_dtype_load(const void *data, vlr_dtype dt, size_t i) {
+    switch (dt) {
+    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)data)[i]);
+    case VLR_DT_F16: return vlr_f16_to_f32(((const uint16_t *)data)[i]);
+    case VLR_DT_F32: return ((const float *)data)[i];
+    }
+    return 0.0f;
+}
+
 typedef struct vlr_tensor {
     const void *data; /* row-major, little-endian, in `dtype`; NULL when the tensor is absent */
     vlr_dtype dtype;

@@ -5,6 +5,13 @@
  * the next best implementation instead of to a NULL pointer. */
 #include "kernels.h"
 
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
 vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force) {
     vlr_isa best = VLR_ISA_REF;
     if (vlr_cpu_has_avx2()) best = VLR_ISA_AVX2;
@@ -16,4 +23,42 @@ vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force) {
     if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2(k);
     if (isa >= VLR_ISA_AVX512) vlr_kernels_fill_avx512(k);
     return isa;
+}
+
+void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t) {
+    if (a->m <= 0 || a->n <= 0) return;
+    const int n_panels = (a->n + t->nr - 1) / t->nr, n_row_tiles = (a->m + t->mr - 1) / t->mr;
+    const int nt_req = n_threads > 0 ? n_threads : 1;
+    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
+#pragma omp parallel num_threads(nt_req)
+    {
+        /* The grid is laid over the team actually granted (a nested region may get fewer). */
+        int th = 0, nt = 1;
+#ifdef _OPENMP
+        th = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        const int tn = nt < n_panels ? nt : n_panels;
+        const int tm = nt / tn < n_row_tiles ? nt / tn : n_row_tiles;
+        const int ti = th / tn, tj = th % tn;
+        if (ti < tm) {
+            const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
+            const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
+            const int r0 = rt0 * t->mr, r1 = rt1 * t->mr < a->m ? rt1 * t->mr : a->m;
+            const int c0 = cp0 * t->nr, c1 = cp1 * t->nr < a->n ? cp1 * t->nr : a->n;
+            if (r0 < r1 && c0 < c1) {
+                const size_t cols = (size_t)(c1 - c0), rows = (size_t)(r1 - r0);
+                const size_t nc_cap = round_up(cols < (size_t)t->nc ? cols : (size_t)t->nc, (size_t)t->nr);
+                const size_t mc_cap = round_up(rows < (size_t)t->mc ? rows : (size_t)t->mc, (size_t)t->mr);
+                float *wbuf = aligned_alloc(64, nc_cap * (size_t)t->kc * sizeof(float));
+                float *xbuf = aligned_alloc(64, mc_cap * (size_t)t->kc * sizeof(float));
+                if (wbuf && xbuf)
+                    t->block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+                else /* no heap for the packing buffers: same blocks, stack buffers, same bits */
+                    t->block_small(a, r0, r1, c0, c1);
+                free(wbuf);
+                free(xbuf);
+            }
+        }
+    }
 }

@@ -93,6 +93,22 @@ typedef struct vlr_kernels {
     void (*add)(float *y, const float *x, size_t n);
 } vlr_kernels;
 
+/* The ISA-neutral half of a packed GEMM: an ISA file describes its tiling and its block routine,
+ * vlr_gemm_run splits the output over the OpenMP team (column panels first, so each thread packs only
+ * its own part of W; row tiles only when there are fewer panels than threads), allocates each
+ * thread's packing buffers and calls the block routine. The k blocking lives in the block routine
+ * and is fixed, so the split never changes a result's bits. */
+typedef void (*vlr_gemm_block_fn)(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
+                                  int nc_cap, float *xbuf, int mc_cap);
+typedef struct vlr_gemm_tiling {
+    int mr, nr;     /* micro-tile rows (x side) and columns (W side) */
+    int kc, nc, mc; /* k block, W block columns, x block rows */
+    vlr_gemm_block_fn block;       /* y[r0:r1, c0:c1] with buffers of nc_cap x kc and mc_cap x kc */
+    /* the same blocks with its own one-panel stack buffers, for when the heap has none */
+    void (*block_small)(const vlr_gemm_args *a, int r0, int r1, int c0, int c1);
+} vlr_gemm_tiling;
+void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t);
+
 typedef enum vlr_isa { VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512 } vlr_isa;
 
 /* Fills k with the best implementation supported by this CPU (or the one forced; a forced ISA the

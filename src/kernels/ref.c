@@ -11,16 +11,6 @@
 
 #include "kernels.h"
 
-/* Element i of a weight / bias vector stored in dt, widened exactly to fp32. */
-static inline float ref_load(const void *p, vlr_dtype dt, size_t i) {
-    switch (dt) {
-    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
-    case VLR_DT_F16: return vlr_f16_to_f32(((const uint16_t *)p)[i]);
-    case VLR_DT_F32: return ((const float *)p)[i];
-    }
-    return 0.0f;
-}
-
 /* y[i][j] (=|+=) (sum_k x[i][k] * w[j][k]) + bias[j]: the dot product is summed in k order, the bias
  * is added to it, and only then is the sum added to y (accumulate). (The fast kernels sum in k
  * blocks and add the old y after the first block: see kernels.h.) */
@@ -30,20 +20,20 @@ static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
     if (m <= 0 || n <= 0) return;
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
     for (int j = 0; j < n; j++) {
-        const float bias = a->bias ? ref_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
+        const float bias = a->bias ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
         for (int i = 0; i < m; i++) {
             const float *x = a->x + (size_t)i * a->ldx;
             const size_t row = (size_t)j * (size_t)k;
             float dot = 0.0f;
             switch (a->w_dtype) { /* one loop per dtype: the same sum, without a switch per term */
             case VLR_DT_BF16:
-                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_BF16, row + (size_t)p);
+                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_BF16, row + (size_t)p);
                 break;
             case VLR_DT_F16:
-                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_F16, row + (size_t)p);
+                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_F16, row + (size_t)p);
                 break;
             case VLR_DT_F32:
-                for (int p = 0; p < k; p++) dot += x[p] * ref_load(a->w, VLR_DT_F32, row + (size_t)p);
+                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_F32, row + (size_t)p);
                 break;
             }
             if (a->bias) dot += bias;
@@ -119,7 +109,7 @@ static void ref_rmsnorm(float *y, const float *x, int rows, int n, const void *w
         float ss = 0.0f;
         for (int i = 0; i < n; i++) ss += xr[i] * xr[i];
         const float scale = 1.0f / sqrtf(ss / (float)n + eps);
-        for (int i = 0; i < n; i++) yr[i] = (xr[i] * scale) * ref_load(w, w_dtype, (size_t)i);
+        for (int i = 0; i < n; i++) yr[i] = (xr[i] * scale) * vlr_dtype_load(w, w_dtype, (size_t)i);
     }
 }
 

@@ -27,15 +27,6 @@
 #define A2_NC 256
 #define A2_MC 1020 /* a multiple of A2_MR */
 
-static inline float a2_scalar(const void *p, vlr_dtype dt, size_t i) {
-    switch (dt) {
-    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
-    case VLR_DT_F16: return _cvtsh_ss(((const uint16_t *)p)[i]);
-    case VLR_DT_F32: return ((const float *)p)[i];
-    }
-    return 0.0f;
-}
-
 /* 8 consecutive weights widened to fp32 (all 8 must be inside the row). */
 static inline __m256 a2_load_w8(const void *w, vlr_dtype dt, size_t off) {
     switch (dt) {
@@ -90,7 +81,7 @@ static void a2_pack_w(float *dst, const void *w, vlr_dtype dt, size_t k, int j0,
         for (; p < kc; p++)
             for (int i = 0; i < 8; i++)
                 panel[(size_t)p * A2_NR + i] =
-                    i < rows ? a2_scalar(w, dt, (size_t)(j0 + 8 * g + i) * k + (size_t)(p0 + p)) : 0.0f;
+                    i < rows ? vlr_dtype_load(w, dt, (size_t)(j0 + 8 * g + i) * k + (size_t)(p0 + p)) : 0.0f;
     }
 }
 
@@ -181,7 +172,7 @@ static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1
                         const float *bias = NULL;
                         if (first && a->bias) {
                             for (int q = 0; q < A2_NR; q++)
-                                bias_f32[q] = q < ncols ? a2_scalar(a->bias, a->bias_dtype, (size_t)(ns + j + q)) : 0.0f;
+                                bias_f32[q] = q < ncols ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)(ns + j + q)) : 0.0f;
                             bias = bias_f32;
                         }
                         const bool load_c = !first || a->accumulate;
@@ -195,52 +186,15 @@ static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1
 }
 
 static __attribute__((noinline)) void a2_gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
-                                                          int c0, int c1) {
+                                                  int c0, int c1) {
     alignas(32) float wbuf[A2_NR * A2_KC];
     alignas(32) float xbuf[A2_MR * A2_KC];
     a2_gemm_block(a, r0, r1, c0, c1, wbuf, A2_NR, xbuf, A2_MR);
 }
 
-static size_t a2_round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+static const vlr_gemm_tiling avx2_tiling = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a2_gemm_block, a2_gemm_block_small};
 
-static void avx2_gemm(const vlr_gemm_args *a, int n_threads) {
-    if (a->m <= 0 || a->n <= 0) return;
-    const int n_panels = (a->n + A2_NR - 1) / A2_NR, n_row_tiles = (a->m + A2_MR - 1) / A2_MR;
-    const int nt_req = n_threads > 0 ? n_threads : 1;
-    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
-#pragma omp parallel num_threads(nt_req)
-    {
-        /* Thread grid over the team we actually got (a nested region may get fewer threads):
-         * columns first (each thread then packs only its own part of W), rows only when there
-         * are fewer column panels than threads. */
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        const int tn = nt < n_panels ? nt : n_panels;
-        const int tm = nt / tn < n_row_tiles ? nt / tn : n_row_tiles;
-        const int ti = t / tn, tj = t % tn;
-        if (ti < tm) {
-            const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
-            const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
-            const int r0 = rt0 * A2_MR, r1 = rt1 * A2_MR < a->m ? rt1 * A2_MR : a->m;
-            const int c0 = cp0 * A2_NR, c1 = cp1 * A2_NR < a->n ? cp1 * A2_NR : a->n;
-            if (r0 < r1 && c0 < c1) {
-                const size_t nc_cap = a2_round_up((size_t)(c1 - c0) < A2_NC ? (size_t)(c1 - c0) : A2_NC, A2_NR);
-                const size_t mc_cap = a2_round_up((size_t)(r1 - r0) < A2_MC ? (size_t)(r1 - r0) : A2_MC, A2_MR);
-                float *wbuf = aligned_alloc(64, nc_cap * A2_KC * sizeof(float));
-                float *xbuf = aligned_alloc(64, mc_cap * A2_KC * sizeof(float));
-                if (wbuf && xbuf)
-                    a2_gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
-                else
-                    a2_gemm_block_small(a, r0, r1, c0, c1);
-                free(wbuf);
-                free(xbuf);
-            }
-        }
-    }
-}
+static void avx2_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx2_tiling); }
 
 /* ---------------------------------------------------------------------------------------------
  * Attention: the flash scheme of x86_avx512.c (read its comment there) on 8-lane vectors. A unit
@@ -608,7 +562,7 @@ static void avx2_rmsnorm(float *y, const float *x, int rows, int n, const void *
         for (i = 0; i + 8 <= n; i += 8)
             _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv),
                                                    a2_load_w8(w, w_dtype, (size_t)i)));
-        for (; i < n; i++) yr[i] = (xr[i] * scale) * a2_scalar(w, w_dtype, (size_t)i);
+        for (; i < n; i++) yr[i] = (xr[i] * scale) * vlr_dtype_load(w, w_dtype, (size_t)i);
     }
 }
 

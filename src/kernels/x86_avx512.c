@@ -227,15 +227,6 @@ static void gemm_tile(int mr, int kc, const float *xp, const float *wp, float *c
     }
 }
 
-static inline float load_scalar(const void *p, vlr_dtype dt, size_t i) {
-    switch (dt) {
-    case VLR_DT_BF16: return vlr_bf16_to_f32(((const uint16_t *)p)[i]);
-    case VLR_DT_F16: return _cvtsh_ss(((const uint16_t *)p)[i]);
-    case VLR_DT_F32: return ((const float *)p)[i];
-    }
-    return 0.0f;
-}
-
 /* One thread's share: rows [r0, r1) × columns [c0, c1), using the caller's packing buffers
  * (wbuf: nc_cap × GEMM_KC floats, xbuf: mc_cap × GEMM_KC floats, 64-byte aligned). */
 static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
@@ -260,7 +251,7 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
                 const float *bias = NULL;
                 if (first && a->bias) {
                     for (int q = 0; q < (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR; q++)
-                        bias_f32[q] = q < nc ? load_scalar(a->bias, a->bias_dtype, (size_t)(ns + q)) : 0.0f;
+                        bias_f32[q] = q < nc ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)(ns + q)) : 0.0f;
                     bias = bias_f32;
                 }
                 for (int i = 0; i < mc; i += GEMM_MR) {
@@ -280,52 +271,15 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
 /* Without heap memory for the packing buffers, the same blocks run with one-panel buffers on the
  * stack: slower, same arithmetic. */
 static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
-                                                       int c0, int c1) {
+                                                  int c0, int c1) {
     alignas(64) float wbuf[GEMM_NR * GEMM_KC];
     alignas(64) float xbuf[GEMM_MR * GEMM_KC];
     gemm_block(a, r0, r1, c0, c1, wbuf, GEMM_NR, xbuf, GEMM_MR);
 }
 
-static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+static const vlr_gemm_tiling avx512_tiling = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC, GEMM_MC, gemm_block, gemm_block_small};
 
-static void avx512_gemm(const vlr_gemm_args *a, int n_threads) {
-    if (a->m <= 0 || a->n <= 0) return;
-    const int n_panels = (a->n + GEMM_NR - 1) / GEMM_NR, n_row_tiles = (a->m + GEMM_MR - 1) / GEMM_MR;
-    const int nt_req = n_threads > 0 ? n_threads : 1;
-    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
-#pragma omp parallel num_threads(nt_req)
-    {
-        /* Thread grid over the team we actually got (a nested region may get fewer threads):
-         * columns first (each thread then packs only its own part of W), rows only when there
-         * are fewer column panels than threads. */
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        const int tn = nt < n_panels ? nt : n_panels;
-        const int tm = nt / tn < n_row_tiles ? nt / tn : n_row_tiles;
-        const int ti = t / tn, tj = t % tn;
-        if (ti < tm) {
-            const int rt0 = (int)((long)ti * n_row_tiles / tm), rt1 = (int)((long)(ti + 1) * n_row_tiles / tm);
-            const int cp0 = (int)((long)tj * n_panels / tn), cp1 = (int)((long)(tj + 1) * n_panels / tn);
-            const int r0 = rt0 * GEMM_MR, r1 = rt1 * GEMM_MR < a->m ? rt1 * GEMM_MR : a->m;
-            const int c0 = cp0 * GEMM_NR, c1 = cp1 * GEMM_NR < a->n ? cp1 * GEMM_NR : a->n;
-            if (r0 < r1 && c0 < c1) {
-                const size_t nc_cap = round_up((size_t)(c1 - c0) < GEMM_NC ? (size_t)(c1 - c0) : GEMM_NC, GEMM_NR);
-                const size_t mc_cap = round_up((size_t)(r1 - r0) < GEMM_MC ? (size_t)(r1 - r0) : GEMM_MC, GEMM_MR);
-                float *wbuf = aligned_alloc(64, nc_cap * GEMM_KC * sizeof(float));
-                float *xbuf = aligned_alloc(64, mc_cap * GEMM_KC * sizeof(float));
-                if (wbuf && xbuf)
-                    gemm_block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
-                else
-                    gemm_block_small(a, r0, r1, c0, c1);
-                free(wbuf);
-                free(xbuf);
-            }
-        }
-    }
-}
+static void avx512_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx512_tiling); }
 
 /* ---------------------------------------------------------------------------------------------
  * Vector exp */
