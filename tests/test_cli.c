@@ -11,33 +11,23 @@
 
 #include "json.h"
 #include "test.h"
+#include "test_cmd.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 
 static char bin[512], tmpdir[256];
 
-/* Runs a shell command; returns its exit status, stdout in *out (malloc'd). */
+/* The binary's stdout in *out, its stderr in tmpdir/stderr (read_stderr), its exit status returned. */
 static int run(const char *cmd, char **out) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>%s/stderr", cmd, tmpdir);
-    FILE *p = popen(full, "r");
-    vlr_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) vlr_buf_append(&b, chunk, n);
-    int status = p ? pclose(p) : -1;
-    if (!b.data) vlr_buf_puts(&b, "");
-    *out = b.data;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char err_path[300];
+    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
+    return test_run(cmd, err_path, out);
 }
 
 static char *read_stderr(void) {
-    char path[300], *text = NULL;
-    size_t len;
+    char path[300];
     snprintf(path, sizeof path, "%s/stderr", tmpdir);
-    vlr_err e;
-    if (vlr_read_file(path, 1 << 20, &text, &len, &e)) return strdup("");
-    return text;
+    return test_read_text(path);
 }
 
 static void write_file(const char *path, const char *text) {

@@ -15,6 +15,7 @@
 
 #include "eval.h"
 #include "test.h"
+#include "test_cmd.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 #define GOLDEN_TOL 2e-5 /* as test_cli: our float32 pipeline against the float64 reference */
@@ -23,18 +24,11 @@ static char bin[512], tmpdir[256];
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
+/* The binary's stdout in *out, its stderr in tmpdir/stderr (read_stderr), its exit status returned. */
 static int run(const char *cmd, char **out) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>%s/stderr", cmd, tmpdir);
-    FILE *p = popen(full, "r");
-    vlr_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) vlr_buf_append(&b, chunk, n);
-    int status = p ? pclose(p) : -1;
-    if (!b.data) vlr_buf_puts(&b, "");
-    *out = b.data;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char err_path[300];
+    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
+    return test_run(cmd, err_path, out);
 }
 
 static char *slurp(const char *path) {

@@ -1,0 +1,39 @@
+/* test_cmd.h: running build/vlreward from a test. One copy of the popen plumbing for every test that
+ * drives the binary (test_cli, test_eval, test_bench): stdout comes back as a string, stderr goes to
+ * a file the test can read, the exit status is returned. Needs common.h (vlr_buf, vlr_read_file). */
+#ifndef VLR_TEST_CMD_H
+#define VLR_TEST_CMD_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "common.h"
+
+/* Runs `cmd 2>stderr_path` in a shell; *out receives stdout (malloc'd, never NULL). Returns the exit
+ * status, or -1 when the command could not run or died of a signal. */
+static inline int test_run(const char *cmd, const char *stderr_path, char **out) {
+    vlr_buf full = {0}, b = {0};
+    vlr_buf_printf(&full, "%s 2>%s", cmd, stderr_path);
+    FILE *p = full.data ? popen(full.data, "r") : NULL;
+    char chunk[4096];
+    size_t n;
+    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) vlr_buf_append(&b, chunk, n);
+    int status = p ? pclose(p) : -1;
+    vlr_buf_free(&full);
+    if (!b.data) vlr_buf_puts(&b, "");
+    *out = b.data;
+    return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A whole text file (malloc'd), or an empty string when it cannot be read. */
+static inline char *test_read_text(const char *path) {
+    char *text = NULL;
+    size_t len;
+    vlr_err e;
+    if (vlr_read_file(path, 1 << 26, &text, &len, &e)) return strdup("");
+    return text;
+}
+
+#endif
