@@ -62,3 +62,16 @@ void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *
         }
     }
 }
+
+void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
+    *seg = *a;
+    if (!a->cu_seqlens) return;
+    const size_t r0 = (size_t)a->cu_seqlens[s];
+    seg->cu_seqlens = NULL;
+    seg->n_q = seg->n_kv = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
+    seg->causal_offset = -1;
+    seg->out = a->out + r0 * a->ld_out;
+    seg->q = a->q + r0 * a->ld_q;
+    seg->k = a->k + r0 * a->ld_kv;
+    seg->v = a->v + r0 * a->ld_kv;
+}

@@ -109,6 +109,10 @@ typedef struct vlr_gemm_tiling {
 } vlr_gemm_tiling;
 void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t);
 
+/* Segment s of an attention call: the call itself, or with cu_seqlens its s-th segment as a plain
+ * non-causal call over those rows (what every ISA's varlen path iterates over). */
+void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg);
+
 typedef enum vlr_isa { VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512 } vlr_isa;
 
 /* Fills k with the best implementation supported by this CPU (or the one forced; a forced ISA the

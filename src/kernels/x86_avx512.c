@@ -483,21 +483,6 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
         }
 }
 
-/* Segment s of a call: the call itself, or with cu_seqlens its s-th segment as a plain
- * non-causal call over those rows. */
-static void att_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
-    *seg = *a;
-    if (!a->cu_seqlens) return;
-    const size_t r0 = (size_t)a->cu_seqlens[s];
-    seg->cu_seqlens = NULL;
-    seg->n_q = seg->n_kv = a->cu_seqlens[s + 1] - a->cu_seqlens[s];
-    seg->causal_offset = -1;
-    seg->out = a->out + r0 * a->ld_out;
-    seg->q = a->q + r0 * a->ld_q;
-    seg->k = a->k + r0 * a->ld_kv;
-    seg->v = a->v + r0 * a->ld_kv;
-}
-
 static void avx512_attention(const vlr_attention_args *a, int n_threads) {
     /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
     if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
@@ -562,7 +547,7 @@ static void avx512_attention(const vlr_attention_args *a, int n_threads) {
                 else hi = mid;
             }
             vlr_attention_args seg;
-            att_segment(a, s, &seg);
+            vlr_attention_segment(a, s, &seg);
             const long v = u - unit_start[s];
             const int n_qb = (seg.n_q + bq - 1) / bq;
             const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
