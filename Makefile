@@ -27,6 +27,7 @@ ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
 # Per-ISA kernel files get their own -m flags; everything else is baseline x86-64.
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+ISA_avx512_bf16 := $(ISA_avx512) -mavx512bf16
 
 LIB_SRC  := $(sort $(wildcard src/*.c src/kernels/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -45,6 +46,7 @@ deps:
 
 $(BUILD)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = $(ISA_avx2)
 $(BUILD)/obj/src/kernels/x86_avx512.o: ISA_FLAGS = $(ISA_avx512)
+$(BUILD)/obj/src/kernels/x86_avx512_bf16.o: ISA_FLAGS = $(ISA_avx512_bf16)
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -67,9 +69,10 @@ $(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
 $(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libvlreward.a $(HDRS)
+# The tests get the CLI's OpenMP defaults too (cli/omp_defaults.c: libgomp waits passively).
+$(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)
 
 DEMO_Q := Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\nQuestion: Is Purple the highest value?\nChoices:\n(A) no\n(B) yes
 demo: deps

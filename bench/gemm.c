@@ -9,16 +9,20 @@
  *      -I/usr/include/x86_64-linux-gnu/openblas-pthread bench/gemm.c build/libvlreward.a \
  *      -o build/bench_gemm -lopenblas -ldnnl -lm
  * Run: build/bench_gemm [--m 512,2048] [--threads 1,2] [--reps 5] [--shapes text|vision|all|small]
- *                       [--isa ref|avx2|avx512] [--f32]
+ *                       [--isa ref|avx2|avx512|avx512_bf16] [--f32] [--calibration]
  *      build/bench_gemm --attention [--threads 1,2] [--reps 3]   (the attention slot instead)
  *
  * Each cell is the median of --reps timed runs after one warm-up, as wall time and as process CPU
  * time (the machine may be shared: wall GFLOP/s fall when other work runs, CPU-time GFLOP/s per
- * thread much less so, but they count the libraries' spin-waiting threads too). Our GEMM reads the
- * weights as bf16 (the model's storage) unless --f32; the BLAS libraries get the same weights as
- * fp32, their only input type. The runs are interleaved (rep r of every library, then rep r+1)
- * with a 20 ms pause before each, so one library's spinning threads do not steal from the next.
- * This is a benchmark, not a test: it checks only that the libraries agree on a checksum ('!'). */
+ * thread much less so, but they count the libraries' spin-waiting threads too). Columns, per
+ * precision: vlreward f32 and bf16 (the two gemm tables; weights read as bf16, the model's storage,
+ * unless --f32), OpenBLAS sgemm and oneDNN sgemm (fp32 weights, their input type), and oneDNN's bf16
+ * matmul primitive (bf16 x and W, fp32 output; W in its stored [n, k] layout, as ours, primitive
+ * created outside the timing; x converted to bf16 outside the timing too, while ours converts inside).
+ * --calibration: the one shape `vlreward bench` calibrates with, 1024 x 3584 x 18944, 2 threads.
+ * The runs are interleaved (rep r of every column, then rep r+1) with a 20 ms pause before each, so
+ * one library's spinning threads do not steal from the next. This is a benchmark, not a test: it
+ * checks only that the columns of one precision agree on a checksum ('!'). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,39 +71,94 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-typedef enum lib { LIB_OURS = 0, LIB_OPENBLAS, LIB_DNNL } lib;
-static const char *lib_names[] = {"vlreward", "OpenBLAS", "oneDNN"};
+/* One column of the table: a library in one precision. */
+typedef enum column { COL_OURS_F32 = 0, COL_OURS_BF16, COL_OPENBLAS, COL_DNNL_F32, COL_DNNL_BF16 } column;
+static const char *col_names[] = {"vlreward f32", "vlreward bf16", "OpenBLAS f32", "oneDNN f32", "oneDNN bf16"};
 
 typedef struct problem {
     int m, n, k;
     const float *x;
-    const void *w_ours; /* bf16 or f32 */
+    const uint16_t *x_bf16; /* x rounded, for oneDNN's bf16 matmul */
+    const void *w_ours;     /* bf16 or f32 */
     vlr_dtype w_dtype;
     const float *w_f32;
+    const uint16_t *w_bf16;
     float *y;
 } problem;
 
-static void run_once(lib l, const vlr_kernels *kt, const problem *p, int nt) {
-    switch (l) {
-    case LIB_OURS: {
+#ifdef WITH_DNNL
+/* oneDNN's matmul y [m, n] = x [m, k] · W [k, n] with bf16 x and W and fp32 y; W's [n, k] storage is
+ * the "ba" layout of a k x n matrix. */
+typedef struct dnnl_bf16_mm {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t prim;
+    dnnl_memory_t src, wei, dst;
+} dnnl_bf16_mm;
+
+static bool dnnl_bf16_mm_init(dnnl_bf16_mm *d, const problem *p) {
+    memset(d, 0, sizeof *d);
+    dnnl_memory_desc_t src_md, wei_md, dst_md;
+    dnnl_dims_t sd = {p->m, p->k}, wd = {p->k, p->n}, dd = {p->m, p->n};
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_desc_t pd = NULL;
+    bool ok = dnnl_engine_create(&d->engine, dnnl_cpu, 0) == dnnl_success &&
+              dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&wei_md, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+              dnnl_matmul_desc_init(&md, &src_md, &wei_md, NULL, &dst_md) == dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &md, NULL, d->engine, NULL) == dnnl_success &&
+              dnnl_primitive_create(&d->prim, pd) == dnnl_success &&
+              dnnl_memory_create(&d->src, &src_md, d->engine, (void *)p->x_bf16) == dnnl_success &&
+              dnnl_memory_create(&d->wei, &wei_md, d->engine, (void *)p->w_bf16) == dnnl_success &&
+              dnnl_memory_create(&d->dst, &dst_md, d->engine, p->y) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return ok;
+}
+
+static void dnnl_bf16_mm_free(dnnl_bf16_mm *d) {
+    if (d->src) dnnl_memory_destroy(d->src);
+    if (d->wei) dnnl_memory_destroy(d->wei);
+    if (d->dst) dnnl_memory_destroy(d->dst);
+    if (d->prim) dnnl_primitive_destroy(d->prim);
+    if (d->stream) dnnl_stream_destroy(d->stream);
+    if (d->engine) dnnl_engine_destroy(d->engine);
+}
+#else
+typedef int dnnl_bf16_mm;
+#endif
+
+static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf16_mm *mm, int nt) {
+    (void)mm;
+    switch (c) {
+    case COL_OURS_F32:
+    case COL_OURS_BF16: {
         vlr_gemm_args a = {.y = p->y, .ldy = (size_t)p->n, .x = p->x, .ldx = (size_t)p->k,
                            .w = p->w_ours, .w_dtype = p->w_dtype, .m = p->m, .n = p->n, .k = p->k};
-        kt->gemm(&a, nt);
+        kt[c == COL_OURS_BF16].gemm(&a, nt);
         break;
     }
-    case LIB_OPENBLAS:
+    case COL_OPENBLAS:
 #ifdef WITH_OPENBLAS
         openblas_set_num_threads(nt);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->m, p->n, p->k, 1.0f, p->x, p->k,
                     p->w_f32, p->k, 0.0f, p->y, p->n);
 #endif
         break;
-    case LIB_DNNL:
+    case COL_DNNL_F32:
+    case COL_DNNL_BF16:
 #ifdef WITH_DNNL
 #ifdef _OPENMP
         omp_set_num_threads(nt);
 #endif
-        dnnl_sgemm('N', 'T', p->m, p->n, p->k, 1.0f, p->x, p->k, p->w_f32, p->k, 0.0f, p->y, p->n);
+        if (c == COL_DNNL_F32) {
+            dnnl_sgemm('N', 'T', p->m, p->n, p->k, 1.0f, p->x, p->k, p->w_f32, p->k, 0.0f, p->y, p->n);
+        } else {
+            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei}, {DNNL_ARG_DST, mm->dst}};
+            dnnl_primitive_execute(mm->prim, mm->stream, 3, args);
+            dnnl_stream_wait(mm->stream);
+        }
 #endif
         break;
     }
@@ -168,7 +227,8 @@ static void bench_attention(int reps, const int *threads, int n_threads) {
                    sh->causal, threads[ti]);
             for (int isa = VLR_ISA_REF; isa <= VLR_ISA_AVX512; isa++) {
                 vlr_kernels kt;
-                if (vlr_kernels_select(&kt, (vlr_isa)isa) != (vlr_isa)isa || (isa == VLR_ISA_REF && sh->n > 512)) {
+                if (vlr_kernels_select(&kt, (vlr_isa)isa, VLR_PRECISION_F32) != (vlr_isa)isa ||
+                    (isa == VLR_ISA_REF && sh->n > 512)) {
                     printf(" %22s", "-");
                     continue;
                 }
@@ -211,7 +271,7 @@ int main(int argc, char **argv) {
     int ms[16] = {512}, n_ms = 1, threads[8] = {1, 2}, n_threads = 2, reps = 5;
     const char *which = "all";
     vlr_isa isa = VLR_ISA_AUTO;
-    bool f32 = false, attention = false;
+    bool f32 = false, attention = false, calibration = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--m") && i + 1 < argc) n_ms = parse_list(argv[++i], ms, 16);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 8);
@@ -219,13 +279,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--f32")) f32 = true;
         else if (!strcmp(argv[i], "--attention")) attention = true;
+        else if (!strcmp(argv[i], "--calibration")) calibration = true;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             const char *v = argv[++i];
-            isa = !strcmp(v, "ref") ? VLR_ISA_REF : !strcmp(v, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512;
+            isa = !strcmp(v, "ref") ? VLR_ISA_REF : !strcmp(v, "avx2") ? VLR_ISA_AVX2
+                : !strcmp(v, "avx512") ? VLR_ISA_AVX512 : VLR_ISA_AVX512_BF16;
         } else {
             fprintf(stderr, "usage: %s [--m 512,2048] [--threads 1,2] [--reps 5] "
-                            "[--shapes text|vision|all|small] [--isa ref|avx2|avx512] [--f32] "
-                            "[--attention]\n", argv[0]);
+                            "[--shapes text|vision|all|small] [--isa ref|avx2|avx512|avx512_bf16] [--f32] "
+                            "[--attention] [--calibration]\n", argv[0]);
             return 2;
         }
     }
@@ -245,26 +307,32 @@ int main(int argc, char **argv) {
             memcpy(ms, small, sizeof small);
         }
     }
+    if (calibration) { /* vlreward bench's calibration GEMM */
+        list[n_shapes++] = (shape){"calibration", 18944, 3584};
+        ms[0] = 1024, n_ms = 1, threads[0] = 2, n_threads = 1;
+        which = "";
+    }
     if (!strcmp(which, "text") || !strcmp(which, "all"))
         for (size_t i = 0; i < sizeof text_shapes / sizeof *text_shapes; i++) list[n_shapes++] = text_shapes[i];
     if (!strcmp(which, "vision") || !strcmp(which, "all"))
         for (size_t i = 0; i < sizeof vision_shapes / sizeof *vision_shapes; i++) list[n_shapes++] = vision_shapes[i];
 
-    vlr_kernels kt;
-    vlr_kernels_select(&kt, isa);
-    lib libs[3] = {LIB_OURS};
-    int n_libs = 1;
+    vlr_kernels kt[2]; /* [0] f32, [1] bf16 precision */
+    vlr_kernels_select(&kt[0], isa, VLR_PRECISION_F32);
+    vlr_kernels_select(&kt[1], isa, VLR_PRECISION_BF16);
+    column cols[5] = {COL_OURS_F32, COL_OURS_BF16};
+    int n_cols = 2;
 #ifdef WITH_OPENBLAS
-    libs[n_libs++] = LIB_OPENBLAS;
+    cols[n_cols++] = COL_OPENBLAS;
 #endif
 #ifdef WITH_DNNL
-    libs[n_libs++] = LIB_DNNL;
+    cols[n_cols++] = COL_DNNL_F32;
+    cols[n_cols++] = COL_DNNL_BF16;
 #endif
-    printf("# vlreward gemm (%s, weights %s) vs", kt.isa, f32 ? "f32" : "bf16");
-    for (int l = 1; l < n_libs; l++) printf(" %s (f32)", lib_names[libs[l]]);
-    printf("; median of %d runs; GFLOP/s wall [CPU-time GFLOP/s per thread]\n", reps);
+    printf("# vlreward gemm (%s / %s, weights %s); median of %d runs; GFLOP/s wall [CPU-time GFLOP/s per thread]\n",
+           kt[0].isa, kt[1].isa, f32 ? "f32" : "bf16", reps);
     printf("%-12s %6s %6s %6s %3s", "shape", "m", "n", "k", "thr");
-    for (int l = 0; l < n_libs; l++) printf(" %24s", lib_names[libs[l]]);
+    for (int c = 0; c < n_cols; c++) printf(" %24s", col_names[cols[c]]);
     printf("\n");
 
     for (int s = 0; s < n_shapes; s++)
@@ -274,7 +342,8 @@ int main(int argc, char **argv) {
             float *wf = malloc((size_t)n * k * sizeof(float));
             uint16_t *wb = malloc((size_t)n * k * sizeof(uint16_t));
             float *y = malloc((size_t)m * n * sizeof(float));
-            if (!x || !wf || !wb || !y) {
+            uint16_t *xb = malloc((size_t)m * k * sizeof(uint16_t));
+            if (!x || !wf || !wb || !y || !xb) {
                 fprintf(stderr, "out of memory at %s m=%d\n", list[s].name, m);
                 return 1;
             }
@@ -282,43 +351,57 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < (size_t)m * k; i++) {
                 st = st * 6364136223846793005ull + 1442695040888963407ull;
                 x[i] = (float)((st >> 40) & 0xffff) / 32768.0f - 1.0f;
+                xb[i] = vlr_f32_to_bf16(x[i]);
             }
             for (size_t i = 0; i < (size_t)n * k; i++) {
                 st = st * 6364136223846793005ull + 1442695040888963407ull;
                 wb[i] = vlr_f32_to_bf16(((float)((st >> 40) & 0xffff) / 32768.0f - 1.0f) * 0.03f);
                 wf[i] = vlr_bf16_to_f32(wb[i]);
             }
-            problem p = {m, n, k, x, f32 ? (const void *)wf : (const void *)wb,
-                         f32 ? VLR_DT_F32 : VLR_DT_BF16, wf, y};
+            problem p = {m, n, k, x, xb, f32 ? (const void *)wf : (const void *)wb,
+                         f32 ? VLR_DT_F32 : VLR_DT_BF16, wf, wb, y};
+            dnnl_bf16_mm mm;
+#ifdef WITH_DNNL
+            if (!dnnl_bf16_mm_init(&mm, &p)) {
+                fprintf(stderr, "oneDNN bf16 matmul: setup failed at %s m=%d\n", list[s].name, m);
+                return 1;
+            }
+#endif
             const double flops = 2.0 * m * n * k;
             for (int ti = 0; ti < n_threads; ti++) {
                 const int nt = threads[ti];
                 printf("%-12s %6d %6d %6d %3d", list[s].name, m, n, k, nt);
                 /* interleaved: rep r of every library, then rep r+1, so a burst of other work on
                  * the machine hits all of them alike */
-                double wall[3][100], cpu[3][100], check[3] = {0, 0, 0};
-                for (int l = 0; l < n_libs; l++) run_once(libs[l], &kt, &p, nt); /* warm-up */
+                double wall[5][100], cpu[5][100], check[5] = {0, 0, 0, 0, 0};
+                for (int c = 0; c < n_cols; c++) run_once(cols[c], kt, &p, &mm, nt); /* warm-up */
                 for (int r = 0; r < reps; r++)
-                    for (int l = 0; l < n_libs; l++) {
+                    for (int c = 0; c < n_cols; c++) {
                         usleep(20000); /* the previous library's workers stop spinning */
                         const double w0 = now_wall(), c0 = now_cpu();
-                        run_once(libs[l], &kt, &p, nt);
-                        wall[l][r] = now_wall() - w0;
-                        cpu[l][r] = now_cpu() - c0;
+                        run_once(cols[c], kt, &p, &mm, nt);
+                        wall[c][r] = now_wall() - w0;
+                        cpu[c][r] = now_cpu() - c0;
                         if (r == 0)
-                            for (size_t i = 0; i < (size_t)m * n; i += 97) check[l] += y[i];
+                            for (size_t i = 0; i < (size_t)m * n; i += 97) check[c] += y[i];
                     }
-                for (int l = 0; l < n_libs; l++) {
-                    qsort(wall[l], reps, sizeof(double), cmp_double);
-                    qsort(cpu[l], reps, sizeof(double), cmp_double);
-                    const bool agree = fabs(check[l] - check[0]) <= 1e-3 * (fabs(check[0]) + 1.0);
-                    printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[l][reps / 2] * 1e-9,
-                           flops / cpu[l][reps / 2] * 1e-9, agree ? " " : "!");
+                for (int c = 0; c < n_cols; c++) {
+                    qsort(wall[c], reps, sizeof(double), cmp_double);
+                    qsort(cpu[c], reps, sizeof(double), cmp_double);
+                    /* against the first column of the same precision (bf16 rounding moves sums) */
+                    const double want = check[cols[c] == COL_OURS_BF16 || cols[c] == COL_DNNL_BF16];
+                    const bool agree = fabs(check[c] - want) <= 1e-3 * (fabs(want) + 1.0);
+                    printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[c][reps / 2] * 1e-9,
+                           flops / cpu[c][reps / 2] * 1e-9, agree ? " " : "!");
                 }
                 printf("\n");
                 fflush(stdout);
             }
+#ifdef WITH_DNNL
+            dnnl_bf16_mm_free(&mm);
+#endif
             free(x);
+            free(xb);
             free(wf);
             free(wb);
             free(y);

@@ -218,7 +218,8 @@ static void show_progress(const cli_batch_opts *o, const cli_batch_stats *st, do
     fflush(stderr);
 }
 
-void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const char *extra) {
+void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const vlr_model *m,
+                             const char *extra) {
     fprintf(stderr, "vlreward %s: %s%llu requests", o->cmd, st->interrupted ? "interrupted after " : "",
             (unsigned long long)st->done);
     if (st->skipped) fprintf(stderr, " (%llu already done)", (unsigned long long)st->skipped);
@@ -227,6 +228,9 @@ void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st,
     if (st->wall_s > 0 && st->done)
         fprintf(stderr, " (%.2f req/s, %.0f tok/s)", (double)st->done / st->wall_s, (double)st->tokens / st->wall_s);
     if (extra && *extra) fprintf(stderr, ", %s", extra);
+    vlr_model_info in;
+    vlr_model_get_info(m, &in);
+    fprintf(stderr, ", precision %s (%s kernels)", in.precision, in.kernels);
     if (st->interrupted && o->output) fprintf(stderr, "; rerun with --resume to continue");
     fputc('\n', stderr);
 }

@@ -55,7 +55,9 @@ typedef bool (*cli_batch_fn)(const cli_batch_line *line, void *ctx, vlr_buf *out
  * start or the output could not be written (message printed), 1 when interrupted by a signal. */
 int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *stats);
 
-/* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s". */
-void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const char *extra);
+/* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s, ...,
+ * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it. */
+void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const vlr_model *m,
+                             const char *extra);
 
 #endif

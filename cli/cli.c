@@ -73,11 +73,16 @@ bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad) {
         else if (v) o->max_tokens = (int)n;
         return true;
     }
-    if (cli_opt(a, "--precision", true, &o->precision, bad)) {
-        if (o->precision && strcmp(o->precision, "f32") != 0)
-            *bad = cli_usage_error(a->cmd, "--precision: only f32 is available, got '%s'", o->precision);
+    if (cli_opt(a, "--precision", true, &v, bad)) {
+        if (v && !cli_parse_precision(a->cmd, v, &o->precision)) *bad = true;
         return true;
     }
+    return false;
+}
+
+bool cli_parse_precision(const char *cmd, const char *v, vlr_precision *out) {
+    if (vlr_precision_parse(v, out)) return true;
+    cli_usage_error(cmd, "--precision: expected auto, f32 or bf16, got '%s'", v);
     return false;
 }
 
@@ -85,6 +90,7 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
     vlr_params p = vlr_default_params();
     p.n_threads = o->threads;
     p.max_tokens = o->max_tokens;
+    p.precision = o->precision;
     char err[VLR_ERR_MSG_CAP];
     vlr_model *m = NULL;
     if (vlr_model_load(o->model_dir, &p, &m, err, sizeof err) != VLR_OK) {
@@ -146,8 +152,11 @@ void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b) {
                    in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size, in.temporal_patch_size,
                    in.window_size);
     ints_json(b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
-    vlr_buf_printf(b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\"",
-                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype);
+    vlr_buf_printf(b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\", \"precision\": \"%s\", "
+                      "\"precision_reason\": ",
+                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype, in.precision);
+    vlr_buf_json_string(b, in.precision_reason, strlen(in.precision_reason));
+    vlr_buf_printf(b, ", \"kernels\": \"%s\"", in.kernels);
     if (version) vlr_buf_printf(b, ", \"version\": \"%s\"", version);
     vlr_buf_puts(b, "}");
 }

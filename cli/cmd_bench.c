@@ -25,13 +25,13 @@
 
 static const char help[] =
     "usage: vlreward bench [--config FILE] [--image-size WxH] [--tokens N,N,...] [--repeat N]\n"
-    "                      [--threads N] [--precision f32] [--layers N] [--json]\n"
+    "                      [--threads N] [--precision auto|f32|bf16] [--layers N] [--json]\n"
     "\n"
     "Times the model at full Qwen2.5-VL-7B size with deterministic random bf16 weights built in\n"
     "memory (no files; about 15 GB, plus the 1.09 GB embedding table of which only the rows used are\n"
     "written): the vision tower on one image, the text prefill at each length (positions 0..n-1), a\n"
-    "whole request (one image + 200 text tokens: vision, embedding, prefill), and a calibration fp32\n"
-    "GEMM through the same kernel table. Each figure is the median of --repeat runs.\n"
+    "whole request (one image + 200 text tokens: vision, embedding, prefill), and a calibration\n"
+    "GEMM (bf16 weights, like the model's) through the same kernel table. Each figure is the median of --repeat runs.\n"
     "\n"
     "  --config FILE      config.json of other shapes (default: the built-in Qwen2.5-VL-7B shapes)\n"
     "  --image-size WxH   image size before smart_resize (factor patch*merge, default 640x480 ->\n"
@@ -39,7 +39,7 @@ static const char help[] =
     "  --tokens LIST      prefill lengths, comma-separated (default 512,1024,2048)\n"
     "  --repeat N         runs per figure, median reported (default 3)\n"
     "  --threads N        threads (default: all CPUs)\n"
-    "  --precision f32    fp32 activations and accumulation, bf16 weights widened (the only one)\n"
+    "  --precision P      auto (default: bf16 where this CPU runs it faster), f32 or bf16\n"
     "  --layers N         run the first N decoder layers and N vision blocks (full-attention block\n"
     "                     indexes below N kept) and scale the whole-model figures to the full depth\n"
     "  --calibration MxKxN  calibration GEMM size, m x k x n (default 1024x3584x18944)\n"
@@ -68,6 +68,7 @@ typedef struct bench_opts {
     int repeat, threads, layers;
     int cal_m, cal_k, cal_n;
     uint64_t seed;
+    vlr_precision precision;
     bool json;
 } bench_opts;
 
@@ -161,6 +162,7 @@ typedef struct bench {
     vlr_config full;        /* the shapes reported */
     vlr_bench_model model;  /* the shapes run (full or cut), with their weights */
     vlr_kernels k;
+    const char *precision_reason;
     vlr_err err;
     vlr_grid_thw grid;
     int resized_w, resized_h;
@@ -180,7 +182,8 @@ typedef struct bench {
     double *times;          /* [repeat] */
 } bench;
 
-/* The calibration GEMM: y [m, n] = x [m, k] · wᵀ, fp32 weights, through the kernel table. */
+/* The calibration GEMM: y [m, n] = x [m, k] · wᵀ, bf16 weights (as the model's), through the kernel
+ * table of the precision measured. */
 static vlr_status run_calibration(bench *b, stage *st) {
     const bench_opts *o = b->o;
     vlr_status rc = VLR_OK;
@@ -200,8 +203,10 @@ static vlr_status run_calibration(bench *b, stage *st) {
     }
     vlr_bench_fill_f32(x, nx / sizeof(float), o->seed, 1, 0.0f, 1.0f, o->threads);
     vlr_bench_fill_f32(w, nw / sizeof(float), o->seed, 2, 0.0f, (float)(1.0 / sqrt(o->cal_k)), o->threads);
-    vlr_gemm_args a = {.y = y, .ldy = (size_t)o->cal_n, .x = x, .ldx = (size_t)o->cal_k, .w = w,
-                       .w_dtype = VLR_DT_F32, .bias = NULL, .bias_dtype = VLR_DT_F32,
+    uint16_t *w_bf16 = (uint16_t *)w; /* narrowed in place: element i moves from byte 4i to 2i */
+    for (size_t i = 0; i < nw / sizeof(float); i++) w_bf16[i] = vlr_f32_to_bf16(w[i]);
+    vlr_gemm_args a = {.y = y, .ldy = (size_t)o->cal_n, .x = x, .ldx = (size_t)o->cal_k, .w = w_bf16,
+                       .w_dtype = VLR_DT_BF16, .bias = NULL, .bias_dtype = VLR_DT_F32,
                        .m = o->cal_m, .n = o->cal_n, .k = o->cal_k, .accumulate = false};
     for (int r = 0; r < o->repeat; r++) {
         const double t0 = vlr_now();
@@ -392,11 +397,13 @@ static void print_json(const bench *b, const report *r) {
                    "\"weights\": \"random bf16\"}",
                    b->full.text.hidden_size, b->full.text.intermediate_size, b->full.text.vocab_size,
                    b->full.vision.hidden_size, (unsigned long long)r->parameters, (unsigned long long)r->bytes);
-    vlr_buf_printf(&out, ", \"precision\": \"f32\", \"repeat\": %d, \"date\": \"%s\", \"cpu\": ", o->repeat, r->date);
+    vlr_buf_printf(&out, ", \"precision\": \"%s\", \"precision_reason\": ", vlr_precision_name(b->k.precision));
+    vlr_buf_json_string(&out, b->precision_reason, strlen(b->precision_reason));
+    vlr_buf_printf(&out, ", \"repeat\": %d, \"date\": \"%s\", \"cpu\": ", o->repeat, r->date);
     vlr_buf_json_string(&out, r->cpu, strlen(r->cpu));
     json_num(&out, "build_s", r->build_s, 3);
     vlr_buf_printf(&out, ", \"calibration\": {\"m\": %d, \"k\": %d, \"n\": %d, \"kernel\": \"vlreward-%s\", "
-                   "\"weights\": \"f32\"", o->cal_m, o->cal_k, o->cal_n, b->k.isa);
+                   "\"weights\": \"bf16\"", o->cal_m, o->cal_k, o->cal_n, b->k.isa);
     json_num(&out, "ms", r->cal.ms, 3);
     json_num(&out, "gflops", cal, 3);
     vlr_buf_printf(&out, ", \"peak_rss_bytes\": %lld}", r->cal.peak_rss);
@@ -429,15 +436,16 @@ static void print_table(const bench *b, const report *r) {
     const double cal = gflops(&r->cal);
     printf("vlreward bench, %s: %s shapes, random bf16 weights (%.2f G parameters, %.2f GB allocated)\n",
            r->date, o->config_path ? o->config_path : "Qwen2.5-VL-7B", r->parameters * 1e-9, r->bytes * 1e-9);
-    printf("cpu %s, %d threads, kernel vlreward-%s, f32 activations, median of %d, build %.1f s\n", r->cpu,
-           o->threads, b->k.isa, o->repeat, r->build_s);
+    printf("cpu %s, %d threads, kernel vlreward-%s, precision %s (%s), median of %d, build %.1f s\n", r->cpu,
+           o->threads, b->k.isa, vlr_precision_name(b->k.precision), b->precision_reason, o->repeat, r->build_s);
     if (b->text_ratio != 1.0 || b->vision_ratio != 1.0)
         printf("whole-model figures scaled from %d of %d decoder layers and %d of %d vision blocks\n",
                run->text.num_layers, b->full.text.num_layers, run->vision.depth, b->full.vision.depth);
     printf("\n%-40s %7s %11s %10s %9s %9s %7s %9s\n", "stage", "tokens", "ms", "tokens/s", "GFLOP", "GFLOP/s",
            "vs GEMM", "RSS GiB");
     char what[96];
-    snprintf(what, sizeof what, "calibration GEMM %dx%dx%d f32", o->cal_m, o->cal_k, o->cal_n);
+    snprintf(what, sizeof what, "calibration GEMM %dx%dx%d %s", o->cal_m, o->cal_k, o->cal_n,
+             vlr_precision_name(b->k.precision));
     print_row(what, &r->cal, cal);
     snprintf(what, sizeof what, "vision %dx%d (%dx%d, %d patches)", o->image_w, o->image_h, b->resized_w,
              b->resized_h, b->grid.t * b->grid.h * b->grid.w);
@@ -508,7 +516,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             continue;
         }
         if (cli_opt(&a, "--precision", true, &v, &bad)) {
-            if (v && strcmp(v, "f32") != 0) return cli_usage_error("bench", "--precision: only f32 is available, got '%s'", v);
+            if (v && !cli_parse_precision("bench", v, &o->precision)) return EXIT_USAGE;
             continue;
         }
         return cli_usage_error("bench", "unknown option '%s'", argv[a.i]);
@@ -532,7 +540,8 @@ static vlr_status load_config(const bench_opts *o, vlr_config *cfg, vlr_err *e) 
 
 int cmd_bench(int argc, char **argv) {
     bench_opts o = {.image_w = 640, .image_h = 480, .lengths = {512, 1024, 2048}, .n_lengths = 3,
-                    .repeat = 3, .cal_m = 1024, .cal_k = 3584, .cal_n = 18944, .seed = 1};
+                    .repeat = 3, .cal_m = 1024, .cal_k = 3584, .cal_n = 18944, .seed = 1,
+                    .precision = VLR_PRECISION_AUTO};
     int status = parse_args(argc, argv, &o);
     if (status < 0) return EXIT_OK; /* --help */
     if (status) return status;
@@ -593,7 +602,10 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
 
-    vlr_kernels_select(&b.k, VLR_ISA_AUTO);
+    vlr_precision precision = o.precision;
+    b.precision_reason = "requested";
+    if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&b.precision_reason);
+    vlr_kernels_select(&b.k, VLR_ISA_AUTO, precision);
     b.times = vlr_calloc((size_t)o.repeat, sizeof(double), e);
     if (!b.times) { rc = VLR_ERR_NOMEM; goto done; }
 

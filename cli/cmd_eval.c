@@ -35,6 +35,7 @@ static const char help[] =
     "  --overwrite          replace a non-empty --output file (refused otherwise)\n"
     "  --summary-json FILE  write the summary numbers, counts and ties as JSON\n"
     "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
+    "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
     "  --max-tokens N       refuse requests longer than N tokens (default: the model's context)\n"
     "  --vision-cache MB    reuse vision-tower outputs of identical images, e.g. the two sides of a pair\n"
     "                       (default 512, 0 = off); scores are bit-identical either way\n"
@@ -137,7 +138,7 @@ static char *model_name_of(const char *dir) {
 
 int cmd_eval(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "eval"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *format_name = "pairs", *summary_path = NULL;
     cli_batch_opts bo = {.cmd = "eval"};
     bool bad = false;
@@ -187,7 +188,7 @@ int cmd_eval(int argc, char **argv) {
     char extra[96];
     snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses", (unsigned long long)hits,
              (unsigned long long)misses);
-    cli_batch_print_summary(&bo, &st, extra);
+    cli_batch_print_summary(&bo, &st, m, extra);
     const vlr_eval_summary *s = &ctx.summary;
     if (!to_stdout) {
         if (!summary_from_file(bo.output, &file_summary)) goto done;

@@ -6,11 +6,12 @@ static const char help[] =
     "\n"
     "Loads DIR (config.json, safetensors weights, value head, tokenizer) and prints its architecture.\n"
     "  --model DIR   model directory (Hugging Face layout)\n"
-    "  --json        print one JSON object instead of text\n";
+    "  --json        print one JSON object instead of text\n"
+    "  --precision P auto (default), f32 or bf16: shows which precision and kernels would run\n";
 
 int cmd_info(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "info"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     bool json = false, bad = false;
     const char *unused;
     while (a.i < argc && !bad) {
@@ -33,8 +34,9 @@ int cmd_info(int argc, char **argv) {
         cli_info_json(m, NULL, &b);
         vlr_buf_puts(&b, "\n");
     } else {
-        vlr_buf_printf(&b, "model      %s (%s config, %d shard%s, %s weights, kernels %s)\n", mo.model_dir,
-                       in.config_layout, in.n_shards, in.n_shards == 1 ? "" : "s", in.dtype, m->kernels.isa);
+        vlr_buf_printf(&b, "model      %s (%s config, %d shard%s, %s weights)\n", mo.model_dir,
+                       in.config_layout, in.n_shards, in.n_shards == 1 ? "" : "s", in.dtype);
+        vlr_buf_printf(&b, "compute    precision %s (%s), kernels %s\n", in.precision, in.precision_reason, in.kernels);
         vlr_buf_printf(&b, "text       %d layers, hidden %d, intermediate %d, %d heads / %d kv heads x %d, "
                            "vocab %d, context %d\n",
                        in.text_layers, in.text_hidden_size, in.text_intermediate_size, in.text_heads,

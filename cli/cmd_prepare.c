@@ -144,7 +144,7 @@ done:
 
 int cmd_prepare(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "prepare"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *input = NULL, *output = NULL;
     bool bad = false;
     prep_ctx ctx = {0};

@@ -26,7 +26,9 @@ static const char help[] =
     "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone\n"
     "  --threads N        threads (default: all CPUs); scores do not depend on it\n"
     "  --max-tokens N     refuse requests longer than N tokens (default: the model's context)\n"
-    "  --precision f32    fp32 activations and accumulation, bf16 weights widened (the default)\n"
+    "  --precision P      auto (default): bf16 where this CPU runs it faster, else f32; f32: exact,\n"
+    "                     fp32 activations; bf16: linear-layer operands rounded to bf16, as the\n"
+    "                     reference's own bf16 inference (scores within its bf16 error)\n"
     "  --trace FILE       write per-stage summaries (the format of tests/reference/traces) as JSON Lines\n"
     "  --resume           continue into an existing --output file: ids already there are skipped, a\n"
     "                     half-written last line is redone (ids must be unique)\n"
@@ -108,7 +110,7 @@ static bool score_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uin
 
 int cmd_score(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "score"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *question = NULL, *answer = NULL, *trace_path = NULL;
     cli_batch_opts bo = {.cmd = "score"};
     const char *images[MAX_ONE_OFF_IMAGES];
@@ -194,7 +196,7 @@ int cmd_score(int argc, char **argv) {
             char extra[160];
             snprintf(extra, sizeof extra, "%llu tokens of shared prefixes reused, vision cache %llu hits / %llu misses",
                      (unsigned long long)ctx.reused_tokens, (unsigned long long)hits, (unsigned long long)misses);
-            cli_batch_print_summary(&bo, &st, extra);
+            cli_batch_print_summary(&bo, &st, m, extra);
         }
         status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;
     }

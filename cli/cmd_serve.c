@@ -55,7 +55,7 @@ static const char help[] =
     "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
     "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
     "  --max-tokens N        refuse requests longer than N tokens (default: the model's context)\n"
-    "  --precision f32       fp32 activations and accumulation (the default and only mode)\n"
+    "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
@@ -309,7 +309,7 @@ static bool is_loopback(const struct sockaddr *sa) {
 
 int cmd_serve(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "serve"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *host = "127.0.0.1", *image_root = ".";
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
     bool bad = false, quiet = false, allow_any = false;

@@ -91,7 +91,7 @@ done:
 
 int cmd_tokenize(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "tokenize"};
-    cli_model_opts mo = {0};
+    cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *input = NULL, *output = NULL, *unused;
     bool bad = false;
     tok_ctx ctx = {0};

@@ -28,6 +28,7 @@
 #ifndef VLREWARD_H
 #define VLREWARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,14 +56,25 @@ typedef enum vlr_status {
 /* A short constant name for a status ("format error", ...). Never NULL. */
 const char *vlr_status_str(vlr_status s);
 
+/* The arithmetic of every linear layer (the decoder's, the vision tower's, the merger's). Norms,
+ * RoPE, softmax, attention products, the residual stream and the KV cache are fp32 in every mode. */
 typedef enum vlr_precision {
-    VLR_PRECISION_F32 = 0 /* fp32 activations and accumulation, weights widened from storage */
+    VLR_PRECISION_F32 = 0, /* exact: fp32 activations and accumulation, weights widened from storage */
+    VLR_PRECISION_BF16,    /* both operands rounded to bf16 (nearest even), fp32 accumulation: the
+                            * reference's own bf16 inference; on AVX512_BF16 CPUs via vdpbf16ps */
+    VLR_PRECISION_AUTO     /* bf16 where this CPU runs bf16 dot products faster than fp32 FMA
+                            * (a fixed table from cpuid), else f32; the default */
 } vlr_precision;
+
+/* "f32", "bf16", "auto"; NULL for a value outside the enum. */
+const char *vlr_precision_name(vlr_precision p);
+/* Parses those names; false (and *out untouched) for anything else. */
+bool vlr_precision_parse(const char *name, vlr_precision *out);
 
 typedef struct vlr_params {
     int n_threads;               /* 0 = all online CPUs */
     int max_tokens;              /* 0 = the model's max_position_embeddings */
-    vlr_precision precision;     /* VLR_PRECISION_F32 */
+    vlr_precision precision;     /* VLR_PRECISION_AUTO (the default) */
     uint64_t max_image_pixels;   /* decompression-bomb cap, 0 = Pillow's 178,956,970 */
     uint64_t max_download_bytes; /* cap on http(s) image downloads, 0 = 64 MiB */
     int download_timeout_s;      /* 0 = 30 s */
@@ -95,6 +107,9 @@ typedef struct vlr_model_info {
     const char *dtype;   /* "bf16", "f16", "f32" or "mixed" */
     const char *config_layout; /* "flat" or "nested" */
     int n_shards;
+    const char *kernels;   /* the kernel table in use: "ref", "avx2", "avx512" or "avx512_bf16" */
+    const char *precision; /* the precision in use, resolved: "f32" or "bf16", never "auto" */
+    const char *precision_reason; /* why: "requested", or what `auto` saw on this CPU */
 } vlr_model_info;
 void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
 

@@ -5,13 +5,13 @@
  * key = splitmix64(seed ^ splitmix64(T)), γ the golden-ratio increment (Steele, Lea, Flood, "Fast
  * splittable pseudorandom number generators", OOPSLA 2014: splitmix64's finaliser). The 16 bits are
  * mapped to a uniform value of the wanted mean and std and rounded to bf16. Being a function of the
- * index, any slice (one embedding row, one thread's share) is filled independently.
+ * index, any slice (one embedding row, one thread's share) is filled independently. Which tensors,
+ * their shapes and kinds (matrix, bias, norm...) come from the manifest in weights.c.
  *
  * Not here: loading real checkpoints (weights.c), the forward passes, timing (cli/cmd_bench.c). */
 #include "bench_model.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,9 +30,9 @@ static inline uint64_t mix64(uint64_t z) {
 
 static uint64_t tensor_key(uint64_t seed, uint64_t tag) { return mix64(seed ^ mix64(tag + GOLDEN)); }
 
-/* Tags: part in the top 16 bits, layer / block index in the middle, field in the low 16 bits. */
-enum { PART_VISION_BLOCK = 1, PART_VISION = 2, PART_TEXT_LAYER = 3, PART_TEXT = 4, PART_VALUE = 5,
-       PART_USER = 6 };
+/* Tags: part in the top 16 bits (a weight's vlr_tensor_group, or PART_USER), layer / block index in
+ * the middle, the weight's slot in its group in the low 16 bits. */
+enum { PART_USER = VLR_TG_VALUE + 1 };
 static uint64_t make_tag(int part, int index, int field) {
     return ((uint64_t)part << 48) | ((uint64_t)(uint32_t)index << 16) | (uint64_t)field;
 }
@@ -113,14 +113,6 @@ void vlr_bench_fill_f32(float *x, size_t n, uint64_t seed, uint64_t tag, float m
 
 /* ---- building ------------------------------------------------------------------------------ */
 
-/* What to put in one tensor. */
-typedef struct tensor_spec {
-    const char *what; /* for messages: "text layer 3 gate_proj" */
-    uint64_t tag;
-    float mean, std;
-    bool fill;        /* false: zeroed (calloc), filled later row by row */
-} tensor_spec;
-
 static vlr_status track(vlr_bench_model *m, void *p, vlr_err *e) {
     if (m->n_allocs == m->cap_allocs) {
         const size_t cap = m->cap_allocs ? 2 * m->cap_allocs : 64;
@@ -136,135 +128,46 @@ static vlr_status track(vlr_bench_model *m, void *p, vlr_err *e) {
     return VLR_OK;
 }
 
-/* Allocates a bf16 tensor of the ndim sizes that follow and fills it per spec. */
-static vlr_status new_tensor(vlr_bench_model *m, vlr_tensor *t, tensor_spec s, vlr_err *e, int ndim, ...) {
+/* The distribution of a tensor of the given kind (fan_in: its elements per output row). */
+static dist kind_dist(vlr_tensor_kind kind, int64_t fan_in) {
+    switch (kind) {
+    case VLR_TK_MATRIX: return make_dist(0.0f, (float)(1.0 / sqrt((double)fan_in)));
+    case VLR_TK_BIAS: return make_dist(0.0f, STD_BIAS);
+    case VLR_TK_NORM: return make_dist(1.0f, STD_NORM);
+    case VLR_TK_EMBED: return make_dist(0.0f, STD_EMBED);
+    case VLR_TK_ZERO: break;
+    }
+    return make_dist(0.0f, 0.0f);
+}
+
+/* The visitor of vlr_weights_walk: allocates the bf16 tensor r->t (shape set by the walk) and fills
+ * it; the embedding table only when asked (else zeroed, filled later row by row). */
+static vlr_status build_tensor(void *ctx, const vlr_tensor_ref *r, vlr_err *e) {
+    vlr_bench_model *m = ctx;
+    vlr_tensor *t = r->t;
     size_t numel = 1, bytes;
-    va_list ap;
-    va_start(ap, ndim);
-    t->ndim = ndim;
-    t->dtype = VLR_DT_BF16;
     bool ok = true;
-    for (int i = 0; i < ndim; i++) {
-        t->shape[i] = va_arg(ap, int64_t);
-        ok = ok && t->shape[i] > 0 && vlr_mul_ok(numel, (size_t)t->shape[i], &numel);
-    }
-    va_end(ap);
+    for (int i = 0; i < t->ndim; i++) ok = ok && t->shape[i] > 0 && vlr_mul_ok(numel, (size_t)t->shape[i], &numel);
     if (!ok || !vlr_mul_ok(numel, sizeof(uint16_t), &bytes))
-        return vlr_fail(e, VLR_ERR_CONFIG, "bench model: %s: invalid or too large shape", s.what);
-    if (m->count_only) { /* vlr_bench_model_count: sizes only */
-        m->w.parameters += numel;
-        m->w.bytes += bytes;
-        if (s.fill) m->filled_bytes += bytes;
-        return VLR_OK;
-    }
-    /* calloc for the lazily filled table: fresh mmap'd pages are zero and stay unmapped until used */
-    void *p = s.fill ? malloc(bytes) : calloc(numel, sizeof(uint16_t));
-    if (!p)
-        return vlr_fail(e, VLR_ERR_NOMEM, "bench model: %s: cannot allocate %zu bytes", s.what, bytes);
-    vlr_status rc = track(m, p, e);
-    if (rc) return rc;
-    if (s.fill)
-        fill_values(p, true, numel, 0, tensor_key(m->seed, s.tag), make_dist(s.mean, s.std),
-                    m->n_threads);
-    t->data = p;
+        return vlr_fail(e, VLR_ERR_CONFIG, "bench model: %s: invalid or too large shape", r->name);
+    const bool fill = r->desc->kind != VLR_TK_EMBED || m->embed_filled;
+    t->dtype = VLR_DT_BF16;
     m->w.parameters += numel;
     m->w.bytes += bytes;
-    if (s.fill) m->filled_bytes += bytes;
+    if (fill) m->filled_bytes += bytes;
+    if (m->count_only) return VLR_OK; /* vlr_bench_model_count: sizes only */
+    /* calloc for the lazily filled table: fresh mmap'd pages are zero and stay unmapped until used */
+    void *p = fill ? malloc(bytes) : calloc(numel, sizeof(uint16_t));
+    if (!p) return vlr_fail(e, VLR_ERR_NOMEM, "bench model: %s: cannot allocate %zu bytes", r->name, bytes);
+    vlr_status rc = track(m, p, e);
+    if (rc) return rc;
+    if (fill) {
+        const uint64_t tag = make_tag((int)r->desc->group, r->layer, r->slot);
+        const dist d = kind_dist(r->desc->kind, (int64_t)numel / t->shape[0]);
+        fill_values(p, true, numel, 0, tensor_key(m->seed, tag), d, m->n_threads);
+    }
+    t->data = p;
     return VLR_OK;
-}
-
-#define TRY(expr)                    \
-    do {                             \
-        rc = (expr);                 \
-        if (rc != VLR_OK) goto done; \
-    } while (0)
-
-static float fan_in_std(int64_t fan_in) { return (float)(1.0 / sqrt((double)fan_in)); }
-
-/* spec of a matrix [.., fan_in], a bias, a norm weight */
-static tensor_spec matrix(const char *what, uint64_t tag, int64_t fan_in) {
-    return (tensor_spec){what, tag, 0.0f, fan_in_std(fan_in), true};
-}
-static tensor_spec bias(const char *what, uint64_t tag) { return (tensor_spec){what, tag, 0.0f, STD_BIAS, true}; }
-static tensor_spec norm(const char *what, uint64_t tag) { return (tensor_spec){what, tag, 1.0f, STD_NORM, true}; }
-
-static vlr_status build_vision(vlr_bench_model *m, vlr_err *e) {
-    vlr_status rc = VLR_OK;
-    const vlr_vision_config *vc = &m->cfg.vision;
-    vlr_vision_weights *vw = &m->w.vision;
-    const int64_t C = vc->hidden_size, I = vc->intermediate_size, P = vc->patch_size;
-    const int64_t M = C * vc->spatial_merge_size * vc->spatial_merge_size, D = m->cfg.text.hidden_size;
-    const int64_t patch_dim = (int64_t)vc->in_channels * vc->temporal_patch_size * P * P;
-    char n[96];
-#define VB(field) (snprintf(n, sizeof n, "vision block %d %s", i, field), n)
-    TRY(new_tensor(m, &vw->patch_embed, matrix("vision patch_embed", make_tag(PART_VISION, 0, 0), patch_dim),
-                   e, 5, C, (int64_t)vc->in_channels, (int64_t)vc->temporal_patch_size, P, P));
-    if (vc->depth > 0) {
-        vw->blocks = vlr_calloc((size_t)vc->depth, sizeof *vw->blocks, e);
-        if (!vw->blocks) return VLR_ERR_NOMEM;
-    }
-    for (int i = 0; i < vc->depth; i++) {
-        vlr_vision_block_weights *b = &vw->blocks[i];
-        TRY(new_tensor(m, &b->norm1, norm(VB("norm1"), make_tag(PART_VISION_BLOCK, i, 0)), e, 1, C));
-        TRY(new_tensor(m, &b->qkv_w, matrix(VB("qkv"), make_tag(PART_VISION_BLOCK, i, 1), C), e, 2, 3 * C, C));
-        TRY(new_tensor(m, &b->qkv_b, bias(VB("qkv bias"), make_tag(PART_VISION_BLOCK, i, 2)), e, 1, 3 * C));
-        TRY(new_tensor(m, &b->proj_w, matrix(VB("proj"), make_tag(PART_VISION_BLOCK, i, 3), C), e, 2, C, C));
-        TRY(new_tensor(m, &b->proj_b, bias(VB("proj bias"), make_tag(PART_VISION_BLOCK, i, 4)), e, 1, C));
-        TRY(new_tensor(m, &b->norm2, norm(VB("norm2"), make_tag(PART_VISION_BLOCK, i, 5)), e, 1, C));
-        TRY(new_tensor(m, &b->gate_w, matrix(VB("gate_proj"), make_tag(PART_VISION_BLOCK, i, 6), C), e, 2, I, C));
-        TRY(new_tensor(m, &b->gate_b, bias(VB("gate_proj bias"), make_tag(PART_VISION_BLOCK, i, 7)), e, 1, I));
-        TRY(new_tensor(m, &b->up_w, matrix(VB("up_proj"), make_tag(PART_VISION_BLOCK, i, 8), C), e, 2, I, C));
-        TRY(new_tensor(m, &b->up_b, bias(VB("up_proj bias"), make_tag(PART_VISION_BLOCK, i, 9)), e, 1, I));
-        TRY(new_tensor(m, &b->down_w, matrix(VB("down_proj"), make_tag(PART_VISION_BLOCK, i, 10), I), e, 2, C, I));
-        TRY(new_tensor(m, &b->down_b, bias(VB("down_proj bias"), make_tag(PART_VISION_BLOCK, i, 11)), e, 1, C));
-    }
-#undef VB
-    TRY(new_tensor(m, &vw->merger_norm, norm("vision merger ln_q", make_tag(PART_VISION, 0, 1)), e, 1, C));
-    TRY(new_tensor(m, &vw->merger_fc1_w, matrix("vision merger fc1", make_tag(PART_VISION, 0, 2), M), e, 2, M, M));
-    TRY(new_tensor(m, &vw->merger_fc1_b, bias("vision merger fc1 bias", make_tag(PART_VISION, 0, 3)), e, 1, M));
-    TRY(new_tensor(m, &vw->merger_fc2_w, matrix("vision merger fc2", make_tag(PART_VISION, 0, 4), M), e, 2, D, M));
-    TRY(new_tensor(m, &vw->merger_fc2_b, bias("vision merger fc2 bias", make_tag(PART_VISION, 0, 5)), e, 1, D));
-done:
-    return rc;
-}
-
-static vlr_status build_text(vlr_bench_model *m, bool fill_embed, vlr_err *e) {
-    vlr_status rc = VLR_OK;
-    const vlr_text_config *tc = &m->cfg.text;
-    vlr_text_weights *tw = &m->w.text;
-    const int64_t D = tc->hidden_size, F = tc->intermediate_size;
-    const int64_t Q = (int64_t)tc->num_heads * tc->head_dim, KV = (int64_t)tc->num_kv_heads * tc->head_dim;
-    char n[96];
-#define TL(field) (snprintf(n, sizeof n, "text layer %d %s", i, field), n)
-    tensor_spec embed = {"text embed_tokens", make_tag(PART_TEXT, 0, 0), 0.0f, STD_EMBED, fill_embed};
-    TRY(new_tensor(m, &tw->embed, embed, e, 2, (int64_t)tc->vocab_size, D));
-    m->embed_filled = fill_embed;
-    if (tc->num_layers > 0) {
-        tw->layers = vlr_calloc((size_t)tc->num_layers, sizeof *tw->layers, e);
-        if (!tw->layers) return VLR_ERR_NOMEM;
-    }
-    for (int i = 0; i < tc->num_layers; i++) {
-        vlr_text_layer_weights *l = &tw->layers[i];
-        TRY(new_tensor(m, &l->input_norm, norm(TL("input_layernorm"), make_tag(PART_TEXT_LAYER, i, 0)), e, 1, D));
-        TRY(new_tensor(m, &l->q_w, matrix(TL("q_proj"), make_tag(PART_TEXT_LAYER, i, 1), D), e, 2, Q, D));
-        TRY(new_tensor(m, &l->q_b, bias(TL("q_proj bias"), make_tag(PART_TEXT_LAYER, i, 2)), e, 1, Q));
-        TRY(new_tensor(m, &l->k_w, matrix(TL("k_proj"), make_tag(PART_TEXT_LAYER, i, 3), D), e, 2, KV, D));
-        TRY(new_tensor(m, &l->k_b, bias(TL("k_proj bias"), make_tag(PART_TEXT_LAYER, i, 4)), e, 1, KV));
-        TRY(new_tensor(m, &l->v_w, matrix(TL("v_proj"), make_tag(PART_TEXT_LAYER, i, 5), D), e, 2, KV, D));
-        TRY(new_tensor(m, &l->v_b, bias(TL("v_proj bias"), make_tag(PART_TEXT_LAYER, i, 6)), e, 1, KV));
-        TRY(new_tensor(m, &l->o_w, matrix(TL("o_proj"), make_tag(PART_TEXT_LAYER, i, 7), Q), e, 2, D, Q));
-        TRY(new_tensor(m, &l->post_norm, norm(TL("post_attention_layernorm"), make_tag(PART_TEXT_LAYER, i, 8)), e, 1, D));
-        TRY(new_tensor(m, &l->gate_w, matrix(TL("gate_proj"), make_tag(PART_TEXT_LAYER, i, 9), D), e, 2, F, D));
-        TRY(new_tensor(m, &l->up_w, matrix(TL("up_proj"), make_tag(PART_TEXT_LAYER, i, 10), D), e, 2, F, D));
-        TRY(new_tensor(m, &l->down_w, matrix(TL("down_proj"), make_tag(PART_TEXT_LAYER, i, 11), F), e, 2, D, F));
-    }
-#undef TL
-    TRY(new_tensor(m, &tw->final_norm, norm("text norm", make_tag(PART_TEXT, 0, 1)), e, 1, D));
-    TRY(new_tensor(m, &tw->value_w, matrix("value head", make_tag(PART_VALUE, 0, 0), D), e, 2, (int64_t)1, D));
-    tensor_spec zero_bias = {"value head bias", make_tag(PART_VALUE, 0, 1), 0.0f, 0.0f, true};
-    TRY(new_tensor(m, &tw->value_b, zero_bias, e, 1, (int64_t)1));
-done:
-    return rc;
 }
 
 static vlr_status build(const vlr_config *cfg, uint64_t seed, bool fill_embed, int n_threads,
@@ -283,11 +186,10 @@ static vlr_status build(const vlr_config *cfg, uint64_t seed, bool fill_embed, i
         vc->hidden_size <= 0 || vc->intermediate_size <= 0 || vc->depth < 0 || vc->in_channels <= 0 ||
         vc->patch_size <= 0 || vc->temporal_patch_size <= 0 || vc->spatial_merge_size <= 0) {
         rc = vlr_fail(e, VLR_ERR_CONFIG, "bench model: the config has a non-positive dimension");
-        goto done;
+    } else { /* tensors named as in the old checkpoint layout (messages only) */
+        m->embed_filled = fill_embed;
+        rc = vlr_weights_walk(&m->w, &m->cfg, "visual.", "model.", build_tensor, m, e);
     }
-    TRY(build_vision(m, e));
-    TRY(build_text(m, fill_embed, e));
-done:
     if (rc) vlr_bench_model_free(m);
     return rc;
 }
@@ -314,7 +216,7 @@ void vlr_bench_model_fill_embed_rows(vlr_bench_model *m, const int32_t *ids, siz
     const vlr_tensor *t = &m->w.text.embed;
     if (m->embed_filled || !t->data) return;
     const size_t D = (size_t)t->shape[1];
-    const uint64_t key = tensor_key(m->seed, make_tag(PART_TEXT, 0, 0));
+    const uint64_t key = tensor_key(m->seed, make_tag(VLR_TG_TEXT, 0, 0)); /* the manifest's text slot 0 */
     const dist d = make_dist(0.0f, STD_EMBED);
     uint16_t *table = (uint16_t *)t->data; /* our own allocation: writable */
     for (size_t i = 0; i < n; i++) {

@@ -37,7 +37,7 @@ struct vlr_session {
 vlr_params vlr_default_params(void) {
     vlr_params p;
     memset(&p, 0, sizeof p);
-    p.precision = VLR_PRECISION_F32;
+    p.precision = VLR_PRECISION_AUTO;
     return p;
 }
 
@@ -79,6 +79,10 @@ vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_m
     vlr_model *m = vlr_calloc(1, sizeof *m, &e);
     if (!m) goto done;
     m->params = params ? *params : vlr_default_params();
+    if (!vlr_precision_name(m->params.precision)) {
+        rc = vlr_fail(&e, VLR_ERR_CONFIG, "params.precision: %d is not a vlr_precision", (int)m->params.precision);
+        goto done;
+    }
     m->dir = strdup(model_dir);
     if (!m->dir) {
         rc = vlr_fail(&e, VLR_ERR_NOMEM, "out of memory");
@@ -98,7 +102,10 @@ vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_m
         goto done;
     }
     check_chat_template(m);
-    vlr_kernels_select(&m->kernels, VLR_ISA_AUTO);
+    vlr_precision precision = m->params.precision;
+    m->precision_reason = "requested";
+    if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&m->precision_reason);
+    vlr_kernels_select(&m->kernels, VLR_ISA_AUTO, precision);
     m->n_threads = m->params.n_threads > 0 ? m->params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
     m->max_tokens = m->cfg.text.max_position_embeddings;
@@ -157,6 +164,9 @@ void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
     info->dtype = m->weights.dtype;
     info->config_layout = m->cfg.nested ? "nested" : "flat";
     info->n_shards = m->weights.n_shards;
+    info->kernels = m->kernels.isa;
+    info->precision = vlr_precision_name(m->kernels.precision);
+    info->precision_reason = m->precision_reason;
 }
 
 /* ---- sessions ------------------------------------------------------------------------------ */

@@ -20,7 +20,8 @@ struct vlr_model {
     vlr_config cfg;
     vlr_weights weights;
     vlr_tokenizer *tokenizer;
-    vlr_kernels kernels;
+    vlr_kernels kernels;      /* the table for (this CPU's ISA, the resolved precision) */
+    const char *precision_reason; /* static: "requested", or what `auto` saw on this CPU */
     int n_threads;            /* resolved from params (0 = online CPUs) */
     int max_tokens;           /* resolved from params and the config */
     bool template_known;      /* the model's chat template is the Qwen2-VL one we render */

@@ -12,12 +12,13 @@
  * each of the two towers is detected separately from its first tensor. Every bound tensor's shape
  * is checked against the config, so the forward pass can trust them. The data stay in the mapped
  * files in their stored dtype (bf16, f16 or f32, mixing allowed per tensor); nothing is converted.
+ * The tensors are listed once, in the manifest below; bench_model.c's random builder walks it too.
  *
  * Not loaded: `lm_head.weight` (the score only reads the value head) and any other tensor the
  * forward pass does not use. */
 #include "weights.h"
 
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,6 +46,125 @@ const char *vlr_dtype_name(vlr_dtype dt) {
     return "?";
 }
 
+/* ---- the manifest ---------------------------------------------------------------------------- */
+
+/* Shape symbols. Vision: C = hidden_size, I = intermediate_size, M = C·merge² (the merger's width,
+ * 4C at 7B), IN = in_channels, T = temporal_patch_size, P = patch_size. Text: D = hidden_size,
+ * F = intermediate_size, Q = H·hd, KV = KVH·hd, VOCAB = vocab_size. */
+enum { DIM_1 = 1, DIM_C, DIM_3C, DIM_I, DIM_M, DIM_IN, DIM_T, DIM_P, DIM_D, DIM_F, DIM_Q, DIM_KV, DIM_VOCAB };
+
+static int64_t dim_value(const vlr_config *c, int dim) {
+    const vlr_vision_config *v = &c->vision;
+    const vlr_text_config *t = &c->text;
+    switch (dim) {
+    case DIM_C: return v->hidden_size;
+    case DIM_3C: return 3 * (int64_t)v->hidden_size;
+    case DIM_I: return v->intermediate_size;
+    case DIM_M: return (int64_t)v->hidden_size * v->spatial_merge_size * v->spatial_merge_size;
+    case DIM_IN: return v->in_channels;
+    case DIM_T: return v->temporal_patch_size;
+    case DIM_P: return v->patch_size;
+    case DIM_D: return t->hidden_size;
+    case DIM_F: return t->intermediate_size;
+    case DIM_Q: return (int64_t)t->num_heads * t->head_dim;
+    case DIM_KV: return (int64_t)t->num_kv_heads * t->head_dim;
+    case DIM_VOCAB: return t->vocab_size;
+    }
+    return 1;
+}
+
+#define VB(f) VLR_TG_VISION_BLOCK, offsetof(vlr_vision_block_weights, f)
+#define VIS(f) VLR_TG_VISION, offsetof(vlr_vision_weights, f)
+#define TL(f) VLR_TG_TEXT_LAYER, offsetof(vlr_text_layer_weights, f)
+#define TXT(f) VLR_TG_TEXT, offsetof(vlr_text_weights, f)
+#define VAL(f) VLR_TG_VALUE, offsetof(vlr_text_weights, f)
+
+/* Every tensor, in checkpoint order; a repeated group's entries are contiguous (one block or layer).
+ * New tensors go at the end of their group: a tensor's slot there is part of its random tag in
+ * bench_model.c. */
+static const vlr_tensor_desc manifest[] = {
+    {VIS(patch_embed), "patch_embed.proj.weight", VLR_TK_MATRIX, {DIM_C, DIM_IN, DIM_T, DIM_P, DIM_P}},
+    {VB(norm1), "norm1.weight", VLR_TK_NORM, {DIM_C}},
+    {VB(qkv_w), "attn.qkv.weight", VLR_TK_MATRIX, {DIM_3C, DIM_C}},
+    {VB(qkv_b), "attn.qkv.bias", VLR_TK_BIAS, {DIM_3C}},
+    {VB(proj_w), "attn.proj.weight", VLR_TK_MATRIX, {DIM_C, DIM_C}},
+    {VB(proj_b), "attn.proj.bias", VLR_TK_BIAS, {DIM_C}},
+    {VB(norm2), "norm2.weight", VLR_TK_NORM, {DIM_C}},
+    {VB(gate_w), "mlp.gate_proj.weight", VLR_TK_MATRIX, {DIM_I, DIM_C}},
+    {VB(gate_b), "mlp.gate_proj.bias", VLR_TK_BIAS, {DIM_I}},
+    {VB(up_w), "mlp.up_proj.weight", VLR_TK_MATRIX, {DIM_I, DIM_C}},
+    {VB(up_b), "mlp.up_proj.bias", VLR_TK_BIAS, {DIM_I}},
+    {VB(down_w), "mlp.down_proj.weight", VLR_TK_MATRIX, {DIM_C, DIM_I}},
+    {VB(down_b), "mlp.down_proj.bias", VLR_TK_BIAS, {DIM_C}},
+    {VIS(merger_norm), "merger.ln_q.weight", VLR_TK_NORM, {DIM_C}},
+    {VIS(merger_fc1_w), "merger.mlp.0.weight", VLR_TK_MATRIX, {DIM_M, DIM_M}},
+    {VIS(merger_fc1_b), "merger.mlp.0.bias", VLR_TK_BIAS, {DIM_M}},
+    {VIS(merger_fc2_w), "merger.mlp.2.weight", VLR_TK_MATRIX, {DIM_D, DIM_M}},
+    {VIS(merger_fc2_b), "merger.mlp.2.bias", VLR_TK_BIAS, {DIM_D}},
+    {TXT(embed), "embed_tokens.weight", VLR_TK_EMBED, {DIM_VOCAB, DIM_D}},
+    {TL(input_norm), "input_layernorm.weight", VLR_TK_NORM, {DIM_D}},
+    {TL(q_w), "self_attn.q_proj.weight", VLR_TK_MATRIX, {DIM_Q, DIM_D}},
+    {TL(q_b), "self_attn.q_proj.bias", VLR_TK_BIAS, {DIM_Q}},
+    {TL(k_w), "self_attn.k_proj.weight", VLR_TK_MATRIX, {DIM_KV, DIM_D}},
+    {TL(k_b), "self_attn.k_proj.bias", VLR_TK_BIAS, {DIM_KV}},
+    {TL(v_w), "self_attn.v_proj.weight", VLR_TK_MATRIX, {DIM_KV, DIM_D}},
+    {TL(v_b), "self_attn.v_proj.bias", VLR_TK_BIAS, {DIM_KV}},
+    {TL(o_w), "self_attn.o_proj.weight", VLR_TK_MATRIX, {DIM_D, DIM_Q}},
+    {TL(post_norm), "post_attention_layernorm.weight", VLR_TK_NORM, {DIM_D}},
+    {TL(gate_w), "mlp.gate_proj.weight", VLR_TK_MATRIX, {DIM_F, DIM_D}},
+    {TL(up_w), "mlp.up_proj.weight", VLR_TK_MATRIX, {DIM_F, DIM_D}},
+    {TL(down_w), "mlp.down_proj.weight", VLR_TK_MATRIX, {DIM_D, DIM_F}},
+    {TXT(final_norm), "norm.weight", VLR_TK_NORM, {DIM_D}},
+    {VAL(value_w), "v_head.summary.weight", VLR_TK_MATRIX, {DIM_1, DIM_D}}, /* trl: Linear(D, 1) */
+    {VAL(value_b), "v_head.summary.bias", VLR_TK_ZERO, {DIM_1}},
+};
+#define N_MANIFEST (sizeof manifest / sizeof manifest[0])
+
+static vlr_tensor *field_of(vlr_weights *w, vlr_tensor_group g, int layer, size_t offset) {
+    char *base = g == VLR_TG_VISION_BLOCK ? (char *)&w->vision.blocks[layer]
+               : g == VLR_TG_VISION       ? (char *)&w->vision
+               : g == VLR_TG_TEXT_LAYER   ? (char *)&w->text.layers[layer]
+                                          : (char *)&w->text; /* text, value head */
+    return (vlr_tensor *)(base + offset);
+}
+
+vlr_status vlr_weights_walk(vlr_weights *w, const vlr_config *cfg, const char *vision_prefix,
+                            const char *text_prefix, vlr_tensor_visit visit, void *ctx, vlr_err *e) {
+    int slot[VLR_TG_VALUE + 1] = {0};
+    char name[256]; /* names are short; a truncated one would simply not be found */
+    for (size_t i = 0, end; i < N_MANIFEST; i = end) {
+        const vlr_tensor_group g = manifest[i].group;
+        for (end = i + 1; end < N_MANIFEST && manifest[end].group == g;) end++;
+        const char *px = g == VLR_TG_VALUE ? "" : g <= VLR_TG_VISION ? vision_prefix : text_prefix;
+        const char *stem = NULL; /* repeated groups: "blocks." / "layers." and the index */
+        int reps = 1;
+        if (g == VLR_TG_VISION_BLOCK) {
+            stem = "blocks.", reps = cfg->vision.depth;
+            if (!(w->vision.blocks = vlr_calloc((size_t)reps, sizeof *w->vision.blocks, e))) return VLR_ERR_NOMEM;
+        } else if (g == VLR_TG_TEXT_LAYER) {
+            stem = "layers.", reps = cfg->text.num_layers;
+            if (!(w->text.layers = vlr_calloc((size_t)reps, sizeof *w->text.layers, e))) return VLR_ERR_NOMEM;
+        }
+        for (int l = 0; l < reps; l++) {
+            for (size_t k = i; k < end; k++) {
+                const vlr_tensor_desc *d = &manifest[k];
+                vlr_tensor *t = field_of(w, g, l, d->offset);
+                for (t->ndim = 0; t->ndim < 5 && d->dims[t->ndim]; t->ndim++)
+                    t->shape[t->ndim] = dim_value(cfg, d->dims[t->ndim]);
+                if (stem) snprintf(name, sizeof name, "%s%s%d.%s", px, stem, l, d->name);
+                else snprintf(name, sizeof name, "%s%s", px, d->name);
+                const vlr_tensor_ref r = {d, l, slot[g] + (int)(k - i), name, t};
+                vlr_status rc = visit(ctx, &r, e);
+                if (rc) return rc;
+            }
+        }
+        slot[g] += (int)(end - i);
+    }
+    return VLR_OK;
+}
+
+/* ---- the loader ------------------------------------------------------------------------------ */
+
 typedef struct index_entry {
     const char *name; /* a key of weight_map (points into the parsed index document) */
     int shard;        /* index into loader.files */
@@ -52,7 +172,6 @@ typedef struct index_entry {
 
 typedef struct loader {
     const char *dir;
-    const vlr_config *cfg;
     vlr_weights *w;
     vlr_err *e;
     int n_model_files;          /* w->files[0 .. n_model_files-1] hold the model's tensors */
@@ -85,60 +204,11 @@ static const vlr_st_tensor *model_find(const loader *L, const char *name, const 
     return vlr_st_find(*file, name);
 }
 
-/* Binds the tensor `name` (found in `from`, or in the model files when from is NULL) to *out after
- * checking its shape against the ndim sizes that follow. */
-static vlr_status bind(loader *L, vlr_st_file *from, vlr_tensor *out, const char *name, int ndim, ...) {
-    int64_t want[5];
-    va_list ap;
-    va_start(ap, ndim);
-    for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
-    va_end(ap);
-
-    const vlr_st_file *file = from;
-    const vlr_st_tensor *t = from ? vlr_st_find(from, name) : model_find(L, name, &file);
-    if (!t) {
-        if (from) return vlr_fail(L->e, VLR_ERR_SHAPE, "%s: missing tensor %s", from->path, name);
-        if (L->index)
-            return vlr_fail(L->e, VLR_ERR_SHAPE, "%s: missing tensor %s (not in weight_map)",
-                            L->index_path, name);
-        return vlr_fail(L->e, VLR_ERR_SHAPE, "%s: missing tensor %s", L->w->files[0]->path, name);
-    }
-    bool same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == want[i];
-    if (!same) {
-        char a[160], b[160];
-        return vlr_fail(L->e, VLR_ERR_SHAPE, "%s: tensor %s: expected shape %s, found %s", file->path,
-                        name, vlr_st_shape_str(want, ndim, a, sizeof a),
-                        vlr_st_shape_str(t->shape, t->ndim, b, sizeof b));
-    }
-    out->data = t->data;
-    out->dtype = t->dtype;
-    out->ndim = ndim;
-    for (int i = 0; i < ndim; i++) out->shape[i] = want[i];
-    L->w->parameters += t->numel;
-    L->w->bytes += t->nbytes;
-    L->dtype_mask |= 1u << t->dtype;
-    return VLR_OK;
-}
-
 #define TRY(expr)                    \
     do {                             \
         rc = (expr);                 \
         if (rc != VLR_OK) goto done; \
     } while (0)
-
-/* "<prefix><fmt...>" into buf; names are short, a truncated one would simply not be found. */
-static const char *tname(char *buf, size_t cap, const char *prefix, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static const char *tname(char *buf, size_t cap, const char *prefix, const char *fmt, ...) {
-    size_t n = (size_t)snprintf(buf, cap, "%s", prefix);
-    if (n >= cap) return buf;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + n, cap - n, fmt, ap);
-    va_end(ap);
-    return buf;
-}
 
 static vlr_status add_file(loader *L, const char *dir, const char *file_name, vlr_st_file **out) {
     char *path = vlr_path_join(dir, file_name);
@@ -235,98 +305,38 @@ done:
     return rc;
 }
 
-static vlr_status bind_vision(loader *L) {
-    vlr_status rc = VLR_OK;
-    const vlr_vision_config *vc = &L->cfg->vision;
-    vlr_vision_weights *vw = &L->w->vision;
-    const int64_t C = vc->hidden_size, I = vc->intermediate_size, P = vc->patch_size;
-    const int64_t M = C * vc->spatial_merge_size * vc->spatial_merge_size; /* merger input width */
-    const int64_t D = L->cfg->text.hidden_size;
-    const char *px = L->vision_prefix;
-    char n[256];
-
-    TRY(bind(L, NULL, &vw->patch_embed, tname(n, sizeof n, px, "patch_embed.proj.weight"), 5, C,
-             (int64_t)vc->in_channels, (int64_t)vc->temporal_patch_size, P, P));
-    vw->blocks = vlr_calloc((size_t)vc->depth, sizeof *vw->blocks, L->e);
-    if (!vw->blocks) {
-        rc = VLR_ERR_NOMEM;
-        goto done;
+/* The visitor of vlr_weights_walk: binds r->name, found in value_head.safetensors for the value head
+ * when that file exists, else in the model files, after checking its shape against the config's. */
+static vlr_status bind_tensor(void *ctx, const vlr_tensor_ref *r, vlr_err *e) {
+    loader *L = ctx;
+    vlr_st_file *from = r->desc->group == VLR_TG_VALUE ? L->value_file : NULL;
+    const vlr_st_file *file = from;
+    const vlr_st_tensor *t = from ? vlr_st_find(from, r->name) : model_find(L, r->name, &file);
+    vlr_tensor *out = r->t;
+    if (!t) {
+        if (from) return vlr_fail(e, VLR_ERR_SHAPE, "%s: missing tensor %s", from->path, r->name);
+        if (r->desc->group == VLR_TG_VALUE)
+            return vlr_fail(e, VLR_ERR_SHAPE, "%s: missing tensor %s: no value_head.safetensors, and the "
+                            "model weights do not hold the value head either", L->dir, r->name);
+        if (L->index)
+            return vlr_fail(e, VLR_ERR_SHAPE, "%s: missing tensor %s (not in weight_map)", L->index_path,
+                            r->name);
+        return vlr_fail(e, VLR_ERR_SHAPE, "%s: missing tensor %s", L->w->files[0]->path, r->name);
     }
-    for (int i = 0; i < vc->depth; i++) {
-        vlr_vision_block_weights *b = &vw->blocks[i];
-        TRY(bind(L, NULL, &b->norm1, tname(n, sizeof n, px, "blocks.%d.norm1.weight", i), 1, C));
-        TRY(bind(L, NULL, &b->norm2, tname(n, sizeof n, px, "blocks.%d.norm2.weight", i), 1, C));
-        TRY(bind(L, NULL, &b->qkv_w, tname(n, sizeof n, px, "blocks.%d.attn.qkv.weight", i), 2, 3 * C, C));
-        TRY(bind(L, NULL, &b->qkv_b, tname(n, sizeof n, px, "blocks.%d.attn.qkv.bias", i), 1, 3 * C));
-        TRY(bind(L, NULL, &b->proj_w, tname(n, sizeof n, px, "blocks.%d.attn.proj.weight", i), 2, C, C));
-        TRY(bind(L, NULL, &b->proj_b, tname(n, sizeof n, px, "blocks.%d.attn.proj.bias", i), 1, C));
-        TRY(bind(L, NULL, &b->gate_w, tname(n, sizeof n, px, "blocks.%d.mlp.gate_proj.weight", i), 2, I, C));
-        TRY(bind(L, NULL, &b->gate_b, tname(n, sizeof n, px, "blocks.%d.mlp.gate_proj.bias", i), 1, I));
-        TRY(bind(L, NULL, &b->up_w, tname(n, sizeof n, px, "blocks.%d.mlp.up_proj.weight", i), 2, I, C));
-        TRY(bind(L, NULL, &b->up_b, tname(n, sizeof n, px, "blocks.%d.mlp.up_proj.bias", i), 1, I));
-        TRY(bind(L, NULL, &b->down_w, tname(n, sizeof n, px, "blocks.%d.mlp.down_proj.weight", i), 2, C, I));
-        TRY(bind(L, NULL, &b->down_b, tname(n, sizeof n, px, "blocks.%d.mlp.down_proj.bias", i), 1, C));
+    bool same = t->ndim == out->ndim;
+    for (int i = 0; same && i < out->ndim; i++) same = t->shape[i] == out->shape[i];
+    if (!same) {
+        char a[160], b[160];
+        return vlr_fail(e, VLR_ERR_SHAPE, "%s: tensor %s: expected shape %s, found %s", file->path, r->name,
+                        vlr_st_shape_str(out->shape, out->ndim, a, sizeof a),
+                        vlr_st_shape_str(t->shape, t->ndim, b, sizeof b));
     }
-    TRY(bind(L, NULL, &vw->merger_norm, tname(n, sizeof n, px, "merger.ln_q.weight"), 1, C));
-    TRY(bind(L, NULL, &vw->merger_fc1_w, tname(n, sizeof n, px, "merger.mlp.0.weight"), 2, M, M));
-    TRY(bind(L, NULL, &vw->merger_fc1_b, tname(n, sizeof n, px, "merger.mlp.0.bias"), 1, M));
-    TRY(bind(L, NULL, &vw->merger_fc2_w, tname(n, sizeof n, px, "merger.mlp.2.weight"), 2, D, M));
-    TRY(bind(L, NULL, &vw->merger_fc2_b, tname(n, sizeof n, px, "merger.mlp.2.bias"), 1, D));
-done:
-    return rc;
-}
-
-static vlr_status bind_text(loader *L) {
-    vlr_status rc = VLR_OK;
-    const vlr_text_config *tc = &L->cfg->text;
-    vlr_text_weights *tw = &L->w->text;
-    const int64_t D = tc->hidden_size, F = tc->intermediate_size;
-    const int64_t Q = (int64_t)tc->num_heads * tc->head_dim, KV = (int64_t)tc->num_kv_heads * tc->head_dim;
-    const char *px = L->text_prefix;
-    char n[256];
-
-    TRY(bind(L, NULL, &tw->embed, tname(n, sizeof n, px, "embed_tokens.weight"), 2,
-             (int64_t)tc->vocab_size, D));
-    tw->layers = vlr_calloc((size_t)tc->num_layers, sizeof *tw->layers, L->e);
-    if (!tw->layers) {
-        rc = VLR_ERR_NOMEM;
-        goto done;
-    }
-    for (int i = 0; i < tc->num_layers; i++) {
-        vlr_text_layer_weights *l = &tw->layers[i];
-        TRY(bind(L, NULL, &l->input_norm, tname(n, sizeof n, px, "layers.%d.input_layernorm.weight", i), 1, D));
-        TRY(bind(L, NULL, &l->q_w, tname(n, sizeof n, px, "layers.%d.self_attn.q_proj.weight", i), 2, Q, D));
-        TRY(bind(L, NULL, &l->q_b, tname(n, sizeof n, px, "layers.%d.self_attn.q_proj.bias", i), 1, Q));
-        TRY(bind(L, NULL, &l->k_w, tname(n, sizeof n, px, "layers.%d.self_attn.k_proj.weight", i), 2, KV, D));
-        TRY(bind(L, NULL, &l->k_b, tname(n, sizeof n, px, "layers.%d.self_attn.k_proj.bias", i), 1, KV));
-        TRY(bind(L, NULL, &l->v_w, tname(n, sizeof n, px, "layers.%d.self_attn.v_proj.weight", i), 2, KV, D));
-        TRY(bind(L, NULL, &l->v_b, tname(n, sizeof n, px, "layers.%d.self_attn.v_proj.bias", i), 1, KV));
-        TRY(bind(L, NULL, &l->o_w, tname(n, sizeof n, px, "layers.%d.self_attn.o_proj.weight", i), 2, D, Q));
-        TRY(bind(L, NULL, &l->post_norm,
-                 tname(n, sizeof n, px, "layers.%d.post_attention_layernorm.weight", i), 1, D));
-        TRY(bind(L, NULL, &l->gate_w, tname(n, sizeof n, px, "layers.%d.mlp.gate_proj.weight", i), 2, F, D));
-        TRY(bind(L, NULL, &l->up_w, tname(n, sizeof n, px, "layers.%d.mlp.up_proj.weight", i), 2, F, D));
-        TRY(bind(L, NULL, &l->down_w, tname(n, sizeof n, px, "layers.%d.mlp.down_proj.weight", i), 2, D, F));
-    }
-    TRY(bind(L, NULL, &tw->final_norm, tname(n, sizeof n, px, "norm.weight"), 1, D));
-done:
-    return rc;
-}
-
-/* trl's AutoModelForCausalLMWithValueHead: v_head.summary = Linear(hidden, 1). */
-static vlr_status bind_value_head(loader *L) {
-    vlr_status rc = VLR_OK;
-    const int64_t D = L->cfg->text.hidden_size;
-    const vlr_st_file *file;
-    vlr_st_file *from = L->value_file;
-    if (!from && !model_find(L, "v_head.summary.weight", &file))
-        return vlr_fail(L->e, VLR_ERR_SHAPE,
-                        "%s: missing tensor v_head.summary.weight: no value_head.safetensors, and the model "
-                        "weights do not hold the value head either", L->dir);
-    TRY(bind(L, from, &L->w->text.value_w, "v_head.summary.weight", 2, (int64_t)1, D));
-    TRY(bind(L, from, &L->w->text.value_b, "v_head.summary.bias", 1, (int64_t)1));
-done:
-    return rc;
+    out->data = t->data;
+    out->dtype = t->dtype;
+    L->w->parameters += t->numel;
+    L->w->bytes += t->nbytes;
+    L->dtype_mask |= 1u << t->dtype;
+    return VLR_OK;
 }
 
 /* Picks the tensor-name layout of a tower by probing its first tensor under the new prefix. */
@@ -334,7 +344,8 @@ static const char *detect_prefix(const loader *L, const char *new_prefix, const 
                                  const char *probe) {
     char n[256];
     const vlr_st_file *f;
-    return model_find(L, tname(n, sizeof n, new_prefix, "%s", probe), &f) ? new_prefix : old_prefix;
+    snprintf(n, sizeof n, "%s%s", new_prefix, probe);
+    return model_find(L, n, &f) ? new_prefix : old_prefix;
 }
 
 vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_weights *w, vlr_err *e) {
@@ -342,7 +353,7 @@ vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_we
     vlr_json_doc *index_doc = NULL;
     char *single = NULL, *value_path = NULL;
     memset(w, 0, sizeof *w);
-    loader L = {.dir = model_dir, .cfg = cfg, .w = w, .e = e};
+    loader L = {.dir = model_dir, .w = w, .e = e};
 
     single = vlr_path_join(model_dir, "model.safetensors");
     L.index_path = vlr_path_join(model_dir, "model.safetensors.index.json");
@@ -370,9 +381,7 @@ vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_we
 
     L.text_prefix = detect_prefix(&L, "model.language_model.", "model.", "embed_tokens.weight");
     L.vision_prefix = detect_prefix(&L, "model.visual.", "visual.", "patch_embed.proj.weight");
-    TRY(bind_vision(&L));
-    TRY(bind_text(&L));
-    TRY(bind_value_head(&L));
+    TRY(vlr_weights_walk(w, cfg, L.vision_prefix, L.text_prefix, bind_tensor, &L, e));
 
     unsigned m = L.dtype_mask;
     w->dtype = m == (1u << VLR_DT_BF16) ? "bf16"

@@ -3,7 +3,11 @@
  *
  * Both tensor-name layouts load into the same structs: the old one (`model.layers.N...`,
  * `model.embed_tokens`, `model.norm`, `visual.*`) and the new one (`model.language_model.*`,
- * `model.visual.*`). `lm_head` is never loaded. Every shape is checked against the config. */
+ * `model.visual.*`). `lm_head` is never loaded. Every shape is checked against the config.
+ *
+ * The tensors are described once, in the manifest of weights.c (name, struct field, shape in config
+ * symbols, random-init kind); vlr_weights_walk runs over it for the loader here and for the random
+ * builder of bench_model.c. The shape comments on the structs below mirror it. */
 #ifndef VLR_WEIGHTS_H
 #define VLR_WEIGHTS_H
 
@@ -90,6 +94,51 @@ typedef struct vlr_weights {
     uint64_t bytes;      /* their storage bytes */
     const char *dtype;   /* "bf16", "f16", "f32" or "mixed" (static string) */
 } vlr_weights;
+
+/* The manifest's groups: where a tensor's field lives and which name prefix it takes. The numbers are
+ * part of bench_model.c's random tags (changing them changes the bench model's values). */
+typedef enum vlr_tensor_group {
+    VLR_TG_VISION_BLOCK = 1, /* vlr_vision_block_weights, `<vision>blocks.N.`, N < vision depth */
+    VLR_TG_VISION = 2,       /* vlr_vision_weights, `<vision>` */
+    VLR_TG_TEXT_LAYER = 3,   /* vlr_text_layer_weights, `<text>layers.N.`, N < num_layers */
+    VLR_TG_TEXT = 4,         /* vlr_text_weights, `<text>` */
+    VLR_TG_VALUE = 5,        /* vlr_text_weights, no prefix: trl's v_head, maybe in its own file */
+} vlr_tensor_group;
+
+/* What a tensor is, hence how the random builder fills it (bench_model.h gives the values). */
+typedef enum vlr_tensor_kind {
+    VLR_TK_MATRIX, /* [out, in...]: std 1/sqrt(fan_in), fan_in = numel / out */
+    VLR_TK_BIAS,   /* std 0.02 */
+    VLR_TK_NORM,   /* RMSNorm / LayerNorm weight: 1 +- 0.05 */
+    VLR_TK_EMBED,  /* the embedding table: std 0.02, rows filled on demand */
+    VLR_TK_ZERO,   /* the value head's bias: 0 */
+} vlr_tensor_kind;
+
+typedef struct vlr_tensor_desc {
+    vlr_tensor_group group;
+    size_t offset;          /* of the vlr_tensor field in the group's struct */
+    const char *name;       /* after the group's prefix: "attn.qkv.weight" */
+    vlr_tensor_kind kind;
+    unsigned char dims[5];  /* shape in config symbols (weights.c), 0-terminated */
+} vlr_tensor_desc;
+
+/* One tensor of one block or layer, as vlr_weights_walk hands it to its visitor. */
+typedef struct vlr_tensor_ref {
+    const vlr_tensor_desc *desc;
+    int layer;              /* block / layer index; 0 outside the repeated groups */
+    int slot;               /* position of desc among its group's entries (bench tags) */
+    const char *name;       /* the full checkpoint name */
+    vlr_tensor *t;          /* the field to fill: ndim and shape already set from the config */
+} vlr_tensor_ref;
+
+typedef vlr_status (*vlr_tensor_visit)(void *ctx, const vlr_tensor_ref *r, vlr_err *e);
+
+/* Visits every tensor of cfg in checkpoint order (vision tower, decoder, value head; each block or
+ * layer whole before the next), allocating w's block and layer arrays on the way. Names use the
+ * given tower prefixes ("visual." or "model.visual.", "model." or "model.language_model."). Stops
+ * at the first status the visitor returns. */
+vlr_status vlr_weights_walk(vlr_weights *w, const vlr_config *cfg, const char *vision_prefix,
+                            const char *text_prefix, vlr_tensor_visit visit, void *ctx, vlr_err *e);
 
 /* Maps <dir>/model.safetensors or the shards of <dir>/model.safetensors.index.json, plus
  * <dir>/value_head.safetensors, binds every tensor and checks its shape against cfg. */

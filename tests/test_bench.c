@@ -243,12 +243,12 @@ static void test_flops(const vlr_config *cfg, const vlr_bench_model *bm) {
     CHECK_NEAR(vlr_bench_text_flops(cfg, 3, 5), want, 1e-9 * want, "text flops");
 }
 
-/* The vision tower and the decoder run on the random model: finite, O(1), and bit-identical for 1
- * and 2 threads and across runs. */
-static void test_forward(const vlr_bench_model *bm) {
+/* The vision tower and the decoder run on the random model in one precision: finite, O(1), and
+ * bit-identical for 1 and 2 threads and across runs. */
+static void test_forward(const vlr_bench_model *bm, vlr_precision precision) {
     const vlr_config *cfg = &bm->cfg;
     vlr_kernels k;
-    vlr_kernels_select(&k, VLR_ISA_AUTO);
+    vlr_kernels_select(&k, VLR_ISA_AUTO, precision);
     vlr_err e = {0};
     const vlr_grid_thw g = {1, 8, 12};
     const size_t n_patches = 96, patch_dim = 1176, D = (size_t)cfg->text.hidden_size;
@@ -432,7 +432,7 @@ static void test_cli_text_and_usage(void) {
     snprintf(cmd, sizeof cmd, "%s bench --help", bin);
     CHECK(run(cmd, &out) == 0 && strstr(out, "usage: vlreward bench") && strstr(out, "2*m*n*k"), "--help");
     free(out);
-    const char *bad[] = {"--tokens 0", "--tokens 16,,x", "--precision bf16", "--image-size 640", "--repeat 0",
+    const char *bad[] = {"--tokens 0", "--tokens 16,,x", "--precision fp16", "--image-size 640", "--repeat 0",
                          "--layers 0", "--bogus", "--calibration 1x2", "--tokens"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd, "%s bench %s", bin, bad[i]);
@@ -463,7 +463,8 @@ int main(void) {
     test_determinism(&cfg, &bm);
     test_count(&cfg, &bm);
     test_flops(&cfg, &bm);
-    test_forward(&bm);
+    test_forward(&bm, VLR_PRECISION_F32);
+    test_forward(&bm, VLR_PRECISION_BF16);
     vlr_bench_model_free(&bm);
 
     const char *build = getenv("VLR_BUILD");

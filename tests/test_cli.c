@@ -62,7 +62,7 @@ static double expected_score(size_t k) {
 
 static void test_info(void) {
     char cmd[1024], *out;
-    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --json", bin);
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --precision f32 --json", bin);
     int rc = run(cmd, &out);
     CHECK(rc == 0, "info exit %d", rc);
     vlr_err e;
@@ -85,8 +85,17 @@ static void test_info(void) {
         CHECK(fa && fa->len == 2 && fa->items[0].number == 1 && fa->items[1].number == 3, "fullatt");
         CHECK(vlr_json_int(vlr_json_get(r, "parameters"), &x) && x > 9000000, "parameters %lld", (long long)x);
         CHECK(strcmp(vlr_json_get(r, "dtype")->str, "bf16") == 0, "dtype");
+        const vlr_json *pr = vlr_json_get(r, "precision"), *why = vlr_json_get(r, "precision_reason");
+        CHECK(vlr_json_is(pr, VLR_JSON_STRING) && strcmp(pr->str, "f32") == 0 && vlr_json_is(why, VLR_JSON_STRING) &&
+              strcmp(why->str, "requested") == 0 && vlr_json_is(vlr_json_get(r, "kernels"), VLR_JSON_STRING),
+              "info --json precision / precision_reason / kernels");
     }
     vlr_json_free(d);
+    free(out);
+    /* the default is auto: the text form says what it resolved to on this CPU, and why */
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL, bin);
+    CHECK(run(cmd, &out) == 0 && strstr(out, "precision ") && strstr(out, "(auto: ") && strstr(out, "kernels "),
+          "info shows the auto precision: %s", out);
     free(out);
 
     snprintf(cmd, sizeof cmd, "%s info --model %s/no-such-model", bin, tmpdir);
@@ -98,7 +107,7 @@ static void test_info(void) {
     snprintf(cmd, sizeof cmd, "%s info", bin);
     CHECK(run(cmd, &out) == 2, "info without --model is a usage error");
     free(out);
-    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --bogus", bin);
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --precision f32 --bogus", bin);
     CHECK(run(cmd, &out) == 2, "unknown option is a usage error");
     free(out);
     snprintf(cmd, sizeof cmd, "%s frobnicate", bin);
@@ -116,7 +125,7 @@ static void test_tokenize(void) {
     char in[300], cmd[2048], *out;
     snprintf(in, sizeof in, "%s/tok.jsonl", tmpdir);
     write_file(in, "{\"text\": \"a<|im_end|>b\", \"k\": 1}\nnot json\n\n{\"id\": \"x\", \"text\": 5}\n{\"text\": \"\"}\n");
-    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --input %s", bin, in);
+    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --precision f32 --input %s", bin, in);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "a bad line gives exit 1 (got %d)", rc);
     CHECK(strstr(out, "{\"text\": \"a<|im_end|>b\", \"k\": 1, \"ids\": [64, 151645, 65]}\n") == out, "first line: %s", out);
@@ -125,7 +134,7 @@ static void test_tokenize(void) {
     CHECK(strstr(out, "{\"text\": \"\", \"ids\": []}") != NULL, "empty text");
     free(out);
     write_file(in, "{\"ids\": [64, 151645, 65]}\n");
-    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --decode --skip-special --input %s", bin, in);
+    snprintf(cmd, sizeof cmd, "%s tokenize --model " MODEL " --precision f32 --decode --skip-special --input %s", bin, in);
     CHECK(run(cmd, &out) == 0 && strstr(out, "\"text\": \"ab\"") != NULL, "decode skip special: %s", out);
     free(out);
 }
@@ -142,7 +151,7 @@ static void test_prepare_dump(void) {
     write_file(in, "{\"id\": \"tiny_upscale\", \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
                    "\"image\": \"images/tiny_30x20.png\"}, {\"type\": \"text\", \"text\": \"x\"}]}, "
                    "{\"role\": \"assistant\", \"content\": \"y\"}]}\n");
-    snprintf(cmd, sizeof cmd, "%s prepare --model " MODEL " --input %s --dump-pixels %s", bin, in, tmpdir);
+    snprintf(cmd, sizeof cmd, "%s prepare --model " MODEL " --precision f32 --input %s --dump-pixels %s", bin, in, tmpdir);
     int rc = run(cmd, &out);
     CHECK(rc == 0, "prepare exit %d: %s", rc, out);
     free(out);
@@ -180,7 +189,7 @@ static void test_score_cli(void) {
     fclose(f);
     free(cases);
     /* The input file sits in tmpdir, next to the images symlink made by test_prepare_dump. */
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --input %s", bin, in);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --input %s", bin, in);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "score with bad lines exits 1 (got %d)", rc);
     size_t k_case = 0;
@@ -205,21 +214,41 @@ static void test_score_cli(void) {
     }
     free(out);
 
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --image tests/reference/images/demo.jpg --question "
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --image tests/reference/images/demo.jpg --question "
                               "\"$(printf 'Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, "
                               "at the end.\\nQuestion: Is Purple the highest value?\\nChoices:\\n(A) no\\n(B) yes')\" "
                               "--answer 'The answer is: B'", bin);
     rc = run(cmd, &out);
     CHECK(rc == 0 && fabs(strtod(out, NULL) - expected_score(0)) <= 2e-5, "one-off demo score %s (exit %d)", out, rc);
     free(out);
+    /* bf16: within the bound of the reference's own bf16 inference (tests/test_score.c holds the
+     * whole golden set to it), and not the f32 score */
+    double one_off[2] = {NAN, NAN}; /* bf16, f32 */
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision %s --image tests/reference/images/demo.jpg "
+                                  "--question 'Is Purple the highest value?' --answer 'B'", bin, i ? "f32" : "bf16");
+        rc = run(cmd, &out);
+        CHECK(rc == 0, "one-off %s score: exit %d", i ? "f32" : "bf16", rc);
+        one_off[i] = strtod(out, NULL);
+        free(out);
+    }
+    CHECK(fabs(one_off[0] - one_off[1]) <= 3e-2 && one_off[0] != one_off[1], "one-off bf16 %.9g vs f32 %.9g",
+          one_off[0], one_off[1]);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision fp16 --question q --answer a", bin);
+    rc = run(cmd, &out);
+    char *err_text = read_stderr();
+    CHECK(rc == 2 && strstr(err_text, "--precision") && strstr(err_text, "fp16"), "--precision fp16: exit %d, %s", rc,
+          err_text);
+    free(err_text);
+    free(out);
     /* Too long for --max-tokens: refused with a clear error, never truncated. */
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 30 --question q --answer a", bin);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --max-tokens 30 --question q --answer a", bin);
     rc = run(cmd, &out);
     char *err = read_stderr();
     CHECK(rc == 0, "a 26-token request fits in 30 (exit %d): %s", rc, err);
     free(err);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 20 --question q --answer a", bin);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --max-tokens 20 --question q --answer a", bin);
     rc = run(cmd, &out);
     err = read_stderr();
     CHECK(rc == 1 && strstr(err, "more than the limit of 20") != NULL, "over --max-tokens: exit %d, '%s'", rc, err);
@@ -229,17 +258,17 @@ static void test_score_cli(void) {
     char *long_answer = malloc(2001);
     memset(long_answer, 'x', 2000);
     long_answer[2000] = '\0';
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --max-tokens 10 --question q --answer %s", bin, long_answer);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --max-tokens 10 --question q --answer %s", bin, long_answer);
     free(long_answer);
     rc = run(cmd, &out);
     err = read_stderr();
     CHECK(rc == 1 && strstr(err, "bytes, more than 10 tokens can hold") != NULL, "long text: exit %d, '%s'", rc, err);
     free(err);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q --answer a --output x.jsonl", bin);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --question q --answer a --output x.jsonl", bin);
     CHECK(run(cmd, &out) == 2, "one-off with --output is a usage error");
     free(out);
-    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --question q", bin);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --question q", bin);
     CHECK(run(cmd, &out) == 2, "one-off without --answer is a usage error");
     free(out);
     snprintf(cmd, sizeof cmd, "%s score --model %s/nope --input %s", bin, tmpdir, in);
@@ -308,7 +337,7 @@ static void test_trace(void) {
     snprintf(trace, sizeof trace, "%s/trace.jsonl", tmpdir);
     char cwd[PATH_MAX];
     CHECK(getcwd(cwd, sizeof cwd) != NULL, "cwd");
-    snprintf(cmd, sizeof cmd, "cd tests/reference && %s/%s score --model models/tiny-a --input cases.jsonl --trace %s --quiet",
+    snprintf(cmd, sizeof cmd, "cd tests/reference && %s/%s score --model models/tiny-a --precision f32 --input cases.jsonl --trace %s --quiet",
              bin[0] == '/' ? "" : cwd, bin, trace);
     int rc = run(cmd, &out);
     CHECK(rc == 0, "score --trace exit %d", rc);
@@ -355,7 +384,22 @@ static void test_example_and_template_warning(void) {
              "at the end.\\nQuestion: Is Purple the highest value?\\nChoices:\\n(A) no\\n(B) yes\", "
              "\"answer\": \"The answer is: B\"}'", build && *build ? build : "build");
     int rc = run(cmd, &out);
-    CHECK(rc == 0 && fabs(strtod(out, NULL) - expected_score(0)) <= 2e-5, "example_score: %s (exit %d)", out, rc);
+    /* the example runs at the default precision (auto): the CLI's default gives the same score */
+    char *cli_out;
+    const char *req = strstr(cmd, " '{") + 2; /* the request, after the model, up to its closing quote */
+    char req_path[512], cli_cmd[4096];
+    snprintf(req_path, sizeof req_path, "%s/example.jsonl", tmpdir);
+    FILE *f = fopen(req_path, "w");
+    if (f) fprintf(f, "%.*s\n", (int)strlen(req) - 1, req), fclose(f);
+    snprintf(cli_cmd, sizeof cli_cmd, "%s score --model " MODEL " --input - < %s", bin, req_path); /* paths: cwd */
+    CHECK(run(cli_cmd, &cli_out) == 0, "score the example's request: %s", cli_out);
+    vlr_err e = {0};
+    vlr_json_doc *d = vlr_json_parse(cli_out, strlen(cli_out), &e);
+    const vlr_json *cs = vlr_json_get(vlr_json_root(d), "score");
+    CHECK(rc == 0 && vlr_json_is(cs, VLR_JSON_NUMBER) && fabs(strtod(out, NULL) - cs->number) <= 1e-6 &&
+          fabs(cs->number - expected_score(0)) <= 3e-2, "example_score: %s (exit %d), CLI %s", out, rc, cli_out);
+    vlr_json_free(d);
+    free(cli_out);
     free(out);
 
     /* A copy of tiny-a (weights symlinked) with another template. */
@@ -382,6 +426,34 @@ static void test_example_and_template_warning(void) {
     free(out);
 }
 
+/* cli/omp_defaults.c: libgomp waits passively unless the user chose a wait policy. OMP_DISPLAY_ENV=verbose
+ * makes libgomp print its settings on stderr from its constructor; OMP_NUM_THREADS=3 shows the rest of
+ * the environment comes through. Both routes: the shell's "_" entry rewritten in place, and the
+ * re-execution when there is no "_" (env -i). This test binary links omp_defaults.c too, so each
+ * command clears what its own environment may carry. */
+static void test_omp_defaults(void) {
+    const char *clear = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT";
+    struct { const char *env, *want1, *want2; } cases[] = {
+        {"_=/bin/vlreward OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '0'", "OMP_NUM_THREADS = '3'"},
+        {"-i OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '0'", "OMP_NUM_THREADS = '3'"},
+        {"OMP_WAIT_POLICY=active", "OMP_WAIT_POLICY = 'ACTIVE'", "GOMP_SPINCOUNT = '30000000000'"},
+        {"GOMP_SPINCOUNT=12345", "GOMP_SPINCOUNT = '12345'", "OMP_WAIT_POLICY = 'PASSIVE'"},
+        {"-u _ GOMP_SPINCOUNT=12345", "GOMP_SPINCOUNT = '12345'", "OMP_WAIT_POLICY = 'PASSIVE'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[1024], *out;
+        snprintf(cmd, sizeof cmd, "%s %s OMP_DISPLAY_ENV=verbose %s --version", clear, cases[i].env, bin);
+        int rc = run(cmd, &out);
+        char *err = read_stderr();
+        const char *begin = strstr(err, "OPENMP DISPLAY ENVIRONMENT BEGIN");
+        CHECK(rc == 0 && strncmp(out, "vlreward ", 9) == 0 && begin && !strstr(begin + 1, "OPENMP DISPLAY ENVIRONMENT BEGIN") &&
+                  strstr(err, cases[i].want1) && strstr(err, cases[i].want2),
+              "%s: exit %d, stdout '%s', stderr '%s'", cmd, rc, out, err);
+        free(err);
+        free(out);
+    }
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -400,6 +472,7 @@ int main(void) {
     test_score_cli();
     test_trace();
     test_example_and_template_warning();
+    test_omp_defaults();
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

@@ -715,7 +715,7 @@ static void test_cli_pairs(void) {
     snprintf(sum, sizeof sum, "%s/pairs.summary.json", tmpdir);
     write_file(path, in.data, in.len);
     vlr_buf_free(&in);
-    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --input %s --output %s --summary-json %s --quiet", bin, path,
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --input %s --output %s --summary-json %s --quiet", bin, path,
              outp, sum);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "pairs with bad lines exit 1 (got %d)", rc);
@@ -816,7 +816,7 @@ static void test_cli_vlrb(void) {
     snprintf(outp, sizeof outp, "%s/vlrb.out", tmpdir);
     snprintf(sum, sizeof sum, "%s/vlrb.summary.json", tmpdir);
     write_file(path, in.data, in.len);
-    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --format vlrewardbench --input %s --output %s --summary-json %s "
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --format vlrewardbench --input %s --output %s --summary-json %s "
                               "--quiet", bin, path, outp, sum);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "vlrewardbench with bad lines exits 1 (got %d)", rc);
@@ -907,7 +907,7 @@ static void test_cli_rb_resume(void) {
     snprintf(sum_part, sizeof sum_part, "%s/rb.part.summary.json", tmpdir);
     write_file(path, in.data, in.len);
     vlr_buf_free(&in);
-    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --format rewardbench --input %s --output %s --summary-json %s "
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --format rewardbench --input %s --output %s --summary-json %s "
                               "--quiet --threads 1", bin, path, full, sum_full);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "rewardbench with a bad line exits 1 (got %d)", rc);
@@ -962,7 +962,7 @@ static void test_cli_rb_resume(void) {
         const char *end4 = strchr(p, '\n');
         size_t keep = (size_t)(p - text) + (size_t)(end4 - p) / 2;
         write_file(part, text, keep);
-        snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --format rewardbench --input %s --output %s --summary-json %s "
+        snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --format rewardbench --input %s --output %s --summary-json %s "
                                   "--resume --quiet", bin, path, part, sum_part);
         rc = run(cmd, &out);
         CHECK(rc == 1, "resumed run exits 1 (the old error line is still there; got %d)", rc);
@@ -1000,10 +1000,10 @@ static void test_cli_rb_resume(void) {
 
 static void test_cli_usage(void) {
     char cmd[1024], *out;
-    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --input x --format csv", bin);
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --input x --format csv", bin);
     CHECK(run(cmd, &out) == 2, "unknown format is a usage error");
     free(out);
-    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --input x --resume", bin);
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --precision f32 --input x --resume", bin);
     CHECK(run(cmd, &out) == 2, "--resume without --output is a usage error");
     free(out);
     snprintf(cmd, sizeof cmd, "%s eval --model " MODEL, bin);

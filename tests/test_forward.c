@@ -634,7 +634,8 @@ int main(void) {
     /* VLR_TEST_ISA=ref|avx2|avx512 forces a kernel set (default: the best the CPU has) */
     const char *isa = getenv("VLR_TEST_ISA");
     vlr_kernels_select(&kern, !isa ? VLR_ISA_AUTO : !strcmp(isa, "ref") ? VLR_ISA_REF
-                              : !strcmp(isa, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512);
+                              : !strcmp(isa, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512,
+                      VLR_PRECISION_F32); /* the goldens' float64 bounds are f32's */
     printf("kernels: %s\n", kern.isa);
     load_cases();
     test_positions();

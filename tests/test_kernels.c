@@ -66,26 +66,31 @@ static bool sentinel_intact(const float *p, size_t n) {
     return true;
 }
 
-/* The kernel tables under test: the reference plus every ISA this CPU runs. */
+/* The kernel tables under test, per precision: the reference plus every ISA this CPU runs.
+ * impls / n_impls are the f32 tables (every slot); in bf16 only the gemm slot differs. */
 typedef struct impl {
     vlr_kernels k;
-    const char *name;
+    char name[32];
 } impl;
-static impl impls[3];
-static int n_impls;
+static impl impls[4], impls_bf16[4];
+static int n_impls, n_impls_bf16;
+
+static int impls_fill(impl *set, vlr_precision precision) {
+    const vlr_isa isas[4] = {VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512, VLR_ISA_AVX512_BF16};
+    int n = 0;
+    for (int i = 0; i < 4; i++) {
+        vlr_kernels k;
+        if (vlr_kernels_select(&k, isas[i], precision) != isas[i]) continue; /* not on this CPU */
+        set[n].k = k;
+        snprintf(set[n].name, sizeof set[n].name, "%s/%s", k.isa, vlr_precision_name(precision));
+        n++;
+    }
+    return n;
+}
 
 static void impls_init(void) {
-    vlr_kernels_fill_ref(&impls[0].k);
-    impls[0].name = "ref";
-    n_impls = 1;
-    if (vlr_cpu_has_avx2()) {
-        vlr_kernels_select(&impls[n_impls].k, VLR_ISA_AVX2);
-        impls[n_impls++].name = "avx2";
-    }
-    if (vlr_cpu_has_avx512()) {
-        vlr_kernels_select(&impls[n_impls].k, VLR_ISA_AVX512);
-        impls[n_impls++].name = "avx512";
-    }
+    n_impls = impls_fill(impls, VLR_PRECISION_F32);
+    n_impls_bf16 = impls_fill(impls_bf16, VLR_PRECISION_BF16);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -120,7 +125,10 @@ static float *gemm_run(const impl *im, const gemm_case *c, const float *x, const
     return y;
 }
 
-static void gemm_check(const gemm_case *c) {
+/* One case against float64 and against the reference of the same precision. In bf16 precision
+ * the float64 sums take the operands as rounded by vlr_round_bf16 (what every bf16 kernel must
+ * multiply: the products of two bf16 values are exact in fp32), so the same gamma_k bounds hold. */
+static void gemm_check_set(const gemm_case *c, const impl *set, int n_set, bool bf16) {
     const size_t ldx = (size_t)c->k + c->pad_x, ldy = (size_t)c->n + c->pad_y;
     /* x is allocated to end exactly at its last element so ASan sees any read past it. */
     const size_t nx = c->m > 0 ? (size_t)(c->m - 1) * ldx + (size_t)c->k : 0;
@@ -143,7 +151,8 @@ static void gemm_check(const gemm_case *c) {
         for (int j = 0; j < c->n; j++) {
             double s = 0, sa = 0;
             for (int p = 0; p < c->k; p++) {
-                double t = (double)x[i * ldx + p] * wv[(size_t)j * c->k + p];
+                const float xv = x[i * ldx + p], wvv = wv[(size_t)j * c->k + p];
+                double t = bf16 ? (double)vlr_round_bf16(xv) * vlr_round_bf16(wvv) : (double)xv * wvv;
                 s += t;
                 sa += fabs(t);
             }
@@ -158,11 +167,11 @@ static void gemm_check(const gemm_case *c) {
              c->accumulate ? "+acc" : "");
     const double g = gamma_k(c->k + 2.0), nmse_bound = (c->k + 2.0) * U * U;
     float *y_ref = NULL;
-    for (int t = 0; t < n_impls; t++) {
-        const impl *im = &impls[t];
+    for (int t = 0; t < n_set; t++) {
+        const impl *im = &set[t];
         /* The reference is the oracle: run once. The fast kernels also on 2 threads and row by row. */
         const bool fast = t > 0;
-        if (fast && im->k.gemm == impls[0].k.gemm) continue; /* slot not overridden by this ISA */
+        if (fast && im->k.gemm == set[t - 1].k.gemm) continue; /* slot not overridden by this ISA */
         float *y1 = gemm_run(im, c, x, w, bias, y0, 1, what);
         float *y2 = fast ? gemm_run(im, c, x, w, bias, y0, 2, what) : NULL;
         /* vs float64: each element within gamma_{k+2}·sum|terms|, NMSE within (k+2)·u² */
@@ -223,6 +232,54 @@ static void gemm_check(const gemm_case *c) {
     free(y0);
     free(exact);
     free(scale);
+}
+
+static void gemm_check(const gemm_case *c) {
+    gemm_check_set(c, impls, n_impls, false);
+    gemm_check_set(c, impls_bf16, n_impls_bf16, true);
+}
+
+/* The bf16 rounding itself, bit for bit in every implementation: y = x · 1 with k = 1 is exactly
+ * the rounded x (and, with the special values as f32 weights, the rounded w). Ties to even, carries
+ * into the exponent, overflow to infinity, subnormals to signed zero, NaN stays NaN. */
+static void test_bf16_rounding(void) {
+    const uint32_t bits[] = {0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x3f808001u, 0xbf808000u, 0x3fffffffu,
+                             0x7f7fffffu, 0x7f7f7fffu, 0x00400000u, 0x80000001u, 0x00800000u, 0x7fc00001u,
+                             0x7f800000u, 0xff800000u, 0x00000000u, 0x80000000u, 0x3eaaaaabu, 0x42f6e979u};
+    const int n = (int)(sizeof bits / sizeof *bits);
+    float vals[sizeof bits / sizeof *bits], want[sizeof bits / sizeof *bits];
+    for (int i = 0; i < n; i++) {
+        memcpy(&vals[i], &bits[i], 4);
+        want[i] = vlr_round_bf16(vals[i]);
+        const bool subnormal = (bits[i] & 0x7f800000u) == 0, nan = isnan(vals[i]);
+        uint32_t got_bits;
+        memcpy(&got_bits, &want[i], 4);
+        if (subnormal) CHECK(got_bits == (bits[i] & 0x80000000u), "round_bf16(%08x) = %08x: not a signed zero", bits[i], got_bits);
+        else if (nan) CHECK(isnan(want[i]), "round_bf16(%08x) lost the NaN", bits[i]);
+        else CHECK(got_bits == (uint32_t)vlr_f32_to_bf16(vals[i]) << 16, "round_bf16(%08x) = %08x: not nearest even", bits[i], got_bits);
+    }
+    const uint16_t one_bf16 = 0x3f80;
+    const float one = 1.0f;
+    for (int t = 0; t < n_impls_bf16; t++)
+        for (int side = 0; side < 2; side++) { /* 0: the values are x, 1: they are f32 weights */
+            float y[sizeof bits / sizeof *bits + SENTINEL_FLOATS];
+            sentinel_fill(y, (size_t)n + SENTINEL_FLOATS);
+            vlr_gemm_args a = {.y = y, .ldy = side ? (size_t)n : 1, .x = side ? &one : vals, .ldx = 1,
+                               .w = side ? (const void *)vals : (const void *)&one_bf16,
+                               .w_dtype = side ? VLR_DT_F32 : VLR_DT_BF16, .m = side ? 1 : n,
+                               .n = side ? n : 1, .k = 1};
+            impls_bf16[t].k.gemm(&a, 1);
+            /* (a sum starts from +0, so -0 comes back as +0: zeros compare by value) */
+            bool same = true;
+            for (int i = 0; i < n; i++) {
+                const bool ok = isnan(want[i]) ? isnan(y[i]) : want[i] == 0.0f ? y[i] == 0.0f : memcmp(&y[i], &want[i], 4) == 0;
+                if (!ok) fprintf(stderr, "  %s: %08x -> %a, want %a\n", impls_bf16[t].name, bits[i], y[i], want[i]);
+                same = same && ok;
+            }
+            CHECK(same, "%s: bf16 rounding of %s differs from vlr_round_bf16", impls_bf16[t].name,
+                  side ? "f32 weights" : "activations");
+            CHECK(sentinel_intact(y + n, SENTINEL_FLOATS), "%s: bf16 rounding: wrote past y", impls_bf16[t].name);
+        }
 }
 
 static void test_gemm(void) {
@@ -584,29 +641,55 @@ static void test_elementwise(void) {
     }
 }
 
-/* vlr_kernels_select: AUTO gives the best ISA, a forced one never exceeds what the CPU has, and
- * every slot is filled. */
+/* vlr_kernels_select: AUTO gives the best ISA, a forced one never exceeds what the CPU has, f32
+ * never gets the bf16-only table, every slot is filled and the precision is recorded. */
 static void test_select(void) {
-    const vlr_isa best = vlr_cpu_has_avx512() ? VLR_ISA_AVX512 : vlr_cpu_has_avx2() ? VLR_ISA_AVX2 : VLR_ISA_REF;
-    for (int f = VLR_ISA_AUTO; f <= VLR_ISA_AVX512; f++) {
-        vlr_kernels k;
-        memset(&k, 0, sizeof k);
-        const vlr_isa got = vlr_kernels_select(&k, (vlr_isa)f);
-        const vlr_isa want = f == VLR_ISA_AUTO || f > (int)best ? best : (vlr_isa)f;
-        CHECK(got == want, "select(%d) gave %d, want %d", f, got, want);
-        const char *names[4] = {"", "ref", "avx2", "avx512"};
-        CHECK(k.isa && strcmp(k.isa, names[got]) == 0, "select(%d): isa name %s", f, k.isa ? k.isa : "(null)");
-        CHECK(k.gemm && k.attention && k.rmsnorm && k.rope && k.silu_mul && k.gelu && k.add,
-              "select(%d): a slot is NULL", f);
+    vlr_isa best = VLR_ISA_REF;
+    if (vlr_cpu_has_avx2()) best = VLR_ISA_AVX2;
+    if (vlr_cpu_has_avx512()) best = VLR_ISA_AVX512;
+    if (vlr_cpu_has_avx512_bf16()) best = VLR_ISA_AVX512_BF16;
+    const char *names[5] = {"", "ref", "avx2", "avx512", "avx512_bf16"};
+    for (int pr = 0; pr < 2; pr++) {
+        const vlr_precision prec = pr ? VLR_PRECISION_BF16 : VLR_PRECISION_F32;
+        for (int f = VLR_ISA_AUTO; f <= VLR_ISA_AVX512_BF16; f++) {
+            vlr_kernels k;
+            memset(&k, 0, sizeof k);
+            const vlr_isa got = vlr_kernels_select(&k, (vlr_isa)f, prec);
+            vlr_isa want = f == VLR_ISA_AUTO || f > (int)best ? best : (vlr_isa)f;
+            if (want == VLR_ISA_AVX512_BF16 && prec == VLR_PRECISION_F32) want = VLR_ISA_AVX512;
+            CHECK(got == want, "select(%d, %s) gave %d, want %d", f, vlr_precision_name(prec), got, want);
+            CHECK(k.isa && strcmp(k.isa, names[got]) == 0, "select(%d): isa name %s", f, k.isa ? k.isa : "(null)");
+            CHECK(k.precision == prec, "select(%d, %s): precision %d", f, vlr_precision_name(prec), k.precision);
+            CHECK(k.gemm && k.attention && k.rmsnorm && k.rope && k.silu_mul && k.gelu && k.add,
+                  "select(%d): a slot is NULL", f);
+        }
     }
+    /* auto resolves to what the CPU table says, and the names round-trip */
+    const char *why = NULL;
+    const vlr_precision cpu = vlr_precision_for_cpu(&why);
+    vlr_kernels k;
+    vlr_kernels_select(&k, VLR_ISA_AUTO, VLR_PRECISION_AUTO);
+    CHECK(k.precision == cpu && why && *why, "auto precision: table %d, cpu %d", k.precision, cpu);
+    CHECK(cpu == VLR_PRECISION_F32 || vlr_cpu_has_avx512_bf16(), "auto chose bf16 without AVX512_BF16");
+    for (int p = VLR_PRECISION_F32; p <= VLR_PRECISION_AUTO; p++) {
+        vlr_precision back = (vlr_precision)-1;
+        CHECK(vlr_precision_parse(vlr_precision_name((vlr_precision)p), &back) && back == (vlr_precision)p,
+              "precision %d does not round-trip its name", p);
+    }
+    vlr_precision untouched = VLR_PRECISION_BF16;
+    CHECK(!vlr_precision_parse("fp16", &untouched) && !vlr_precision_parse(NULL, &untouched) &&
+          untouched == VLR_PRECISION_BF16, "precision parse accepted a bad name");
+    CHECK(vlr_precision_name((vlr_precision)7) == NULL, "precision name of an out-of-range value");
 }
 
 int main(void) {
     impls_init();
     printf("implementations:");
     for (int i = 0; i < n_impls; i++) printf(" %s", impls[i].name);
+    for (int i = 0; i < n_impls_bf16; i++) printf(" %s", impls_bf16[i].name);
     printf("\n");
     test_select();
+    test_bf16_rounding();
     test_gemm();
     test_attention();
     test_attention_varlen();

@@ -74,8 +74,8 @@ static bool start_server(void) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
-        char *argv[] = {bin, "serve", "--port", "0", "--model", MODEL, "--image-root", ROOT, "--workers", "2",
-                        "--threads", "1", "--max-body-mb", "1", NULL};
+        char *argv[] = {bin, "serve", "--port", "0", "--model", MODEL, "--precision", "f32", "--image-root", ROOT,
+                        "--workers", "2", "--threads", "1", "--max-body-mb", "1", NULL};
         execv(bin, argv);
         _exit(127);
     }
@@ -297,7 +297,7 @@ static void test_health_info(void) {
 
     /* /info is `vlreward info --json` plus "version" */
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --json 2>/dev/null", bin);
+    snprintf(cmd, sizeof cmd, "%s info --model " MODEL " --precision f32 --json 2>/dev/null", bin);
     FILE *p = popen(cmd, "r");
     vlr_buf cli = {0};
     char chunk[4096];
@@ -313,6 +313,9 @@ static void test_health_info(void) {
     if (want && got) {
         const vlr_json *w = vlr_json_root(want), *g = vlr_json_root(got);
         CHECK(strcmp(str_of(vlr_json_get(g, "version")), VLR_VERSION) == 0, "/info version");
+        CHECK(strcmp(str_of(vlr_json_get(g, "precision")), "f32") == 0 && *str_of(vlr_json_get(g, "kernels")) &&
+                  strcmp(str_of(vlr_json_get(g, "precision_reason")), "requested") == 0,
+              "/info shows the precision the server runs");
         CHECK(g->len == w->len + 1, "/info has %zu keys, info --json %zu (+ version)", g->len, w->len);
         for (size_t i = 0; i < w->len; i++)
             CHECK(json_equal(&w->items[i], vlr_json_get(g, w->items[i].key)), "/info \"%s\" differs from info --json",
@@ -621,6 +624,7 @@ int main(void) {
     char err[VLR_ERR_MSG_CAP];
     vlr_params params = vlr_default_params();
     params.n_threads = 1;
+    params.precision = VLR_PRECISION_F32; /* the goldens' 2e-5 bounds; the server runs f32 too */
     vlr_model *model = NULL;
     CHECK(vlr_model_load(MODEL, &params, &model, err, sizeof err) == VLR_OK, "load: %s", err);
     CHECK(model && vlr_session_init(model, &session) == VLR_OK, "session");

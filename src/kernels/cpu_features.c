@@ -17,17 +17,25 @@ static uint64_t cpu_xcr0(void) {
 }
 
 typedef struct cpu_bits {
-    uint32_t l1_ecx; /* cpuid leaf 1, ECX: FMA, OSXSAVE, AVX, F16C */
-    uint32_t l7_ebx; /* cpuid leaf 7 subleaf 0, EBX: AVX2, AVX512F/DQ/BW/VL */
-    uint64_t xcr0;   /* OS-enabled state components; 0 when xgetbv is not allowed */
+    uint32_t l1_ecx;  /* cpuid leaf 1, ECX: FMA, OSXSAVE, AVX, F16C */
+    uint32_t l7_ebx;  /* cpuid leaf 7 subleaf 0, EBX: AVX2, AVX512F/DQ/BW/VL */
+    uint32_t l71_eax; /* cpuid leaf 7 subleaf 1, EAX: AVX512_BF16 (bit 5) */
+    uint64_t xcr0;    /* OS-enabled state components; 0 when xgetbv is not allowed */
+    bool amd;         /* vendor string "AuthenticAMD" */
 } cpu_bits;
 
 static cpu_bits cpu_read(void) {
-    cpu_bits b = {0, 0, 0};
+    cpu_bits b = {0, 0, 0, 0, false};
     unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return b;
+    const unsigned max_leaf = eax;
+    b.amd = ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u; /* "Auth" "enti" "cAMD" */
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return b;
     b.l1_ecx = ecx;
-    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) b.l7_ebx = ebx;
+    if (max_leaf >= 7 && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+        b.l7_ebx = ebx;
+        if (eax >= 1 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) b.l71_eax = eax;
+    }
     if (b.l1_ecx & bit_OSXSAVE) b.xcr0 = cpu_xcr0();
     return b;
 }
@@ -49,4 +57,27 @@ bool vlr_cpu_has_avx512(void) {
     /* The AVX-512 kernels also use FMA / F16C forms on 256-bit registers: require AVX2's set. */
     return vlr_cpu_has_avx2() && (b.l7_ebx & l7_need) == l7_need &&
            (b.xcr0 & XCR0_ZMM) == XCR0_ZMM;
+}
+
+bool vlr_cpu_has_avx512_bf16(void) {
+    return vlr_cpu_has_avx512() && (cpu_read().l71_eax & (1u << 5));
+}
+
+/* The table behind `auto`. Measured (bench/README.md): AMD Zen 4 / Zen 5 run a 512-bit vdpbf16ps
+ * (32 multiply-adds) at the issue rate of a 512-bit fp32 FMA (16), twice the fp32 rate; Intel's
+ * AVX512_BF16 cores (Cooper Lake, Sapphire Rapids and later without AMX in use) run it at half the
+ * FMA rate or no faster, so fp32 is both exact and the quickest there. Unknown vendors get f32. */
+vlr_precision vlr_precision_for_cpu(const char **why) {
+    const char *reason;
+    vlr_precision p = VLR_PRECISION_F32;
+    if (!vlr_cpu_has_avx512_bf16()) {
+        reason = "auto: no AVX512_BF16 on this CPU, fp32 is the fast path";
+    } else if (cpu_read().amd) {
+        p = VLR_PRECISION_BF16;
+        reason = "auto: AMD CPU with AVX512_BF16, where bf16 dot products run at twice the fp32 rate";
+    } else {
+        reason = "auto: AVX512_BF16 on a non-AMD CPU, where it runs no faster than fp32 FMA";
+    }
+    if (why) *why = reason;
+    return p;
 }

@@ -12,16 +12,22 @@
 
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
-vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force) {
+vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precision) {
+    if (precision != VLR_PRECISION_F32 && precision != VLR_PRECISION_BF16)
+        precision = vlr_precision_for_cpu(NULL);
     vlr_isa best = VLR_ISA_REF;
     if (vlr_cpu_has_avx2()) best = VLR_ISA_AVX2;
     if (best == VLR_ISA_AVX2 && vlr_cpu_has_avx512()) best = VLR_ISA_AVX512;
+    if (best == VLR_ISA_AVX512 && vlr_cpu_has_avx512_bf16()) best = VLR_ISA_AVX512_BF16;
     /* A forced ISA the CPU lacks falls back to the best supported one below it. */
     vlr_isa isa = (force == VLR_ISA_AUTO || force > best) ? best : force;
+    /* vdpbf16ps has nothing to add to fp32 arithmetic: that table is AVX-512's */
+    if (isa == VLR_ISA_AVX512_BF16 && precision == VLR_PRECISION_F32) isa = VLR_ISA_AVX512;
 
-    vlr_kernels_fill_ref(k);
-    if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2(k);
-    if (isa >= VLR_ISA_AVX512) vlr_kernels_fill_avx512(k);
+    vlr_kernels_fill_ref(k, precision);
+    if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2(k, precision);
+    if (isa >= VLR_ISA_AVX512) vlr_kernels_fill_avx512(k, precision);
+    if (isa >= VLR_ISA_AVX512_BF16) vlr_kernels_fill_avx512_bf16(k, precision);
     return isa;
 }
 
@@ -49,13 +55,16 @@ void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *
             if (r0 < r1 && c0 < c1) {
                 const size_t cols = (size_t)(c1 - c0), rows = (size_t)(r1 - r0);
                 const size_t nc_cap = round_up(cols < (size_t)t->nc ? cols : (size_t)t->nc, (size_t)t->nr);
-                const size_t mc_cap = round_up(rows < (size_t)t->mc ? rows : (size_t)t->mc, (size_t)t->mr);
+                /* row blocks of equal height (1,024 rows are 2 x 518, not 1,022 + 2: each block
+                 * packs all of this thread's W again) */
+                const size_t n_rblocks = (rows + (size_t)t->mc - 1) / (size_t)t->mc;
+                const size_t mc_cap = round_up((rows + n_rblocks - 1) / n_rblocks, (size_t)t->mr);
                 float *wbuf = aligned_alloc(64, nc_cap * (size_t)t->kc * sizeof(float));
                 float *xbuf = aligned_alloc(64, mc_cap * (size_t)t->kc * sizeof(float));
                 if (wbuf && xbuf)
-                    t->block(a, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
+                    t->block(a, t->round_bf16, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
                 else /* no heap for the packing buffers: same blocks, stack buffers, same bits */
-                    t->block_small(a, r0, r1, c0, c1);
+                    t->block_small(a, t->round_bf16, r0, r1, c0, c1);
                 free(wbuf);
                 free(xbuf);
             }
@@ -74,4 +83,23 @@ void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_arg
     seg->q = a->q + r0 * a->ld_q;
     seg->k = a->k + r0 * a->ld_kv;
     seg->v = a->v + r0 * a->ld_kv;
+}
+
+const char *vlr_precision_name(vlr_precision p) {
+    switch (p) {
+    case VLR_PRECISION_F32: return "f32";
+    case VLR_PRECISION_BF16: return "bf16";
+    case VLR_PRECISION_AUTO: return "auto";
+    }
+    return NULL;
+}
+
+bool vlr_precision_parse(const char *name, vlr_precision *out) {
+    const vlr_precision all[] = {VLR_PRECISION_F32, VLR_PRECISION_BF16, VLR_PRECISION_AUTO};
+    for (size_t i = 0; name && i < sizeof all / sizeof *all; i++)
+        if (strcmp(name, vlr_precision_name(all[i])) == 0) {
+            *out = all[i];
+            return true;
+        }
+    return false;
 }

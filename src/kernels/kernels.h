@@ -5,12 +5,20 @@
  * x86_avx512.c, each compiled with its own -m flags so one binary runs on any x86-64). The choice is
  * made once per model (vlr_kernels_select) from cpuid + xgetbv and can be forced for tests.
  *
- * Numerics, for every implementation of every slot: activations are fp32, accumulation is fp32,
- * weights are read in their stored dtype (bf16 / f16 / f32) and widened exactly to fp32; no
- * activation is rounded to bf16. Fast kernels may reorder sums (different fp32 rounding than the
- * reference), so tests compare with a tolerance, but a given implementation's result for a row never
- * depends on the thread count or on the other rows of the batch: work is split over output rows /
- * columns only, never over a reduction dimension.
+ * A table is chosen per (ISA, precision). Numerics, for every implementation of every slot:
+ * activations, accumulation and every element-wise slot are fp32; weights are read in their stored
+ * dtype (bf16 / f16 / f32) and widened exactly to fp32. The precision changes one thing, the
+ * operands of the gemm slot (every linear layer):
+ *   f32:  used as they are (weights widened exactly);
+ *   bf16: both x and w rounded to bf16 first (vlr_round_bf16: nearest even, fp32 subnormals to
+ *         zero, as vcvtneps2bf16 does), then multiplied exactly and summed in fp32. On AVX512_BF16
+ *         this is vdpbf16ps (x86_avx512_bf16.c); elsewhere the packing rounds and the fp32 FMA
+ *         kernel runs. Attention stays fp32 in both (its products are not linear layers, and the
+ *         KV cache is fp32).
+ * Fast kernels may reorder sums (different fp32 rounding than the reference), so tests compare
+ * with a tolerance, but a given implementation's result for a row never depends on the thread
+ * count or on the other rows of the batch: work is split over output rows / columns only, never
+ * over a reduction dimension.
  *
  * Threading: kernels that take n_threads run an OpenMP parallel region of that many threads
  * (num_threads clause; nothing global is changed). */
@@ -66,8 +74,22 @@ typedef struct vlr_attention_args {
     int n_seqs;
 } vlr_attention_args;
 
+/* What the bf16 operand rounding does to one value (the scalar twin of vcvtneps2bf16, and what
+ * every bf16 path implements): round to nearest even on the top 16 bits; fp32 subnormals become a
+ * zero of the same sign (the instruction treats them as zero); NaN stays NaN. */
+static inline float vlr_round_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    else if ((u & 0x7fffffffu) > 0x7f800000u) u = (u | 0x00400000u) & 0xffff0000u;
+    else u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 typedef struct vlr_kernels {
-    const char *isa; /* "ref", "avx2", "avx512" */
+    const char *isa;         /* "ref", "avx2", "avx512", "avx512_bf16" */
+    vlr_precision precision; /* VLR_PRECISION_F32 or VLR_PRECISION_BF16 (never AUTO) */
 
     void (*gemm)(const vlr_gemm_args *a, int n_threads);
     void (*attention)(const vlr_attention_args *a, int n_threads);
@@ -98,14 +120,15 @@ typedef struct vlr_kernels {
  * its own part of W; row tiles only when there are fewer panels than threads), allocates each
  * thread's packing buffers and calls the block routine. The k blocking lives in the block routine
  * and is fixed, so the split never changes a result's bits. */
-typedef void (*vlr_gemm_block_fn)(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
-                                  int nc_cap, float *xbuf, int mc_cap);
+typedef void (*vlr_gemm_block_fn)(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0,
+                                  int c1, float *wbuf, int nc_cap, float *xbuf, int mc_cap);
 typedef struct vlr_gemm_tiling {
     int mr, nr;     /* micro-tile rows (x side) and columns (W side) */
     int kc, nc, mc; /* k block, W block columns, x block rows */
     vlr_gemm_block_fn block;       /* y[r0:r1, c0:c1] with buffers of nc_cap x kc and mc_cap x kc */
     /* the same blocks with its own one-panel stack buffers, for when the heap has none */
-    void (*block_small)(const vlr_gemm_args *a, int r0, int r1, int c0, int c1);
+    void (*block_small)(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0, int c1);
+    bool round_bf16; /* the fp32 kernels' bf16 precision: packing rounds x (and non-bf16 w) */
 } vlr_gemm_tiling;
 void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t);
 
@@ -113,17 +136,27 @@ void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *
  * non-causal call over those rows (what every ISA's varlen path iterates over). */
 void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg);
 
-typedef enum vlr_isa { VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512 } vlr_isa;
+typedef enum vlr_isa {
+    VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512,
+    VLR_ISA_AVX512_BF16 /* AVX-512 plus vdpbf16ps: differs from AVX512 only in bf16 precision */
+} vlr_isa;
 
-/* Fills k with the best implementation supported by this CPU (or the one forced; a forced ISA the
- * CPU lacks falls back to the best supported one below it). Returns the ISA chosen. */
-vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force);
-bool vlr_cpu_has_avx2(void);   /* AVX2 + FMA + F16C, and the OS saves YMM state */
-bool vlr_cpu_has_avx512(void); /* AVX-512 F/BW/VL/DQ and the OS saves ZMM state */
+/* Fills k for `precision` (F32 or BF16; AUTO resolves with vlr_precision_for_cpu) with the best
+ * implementation this CPU supports, or the one forced (a forced ISA the CPU lacks falls back to the
+ * best supported one below it). In f32 precision AVX512_BF16 adds nothing, so the table is AVX512's.
+ * Returns the ISA of the table. */
+vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precision);
+bool vlr_cpu_has_avx2(void);        /* AVX2 + FMA + F16C, and the OS saves YMM state */
+bool vlr_cpu_has_avx512(void);      /* AVX-512 F/BW/VL/DQ and the OS saves ZMM state */
+bool vlr_cpu_has_avx512_bf16(void); /* the above plus AVX512_BF16 (vdpbf16ps, vcvtne2ps2bf16) */
+/* What `auto` means on this CPU: BF16 where bf16 dot products run clearly faster than fp32 FMA,
+ * else F32. A fixed table from cpuid, never a timing: *why (may be NULL) gets a static sentence. */
+vlr_precision vlr_precision_for_cpu(const char **why);
 
-/* Per-ISA fillers (each overwrites the slots it implements). */
-void vlr_kernels_fill_ref(vlr_kernels *k);
-void vlr_kernels_fill_avx2(vlr_kernels *k);
-void vlr_kernels_fill_avx512(vlr_kernels *k);
+/* Per-ISA fillers (each overwrites the slots it implements for that precision). */
+void vlr_kernels_fill_ref(vlr_kernels *k, vlr_precision precision);
+void vlr_kernels_fill_avx2(vlr_kernels *k, vlr_precision precision);
+void vlr_kernels_fill_avx512(vlr_kernels *k, vlr_precision precision);
+void vlr_kernels_fill_avx512_bf16(vlr_kernels *k, vlr_precision precision);
 
 #endif

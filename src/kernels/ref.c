@@ -13,11 +13,12 @@
 
 /* y[i][j] (=|+=) (sum_k x[i][k] * w[j][k]) + bias[j]: the dot product is summed in k order, the bias
  * is added to it, and only then is the sum added to y (accumulate). (The fast kernels sum in k
- * blocks and add the old y after the first block: see kernels.h.) */
-static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
+ * blocks and add the old y after the first block: see kernels.h.) In bf16 precision each operand
+ * goes through vlr_round_bf16 first; the products of two bf16 values are exact in fp32. */
+static inline __attribute__((always_inline)) void ref_gemm_dt(const vlr_gemm_args *a, int n_threads,
+                                                              const vlr_dtype dt, const bool round) {
     const int m = a->m, n = a->n, k = a->k;
     (void)n_threads; /* only the pragma reads it (unused without OpenMP) */
-    if (m <= 0 || n <= 0) return;
 #pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
     for (int j = 0; j < n; j++) {
         const float bias = a->bias ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
@@ -25,16 +26,9 @@ static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
             const float *x = a->x + (size_t)i * a->ldx;
             const size_t row = (size_t)j * (size_t)k;
             float dot = 0.0f;
-            switch (a->w_dtype) { /* one loop per dtype: the same sum, without a switch per term */
-            case VLR_DT_BF16:
-                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_BF16, row + (size_t)p);
-                break;
-            case VLR_DT_F16:
-                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_F16, row + (size_t)p);
-                break;
-            case VLR_DT_F32:
-                for (int p = 0; p < k; p++) dot += x[p] * vlr_dtype_load(a->w, VLR_DT_F32, row + (size_t)p);
-                break;
+            for (int p = 0; p < k; p++) {
+                const float xv = x[p], wv = vlr_dtype_load(a->w, dt, row + (size_t)p);
+                dot += round ? vlr_round_bf16(xv) * vlr_round_bf16(wv) : xv * wv;
             }
             if (a->bias) dot += bias;
             float *y = a->y + (size_t)i * a->ldy + j;
@@ -42,6 +36,18 @@ static void ref_gemm(const vlr_gemm_args *a, int n_threads) {
         }
     }
 }
+
+/* One instance per (dtype, precision): the same sum, without a switch per term. */
+static void ref_gemm(const vlr_gemm_args *a, int n_threads, bool round) {
+    if (a->m <= 0 || a->n <= 0) return;
+    switch (a->w_dtype) {
+    case VLR_DT_BF16: round ? ref_gemm_dt(a, n_threads, VLR_DT_BF16, true) : ref_gemm_dt(a, n_threads, VLR_DT_BF16, false); break;
+    case VLR_DT_F16: round ? ref_gemm_dt(a, n_threads, VLR_DT_F16, true) : ref_gemm_dt(a, n_threads, VLR_DT_F16, false); break;
+    case VLR_DT_F32: round ? ref_gemm_dt(a, n_threads, VLR_DT_F32, true) : ref_gemm_dt(a, n_threads, VLR_DT_F32, false); break;
+    }
+}
+static void ref_gemm_f32(const vlr_gemm_args *a, int n_threads) { ref_gemm(a, n_threads, false); }
+static void ref_gemm_bf16(const vlr_gemm_args *a, int n_threads) { ref_gemm(a, n_threads, true); }
 
 static float ref_dot(const float *a, const float *b, int n) {
     float s = 0.0f;
@@ -142,9 +148,10 @@ static void ref_add(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void vlr_kernels_fill_ref(vlr_kernels *k) {
+void vlr_kernels_fill_ref(vlr_kernels *k, vlr_precision precision) {
     k->isa = "ref";
-    k->gemm = ref_gemm;
+    k->precision = precision;
+    k->gemm = precision == VLR_PRECISION_BF16 ? ref_gemm_bf16 : ref_gemm_f32;
     k->attention = ref_attention;
     k->rmsnorm = ref_rmsnorm;
     k->rope = ref_rope;

@@ -91,6 +91,26 @@ static void a2_pack_x(float *dst, const float *x, size_t ldx, int mr, int p0, in
         for (int p = 0; p < kc; p++) dst[(size_t)p * mr + i] = x[(size_t)i * ldx + p0 + p];
 }
 
+/* vlr_round_bf16 on 8 lanes (integer arithmetic, the bits of vcvtneps2bf16), for bf16 precision:
+ * the packed operands are rounded in place. */
+static inline __m256 a2_round_bf16_8(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v), exp_bits = _mm256_set1_epi32(0x7f800000);
+    const __m256i subnormal = _mm256_cmpeq_epi32(_mm256_and_si256(u, exp_bits), _mm256_setzero_si256());
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), exp_bits);
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                                                     _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan);
+    r = _mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u));
+    r = _mm256_blendv_epi8(r, _mm256_and_si256(u, _mm256_set1_epi32((int)0x80000000u)), subnormal);
+    return _mm256_castsi256_ps(r);
+}
+
+static void a2_round_bf16_buf(float *p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(p + i, a2_round_bf16_8(_mm256_loadu_ps(p + i)));
+    for (; i < n; i++) p[i] = vlr_round_bf16(p[i]);
+}
+
 /* The 6 × 16 micro-kernel over one k block, with the epilogue v = acc (+ bias), c = load_c ? c + v : v,
  * for the first n_cols (<= 16) columns. */
 static inline __attribute__((always_inline)) void a2_ukernel(const int mr, int kc, const float *restrict xp,
@@ -147,8 +167,8 @@ static void a2_tile(int mr, int kc, const float *xp, const float *wp, float *c, 
     }
 }
 
-static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
-                          int nc_cap, float *xbuf, int mc_cap) {
+static void a2_gemm_block(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0, int c1,
+                          float *wbuf, int nc_cap, float *xbuf, int mc_cap) {
     const int k = a->k;
     const int n_kblocks = k > 0 ? (k + A2_KC - 1) / A2_KC : 1;
     alignas(32) float bias_f32[A2_NR];
@@ -160,10 +180,13 @@ static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1
             for (int i = 0; i < mc; i += A2_MR) {
                 const int mr = mc - i < A2_MR ? mc - i : A2_MR;
                 a2_pack_x(xbuf + (size_t)i * A2_KC, a->x + (size_t)(ms + i) * a->ldx, a->ldx, mr, p0, kc);
+                if (round_bf16) a2_round_bf16_buf(xbuf + (size_t)i * A2_KC, (size_t)mr * kc);
             }
             for (int ns = c0; ns < c1; ns += nc_cap) {
                 const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
                 a2_pack_w(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc, (size_t)A2_NR * A2_KC);
+                if (round_bf16 && a->w_dtype != VLR_DT_BF16) /* bf16 weights are already exact */
+                    for (int j = 0; j < nc; j += A2_NR) a2_round_bf16_buf(wbuf + (size_t)j * A2_KC, (size_t)A2_NR * kc);
                 /* row tile outside: its x micro-panel stays in L1, W panels stream from L2 */
                 for (int i = 0; i < mc; i += A2_MR) {
                     const int mr = mc - i < A2_MR ? mc - i : A2_MR;
@@ -185,16 +208,20 @@ static void a2_gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1
     }
 }
 
-static __attribute__((noinline)) void a2_gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
-                                                  int c0, int c1) {
+static __attribute__((noinline)) void a2_gemm_block_small(const vlr_gemm_args *a, bool round_bf16, int r0,
+                                                          int r1, int c0, int c1) {
     alignas(32) float wbuf[A2_NR * A2_KC];
     alignas(32) float xbuf[A2_MR * A2_KC];
-    a2_gemm_block(a, r0, r1, c0, c1, wbuf, A2_NR, xbuf, A2_MR);
+    a2_gemm_block(a, round_bf16, r0, r1, c0, c1, wbuf, A2_NR, xbuf, A2_MR);
 }
 
-static const vlr_gemm_tiling avx2_tiling = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a2_gemm_block, a2_gemm_block_small};
+static const vlr_gemm_tiling avx2_tiling = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a2_gemm_block,
+                                            a2_gemm_block_small, false};
+static const vlr_gemm_tiling avx2_tiling_bf16 = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a2_gemm_block,
+                                                 a2_gemm_block_small, true};
 
 static void avx2_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx2_tiling); }
+static void avx2_gemm_bf16(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx2_tiling_bf16); }
 
 /* ---------------------------------------------------------------------------------------------
  * Attention: the flash scheme of x86_avx512.c (read its comment there) on 8-lane vectors. A unit
@@ -383,7 +410,7 @@ static void avx2_attention(const vlr_attention_args *a, int n_threads) {
         free(unit_start);
         free(buf);
         vlr_kernels ref;
-        vlr_kernels_fill_ref(&ref);
+        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
         ref.attention(a, n_threads);
         return;
     }
@@ -577,9 +604,10 @@ static void avx2_rope(float *x, size_t ld, int rows, int n_heads, int head_dim, 
     }
 }
 
-void vlr_kernels_fill_avx2(vlr_kernels *k) {
+void vlr_kernels_fill_avx2(vlr_kernels *k, vlr_precision precision) {
     k->isa = "avx2";
-    k->gemm = avx2_gemm;
+    k->precision = precision;
+    k->gemm = precision == VLR_PRECISION_BF16 ? avx2_gemm_bf16 : avx2_gemm;
     k->attention = avx2_attention;
     k->rmsnorm = avx2_rmsnorm;
     k->rope = avx2_rope;

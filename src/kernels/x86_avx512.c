@@ -25,7 +25,7 @@
 #include <omp.h>
 #endif
 
-#include "kernels.h"
+#include "x86_avx512_common.h"
 
 /* ---------------------------------------------------------------------------------------------
  * GEMM */
@@ -51,55 +51,6 @@
 #ifndef GEMM_MC
 #define GEMM_MC 1022 /* x block: MC × KC fp32 (a multiple of GEMM_MR) */
 #endif
-
-static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
-
-/* 16 consecutive weights of one row, widened to fp32; lanes >= n_valid read as 0 (masked load: no
- * access past the row). */
-static inline __m512 load_w16(const void *w, vlr_dtype dt, size_t off, int n_valid) {
-    const __mmask16 mk = tail_mask(n_valid);
-    switch (dt) {
-    case VLR_DT_BF16: {
-        __m256i h = _mm256_maskz_loadu_epi16(mk, (const uint16_t *)w + off);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-    case VLR_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)w + off));
-    case VLR_DT_F32: return _mm512_maskz_loadu_ps(mk, (const float *)w + off);
-    }
-    return _mm512_setzero_ps();
-}
-
-/* In-register 16×16 fp32 transpose: r[i] lane j becomes r[j] lane i. Three unpack stages build 4×4
- * blocks inside 128-bit lanes, two 128-bit shuffles move the blocks into place. */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-    __m512 t[16], u[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-        u[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    /* u[4i+c] lane L now holds column 4L+c of rows 4i..4i+3. */
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
-        __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xee);
-        __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xee);
-        r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        r[4 + c] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
-        r[8 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
-    }
-}
 
 /* Packs W[j0 .. j0+n_cols) × [p0 .. p0+kc) into micro-panels dst[panel][p][NR] fp32 (panels
  * panel_stride floats apart), widening and transposing 16×16 blocks in registers; columns past
@@ -168,6 +119,13 @@ static void pack_x_panel(float *dst, const float *x, size_t ldx, int mr, int p0,
         for (int i = 0; i < mr; i++) dst[(size_t)p * mr + i] = x[(size_t)i * ldx + p0 + p];
 }
 
+/* bf16 precision on this fp32 kernel: the packed operands go through vlr_round_bf16 in place. */
+static void round_bf16_buf(float *p, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(p + i, round_bf16_16(_mm512_loadu_ps(p + i)));
+    for (; i < n; i++) p[i] = vlr_round_bf16(p[i]);
+}
+
 /* The micro-kernel: acc[MR'][NR] = sum_p xp[p][i] * wp[p][j] over one k block, then the epilogue
  * into c (ldc): v = acc (+ bias, first block) ; c = load_c ? c + v : v. `mr` is a compile-time
  * constant after inlining (see gemm_tile). */
@@ -201,16 +159,7 @@ static inline __attribute__((always_inline)) void gemm_ukernel(
 #pragma GCC unroll 4
     for (int v = 0; v < GEMM_NV; v++) mk[v] = tail_mask(n_cols - 16 * v > 0 ? n_cols - 16 * v : 0);
 #pragma GCC unroll 14
-    for (int i = 0; i < mr; i++) {
-#pragma GCC unroll 4
-        for (int v = 0; v < GEMM_NV; v++) {
-            float *cp = c + (size_t)i * ldc + 16 * v;
-            __m512 r = acc[i][v];
-            if (bias) r = _mm512_add_ps(r, _mm512_load_ps(bias + 16 * v));
-            if (load_c) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], cp), r);
-            _mm512_mask_storeu_ps(cp, mk[v], r);
-        }
-    }
+    for (int i = 0; i < mr; i++) tile_row_store(c + (size_t)i * ldc, acc[i], GEMM_NV, mk, bias, load_c);
 }
 
 /* Dispatch on the tile height so each height gets its own fully unrolled register tile. */
@@ -229,8 +178,8 @@ static void gemm_tile(int mr, int kc, const float *xp, const float *wp, float *c
 
 /* One thread's share: rows [r0, r1) × columns [c0, c1), using the caller's packing buffers
  * (wbuf: nc_cap × GEMM_KC floats, xbuf: mc_cap × GEMM_KC floats, 64-byte aligned). */
-static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, float *wbuf,
-                       int nc_cap, float *xbuf, int mc_cap) {
+static void gemm_block(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0, int c1,
+                       float *wbuf, int nc_cap, float *xbuf, int mc_cap) {
     const int k = a->k;
     const int n_kblocks = k > 0 ? (k + GEMM_KC - 1) / GEMM_KC : 1;
     alignas(64) float bias_f32[GEMM_NC + GEMM_NR];
@@ -244,10 +193,13 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
                 const int mr = mc - i < GEMM_MR ? mc - i : GEMM_MR;
                 pack_x_panel(xbuf + (size_t)i * GEMM_KC, a->x + (size_t)(ms + i) * a->ldx, a->ldx,
                              mr, p0, kc);
+                if (round_bf16) round_bf16_buf(xbuf + (size_t)i * GEMM_KC, (size_t)mr * kc);
             }
             for (int ns = c0; ns < c1; ns += nc_cap) {
                 const int nc = c1 - ns < nc_cap ? c1 - ns : nc_cap;
                 pack_w_block(wbuf, a->w, a->w_dtype, (size_t)k, ns, nc, p0, kc);
+                if (round_bf16 && a->w_dtype != VLR_DT_BF16) /* bf16 weights are already exact */
+                    for (int j = 0; j < nc; j += GEMM_NR) round_bf16_buf(wbuf + (size_t)j * GEMM_KC, (size_t)GEMM_NR * kc);
                 const float *bias = NULL;
                 if (first && a->bias) {
                     for (int q = 0; q < (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR; q++)
@@ -270,16 +222,20 @@ static void gemm_block(const vlr_gemm_args *a, int r0, int r1, int c0, int c1, f
 
 /* Without heap memory for the packing buffers, the same blocks run with one-panel buffers on the
  * stack: slower, same arithmetic. */
-static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, int r0, int r1,
-                                                  int c0, int c1) {
+static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, bool round_bf16, int r0,
+                                                       int r1, int c0, int c1) {
     alignas(64) float wbuf[GEMM_NR * GEMM_KC];
     alignas(64) float xbuf[GEMM_MR * GEMM_KC];
-    gemm_block(a, r0, r1, c0, c1, wbuf, GEMM_NR, xbuf, GEMM_MR);
+    gemm_block(a, round_bf16, r0, r1, c0, c1, wbuf, GEMM_NR, xbuf, GEMM_MR);
 }
 
-static const vlr_gemm_tiling avx512_tiling = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC, GEMM_MC, gemm_block, gemm_block_small};
+static const vlr_gemm_tiling avx512_tiling = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC, GEMM_MC, gemm_block,
+                                              gemm_block_small, false};
+static const vlr_gemm_tiling avx512_tiling_bf16 = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC, GEMM_MC, gemm_block,
+                                                   gemm_block_small, true};
 
 static void avx512_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx512_tiling); }
+static void avx512_gemm_bf16(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx512_tiling_bf16); }
 
 /* ---------------------------------------------------------------------------------------------
  * Vector exp */
@@ -511,7 +467,7 @@ static void avx512_attention(const vlr_attention_args *a, int n_threads) {
         free(unit_start);
         free(buf);
         vlr_kernels ref;
-        vlr_kernels_fill_ref(&ref);
+        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
         ref.attention(a, n_threads);
         return;
     }
@@ -675,9 +631,10 @@ static void avx512_add(float *y, const float *x, size_t n) {
     }
 }
 
-void vlr_kernels_fill_avx512(vlr_kernels *k) {
+void vlr_kernels_fill_avx512(vlr_kernels *k, vlr_precision precision) {
     k->isa = "avx512";
-    k->gemm = avx512_gemm;
+    k->precision = precision;
+    k->gemm = precision == VLR_PRECISION_BF16 ? avx512_gemm_bf16 : avx512_gemm;
     k->attention = avx512_attention;
     k->rmsnorm = avx512_rmsnorm;
     k->rope = avx512_rope;
