@@ -69,7 +69,7 @@ $(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
 $(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
 
-# The tests get the CLI's OpenMP defaults too (cli/omp_defaults.c: libgomp waits passively).
+# The tests get the CLI's OpenMP default too (cli/omp_defaults.c: libgomp spins briefly, then sleeps).
 $(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 
 #ifdef WITH_OPENBLAS
 #include <cblas.h>
@@ -129,14 +129,17 @@ static void dnnl_bf16_mm_free(dnnl_bf16_mm *d) {
 typedef int dnnl_bf16_mm;
 #endif
 
-static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf16_mm *mm, int nt) {
+/* ws: our kernels' workspace, kept across runs as a session keeps it */
+static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf16_mm *mm, int nt,
+                     vlr_workspace *ws) {
     (void)mm;
     switch (c) {
     case COL_OURS_F32:
     case COL_OURS_BF16: {
         vlr_gemm_args a = {.y = p->y, .ldy = (size_t)p->n, .x = p->x, .ldx = (size_t)p->k,
                            .w = p->w_ours, .w_dtype = p->w_dtype, .m = p->m, .n = p->n, .k = p->k};
-        kt[c == COL_OURS_BF16].gemm(&a, nt);
+        const vlr_exec x = {.k = &kt[c == COL_OURS_BF16], .n_threads = nt, .ws = ws};
+        kt[c == COL_OURS_BF16].gemm(&a, &x);
         break;
     }
     case COL_OPENBLAS:
@@ -177,7 +180,7 @@ static int parse_list(const char *s, int *out, int cap) {
 
 /* --attention: the attention slot at the model's shapes, for every ISA the CPU has (the scalar
  * reference only at the smallest shape). FLOPs counted as 4·n_q·n_kv·hd·heads, halved when causal. */
-static void bench_attention(int reps, const int *threads, int n_threads) {
+static void bench_attention(int reps, const int *threads, int n_threads, vlr_workspace *ws) {
     typedef struct att_shape {
         const char *name;
         int n, heads, kv_heads, hd, causal;
@@ -233,6 +236,7 @@ static void bench_attention(int reps, const int *threads, int n_threads) {
                     continue;
                 }
                 double wall[100], cpu[100];
+                const vlr_exec x = {.k = &kt, .n_threads = threads[ti], .ws = ws};
                 for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
                     const double w0 = now_wall(), c0 = now_cpu();
                     if (sh->windows == 1) { /* one call per window */
@@ -241,10 +245,10 @@ static void bench_attention(int reps, const int *threads, int n_threads) {
                             one.n_q = one.n_kv = 64;
                             one.q += (size_t)64 * wi * qw, one.out += (size_t)64 * wi * qw;
                             one.k += (size_t)64 * wi * kw, one.v += (size_t)64 * wi * kw;
-                            kt.attention(&one, threads[ti]);
+                            kt.attention(&one, &x);
                         }
                     } else {
-                        kt.attention(&a, threads[ti]);
+                        kt.attention(&a, &x);
                     }
                     if (r >= 0) wall[r] = now_wall() - w0, cpu[r] = now_cpu() - c0;
                 }
@@ -293,7 +297,9 @@ int main(int argc, char **argv) {
     }
     if (reps < 1 || reps > 100) reps = 5;
     if (attention) {
-        bench_attention(reps, threads, n_threads);
+        vlr_workspace *ws = vlr_workspace_new(0);
+        bench_attention(reps, threads, n_threads, ws);
+        vlr_workspace_free(ws);
         return 0;
     }
     shape list[16];
@@ -317,6 +323,7 @@ int main(int argc, char **argv) {
     if (!strcmp(which, "vision") || !strcmp(which, "all"))
         for (size_t i = 0; i < sizeof vision_shapes / sizeof *vision_shapes; i++) list[n_shapes++] = vision_shapes[i];
 
+    vlr_workspace *ws = vlr_workspace_new(0); /* NULL (no memory): each call allocates its own */
     vlr_kernels kt[2]; /* [0] f32, [1] bf16 precision */
     vlr_kernels_select(&kt[0], isa, VLR_PRECISION_F32);
     vlr_kernels_select(&kt[1], isa, VLR_PRECISION_BF16);
@@ -374,12 +381,12 @@ int main(int argc, char **argv) {
                 /* interleaved: rep r of every library, then rep r+1, so a burst of other work on
                  * the machine hits all of them alike */
                 double wall[5][100], cpu[5][100], check[5] = {0, 0, 0, 0, 0};
-                for (int c = 0; c < n_cols; c++) run_once(cols[c], kt, &p, &mm, nt); /* warm-up */
+                for (int c = 0; c < n_cols; c++) run_once(cols[c], kt, &p, &mm, nt, ws); /* warm-up */
                 for (int r = 0; r < reps; r++)
                     for (int c = 0; c < n_cols; c++) {
                         usleep(20000); /* the previous library's workers stop spinning */
                         const double w0 = now_wall(), c0 = now_cpu();
-                        run_once(cols[c], kt, &p, &mm, nt);
+                        run_once(cols[c], kt, &p, &mm, nt, ws);
                         wall[c][r] = now_wall() - w0;
                         cpu[c][r] = now_cpu() - c0;
                         if (r == 0)
@@ -406,5 +413,6 @@ int main(int argc, char **argv) {
             free(wb);
             free(y);
         }
+    vlr_workspace_free(ws);
     return 0;
 }

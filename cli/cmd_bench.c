@@ -18,7 +18,7 @@
 #include "bench_model.h"
 #include "cli.h"
 #include "image.h"
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "rope.h"
 #include "text.h"
 #include "vision.h"
@@ -162,6 +162,7 @@ typedef struct bench {
     vlr_config full;        /* the shapes reported */
     vlr_bench_model model;  /* the shapes run (full or cut), with their weights */
     vlr_kernels k;
+    vlr_exec exec;          /* k, the thread count and a workspace, as a session has */
     const char *precision_reason;
     vlr_err err;
     vlr_grid_thw grid;
@@ -210,7 +211,7 @@ static vlr_status run_calibration(bench *b, stage *st) {
                        .m = o->cal_m, .n = o->cal_n, .k = o->cal_k, .accumulate = false};
     for (int r = 0; r < o->repeat; r++) {
         const double t0 = vlr_now();
-        b->k.gemm(&a, o->threads);
+        b->k.gemm(&a, &b->exec);
         b->times[r] = vlr_now() - t0;
     }
     st->ms = 1e3 * median(b->times, o->repeat);
@@ -232,8 +233,8 @@ static vlr_status vision_once(bench *b, bool no_blocks, double *seconds) {
         cfg.vision.n_fullatt = 0;
     }
     const double t0 = vlr_now();
-    vlr_status rc = vlr_vision_forward(&cfg, &b->model.w.vision, &b->k, b->o->threads, b->pixels, b->grid,
-                                       b->vision_out, NULL, &b->err);
+    vlr_status rc = vlr_vision_forward(&cfg, &b->model.w.vision, &b->exec, b->pixels, b->grid, b->vision_out,
+                                       &b->err);
     *seconds = vlr_now() - t0;
     return rc;
 }
@@ -273,7 +274,7 @@ static vlr_status run_prefill(bench *b, size_t n, stage *st) {
         double score;
         vlr_text_truncate(b->text, 0);
         const double t0 = vlr_now();
-        rc = vlr_text_prefill(b->text, b->embeds, b->prefill_pos, b->max_n, n, &score, NULL, &b->err);
+        rc = vlr_text_prefill(b->text, b->embeds, b->prefill_pos, b->max_n, n, &score, &b->err);
         b->times[r] = (vlr_now() - t0) * b->text_ratio;
         if (rc) return rc;
         if (!isfinite(score)) fprintf(stderr, "vlreward bench: warning: prefill of %zu tokens gave a non-finite value\n", n);
@@ -300,7 +301,7 @@ static vlr_status run_request(bench *b, stage *st) {
         if (rc) return rc;
         vlr_text_truncate(b->text, 0);
         t0 = vlr_now();
-        rc = vlr_text_prefill(b->text, b->embeds, b->request_pos, n, n, &score, NULL, &b->err);
+        rc = vlr_text_prefill(b->text, b->embeds, b->request_pos, n, n, &score, &b->err);
         const double t_prefill = vlr_now() - t0;
         if (rc) return rc;
         b->times[r] = vision_scaled(b, t_vision) + t_embed + t_prefill * b->text_ratio;
@@ -606,6 +607,8 @@ int cmd_bench(int argc, char **argv) {
     b.precision_reason = "requested";
     if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&b.precision_reason);
     vlr_kernels_select(&b.k, VLR_ISA_AUTO, precision);
+    b.exec = (vlr_exec){.k = &b.k, .n_threads = o.threads, .ws = vlr_workspace_new(0)};
+    if (!b.exec.ws) { rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory"); goto done; }
     b.times = vlr_calloc((size_t)o.repeat, sizeof(double), e);
     if (!b.times) { rc = VLR_ERR_NOMEM; goto done; }
 
@@ -632,7 +635,7 @@ int cmd_bench(int argc, char **argv) {
     vlr_bench_fill_f32(b.pixels, n_px, o.seed, 3, 0.0f, 1.0f, o.threads);
     if ((rc = prepare_inputs(&b, max_n))) goto done;
     const size_t cache = max_n > b.request_n ? max_n : b.request_n;
-    if ((rc = vlr_text_state_init(&b.model.cfg, &b.model.w.text, &b.k, o.threads, (int)cache, 0, &b.text, e)))
+    if ((rc = vlr_text_state_init(&b.model.cfg, &b.model.w.text, &b.exec, (int)cache, 0, &b.text, e)))
         goto done;
 
     if ((rc = run_vision(&b, &r.vision))) goto done;
@@ -650,6 +653,7 @@ int cmd_bench(int argc, char **argv) {
 done:
     if (rc) fprintf(stderr, "vlreward bench: %s\n", e->msg[0] ? e->msg : vlr_status_str(rc));
     vlr_text_state_free(b.text);
+    vlr_workspace_free(b.exec.ws);
     vlr_bench_model_free(&b.model);
     free(b.pixels);
     free(b.vision_out);

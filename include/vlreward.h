@@ -153,6 +153,14 @@ vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
 size_t vlr_session_last_n_tokens(const vlr_session *s);
 size_t vlr_session_last_reused_tokens(const vlr_session *s);
 
+/* Cancellation: while flag is set (NULL clears it), a score call on this session checks *flag
+ * between vision-tower blocks, between decoder layers and between decoder chunks of 512 tokens;
+ * a non-zero value stops the call with VLR_ERR_INTERRUPTED and the message "interrupted". The
+ * session stays usable: the next call gives the same score as a fresh session would (no partial
+ * work is reused). The flag is typically written by another thread (a signal handler, a host's
+ * timeout); the caller clears it before scoring again, and keeps it alive while it is set. */
+vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag);
+
 /* Reuse of vision-tower outputs across the requests of this session: an identical preprocessed
  * image (same pixels and grid) is looked up in an LRU cache of at most max_bytes instead of running
  * the tower again; the score is bit-identical. 0 disables it (the default). */

@@ -29,12 +29,15 @@ typedef struct vlr_image {
 } vlr_image;
 void vlr_image_free(vlr_image *img); /* NULL or an empty image is a no-op; leaves *img zeroed */
 
-/* Caps against hostile input. A field left 0 takes its default. */
+/* Caps against hostile input, and the CPUs one image may use. A field left 0 takes its default. */
 typedef struct vlr_image_limits {
     uint64_t max_pixels;         /* width*height cap, checked from the header before decoding:
                                     default 178,956,970 (Pillow's MAX_IMAGE_PIXELS) */
     uint64_t max_download_bytes; /* http(s) downloads and data: URIs: default 64 MiB */
     int timeout_s;               /* http(s) total time: default 30 s */
+    int n_threads;               /* OpenMP team of the resize and patchify loops, passed in their
+                                    num_threads clause (the caller's OpenMP state is never set):
+                                    default the OpenMP default team. Results never depend on it. */
 } vlr_image_limits;
 
 #define VLR_IMAGE_DEFAULT_MAX_PIXELS 178956970ull

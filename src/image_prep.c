@@ -17,6 +17,21 @@
 
 #include "image.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The team of a parallel loop here: the caller's count (vlr_image_limits.n_threads), else the
+ * OpenMP default. Given in num_threads clauses, so no OpenMP setting of the caller is changed. */
+static int team_size(int n_threads) {
+    if (n_threads > 0) return n_threads;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 #if defined(__clang__)
 /* The filter and coefficient arithmetic must round like Pillow's build (no fused multiply-add). */
 #pragma STDC FP_CONTRACT OFF
@@ -334,13 +349,14 @@ static __m128i *horizontal_pairs(const resample_axis *ax, int out_w, int *npairs
 /* Horizontal pass over rows [y0, y0 + n_rows) of src into dst (n_rows x out_w). use_simd = 0
  * forces the scalar reference (tests). */
 static void resample_horizontal(const uint8_t *src, int src_w, int y0, int n_rows, const resample_axis *ax,
-                                uint8_t *dst, int out_w, bool use_simd) {
+                                uint8_t *dst, int out_w, bool use_simd, int n_threads) {
     (void)use_simd;
+    (void)n_threads; /* only the pragma reads it (unused without OpenMP) */
 #if defined(__SSE2__)
     int npairs_max = 0;
     __m128i *pairs = use_simd ? horizontal_pairs(ax, out_w, &npairs_max) : NULL;
 #endif
-#pragma omp parallel if ((int64_t)n_rows * out_w * ax->ksize > 200000)
+#pragma omp parallel num_threads(n_threads) if ((int64_t)n_rows * out_w * ax->ksize > 200000)
     {
 #if defined(__SSE2__)
         __m128i *expanded = pairs ? aligned_alloc(16, sizeof(__m128i) * (size_t)src_w) : NULL;
@@ -368,10 +384,11 @@ static void resample_horizontal(const uint8_t *src, int src_w, int y0, int n_row
 
 /* Vertical pass: src rows are indexed by the axis bounds minus row_shift (the ybox trim). */
 static void resample_vertical(const uint8_t *src, int w, int row_shift, const resample_axis *ax, uint8_t *dst,
-                              int out_h, bool use_simd) {
+                              int out_h, bool use_simd, int n_threads) {
     const size_t row_len = (size_t)w * 3;
     (void)use_simd;
-#pragma omp parallel for schedule(static) if ((int64_t)out_h * w * ax->ksize > 200000)
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if ((int64_t)out_h * w * ax->ksize > 200000)
     for (int yy = 0; yy < out_h; yy++) {
         int ymin = ax->bounds[2 * yy] - row_shift, count = ax->bounds[2 * yy + 1];
         const int32_t *k = ax->coeffs + (size_t)yy * ax->ksize;
@@ -387,18 +404,19 @@ static void resample_vertical(const uint8_t *src, int w, int row_shift, const re
 }
 
 static vlr_status resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr_image *dst, bool use_simd,
-                                 vlr_err *e);
+                                 int n_threads, vlr_err *e);
 
 vlr_status vlr_image_resize_bicubic_ref(const vlr_image *src, int out_w, int out_h, vlr_image *dst, vlr_err *e) {
-    return resize_bicubic(src, out_w, out_h, dst, false, e);
+    return resize_bicubic(src, out_w, out_h, dst, false, 0, e);
 }
 
 vlr_status vlr_image_resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr_image *dst, vlr_err *e) {
-    return resize_bicubic(src, out_w, out_h, dst, true, e);
+    return resize_bicubic(src, out_w, out_h, dst, true, 0, e);
 }
 
 static vlr_status resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr_image *dst, bool use_simd,
-                                 vlr_err *e) {
+                                 int n_threads, vlr_err *e) {
+    n_threads = team_size(n_threads);
     memset(dst, 0, sizeof *dst);
     if (!src || !src->rgb || src->width <= 0 || src->height <= 0)
         return vlr_fail(e, VLR_ERR_INPUT, "resize: empty source image");
@@ -443,10 +461,10 @@ static vlr_status resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr
             if (!tmp) { rc = VLR_ERR_NOMEM; goto done; }
             target = tmp;
         }
-        resample_horizontal(src->rgb, src->width, y0, rows, &ax_h, target, out_w, use_simd);
-        if (need_v) resample_vertical(tmp, out_w, ybox_first, &ax_v, dst->rgb, out_h, use_simd);
+        resample_horizontal(src->rgb, src->width, y0, rows, &ax_h, target, out_w, use_simd, n_threads);
+        if (need_v) resample_vertical(tmp, out_w, ybox_first, &ax_v, dst->rgb, out_h, use_simd, n_threads);
     } else {
-        resample_vertical(src->rgb, src->width, 0, &ax_v, dst->rgb, out_h, use_simd);
+        resample_vertical(src->rgb, src->width, 0, &ax_v, dst->rgb, out_h, use_simd, n_threads);
     }
 done:
     free(tmp);
@@ -476,8 +494,9 @@ static vlr_status check_preproc(const vlr_preproc_config *pp, vlr_err *e) {
     return VLR_OK;
 }
 
-vlr_status vlr_image_patchify(const vlr_image *rgb, const vlr_preproc_config *pp, vlr_prepared_image *out,
-                              vlr_err *e) {
+static vlr_status patchify(const vlr_image *rgb, const vlr_preproc_config *pp, int n_threads,
+                           vlr_prepared_image *out, vlr_err *e) {
+    n_threads = team_size(n_threads);
     memset(out, 0, sizeof *out);
     vlr_status rc = check_preproc(pp, e);
     if (rc) return rc;
@@ -508,7 +527,7 @@ vlr_status vlr_image_patchify(const vlr_image *rgb, const vlr_preproc_config *pp
      * channel, frame, y, x. */
     const int gwm = gw / M;
     const size_t plane = (size_t)P * P;
-#pragma omp parallel for schedule(static) if (n_patches > 64)
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_patches > 64)
     for (int r = 0; r < gh; r++) {
         for (int c = 0; c < gw; c++) {
             size_t row = ((size_t)(r / M) * gwm + (size_t)(c / M)) * M * M + (size_t)(r % M) * M + (size_t)(c % M);
@@ -537,10 +556,15 @@ vlr_status vlr_image_patchify(const vlr_image *rgb, const vlr_preproc_config *pp
     return VLR_OK;
 }
 
+vlr_status vlr_image_patchify(const vlr_image *rgb, const vlr_preproc_config *pp, vlr_prepared_image *out,
+                              vlr_err *e) {
+    return patchify(rgb, pp, 0, out, e);
+}
+
 /* ---- the chain ----------------------------------------------------------------------------- */
 
 static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts *opts, const vlr_preproc_config *pp,
-                                     uint64_t cap, vlr_prepared_image *out, vlr_err *e) {
+                                     uint64_t cap, int n_threads, vlr_prepared_image *out, vlr_err *e) {
     memset(out, 0, sizeof *out);
     vlr_image first = {0}, second = {0};
     vlr_status rc = check_preproc(pp, e);
@@ -566,7 +590,7 @@ static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts 
     if (h1 > INT32_MAX || w1 > INT32_MAX || (uint64_t)h1 * (uint64_t)w1 > cap)
         return vlr_fail(e, VLR_ERR_LIMIT, "resized image %lldx%lld has more than %llu pixels", (long long)w1,
                         (long long)h1, (unsigned long long)cap);
-    if ((rc = vlr_image_resize_bicubic(rgb, (int)w1, (int)h1, &first, e))) goto done;
+    if ((rc = resize_bicubic(rgb, (int)w1, (int)h1, &first, true, n_threads, e))) goto done;
 
     /* The processor's own smart_resize; a no-op for the default limits. */
     int64_t h2, w2;
@@ -578,10 +602,10 @@ static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts 
                           (long long)h2, (unsigned long long)cap);
             goto done;
         }
-        if ((rc = vlr_image_resize_bicubic(&first, (int)w2, (int)h2, &second, e))) goto done;
+        if ((rc = resize_bicubic(&first, (int)w2, (int)h2, &second, true, n_threads, e))) goto done;
         final = &second;
     }
-    if ((rc = vlr_image_patchify(final, pp, out, e))) goto done;
+    if ((rc = patchify(final, pp, n_threads, out, e))) goto done;
     out->file.width = rgb->width;
     out->file.height = rgb->height;
 done:
@@ -592,7 +616,7 @@ done:
 
 vlr_status vlr_image_prepare_rgb(const vlr_image *rgb, const vlr_image_opts *opts, const vlr_preproc_config *pp,
                                  vlr_prepared_image *out, vlr_err *e) {
-    return prepare_rgb_capped(rgb, opts, pp, VLR_IMAGE_DEFAULT_MAX_PIXELS, out, e);
+    return prepare_rgb_capped(rgb, opts, pp, VLR_IMAGE_DEFAULT_MAX_PIXELS, 0, out, e);
 }
 
 /* A short form of the source for messages: data: URIs are cut after their media type. */
@@ -626,7 +650,7 @@ vlr_status vlr_image_prepare(const char *source, const char *base_dir, const vlr
     if ((rc = vlr_image_decode(bytes, n, label, lim, &img, &info, e))) goto done;
     free(bytes);
     bytes = NULL;
-    if ((rc = prepare_rgb_capped(&img, opts, pp, cap, out, e))) {
+    if ((rc = prepare_rgb_capped(&img, opts, pp, cap, lim ? lim->n_threads : 0, out, e))) {
         vlr_err_prefix(e, "%s: ", label);
         goto done;
     }

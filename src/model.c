@@ -5,7 +5,6 @@
  * sequence and the value head at the last token. The math itself lives in vision.c and text.c. */
 #include "model.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -21,10 +20,13 @@
 struct vlr_session {
     vlr_model *model;
     vlr_err err;
+    vlr_exec exec;          /* the model's table and threads, this session's workspace, cancel
+                             * flag and trace: what vision.c and text.c run on */
+    vlr_workspace *workspace; /* kernel scratch, grown to the largest call and reused */
     vlr_tok_cache *tok_cache;
     vlr_text_state *text;   /* KV cache + decoder scratch, grown to the longest request seen */
     float *last_hidden;     /* [hidden_size] */
-    vlr_trace *trace;       /* optional, set by vlr_session_set_trace */
+    vlr_trace *trace;       /* optional, set by vlr_session_set_trace (exec.trace follows it) */
     vlr_vision_cache *vision_cache; /* optional, vlr_session_set_vision_cache */
     size_t last_n_tokens;   /* tokens of the last scored request */
     size_t last_reused;     /* of which were reused from the previous request's KV cache */
@@ -178,7 +180,9 @@ vlr_status vlr_session_init(vlr_model *m, vlr_session **out) {
     s->model = m;
     s->tok_cache = vlr_tok_cache_new(1 << 16);
     s->last_hidden = calloc((size_t)m->cfg.text.hidden_size, sizeof(float));
-    if (!s->tok_cache || !s->last_hidden) {
+    s->workspace = vlr_workspace_new(0);
+    s->exec = (vlr_exec){.k = &m->kernels, .n_threads = m->n_threads, .ws = s->workspace};
+    if (!s->tok_cache || !s->last_hidden || !s->workspace) {
         vlr_session_free(s);
         return VLR_ERR_NOMEM;
     }
@@ -190,6 +194,7 @@ void vlr_session_free(vlr_session *s) {
     if (!s) return;
     vlr_tok_cache_free(s->tok_cache);
     vlr_text_state_free(s->text);
+    vlr_workspace_free(s->workspace);
     vlr_vision_cache_free(s->vision_cache);
     free(s->prev_ids);
     free(s->prev_keys);
@@ -200,7 +205,17 @@ void vlr_session_free(vlr_session *s) {
 const char *vlr_session_errmsg(const vlr_session *s) { return s ? s->err.msg : ""; }
 const vlr_err *vlr_session_err(const vlr_session *s) { return &s->err; }
 const float *vlr_session_last_hidden(const vlr_session *s) { return s->last_hidden; }
-void vlr_session_set_trace(vlr_session *s, vlr_trace *trace) { s->trace = trace; }
+void vlr_session_set_trace(vlr_session *s, vlr_trace *trace) {
+    s->trace = trace;
+    s->exec.trace = trace;
+}
+const vlr_workspace *vlr_session_workspace(const vlr_session *s) { return s->workspace; }
+
+vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag) {
+    if (!s) return VLR_ERR_INPUT;
+    s->exec.cancel = flag;
+    return VLR_OK;
+}
 size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
 size_t vlr_session_last_reused_tokens(const vlr_session *s) { return s ? s->last_reused : 0; }
 
@@ -241,10 +256,12 @@ void vlr_prepared_free(vlr_prepared *p) {
     memset(p, 0, sizeof *p);
 }
 
-static vlr_image_limits image_limits(const vlr_params *p) {
+static vlr_image_limits image_limits(const vlr_model *m) {
+    const vlr_params *p = &m->params;
     vlr_image_limits lim = {.max_pixels = p->max_image_pixels,
                             .max_download_bytes = p->max_download_bytes,
-                            .timeout_s = p->download_timeout_s};
+                            .timeout_s = p->download_timeout_s,
+                            .n_threads = m->n_threads};
     return lim;
 }
 
@@ -288,11 +305,9 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
         out->images = vlr_calloc(n_images, sizeof *out->images, e);
         if (!out->images) { rc = VLR_ERR_NOMEM; goto done; }
     }
-    vlr_image_limits lim = image_limits(&m->params);
-    /* The image code's parallel loops take the default team size: make it the model's thread count
-     * for this thread only, and put the caller's back afterwards. */
-    int caller_threads = omp_get_max_threads();
-    omp_set_num_threads(m->n_threads);
+    /* the image code's parallel loops run on the model's thread count (lim.n_threads), never on
+     * the caller's OpenMP settings, which stay as they are (a Python host has its own) */
+    vlr_image_limits lim = image_limits(m);
     for (size_t i = 0; i < req->n_messages; i++) {
         const vlr_message *msg = &req->messages[i];
         for (size_t j = 0; j < msg->n_items; j++) {
@@ -310,7 +325,6 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
         }
         if (rc) break;
     }
-    omp_set_num_threads(caller_threads);
     if (rc) goto done;
 
     /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
@@ -405,10 +419,9 @@ static vlr_status vision_rows(vlr_session *s, const vlr_prepared_image *img, siz
         memcpy(dst, hit, floats * sizeof(float));
         return VLR_OK;
     }
-    vlr_status rc = vlr_vision_forward(&m->cfg, &m->weights.vision, &m->kernels, m->n_threads, img->pixel_values,
-                                       g, dst, s->trace, &s->err);
+    vlr_status rc = vlr_vision_forward(&m->cfg, &m->weights.vision, &s->exec, img->pixel_values, g, dst, &s->err);
     if (rc) {
-        vlr_err_prefix(&s->err, "image %zu: ", i + 1);
+        if (rc != VLR_ERR_INTERRUPTED) vlr_err_prefix(&s->err, "image %zu: ", i + 1);
         return rc;
     }
     if (cached) vlr_vision_cache_put(s->vision_cache, key, dst, floats);
@@ -427,8 +440,7 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     size_t *image_start = NULL, *image_rows = NULL;
     vlr_status rc = VLR_OK;
     if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
-    if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &m->kernels, m->n_threads, m->max_tokens, 0,
-                                              &s->text, e)))
+    if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &s->exec, m->max_tokens, 0, &s->text, e)))
         return rc;
 
     /* Where each image's placeholder run starts, and its content key. */
@@ -476,7 +488,7 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data + start, n_new, vision ? vision + vision_before * D : NULL,
                         n_vision - vision_before, embeds, e);
     if (rc) goto done;
-    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, score, s->trace, e))) goto done;
+    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, score, e))) goto done;
     s->last_n_tokens = n;
     s->last_reused = start;
     memcpy(s->last_hidden, vlr_text_last_hidden(s->text), D * sizeof(float));

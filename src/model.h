@@ -7,7 +7,7 @@
 #include "common.h"
 #include "config.h"
 #include "image.h"
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "request.h"
 #include "rope.h"
 #include "tokenizer.h"
@@ -59,5 +59,8 @@ const float *vlr_session_last_hidden(const vlr_session *s);
 
 /* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
 void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
+
+/* The session's kernel workspace (tests read its growth with vlr_workspace_stats). */
+const vlr_workspace *vlr_session_workspace(const vlr_session *s);
 
 #endif

@@ -20,8 +20,8 @@
 struct vlr_text_state {
     const vlr_config *cfg;
     const vlr_text_weights *w;
-    const vlr_kernels *k;
-    int n_threads;
+    const vlr_exec *exec; /* table, threads, workspace, cancel flag, trace */
+    const vlr_kernels *k; /* exec->k */
     int d, f, heads, kv_heads, hd, layers; /* D, F, H, KVH, hd, L */
     size_t max_tokens, chunk;
     float eps;
@@ -62,9 +62,8 @@ void vlr_text_state_free(vlr_text_state *st) {
     free(st);
 }
 
-vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
-                               const vlr_kernels *k, int n_threads, int max_tokens, int chunk,
-                               vlr_text_state **out, vlr_err *e) {
+vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w, const vlr_exec *x,
+                               int max_tokens, int chunk, vlr_text_state **out, vlr_err *e) {
     const vlr_text_config *tc = &cfg->text;
     vlr_status rc = VLR_OK;
     *out = NULL;
@@ -81,8 +80,8 @@ vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
     if (!st) return VLR_ERR_NOMEM;
     st->cfg = cfg;
     st->w = w;
-    st->k = k;
-    st->n_threads = n_threads;
+    st->exec = x;
+    st->k = x->k;
     st->d = tc->hidden_size;
     st->f = tc->intermediate_size;
     st->heads = tc->num_heads;
@@ -165,7 +164,7 @@ static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *
                        .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
                        .m = m, .n = (int)w->shape[0], .k = (int)w->shape[1],
                        .accumulate = accumulate};
-    st->k->gemm(&a, st->n_threads);
+    st->k->gemm(&a, st->exec);
 }
 
 /* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written
@@ -185,7 +184,7 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
                             .v = vc, .ld_kv = KV, .n_q = m, .n_kv = n0 + m, .n_heads = st->heads,
                             .n_kv_heads = st->kv_heads, .head_dim = st->hd, .causal_offset = n0,
                             .scale = 1.0f / sqrtf((float)st->hd)};
-    st->k->attention(&a, st->n_threads);                                   /* att [m, H*hd] */
+    st->k->attention(&a, st->exec);                                          /* att [m, H*hd] */
     linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
     st->k->rmsnorm(st->xn, st->x, m, D, l->post_norm.data, l->post_norm.dtype, st->eps);
     linear(st, st->gate, F, st->xn, D, m, &l->gate_w, NULL, false);        /* [m, F] */
@@ -220,8 +219,9 @@ oom:
 }
 
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
-                            size_t ld_pos, size_t n, double *score, vlr_trace *trace, vlr_err *e) {
+                            size_t ld_pos, size_t n, double *score, vlr_err *e) {
     const vlr_text_weights *w = st->w;
+    vlr_trace *trace = st->exec->trace;
     const size_t D = (size_t)st->d;
     if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: no tokens to run");
     if (n > st->max_tokens - st->n_cached)
@@ -237,6 +237,9 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
         vlr_rope_text_tables(pos + c0, ld_pos, (size_t)m, st->hd, st->cfg->text.rope_theta,
                              st->cfg->text.mrope_section, st->cos_tab, st->sin_tab);
         for (int l = 0; l < st->layers; l++) {
+            /* before each layer (so before each chunk too): the chunk's K/V rows past n_cached
+             * are not counted until its last layer has run */
+            if (vlr_exec_cancelled(st->exec)) return vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
             text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m);
             if (trace) snprintf(name, sizeof name, "text.layers.%d", l);
             vlr_trace_tensor(trace, name, st->x, m, D, D);

@@ -7,6 +7,9 @@
  * then reads the value head at the last token. The state keeps n_cached, so a later prefill continues
  * a cached prefix (vlr_text_truncate cuts the cache back to a shared prefix first).
  *
+ * The state runs on an execution context (kernels/exec.h: kernel table, threads, workspace, cancel
+ * flag, trace) given at init; it never learns which backend that is.
+ *
  * Thread safety: a state is used by one thread at a time; weights and kernels are shared read-only.
  * Results do not depend on n_threads or on the chunk size (kernels split over output rows only). */
 #ifndef VLR_TEXT_H
@@ -14,8 +17,7 @@
 
 #include "common.h"
 #include "config.h"
-#include "kernels/kernels.h"
-#include "trace.h"
+#include "kernels/exec.h"
 #include "weights.h"
 
 #define VLR_TEXT_DEFAULT_CHUNK 512
@@ -29,10 +31,10 @@ size_t vlr_text_kv_bytes(const vlr_config *cfg, size_t n_tokens);
 
 /* max_tokens: the cache capacity limit (<= 0: the model's max_position_embeddings);
  * chunk: tokens per decoder pass (<= 0: VLR_TEXT_DEFAULT_CHUNK). The cache itself is allocated on
- * demand by prefill. cfg, w and k must outlive the state. */
-vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w,
-                               const vlr_kernels *k, int n_threads, int max_tokens, int chunk,
-                               vlr_text_state **out, vlr_err *e);
+ * demand by prefill. cfg, w and x must outlive the state (x is read at every prefill, so a change
+ * of its trace or cancel flag applies to the next one). */
+vlr_status vlr_text_state_init(const vlr_config *cfg, const vlr_text_weights *w, const vlr_exec *x,
+                               int max_tokens, int chunk, vlr_text_state **out, vlr_err *e);
 void vlr_text_state_free(vlr_text_state *st); /* NULL is a no-op */
 
 /* Builds the input embeddings of n tokens: row i is embed[ids[i]] widened to fp32, except the rows
@@ -46,10 +48,13 @@ vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, cons
  *   at pos[c*ld_pos + i], c = temporal, height, width; e.g. vlr_rope_positions' output + start with
  *   ld_pos = its sequence length). On success the cache holds n_cached + n tokens and *score (may be
  *   NULL) is the value head at the last new token; vlr_text_last_hidden gives that token's
- *   final-normed hidden state. trace: NULL, or records text.inputs_embeds, text.layers.<i>,
- *   text.final_norm (all new tokens) and the score. */
+ *   final-normed hidden state. The context's trace (NULL: none) records text.inputs_embeds,
+ *   text.layers.<i>, text.final_norm (all new tokens) and the score.
+ * Cancellation (the context's flag) is checked before every chunk and every layer: the call then
+ * returns VLR_ERR_INTERRUPTED ("interrupted") and the cache holds only the chunks completed before
+ * it (n_cached counts no token whose K/V rows are partly written). */
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
-                            size_t ld_pos, size_t n, double *score, vlr_trace *trace, vlr_err *e);
+                            size_t ld_pos, size_t n, double *score, vlr_err *e);
 
 size_t vlr_text_n_cached(const vlr_text_state *st);
 /* Keeps the first n_keep cached tokens (no-op when n_keep >= n_cached). */

@@ -20,8 +20,8 @@
 
 /* Everything one forward needs, so each stage reads like the model card. */
 typedef struct vision_ctx {
-    const vlr_kernels *k;
-    int n_threads;
+    const vlr_exec *exec; /* table, threads, workspace, cancel flag, trace */
+    const vlr_kernels *k; /* exec->k */
     int n;              /* N: patch rows t*h*w */
     int c, heads, hd;   /* C: hidden size, heads, head_dim */
     int inter;          /* I: MLP width */
@@ -93,7 +93,7 @@ static void linear(const vision_ctx *c, float *y, size_t ldy, const float *x, si
                        .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
                        .m = m, .n = n, .k = (int)(vlr_tensor_numel(w) / n),
                        .accumulate = accumulate};
-    c->k->gemm(&a, c->n_threads);
+    c->k->gemm(&a, c->exec);
 }
 
 /* Block-diagonal attention: each segment (a window, or a whole frame) attends only to itself. One
@@ -106,7 +106,7 @@ static void attention_segments(const vision_ctx *c, const int32_t *cu, size_t n_
                             .n_q = c->n, .n_kv = c->n, .n_heads = c->heads, .n_kv_heads = c->heads,
                             .head_dim = c->hd, .causal_offset = -1, .scale = 1.0f / sqrtf((float)c->hd),
                             .cu_seqlens = cu, .n_seqs = (int)n_seg};
-    c->k->attention(&a, c->n_threads);
+    c->k->attention(&a, c->exec);
 }
 
 /* One block (Qwen2_5_VLVisionBlock): x += proj(attn(norm1(x))); x += down(silu(gate(h)) * up(h)),
@@ -240,11 +240,11 @@ static float *vision_merger(const vision_ctx *c, const vlr_vision_weights *w) {
     return merged;
 }
 
-vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w,
-                              const vlr_kernels *k, int n_threads, const float *pixels,
-                              vlr_grid_thw g, float *out, vlr_trace *trace, vlr_err *e) {
+vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w, const vlr_exec *x,
+                              const float *pixels, vlr_grid_thw g, float *out, vlr_err *e) {
     const vlr_vision_config *vc = &cfg->vision;
-    vision_ctx c = {.k = k, .n_threads = n_threads};
+    vlr_trace *trace = x->trace;
+    vision_ctx c = {.exec = x, .k = x->k};
     vlr_status rc = vision_setup(&c, cfg, w, g, e);
     if (rc) goto done;
     const int N = c.n, C = c.c, D = vc->out_hidden_size;
@@ -269,6 +269,10 @@ vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w
     vlr_trace_tensor(trace, "vision.after_window_reorder", c.x, N, C, C);
 
     for (int i = 0; i < vc->depth; i++) {
+        if (vlr_exec_cancelled(x)) {
+            rc = vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
+            goto done;
+        }
         bool full = false;
         for (int f = 0; f < vc->n_fullatt; f++) full |= vc->fullatt_block_indexes[f] == i;
         if (full)

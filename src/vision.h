@@ -4,15 +4,16 @@
  * `<|image_pad|>` token, in raster order of the merged grid. It keeps no state: scratch memory is
  * allocated at the start of the call and freed at the end, so its result is a standalone tensor the
  * caller may cache (e.g. by image hash). Weights are read in their stored dtype through the kernel
- * table; activations are fp32. Thread safety: any number of concurrent calls on shared weights. */
+ * table of the execution context (kernels/exec.h); activations are fp32. Thread safety: any number
+ * of concurrent calls on shared weights, each with its own context (a context's workspace serves
+ * one call at a time). */
 #ifndef VLR_VISION_H
 #define VLR_VISION_H
 
 #include "common.h"
 #include "config.h"
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "rope.h"
-#include "trace.h"
 #include "weights.h"
 
 /* Merged tokens (= output rows) of an image: t * (h/merge) * (w/merge). */
@@ -36,11 +37,12 @@ vlr_status vlr_vision_windows(const vlr_config *cfg, vlr_grid_thw grid, int32_t 
 /* The vision tower on one image.
  *   pixels: [t*h*w, in_channels*temporal_patch*patch^2] (1176), rows in the processor's order (2x2
  *           groups of patches consecutive); out: [vlr_vision_n_tokens, out_hidden_size], raster order.
- *   trace:  NULL, or records vision.patch_embed, vision.window_index, vision.cu_window_seqlens,
- *           vision.cu_seqlens, vision.after_window_reorder, vision.blocks.<i>, vision.merger_window_order,
- *           vision.merger_out (appending when several images are traced) and the grid. */
-vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w,
-                              const vlr_kernels *k, int n_threads, const float *pixels,
-                              vlr_grid_thw grid, float *out, vlr_trace *trace, vlr_err *e);
+ *   x:      the execution context. Its trace (NULL: none) records vision.patch_embed,
+ *           vision.window_index, vision.cu_window_seqlens, vision.cu_seqlens,
+ *           vision.after_window_reorder, vision.blocks.<i>, vision.merger_window_order,
+ *           vision.merger_out (appending when several images are traced) and the grid. Its cancel
+ *           flag is checked before every block: VLR_ERR_INTERRUPTED ("interrupted"), out unset. */
+vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w, const vlr_exec *x,
+                              const float *pixels, vlr_grid_thw grid, float *out, vlr_err *e);
 
 #endif

@@ -164,23 +164,20 @@ static void resume_edge_cases(void) {
     free(w);
 }
 
-int main(void) {
-    const char *build = getenv("VLR_BUILD");
-    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
-    snprintf(dir, sizeof dir, "/tmp/vlr_batch_XXXXXX");
-    if (access(bin, X_OK) != 0 || !mkdtemp(dir)) {
-        CHECK(0, "%s not built or no temp dir", bin);
-        return test_report();
-    }
-    /* Input: the cheaper reference cases (not large_retina) cycled with unique ids, absolute image
-     * paths, and a bad line every 50. */
+static char input[300], want[300];
+
+/* Input: the cheaper reference cases (not large_retina) cycled with unique ids, absolute image
+ * paths, and a bad line every 50. */
+static bool write_input(void) {
     size_t cases_len;
     char *cases = slurp("tests/reference/cases.jsonl", &cases_len);
     char cwd[PATH_MAX];
-    CHECK(getcwd(cwd, sizeof cwd) != NULL, "cwd");
-    char input[300];
     snprintf(input, sizeof input, "%s/in.jsonl", dir);
-    FILE *f = fopen(input, "wb");
+    FILE *f = cases && getcwd(cwd, sizeof cwd) ? fopen(input, "wb") : NULL;
+    if (!f) {
+        free(cases);
+        return false;
+    }
     const char *lines[16];
     size_t n_cases = 0;
     for (char *p = cases; p && *p && n_cases < 16;) {
@@ -210,28 +207,39 @@ int main(void) {
     }
     fclose(f);
     free(cases);
+    return true;
+}
 
-    char want[300];
+/* The uninterrupted run every other output is compared with (want.jsonl). */
+static int run_want(void) {
     snprintf(want, sizeof want, "%s/want.jsonl", dir);
-    int rc = wait_status(start(input, want, "--vision-cache", "0"));
+    return wait_status(start(input, want, "--vision-cache", "0"));
+}
+
+static void test_uninterrupted(void) {
+    int rc = run_want();
     CHECK(rc == 1, "uninterrupted run exits 1 (bad lines) (got %d)", rc);
     CHECK(count_lines(want) == N_LINES, "one output line per input line (%zu)", count_lines(want));
-    size_t len;
-    char *w = slurp(want, &len);
+    char *w = slurp(want, NULL);
     CHECK(w && strstr(w, "{\"id\": 7, \"error\": \"invalid JSON") != NULL, "bad line recorded as error under its line number");
     CHECK(w && strncmp(w, "{\"id\": \"r000\", \"score\": ", 24) == 0, "first line scored");
+    free(w);
+}
 
-    /* The vision cache: same bytes with the default cache on. */
+/* The vision cache: same bytes with the default cache on. */
+static void test_vision_cache(void) {
     char cached[300];
     snprintf(cached, sizeof cached, "%s/cached.jsonl", dir);
     wait_status(start(input, cached, NULL, NULL));
-    size_t c_len;
-    char *c = slurp(cached, &c_len);
+    size_t len, c_len;
+    char *w = slurp(want, &len), *c = slurp(cached, &c_len);
     CHECK(c && w && c_len == len && memcmp(c, w, len) == 0, "vision cache changes no score");
     free(c);
     free(w);
+}
 
-    /* Kill points drawn at random (seed printed, so a failure can be replayed with VLR_TEST_SEED). */
+/* Kill points drawn at random (seed printed, so a failure can be replayed with VLR_TEST_SEED). */
+static void test_kill_resume(void) {
     const char *seed_text = getenv("VLR_TEST_SEED");
     unsigned seed = seed_text ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
     srand(seed);
@@ -239,24 +247,37 @@ int main(void) {
     printf("kill points: SIGINT after %zu lines, SIGKILL after %zu lines (VLR_TEST_SEED=%u)\n", at_int, at_kill, seed);
     kill_and_resume(input, want, SIGINT, at_int, "sigint");
     kill_and_resume(input, want, SIGKILL, at_kill, "sigkill");
+}
 
-    /* A half-written last line is cut away and redone. */
+/* A half-written last line is cut away and redone. */
+static void test_cut_line(void) {
     char out[300];
     snprintf(out, sizeof out, "%s/cut.jsonl", dir);
-    w = slurp(want, &len);
-    f = fopen(out, "wb");
+    size_t len;
+    char *w = slurp(want, &len);
+    CHECK(w && count_lines(want) == N_LINES, "%s", want);
+    if (!w || count_lines(want) != N_LINES) {
+        free(w);
+        return;
+    }
+    FILE *f = fopen(out, "wb");
     const char *cut = w;
     for (int i = 0; i < 120; i++) cut = strchr(cut, '\n') + 1;
     fwrite(w, 1, (size_t)(cut - w) + 10, f); /* 120 lines and 10 bytes of the next */
     fclose(f);
-    rc = wait_status(start(input, out, "--resume", NULL));
+    wait_status(start(input, out, "--resume", NULL));
     char *o = slurp(out, NULL);
     CHECK(o && w && strcmp(o, w) == 0, "cut last line redone");
     free(o);
     free(w);
+}
 
-    /* Refusals. */
-    rc = wait_status(start(input, out, NULL, NULL));
+static void test_refusals(void) {
+    char out[300];
+    snprintf(out, sizeof out, "%s/existing.jsonl", dir);
+    FILE *f = fopen(out, "wb");
+    if (f) fputs("{\"id\": \"r000\", \"score\": 0.5}\n", f), fclose(f);
+    int rc = wait_status(start(input, out, NULL, NULL));
     CHECK(rc == 2, "existing output without --resume/--overwrite is refused (got %d)", rc);
     rc = wait_status(start(input, out, "--overwrite", NULL));
     CHECK(rc == 1 && count_lines(out) == N_LINES, "--overwrite starts over (got %d)", rc);
@@ -268,8 +289,26 @@ int main(void) {
     snprintf(out, sizeof out, "%s/dup_out.jsonl", dir);
     rc = wait_status(start(dup, out, "--resume", NULL));
     CHECK(rc == 2, "duplicate ids refuse --resume (got %d)", rc);
+}
 
-    resume_edge_cases();
+int main(void) {
+    const char *build = getenv("VLR_BUILD");
+    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
+    snprintf(dir, sizeof dir, "/tmp/vlr_batch_XXXXXX");
+    if (access(bin, X_OK) != 0 || !mkdtemp(dir)) {
+        CHECK(0, "%s not built or no temp dir", bin);
+        return test_report();
+    }
+    bool have_input = write_input();
+    CHECK(have_input, "write %s from tests/reference/cases.jsonl", input);
+    if (have_input) {
+        if (!TEST_RUN(test_uninterrupted)) run_want(); /* passed over: the tests below compare with it */
+        TEST_RUN(test_vision_cache);
+        TEST_RUN(test_kill_resume);
+        TEST_RUN(test_cut_line);
+        TEST_RUN(test_refusals);
+    }
+    TEST_RUN(resume_edge_cases);
 
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -14,7 +14,7 @@
 
 #include "bench_model.h"
 #include "json.h"
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "rope.h"
 #include "test.h"
 #include "test_cmd.h"
@@ -249,6 +249,8 @@ static void test_forward(const vlr_bench_model *bm, vlr_precision precision) {
     const vlr_config *cfg = &bm->cfg;
     vlr_kernels k;
     vlr_kernels_select(&k, VLR_ISA_AUTO, precision);
+    vlr_workspace *ws = vlr_workspace_new(0);
+    const vlr_exec x[2] = {{.k = &k, .n_threads = 1, .ws = ws}, {.k = &k, .n_threads = 2, .ws = ws}};
     vlr_err e = {0};
     const vlr_grid_thw g = {1, 8, 12};
     const size_t n_patches = 96, patch_dim = 1176, D = (size_t)cfg->text.hidden_size;
@@ -256,8 +258,8 @@ static void test_forward(const vlr_bench_model *bm, vlr_precision precision) {
     float *px = malloc(n_patches * patch_dim * sizeof(float));
     float *v1 = calloc(n_tok * D, sizeof(float)), *v2 = calloc(n_tok * D, sizeof(float));
     vlr_bench_fill_f32(px, n_patches * patch_dim, 1, 3, 0.0f, 1.0f, 1);
-    CHECK(vlr_vision_forward(cfg, &bm->w.vision, &k, 1, px, g, v1, NULL, &e) == VLR_OK, "vision: %s", e.msg);
-    CHECK(vlr_vision_forward(cfg, &bm->w.vision, &k, 2, px, g, v2, NULL, &e) == VLR_OK, "vision 2 threads");
+    CHECK(vlr_vision_forward(cfg, &bm->w.vision, &x[0], px, g, v1, &e) == VLR_OK, "vision: %s", e.msg);
+    CHECK(vlr_vision_forward(cfg, &bm->w.vision, &x[1], px, g, v2, &e) == VLR_OK, "vision 2 threads");
     CHECK(memcmp(v1, v2, n_tok * D * sizeof(float)) == 0, "vision: same bits with 1 and 2 threads");
     double ss = 0;
     bool finite = true;
@@ -280,9 +282,9 @@ static void test_forward(const vlr_bench_model *bm, vlr_precision precision) {
     float *h[2] = {calloc(D, sizeof(float)), calloc(D, sizeof(float))};
     for (int t = 0; t < 2; t++) {
         vlr_text_state *st = NULL;
-        CHECK(vlr_text_state_init(cfg, &bm->w.text, &k, t + 1, (int)n, 4, &st, &e) == VLR_OK, "state: %s", e.msg);
+        CHECK(vlr_text_state_init(cfg, &bm->w.text, &x[t], (int)n, 4, &st, &e) == VLR_OK, "state: %s", e.msg);
         if (!st) continue;
-        CHECK(vlr_text_prefill(st, emb, pos, n, n, &s[t], NULL, &e) == VLR_OK, "prefill: %s", e.msg);
+        CHECK(vlr_text_prefill(st, emb, pos, n, n, &s[t], &e) == VLR_OK, "prefill: %s", e.msg);
         memcpy(h[t], vlr_text_last_hidden(st), D * sizeof(float));
         vlr_text_state_free(st);
     }
@@ -296,6 +298,7 @@ static void test_forward(const vlr_bench_model *bm, vlr_precision precision) {
     free(px);
     free(v1);
     free(v2);
+    vlr_workspace_free(ws);
 }
 
 /* ---- the command --------------------------------------------------------------------------- */

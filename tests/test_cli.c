@@ -142,12 +142,7 @@ static void test_tokenize(void) {
 static void test_prepare_dump(void) {
     char in[300], cmd[2048], *out;
     snprintf(in, sizeof in, "%s/prep.jsonl", tmpdir);
-    /* Relative image paths resolve against the input file's folder: point at the reference folder. */
     char path[600];
-    snprintf(path, sizeof path, "%s/images", tmpdir);
-    char real[PATH_MAX];
-    CHECK(realpath("tests/reference/images", real) != NULL, "realpath");
-    CHECK(symlink(real, path) == 0, "symlink images");
     write_file(in, "{\"id\": \"tiny_upscale\", \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
                    "\"image\": \"images/tiny_30x20.png\"}, {\"type\": \"text\", \"text\": \"x\"}]}, "
                    "{\"role\": \"assistant\", \"content\": \"y\"}]}\n");
@@ -188,7 +183,7 @@ static void test_score_cli(void) {
     fputs(second, f);
     fclose(f);
     free(cases);
-    /* The input file sits in tmpdir, next to the images symlink made by test_prepare_dump. */
+    /* The input file sits in tmpdir, next to the images symlink made by main(). */
     snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --input %s", bin, in);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "score with bad lines exits 1 (got %d)", rc);
@@ -426,17 +421,19 @@ static void test_example_and_template_warning(void) {
     free(out);
 }
 
-/* cli/omp_defaults.c: libgomp waits passively unless the user chose a wait policy. OMP_DISPLAY_ENV=verbose
- * makes libgomp print its settings on stderr from its constructor; OMP_NUM_THREADS=3 shows the rest of
- * the environment comes through. Both routes: the shell's "_" entry rewritten in place, and the
- * re-execution when there is no "_" (env -i). This test binary links omp_defaults.c too, so each
- * command clears what its own environment may carry. */
+/* cli/omp_defaults.c: libgomp spins 1000 times, not 300,000, unless the user chose a wait policy.
+ * OMP_DISPLAY_ENV=verbose makes libgomp print its settings on stderr from its constructor (once: a
+ * re-execution happens before it); OMP_NUM_THREADS=3 shows the rest of the environment comes through.
+ * Both routes: the shell's "_" entry rewritten in place, and the re-execution when there is no "_"
+ * (env -i). This test binary links omp_defaults.c too, so each command clears what its own
+ * environment may carry. */
 static void test_omp_defaults(void) {
     const char *clear = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT";
     struct { const char *env, *want1, *want2; } cases[] = {
-        {"_=/bin/vlreward OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '0'", "OMP_NUM_THREADS = '3'"},
-        {"-i OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '0'", "OMP_NUM_THREADS = '3'"},
+        {"_=/bin/vlreward OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '1000'", "OMP_NUM_THREADS = '3'"},
+        {"-i OMP_NUM_THREADS=3", "GOMP_SPINCOUNT = '1000'", "OMP_NUM_THREADS = '3'"},
         {"OMP_WAIT_POLICY=active", "OMP_WAIT_POLICY = 'ACTIVE'", "GOMP_SPINCOUNT = '30000000000'"},
+        {"OMP_WAIT_POLICY=passive", "OMP_WAIT_POLICY = 'PASSIVE'", "GOMP_SPINCOUNT = '0'"},
         {"GOMP_SPINCOUNT=12345", "GOMP_SPINCOUNT = '12345'", "OMP_WAIT_POLICY = 'PASSIVE'"},
         {"-u _ GOMP_SPINCOUNT=12345", "GOMP_SPINCOUNT = '12345'", "OMP_WAIT_POLICY = 'PASSIVE'"},
     };
@@ -466,13 +463,18 @@ int main(void) {
         CHECK(0, "mkdtemp");
         return test_report();
     }
-    test_info();
-    test_tokenize();
-    test_prepare_dump();
-    test_score_cli();
-    test_trace();
-    test_example_and_template_warning();
-    test_omp_defaults();
+    /* Relative image paths resolve against the input file's folder: point at the reference folder
+     * (test_prepare_dump and test_score_cli write their inputs into tmpdir). */
+    char images[300], real[PATH_MAX];
+    snprintf(images, sizeof images, "%s/images", tmpdir);
+    CHECK(realpath("tests/reference/images", real) != NULL && symlink(real, images) == 0, "symlink images");
+    TEST_RUN(test_info);
+    TEST_RUN(test_tokenize);
+    TEST_RUN(test_prepare_dump);
+    TEST_RUN(test_score_cli);
+    TEST_RUN(test_trace);
+    TEST_RUN(test_example_and_template_warning);
+    TEST_RUN(test_omp_defaults);
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

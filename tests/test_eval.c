@@ -1015,14 +1015,14 @@ static void test_cli_usage(void) {
 }
 
 int main(void) {
-    test_vlrb_groups();
-    test_vlrb_math();
-    test_rb_math();
-    test_pairs_math();
-    test_result_lines();
-    test_parse_pairs();
-    test_parse_vlrb();
-    test_parse_rb();
+    TEST_RUN(test_vlrb_groups);
+    TEST_RUN(test_vlrb_math);
+    TEST_RUN(test_rb_math);
+    TEST_RUN(test_pairs_math);
+    TEST_RUN(test_result_lines);
+    TEST_RUN(test_parse_pairs);
+    TEST_RUN(test_parse_vlrb);
+    TEST_RUN(test_parse_rb);
 
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -1039,10 +1039,10 @@ int main(void) {
     char link[300], real[PATH_MAX];
     snprintf(link, sizeof link, "%s/images", tmpdir);
     CHECK(realpath("tests/reference/images", real) != NULL && symlink(real, link) == 0, "symlink images");
-    test_cli_usage();
-    test_cli_pairs();
-    test_cli_vlrb();
-    test_cli_rb_resume();
+    TEST_RUN(test_cli_usage);
+    TEST_RUN(test_cli_pairs);
+    TEST_RUN(test_cli_vlrb);
+    TEST_RUN(test_cli_rb_resume);
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

@@ -13,7 +13,7 @@
 
 #include "config.h"
 #include "json.h"
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "rope.h"
 #include "test.h"
 #include "text.h"
@@ -41,6 +41,14 @@ static size_t n_cases;
 static vlr_config cfg;
 static vlr_weights weights;
 static vlr_kernels kern;
+static vlr_workspace *workspace; /* shared by every context: the calls run one at a time */
+static vlr_exec contexts[3];     /* [n_threads]: text states keep a pointer to theirs */
+
+/* The context of n_threads (1 or 2) threads recording into tr (NULL: no trace). */
+static const vlr_exec *context(int n_threads, vlr_trace *tr) {
+    contexts[n_threads] = (vlr_exec){.k = &kern, .n_threads = n_threads, .ws = workspace, .trace = tr};
+    return &contexts[n_threads];
+}
 
 static double num(const vlr_json *v) { return v ? v->number : NAN; }
 static const vlr_json *path2(const vlr_json *o, const char *a, const char *b) {
@@ -280,8 +288,8 @@ static float *run_vision(golden_case *c, int n_threads, vlr_trace *tr) {
     size_t row = 0, tok = 0;
     for (size_t i = 0; i < c->n_grids; i++) {
         vlr_err e = {0};
-        vlr_status rc = vlr_vision_forward(&cfg, &weights.vision, &kern, n_threads,
-                                           pixels + row * cols, c->grids[i], out + tok * D, tr, &e);
+        vlr_status rc = vlr_vision_forward(&cfg, &weights.vision, context(n_threads, tr), pixels + row * cols,
+                                           c->grids[i], out + tok * D, &e);
         CHECK(rc == VLR_OK, "%s vision: %s", c->id, e.msg);
         row += (size_t)c->grids[i].t * c->grids[i].h * c->grids[i].w;
         tok += vlr_vision_n_tokens(&cfg, c->grids[i]);
@@ -421,8 +429,9 @@ static double prefill(vlr_text_state *st, const text_inputs *in, size_t start, s
     const size_t D = (size_t)cfg.text.hidden_size;
     double score = NAN;
     vlr_err e = {0};
-    vlr_status rc = vlr_text_prefill(st, in->embeds + start * D, in->pos + start, in->n, n, &score,
-                                     tr, &e);
+    for (int t = 1; t <= 2; t++) contexts[t].trace = tr; /* whichever context st runs on */
+    vlr_status rc = vlr_text_prefill(st, in->embeds + start * D, in->pos + start, in->n, n, &score, &e);
+    for (int t = 1; t <= 2; t++) contexts[t].trace = NULL;
     CHECK(rc == VLR_OK, "prefill: %s", e.msg);
     return score;
 }
@@ -430,7 +439,7 @@ static double prefill(vlr_text_state *st, const text_inputs *in, size_t start, s
 static double score_with(const text_inputs *in, int n_threads, int chunk) {
     vlr_text_state *st = NULL;
     vlr_err e = {0};
-    if (vlr_text_state_init(&cfg, &weights.text, &kern, n_threads, 0, chunk, &st, &e) != VLR_OK) {
+    if (vlr_text_state_init(&cfg, &weights.text, context(n_threads, NULL), 0, chunk, &st, &e) != VLR_OK) {
         CHECK(0, "state init: %s", e.msg);
         return NAN;
     }
@@ -471,7 +480,7 @@ static void test_text(const char *id) {
     vlr_trace_init(&tr);
     vlr_text_state *st = NULL;
     vlr_err e = {0};
-    CHECK(vlr_text_state_init(&cfg, &weights.text, &kern, 2, 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
+    CHECK(vlr_text_state_init(&cfg, &weights.text, context(2, NULL), 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
     if (!st) goto done;
     double score = prefill(st, &in, 0, in.n, &tr);
     check_text_result(c, score, vlr_text_last_hidden(st), c->n_grids ? "dumped vision embeds" : "no image");
@@ -512,10 +521,10 @@ static void test_text(const char *id) {
     CHECK(one == two && two == score, "%s: 1 thread %.17g vs 2 threads %.17g", id, one, two);
     /* the cache limit is enforced */
     vlr_text_state *small = NULL;
-    CHECK(vlr_text_state_init(&cfg, &weights.text, &kern, 1, (int)in.n - 1, 0, &small, &e) == VLR_OK,
+    CHECK(vlr_text_state_init(&cfg, &weights.text, context(1, NULL), (int)in.n - 1, 0, &small, &e) == VLR_OK,
           "%s", e.msg);
     if (small)
-        CHECK(vlr_text_prefill(small, in.embeds, in.pos, in.n, in.n, NULL, NULL, &e) == VLR_ERR_LIMIT,
+        CHECK(vlr_text_prefill(small, in.embeds, in.pos, in.n, in.n, NULL, &e) == VLR_ERR_LIMIT,
               "%s: over-long prefill accepted", id);
     vlr_text_state_free(small);
     vlr_text_state_free(st);
@@ -562,7 +571,7 @@ static void test_end_to_end(const char *id) {
     if ((vision || !c->n_grids) && build_inputs(c, vision, &in)) {
         vlr_text_state *st = NULL;
         vlr_err e = {0};
-        CHECK(vlr_text_state_init(&cfg, &weights.text, &kern, 2, 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
+        CHECK(vlr_text_state_init(&cfg, &weights.text, context(2, NULL), 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
         if (st) {
             double score = prefill(st, &in, 0, in.n, &tr);
             check_text_result(c, score, vlr_text_last_hidden(st),
@@ -600,6 +609,51 @@ static void test_end_to_end(const char *id) {
     free(vision);
 }
 
+/* Cancellation: a set flag stops the vision tower before a block and a prefill before a layer with
+ * VLR_ERR_INTERRUPTED ("interrupted"); the cache keeps only what was complete, and once the flag is
+ * cleared the same prefill gives the uninterrupted score, bit for bit. */
+static void test_cancel(const char *id) {
+    golden_case *c = find_case(id);
+    if (!c) return;
+    text_inputs in = {0};
+    if (!build_inputs(c, NULL, &in)) goto done;
+    const size_t D = (size_t)cfg.text.hidden_size, split = in.n / 2;
+    volatile int flag = 0;
+    const vlr_exec x = {.k = &kern, .n_threads = 2, .ws = workspace, .cancel = &flag};
+    vlr_text_state *st = NULL;
+    vlr_err e = {0};
+    CHECK(vlr_text_state_init(&cfg, &weights.text, &x, 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
+    if (!st) goto done;
+    double score = NAN, want = score_with(&in, 2, 0);
+    CHECK(vlr_text_prefill(st, in.embeds, in.pos, in.n, split, NULL, &e) == VLR_OK, "%s", e.msg);
+    flag = 1;
+    CHECK(vlr_text_prefill(st, in.embeds + split * D, in.pos + split, in.n, in.n - split, &score, &e) ==
+              VLR_ERR_INTERRUPTED && strcmp(e.msg, "interrupted") == 0,
+          "%s: cancelled prefill: %s", id, e.msg);
+    CHECK(vlr_text_n_cached(st) == split, "%s: a cancelled prefill left %zu cached, want %zu", id,
+          vlr_text_n_cached(st), split);
+    flag = 0;
+    CHECK(vlr_text_prefill(st, in.embeds + split * D, in.pos + split, in.n, in.n - split, &score, &e) == VLR_OK,
+          "%s", e.msg);
+    CHECK(score == want, "%s: after a cancel %.17g, uninterrupted %.17g", id, score, want);
+    vlr_text_state_free(st);
+    if (c->n_grids) { /* zero pixels will do: the flag is read before the first block */
+        const vlr_grid_thw g = c->grids[0];
+        const size_t patch_dim = (size_t)cfg.vision.in_channels * cfg.vision.temporal_patch_size *
+                                 cfg.vision.patch_size * cfg.vision.patch_size;
+        float *px = calloc((size_t)g.t * g.h * g.w * patch_dim, sizeof(float));
+        float *o = malloc(vlr_vision_n_tokens(&cfg, g) * (size_t)cfg.vision.out_hidden_size * sizeof(float));
+        flag = 1;
+        CHECK(px && o && vlr_vision_forward(&cfg, &weights.vision, &x, px, g, o, &e) == VLR_ERR_INTERRUPTED &&
+                  strcmp(e.msg, "interrupted") == 0,
+              "%s: cancelled vision tower: %s", id, e.msg);
+        free(px);
+        free(o);
+    }
+done:
+    free_inputs(&in);
+}
+
 static void test_input_errors(void) {
     const size_t D = (size_t)cfg.text.hidden_size;
     float out[2 * 64], vis[64] = {0};
@@ -616,11 +670,11 @@ static void test_input_errors(void) {
     /* a grid that is not a multiple of the merge size never reaches the kernels */
     float dummy[1] = {0};
     vlr_grid_thw odd = {1, 5, 6};
-    CHECK(vlr_vision_forward(&cfg, &weights.vision, &kern, 1, dummy, odd, dummy, NULL, &e) ==
+    CHECK(vlr_vision_forward(&cfg, &weights.vision, context(1, NULL), dummy, odd, dummy, &e) ==
               VLR_ERR_INPUT, "odd grid accepted by the vision tower");
     vlr_text_state *st = NULL;
-    CHECK(vlr_text_state_init(&cfg, &weights.text, &kern, 1, 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
-    if (st) CHECK(vlr_text_prefill(st, out, NULL, 0, 0, NULL, NULL, &e) == VLR_ERR_INPUT,
+    CHECK(vlr_text_state_init(&cfg, &weights.text, context(1, NULL), 0, 0, &st, &e) == VLR_OK, "%s", e.msg);
+    if (st) CHECK(vlr_text_prefill(st, out, NULL, 0, 0, NULL, &e) == VLR_ERR_INPUT,
                   "empty prefill accepted");
     vlr_text_state_free(st);
 }
@@ -637,6 +691,7 @@ int main(void) {
                               : !strcmp(isa, "avx2") ? VLR_ISA_AVX2 : VLR_ISA_AVX512,
                       VLR_PRECISION_F32); /* the goldens' float64 bounds are f32's */
     printf("kernels: %s\n", kern.isa);
+    workspace = vlr_workspace_new(0);
     load_cases();
     test_positions();
     test_windows();
@@ -651,9 +706,11 @@ int main(void) {
         test_end_to_end("tiny_upscale");
         test_end_to_end("max_pixels_coffee");
         test_end_to_end("text_only_code");
+        test_cancel("tiny_upscale");
         test_input_errors();
     }
     vlr_weights_free(&weights);
+    vlr_workspace_free(workspace);
     for (size_t i = 0; i < n_cases; i++) {
         vlr_json_free(cases[i].exp_doc);
         vlr_json_free(cases[i].trace_doc);

@@ -8,11 +8,20 @@
  * element, the rounding-error variance of a random-walk sum with a margin of ~6; a missing or
  * doubled term, a wrong column or a stale block is orders of magnitude above it. Each output buffer
  * is followed by sentinel floats that must come back untouched, and results must be bit-identical
- * for 1 and 2 threads and for a row computed alone or inside its batch. */
+ * for 1 and 2 threads and for a row computed alone or inside its batch. The kernels run on an
+ * execution context whose workspace is shared by every case (grown and reused, as in a session);
+ * test_workspace checks that the scratch's origin (none, reused, unobtainable) changes no bits. */
 #include <stdint.h>
 
-#include "kernels/kernels.h"
+#include "kernels/exec.h"
 #include "test.h"
+
+static vlr_workspace *test_ws; /* shared by every kernel call, as a session's is */
+
+/* The context of one kernel call: table, thread count, the shared workspace. */
+static vlr_exec ctx(const vlr_kernels *k, int n_threads) {
+    return (vlr_exec){.k = k, .n_threads = n_threads, .ws = test_ws};
+}
 
 static const double U = 5.9604644775390625e-08; /* 2^-24 */
 
@@ -118,7 +127,8 @@ static float *gemm_run(const impl *im, const gemm_case *c, const float *x, const
     vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = (size_t)c->k + c->pad_x, .w = w,
                        .w_dtype = c->w_dt, .bias = bias, .bias_dtype = VLR_DT_F32, .m = c->m,
                        .n = c->n, .k = c->k, .accumulate = c->accumulate};
-    im->k.gemm(&a, n_threads);
+    const vlr_exec ex = ctx(&im->k, n_threads);
+    im->k.gemm(&a, &ex);
     bool ok = sentinel_intact(y + ny, SENTINEL_FLOATS);
     for (int i = 0; i < c->m && ok; i++) ok = sentinel_intact(y + i * ldy + c->n, (size_t)c->pad_y);
     CHECK(ok, "%s gemm %s m=%d n=%d k=%d: wrote outside its output", im->name, what, c->m, c->n, c->k);
@@ -268,7 +278,8 @@ static void test_bf16_rounding(void) {
                                .w = side ? (const void *)vals : (const void *)&one_bf16,
                                .w_dtype = side ? VLR_DT_F32 : VLR_DT_BF16, .m = side ? 1 : n,
                                .n = side ? n : 1, .k = 1};
-            impls_bf16[t].k.gemm(&a, 1);
+            const vlr_exec x = ctx(&impls_bf16[t].k, 1);
+            impls_bf16[t].k.gemm(&a, &x);
             /* (a sum starts from +0, so -0 comes back as +0: zeros compare by value) */
             bool same = true;
             for (int i = 0; i < n; i++) {
@@ -323,7 +334,8 @@ static float *att_run(const impl *im, const vlr_attention_args *base, int n_thre
     vlr_attention_args a = *base;
     a.out = out;
     a.ld_out = ld_out;
-    im->k.attention(&a, n_threads);
+    const vlr_exec x = ctx(&im->k, n_threads);
+    im->k.attention(&a, &x);
     bool ok = sentinel_intact(out + nout, SENTINEL_FLOATS);
     for (int i = 0; i < a.n_q && ok; i++) ok = sentinel_intact(out + i * ld_out + width, 5);
     CHECK(ok, "%s attention %s: wrote outside its output", im->name, what);
@@ -460,7 +472,8 @@ static void test_attention_varlen(void) {
                                     .n_kv_heads = heads, .head_dim = hd, .causal_offset = -1,
                                     .scale = 1.0f / sqrtf((float)hd), .cu_seqlens = cu,
                                     .n_seqs = n_seqs};
-            im->k.attention(&a, th + 1);
+            const vlr_exec x = ctx(&im->k, th + 1);
+            im->k.attention(&a, &x);
             CHECK(sentinel_intact(whole[th] + nout, SENTINEL_FLOATS), "%s varlen attention: wrote past the output", im->name);
         }
         for (int sgm = 0; sgm < n_seqs; sgm++) {
@@ -472,7 +485,8 @@ static void test_attention_varlen(void) {
                                     .ld_kv = ld, .n_q = len, .n_kv = len, .n_heads = heads,
                                     .n_kv_heads = heads, .head_dim = hd, .causal_offset = -1,
                                     .scale = 1.0f / sqrtf((float)hd)};
-            im->k.attention(&a, 1);
+            const vlr_exec x = ctx(&im->k, 1);
+            im->k.attention(&a, &x);
         }
         CHECK(memcmp(whole[0], parts, nout * sizeof(float)) == 0,
               "%s varlen attention: differs from one call per segment", im->name);
@@ -641,6 +655,83 @@ static void test_elementwise(void) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The workspace */
+
+/* Where the scratch comes from changes no bits: a workspace reused across calls, none (each call
+ * allocates its own), or one that cannot grow (the GEMM then packs into stack buffers: the same
+ * bits; attention runs on the reference: the reference's bits). And a steady state allocates
+ * nothing: repeating a call leaves the workspace as it was. */
+static void test_workspace(void) {
+    vlr_workspace *tiny = vlr_workspace_new(64); /* too small for any real call */
+    const int m = 37, n = 300, k = 700;
+    float *x = malloc((size_t)m * k * sizeof(float)), *wv = malloc((size_t)n * k * sizeof(float));
+    fill_uniform(x, (size_t)m * k, 1.0f);
+    void *w = make_weights(VLR_DT_BF16, (size_t)n * k, wv);
+    float *y[3];
+    for (int i = 0; i < 3; i++) y[i] = malloc((size_t)m * n * sizeof(float));
+    vlr_workspace *const sources[3] = {test_ws, NULL, tiny};
+    for (int pr = 0; pr < 2; pr++) {
+        const impl *set = pr ? impls_bf16 : impls;
+        const int n_set = pr ? n_impls_bf16 : n_impls;
+        for (int t = 1; t < n_set; t++) {
+            if (set[t].k.gemm == set[t - 1].k.gemm) continue;
+            for (int i = 0; i < 3; i++) {
+                vlr_gemm_args a = {.y = y[i], .ldy = (size_t)n, .x = x, .ldx = (size_t)k, .w = w,
+                                   .w_dtype = VLR_DT_BF16, .m = m, .n = n, .k = k};
+                const vlr_exec e = {.k = &set[t].k, .n_threads = 2, .ws = sources[i]};
+                set[t].k.gemm(&a, &e);
+                if (i == 0) { /* the same call again: the workspace already fits it */
+                    uint64_t grows0, grows1;
+                    vlr_workspace_stats(test_ws, NULL, &grows0);
+                    set[t].k.gemm(&a, &e);
+                    vlr_workspace_stats(test_ws, NULL, &grows1);
+                    CHECK(grows1 == grows0, "%s gemm: a repeated call grew the workspace", set[t].name);
+                }
+            }
+            CHECK(memcmp(y[0], y[1], (size_t)m * n * sizeof(float)) == 0,
+                  "%s gemm: workspace and per-call scratch differ", set[t].name);
+            CHECK(memcmp(y[0], y[2], (size_t)m * n * sizeof(float)) == 0,
+                  "%s gemm: the stack-buffer fallback differs", set[t].name);
+        }
+    }
+    for (int i = 0; i < 3; i++) free(y[i]);
+    free(x), free(wv), free(w);
+
+    /* attention: grouped, causal, a key count past one key block */
+    const int nq = 70, nkv = 90, heads = 4, kvh = 2, hd = 64;
+    const size_t qw = (size_t)heads * hd, kw = (size_t)kvh * hd;
+    float *q = malloc((size_t)nq * qw * sizeof(float)), *kv = malloc(2 * (size_t)nkv * kw * sizeof(float));
+    fill_uniform(q, (size_t)nq * qw, 1.0f);
+    fill_uniform(kv, 2 * (size_t)nkv * kw, 1.0f);
+    float *o[4];
+    for (int i = 0; i < 4; i++) o[i] = malloc((size_t)nq * qw * sizeof(float));
+    vlr_attention_args a = {.ld_out = qw, .q = q, .ld_q = qw, .k = kv, .v = kv + (size_t)nkv * kw,
+                            .ld_kv = kw, .n_q = nq, .n_kv = nkv, .n_heads = heads, .n_kv_heads = kvh,
+                            .head_dim = hd, .causal_offset = nkv - nq, .scale = 0.125f};
+    a.out = o[3];
+    const vlr_exec ref_ctx = ctx(&impls[0].k, 1);
+    impls[0].k.attention(&a, &ref_ctx);
+    for (int t = 1; t < n_impls; t++) {
+        if (impls[t].k.attention == impls[t - 1].k.attention) continue;
+        for (int i = 0; i < 3; i++) {
+            a.out = o[i];
+            const vlr_exec e = {.k = &impls[t].k, .n_threads = 2, .ws = sources[i]};
+            impls[t].k.attention(&a, &e);
+        }
+        CHECK(memcmp(o[0], o[1], (size_t)nq * qw * sizeof(float)) == 0,
+              "%s attention: workspace and per-call scratch differ", impls[t].name);
+        CHECK(memcmp(o[2], o[3], (size_t)nq * qw * sizeof(float)) == 0,
+              "%s attention: without scratch it is not the reference", impls[t].name);
+    }
+    for (int i = 0; i < 4; i++) free(o[i]);
+    free(q), free(kv);
+    size_t held;
+    vlr_workspace_stats(tiny, &held, NULL);
+    CHECK(held == 0, "a workspace capped at 64 bytes holds %zu", held);
+    vlr_workspace_free(tiny);
+}
+
 /* vlr_kernels_select: AUTO gives the best ISA, a forced one never exceeds what the CPU has, f32
  * never gets the bf16-only table, every slot is filled and the precision is recorded. */
 static void test_select(void) {
@@ -684,6 +775,8 @@ static void test_select(void) {
 
 int main(void) {
     impls_init();
+    test_ws = vlr_workspace_new(0);
+    if (!test_ws) return 1;
     printf("implementations:");
     for (int i = 0; i < n_impls; i++) printf(" %s", impls[i].name);
     for (int i = 0; i < n_impls_bf16; i++) printf(" %s", impls_bf16[i].name);
@@ -694,5 +787,7 @@ int main(void) {
     test_attention();
     test_attention_varlen();
     test_elementwise();
+    test_workspace();
+    vlr_workspace_free(test_ws);
     return test_report();
 }

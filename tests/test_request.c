@@ -52,7 +52,8 @@ static void expect_request_error(const char *json, const char *needle, const cha
     vlr_parsed_request_free(&r);
 }
 
-int main(void) {
+/* The 13 reference conversations render to the golden prompts with the golden image counts. */
+static void test_reference_cases(void) {
     const vlr_json **cases = NULL, **expected = NULL;
     size_t n_cases = 0, n_expected = 0;
     vlr_json_doc *cd = load_lines("tests/reference/cases.jsonl", &cases, &n_cases);
@@ -81,8 +82,10 @@ int main(void) {
     vlr_json_free(ed);
     free(cases);
     free(expected);
+}
 
-    /* Shorthand = user turn (images, then the question) + assistant turn. */
+/* Shorthand = user turn (images, then the question) + assistant turn. */
+static void test_shorthand(void) {
     const char *shorthand = "{\"id\": 42, \"images\": [\"a.png\", {\"image\": \"b.jpg\", \"max_pixels\": 50176}],"
                             " \"question\": \"Q?\", \"answer\": \"A.\"}";
     vlr_parsed_request r;
@@ -99,8 +102,14 @@ int main(void) {
     CHECK(strcmp(r.id_json.data, "42") == 0 && strcmp(r.req.base_dir, "dir") == 0, "numeric id, base dir");
     vlr_buf_free(&prompt);
     vlr_parsed_request_free(&r);
+}
 
-    /* image_url items, both spellings, and an explicit system turn (no default one). */
+/* image_url items, both spellings, and an explicit system turn (no default one). */
+static void test_image_url(void) {
+    vlr_parsed_request r;
+    vlr_err e = {0};
+    vlr_buf prompt = {0};
+    size_t n_images = 0;
     const char *urls = "{\"messages\": [{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": ["
                        "{\"type\": \"image_url\", \"image_url\": {\"url\": \"x.png\"}}, {\"image_url\": \"y.png\"},"
                        "{\"type\": \"text\", \"text\": \"a\\u0000b\"}]}, {\"role\": \"assistant\", \"content\": \"ok\"}]}";
@@ -114,7 +123,9 @@ int main(void) {
     CHECK(strcmp(r.id_json.data, "3") == 0, "missing id = line number");
     vlr_buf_free(&prompt);
     vlr_parsed_request_free(&r);
+}
 
+static void test_errors(void) {
     expect_request_error("{\"id\": \"x\", \"messages\": [{\"role\": \"bot\", \"content\": \"hi\"}]}", "unknown role \"bot\"", "\"x\"");
     expect_request_error("{\"id\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", "must be the assistant turn", "5");
     expect_request_error("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"audio\", \"audio\": \"a\"}]}]}", "unknown content type \"audio\"", "7");
@@ -138,9 +149,11 @@ int main(void) {
     expect_request_error("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, "
                          "{\"role\": \"assistant\\u0000\", \"content\": \"A\"}]}",
                          "messages[1].role: NUL byte", "7");
+}
 
-    /* Fuzz finding (fuzz_request): a request nested deeper than the JSON depth cap returned
-     * VLR_ERR_FORMAT while its error record said VLR_ERR_LIMIT; the status must be the record's. */
+/* Fuzz finding (fuzz_request): a request nested deeper than the JSON depth cap returned
+ * VLR_ERR_FORMAT while its error record said VLR_ERR_LIMIT; the status must be the record's. */
+static void test_too_deep(void) {
     {
         char deep[2 * VLR_JSON_MAX_DEPTH + 8];
         size_t n = 0;
@@ -153,5 +166,13 @@ int main(void) {
         CHECK(strstr(e.msg, "nesting deeper") != NULL, "too deep: message '%s'", e.msg);
         vlr_parsed_request_free(&r);
     }
+}
+
+int main(void) {
+    TEST_RUN(test_reference_cases);
+    TEST_RUN(test_shorthand);
+    TEST_RUN(test_image_url);
+    TEST_RUN(test_errors);
+    TEST_RUN(test_too_deep);
     return test_report();
 }

@@ -7,7 +7,9 @@
  * in bf16 loses). Then, in each precision, determinism: 1 vs 2 threads, a request alone vs after
  * others in a session, and prefix reuse must give bit-identical scores. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "model.h"
@@ -156,6 +158,84 @@ static double reference_bf16_error(const char *id) {
     vlr_json_free(doc);
     CHECK(!isnan(err), "%s: no precision_study.bf16.abs_err (%s)", path, e.msg);
     return err;
+}
+
+/* Sets *flag after a short delay, from another thread (as a host's timeout would). */
+typedef struct canceller {
+    volatile int *flag;
+    long delay_us;
+} canceller;
+static void *cancel_later(void *arg) {
+    const canceller *c = arg;
+    usleep((useconds_t)c->delay_us);
+    *c->flag = 1;
+    return NULL;
+}
+
+/* Cancellation through the public API. A flag set before the call stops it with
+ * VLR_ERR_INTERRUPTED and the message "interrupted"; cleared, the next call gives a fresh session's
+ * bits, also after a prefix-sharing request was interrupted. A flag set from another thread during
+ * the call stops it wherever it is (or not at all, if the call wins the race): either way the next
+ * call is a fresh session's, bit for bit. And the steady state allocates no kernel scratch: once two
+ * requests have run, running them again does not grow the session's workspace. */
+static void check_cancel(vlr_model *m, const char *cases_text, const char *last, size_t last_len, double alone) {
+    const char *l0 = cases_text, *l1 = strchr(l0, '\n') + 1, *l2 = strchr(l1, '\n') + 1;
+    const char *big = strstr(cases_text, "{\"id\": \"large_retina\"");
+    const size_t big_len = big ? (size_t)(strchr(big, '\n') ? strchr(big, '\n') - big : (ptrdiff_t)strlen(big)) : 0;
+    volatile int flag = 1;
+    vlr_session *c = NULL, *one = NULL;
+    double got = NAN, want1 = NAN, want_big = NAN;
+    CHECK(vlr_session_init(m, &c) == VLR_OK && vlr_session_init(m, &one) == VLR_OK, "sessions");
+    if (!c || !one) goto done;
+    CHECK(vlr_session_set_cancel_flag(NULL, &flag) != VLR_OK, "a cancel flag on no session");
+    CHECK(vlr_session_set_cancel_flag(c, &flag) == VLR_OK, "set the cancel flag");
+    vlr_status rc = vlr_score_json(c, last, last_len, "tests/reference", &got);
+    CHECK(rc == VLR_ERR_INTERRUPTED && strcmp(vlr_session_errmsg(c), "interrupted") == 0,
+          "a set flag: status %d, message '%s'", (int)rc, vlr_session_errmsg(c));
+    flag = 0;
+    CHECK(vlr_score_json(c, last, last_len, "tests/reference", &got) == VLR_OK && memcmp(&got, &alone, sizeof got) == 0,
+          "after a cancel: %.17g, fresh %.17g (%s)", got, alone, vlr_session_errmsg(c));
+
+    /* interrupted while its prefix is cached: nothing partial is reused */
+    CHECK(vlr_score_json(one, l1, (size_t)(l2 - l1 - 1), "tests/reference", &want1) == VLR_OK, "fresh l1");
+    CHECK(vlr_score_json(c, l0, (size_t)(l1 - l0 - 1), "tests/reference", &got) == VLR_OK, "l0");
+    flag = 1;
+    CHECK(vlr_score_json(c, l1, (size_t)(l2 - l1 - 1), "tests/reference", &got) == VLR_ERR_INTERRUPTED, "l1 cancelled");
+    flag = 0;
+    CHECK(vlr_score_json(c, l1, (size_t)(l2 - l1 - 1), "tests/reference", &got) == VLR_OK &&
+          memcmp(&got, &want1, sizeof got) == 0, "l1 after a cancelled l1: %.17g, fresh %.17g", got, want1);
+
+    /* from another thread, at a few points of the largest case's run */
+    CHECK(big && vlr_score_json(one, big, big_len, "tests/reference", &want_big) == VLR_OK, "fresh large_retina");
+    const long delays_us[3] = {200, 2000, 20000};
+    for (int i = 0; i < 3 && big; i++) {
+        canceller cl = {&flag, delays_us[i]};
+        pthread_t th;
+        flag = 0;
+        CHECK(pthread_create(&th, NULL, cancel_later, &cl) == 0, "thread");
+        rc = vlr_score_json(c, big, big_len, "tests/reference", &got);
+        pthread_join(th, NULL);
+        CHECK(rc == VLR_OK || rc == VLR_ERR_INTERRUPTED, "cancelled after %ld us: %s", delays_us[i], vlr_session_errmsg(c));
+        printf("cancel after %ld us: %s\n", delays_us[i], rc == VLR_OK ? "completed first" : "interrupted");
+        flag = 0;
+        CHECK(vlr_score_json(c, big, big_len, "tests/reference", &got) == VLR_OK &&
+              memcmp(&got, &want_big, sizeof got) == 0, "after a cancel at %ld us: %.17g, fresh %.17g", delays_us[i],
+              got, want_big);
+    }
+    CHECK(vlr_session_set_cancel_flag(c, NULL) == VLR_OK, "clear the cancel flag");
+
+    /* steady state: two requests, again, then once more: no growth the second time round */
+    uint64_t grows[2];
+    for (int round = 0; round < 2; round++) {
+        CHECK(vlr_score_json(c, l0, (size_t)(l1 - l0 - 1), "tests/reference", &got) == VLR_OK, "l0");
+        CHECK(vlr_score_json(c, l1, (size_t)(l2 - l1 - 1), "tests/reference", &got) == VLR_OK, "l1");
+        vlr_workspace_stats(vlr_session_workspace(c), NULL, &grows[round]);
+    }
+    CHECK(grows[1] == grows[0], "the workspace grew from %llu to %llu on requests it had already run",
+          (unsigned long long)grows[0], (unsigned long long)grows[1]);
+done:
+    vlr_session_free(c);
+    vlr_session_free(one);
 }
 
 static void run_suite(const char *cases_text, const char *exp_text, vlr_precision precision) {
@@ -323,6 +403,8 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
     CHECK(strstr(vlr_session_errmsg(fresh), "missing.png") != NULL, "message names the image: %s", vlr_session_errmsg(fresh));
     CHECK(vlr_score_json(fresh, last, last_end ? (size_t)(last_end - last) : strlen(last), "tests/reference", &s) == VLR_OK &&
           memcmp(&s, &alone, sizeof s) == 0, "session usable after a failure");
+
+    check_cancel(m2, cases_text, last, last_end ? (size_t)(last_end - last) : strlen(last), alone);
 
     vlr_session_free(fresh);
     vlr_session_free(s1);

@@ -523,12 +523,16 @@ static void test_stats(void) {
         CHECK(vlr_json_int(vlr_json_get(o, "in_flight"), &in_flight) && in_flight == 0, "/stats in_flight %lld: %s", (long long)in_flight, r.body.data);
         /* so far: 4 + 2 single, 3 of 7 in the batch, 8 concurrent scored; 4 batch items, 5 singles failed
          * (the empty batch scores nothing; 400/413 bodies never reach the pool) */
-        CHECK(vlr_json_int(vlr_json_get(o, "scored"), &scored) && scored == 17, "/stats scored %lld", (long long)scored);
-        CHECK(vlr_json_int(vlr_json_get(o, "failed"), &failed) && failed == 9, "/stats failed %lld", (long long)failed);
-        CHECK(vlr_json_int(vlr_json_get(o, "tokens"), &tokens) && tokens > 0, "/stats tokens");
-        CHECK(vlr_json_int(vlr_json_get(o, "vision_cache_hits"), &hits) && vlr_json_int(vlr_json_get(o, "vision_cache_misses"), &misses) &&
-                  hits >= 0 && misses > 0,
-              "/stats vision cache");
+        if (test_selection()) {
+            SKIP(4, "/stats counters count the requests of the tests before test_stats: run them all");
+        } else {
+            CHECK(vlr_json_int(vlr_json_get(o, "scored"), &scored) && scored == 17, "/stats scored %lld", (long long)scored);
+            CHECK(vlr_json_int(vlr_json_get(o, "failed"), &failed) && failed == 9, "/stats failed %lld", (long long)failed);
+            CHECK(vlr_json_int(vlr_json_get(o, "tokens"), &tokens) && tokens > 0, "/stats tokens");
+            CHECK(vlr_json_int(vlr_json_get(o, "vision_cache_hits"), &hits) &&
+                      vlr_json_int(vlr_json_get(o, "vision_cache_misses"), &misses) && hits >= 0 && misses > 0,
+                  "/stats vision cache");
+        }
         CHECK(vlr_json_is(vlr_json_get(o, "uptime_s"), VLR_JSON_NUMBER), "/stats uptime_s");
     }
     vlr_json_free(d);
@@ -536,6 +540,10 @@ static void test_stats(void) {
 }
 
 static void test_log(void) {
+    if (test_selection()) {
+        SKIP(4, "the request log holds the requests of the tests before test_log: run them all");
+        return;
+    }
     char *log = read_log();
     CHECK(strstr(log, "POST /score 200 ") && strstr(log, " tokens\n"), "request log lines: %s", log);
     CHECK(strstr(log, "GET /health 200 ") != NULL, "GET logged");
@@ -631,14 +639,14 @@ int main(void) {
     bool up = session && start_server();
     CHECK(up, "server started and printed its port (log %s)", log_path);
     if (up) {
-        test_health_info();
-        test_single();
-        test_batch();
-        test_errors();
-        test_concurrent();
-        test_stats();
-        test_log();
-        test_sigterm();
+        TEST_RUN(test_health_info);
+        TEST_RUN(test_single);
+        TEST_RUN(test_batch);
+        TEST_RUN(test_errors);
+        TEST_RUN(test_concurrent);
+        TEST_RUN(test_stats);
+        TEST_RUN(test_log);
+        TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);

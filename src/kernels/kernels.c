@@ -1,9 +1,14 @@
-/* kernels.c: picks the kernel table once, from what the CPU supports (or what a test forces).
+/* kernels.c: picks the kernel table once, from what the CPU supports (or what a test forces), and
+ * holds the ISA-neutral drivers of the two parallel slots (vlr_gemm_run, vlr_attention_run): the
+ * thread split, the work loop and the scratch from the context's workspace, around each ISA's
+ * block / unit routine.
  *
  * The table is always filled in layers: the scalar reference first, then each ISA at or below
  * the chosen one overwrites the slots it implements, so a slot an ISA file leaves out falls back to
  * the next best implementation instead of to a NULL pointer. */
 #include "kernels.h"
+
+#include "exec.h"
 
 #include <stdlib.h>
 #ifdef _OPENMP
@@ -31,11 +36,30 @@ vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precisio
     return isa;
 }
 
-void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t) {
+/* Scratch of `bytes` for one kernel call: the context's workspace, or, for a context without one,
+ * a block of the call's own that the caller frees (*owned). NULL when neither can be had. */
+static void *call_scratch(const vlr_exec *x, size_t bytes, void **owned) {
+    *owned = NULL;
+    if (x->ws) return vlr_workspace_reserve(x->ws, bytes);
+    *owned = aligned_alloc(64, round_up(bytes ? bytes : 1, 64));
+    return *owned;
+}
+
+void vlr_gemm_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_gemm_tiling *t) {
     if (a->m <= 0 || a->n <= 0) return;
     const int n_panels = (a->n + t->nr - 1) / t->nr, n_row_tiles = (a->m + t->mr - 1) / t->mr;
-    const int nt_req = n_threads > 0 ? n_threads : 1;
-    (void)nt_req; /* only the pragma reads it (unused without OpenMP) */
+    const int nt_req = x->n_threads > 0 ? x->n_threads : 1;
+    /* Every thread's buffers are sized for the largest share any thread can get (its own nc_cap and
+     * mc_cap below are never more), and reserved before the region, where no thread can drop out.
+     * Slices are whole 64-byte lines, so threads share none. */
+    const size_t kc = (size_t)t->kc;
+    const size_t w_floats = round_up(round_up(a->n < t->nc ? (size_t)a->n : (size_t)t->nc, (size_t)t->nr) * kc, 16);
+    const size_t x_floats = round_up(round_up(a->m < t->mc ? (size_t)a->m : (size_t)t->mc, (size_t)t->mr) * kc, 16);
+    size_t bytes;
+    void *owned = NULL;
+    float *buf = NULL;
+    if (vlr_mul_ok((w_floats + x_floats) * sizeof(float), (size_t)nt_req, &bytes))
+        buf = call_scratch(x, bytes, &owned);
 #pragma omp parallel num_threads(nt_req)
     {
         /* The grid is laid over the team actually granted (a nested region may get fewer). */
@@ -59,20 +83,21 @@ void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *
                  * packs all of this thread's W again) */
                 const size_t n_rblocks = (rows + (size_t)t->mc - 1) / (size_t)t->mc;
                 const size_t mc_cap = round_up((rows + n_rblocks - 1) / n_rblocks, (size_t)t->mr);
-                float *wbuf = aligned_alloc(64, nc_cap * (size_t)t->kc * sizeof(float));
-                float *xbuf = aligned_alloc(64, mc_cap * (size_t)t->kc * sizeof(float));
-                if (wbuf && xbuf)
+                if (buf) {
+                    float *wbuf = buf + (size_t)th * (w_floats + x_floats), *xbuf = wbuf + w_floats;
                     t->block(a, t->round_bf16, r0, r1, c0, c1, wbuf, (int)nc_cap, xbuf, (int)mc_cap);
-                else /* no heap for the packing buffers: same blocks, stack buffers, same bits */
+                } else { /* no memory for the packing buffers: same blocks, stack buffers, same bits */
                     t->block_small(a, t->round_bf16, r0, r1, c0, c1);
-                free(wbuf);
-                free(xbuf);
+                }
             }
         }
     }
+    free(owned);
 }
 
-void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
+/* Segment s of an attention call: the call itself, or with cu_seqlens its s-th segment as a plain
+ * non-causal call over those rows. */
+static void attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg) {
     *seg = *a;
     if (!a->cu_seqlens) return;
     const size_t r0 = (size_t)a->cu_seqlens[s];
@@ -83,6 +108,71 @@ void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_arg
     seg->q = a->q + r0 * a->ld_q;
     seg->k = a->k + r0 * a->ld_kv;
     seg->v = a->v + r0 * a->ld_kv;
+}
+
+void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr_attention_tiling *t) {
+    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
+    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
+        return;
+    const int n_seg = a->cu_seqlens ? a->n_seqs : 1;
+    int max_q = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        if (len > max_q) max_q = len;
+    }
+    if (max_q <= 0) return;
+    const int group = a->n_heads / a->n_kv_heads;
+    int bq = t->unit_rows / group > 0 ? t->unit_rows / group : 1;
+    if (bq > max_q) bq = max_q;
+    const int nt = x->n_threads > 0 ? x->n_threads : 1;
+    const size_t per_thread = round_up(t->scratch_floats(group * bq, a->head_dim), 16); /* whole lines */
+    /* One block: unit_start [n_seg + 1] (units before segment s), then the threads' slices. All of
+     * it is had before the parallel region: every thread must reach the work-sharing loop. */
+    const size_t head = round_up(((size_t)n_seg + 1) * sizeof(long), 64);
+    size_t bytes;
+    void *owned = NULL;
+    char *buf = NULL;
+    if (vlr_mul_ok(per_thread * sizeof(float), (size_t)nt, &bytes) && vlr_add_ok(bytes, head, &bytes))
+        buf = call_scratch(x, bytes, &owned);
+    if (!buf) { /* no scratch memory: the scalar reference, which needs none */
+        vlr_kernels ref;
+        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
+        ref.attention(a, x);
+        return;
+    }
+    long *unit_start = (long *)buf;
+    float *scratch = (float *)(buf + head);
+    unit_start[0] = 0;
+    for (int s = 0; s < n_seg; s++) {
+        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
+        unit_start[s + 1] = unit_start[s] + (len > 0 ? (long)a->n_kv_heads * ((len + bq - 1) / bq) : 0);
+    }
+    const long n_units = unit_start[n_seg];
+#pragma omp parallel num_threads(nt)
+    {
+        int th = 0;
+#ifdef _OPENMP
+        th = omp_get_thread_num();
+#endif
+        float *mine = scratch + (size_t)th * per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (long u = 0; u < n_units; u++) {
+            int s = 0, hi = n_seg; /* the segment holding unit u: unit_start[s] <= u < unit_start[s+1] */
+            while (hi - s > 1) {
+                const int mid = (s + hi) / 2;
+                if (unit_start[mid] <= u) s = mid;
+                else hi = mid;
+            }
+            vlr_attention_args seg;
+            attention_segment(a, s, &seg);
+            const long v = u - unit_start[s];
+            const int n_qb = (seg.n_q + bq - 1) / bq;
+            const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
+            const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
+            t->unit(&seg, g, i0, nq, bq, mine);
+        }
+    }
+    free(owned);
 }
 
 const char *vlr_precision_name(vlr_precision p) {

@@ -20,13 +20,17 @@
  * count or on the other rows of the batch: work is split over output rows / columns only, never
  * over a reduction dimension.
  *
- * Threading: kernels that take n_threads run an OpenMP parallel region of that many threads
- * (num_threads clause; nothing global is changed). */
+ * Threading and memory: the gemm and attention slots take the execution context (exec.h) and run
+ * an OpenMP parallel region of its n_threads (num_threads clause; nothing global is changed), with
+ * their scratch from its workspace. The element-wise slots run on the calling thread and need no
+ * scratch, so they take their operands only. */
 #ifndef VLR_KERNELS_H
 #define VLR_KERNELS_H
 
 #include "../common.h"
 #include "../weights.h"
+
+typedef struct vlr_exec vlr_exec; /* exec.h: table, threads, workspace, cancel flag, trace */
 
 /* y[i][j] (=|+=) sum_k x[i][k] * w[j][k] + bias[j]    for i < m, j < n
  * y must not overlap x or w. k = 0 gives y = bias (or 0), += when accumulating.
@@ -91,8 +95,8 @@ typedef struct vlr_kernels {
     const char *isa;         /* "ref", "avx2", "avx512", "avx512_bf16" */
     vlr_precision precision; /* VLR_PRECISION_F32 or VLR_PRECISION_BF16 (never AUTO) */
 
-    void (*gemm)(const vlr_gemm_args *a, int n_threads);
-    void (*attention)(const vlr_attention_args *a, int n_threads);
+    void (*gemm)(const vlr_gemm_args *a, const vlr_exec *x);
+    void (*attention)(const vlr_attention_args *a, const vlr_exec *x);
 
     /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows r < rows of n floats (y may be x).
      * w: [n] in w_dtype. Sum of squares accumulated in fp32... (ref: double is NOT used, to keep
@@ -117,9 +121,9 @@ typedef struct vlr_kernels {
 
 /* The ISA-neutral half of a packed GEMM: an ISA file describes its tiling and its block routine,
  * vlr_gemm_run splits the output over the OpenMP team (column panels first, so each thread packs only
- * its own part of W; row tiles only when there are fewer panels than threads), allocates each
- * thread's packing buffers and calls the block routine. The k blocking lives in the block routine
- * and is fixed, so the split never changes a result's bits. */
+ * its own part of W; row tiles only when there are fewer panels than threads), takes each thread's
+ * packing buffers from the context's workspace and calls the block routine. The k blocking lives in
+ * the block routine and is fixed, so neither the split nor the buffers change a result's bits. */
 typedef void (*vlr_gemm_block_fn)(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0,
                                   int c1, float *wbuf, int nc_cap, float *xbuf, int mc_cap);
 typedef struct vlr_gemm_tiling {
@@ -130,11 +134,25 @@ typedef struct vlr_gemm_tiling {
     void (*block_small)(const vlr_gemm_args *a, bool round_bf16, int r0, int r1, int c0, int c1);
     bool round_bf16; /* the fp32 kernels' bf16 precision: packing rounds x (and non-bf16 w) */
 } vlr_gemm_tiling;
-void vlr_gemm_run(const vlr_gemm_args *a, int n_threads, const vlr_gemm_tiling *t);
+void vlr_gemm_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_gemm_tiling *t);
 
-/* Segment s of an attention call: the call itself, or with cu_seqlens its s-th segment as a plain
- * non-causal call over those rows (what every ISA's varlen path iterates over). */
-void vlr_attention_segment(const vlr_attention_args *a, int s, vlr_attention_args *seg);
+/* The ISA-neutral half of flash attention, like vlr_gemm_run for the GEMM. A work unit is one
+ * key/value head g with a block of up to bq queries of one segment, for all the heads of g's group
+ * (rows = group * bq query rows, bq = min(unit_rows / group, longest segment)). vlr_attention_run
+ * cuts a call into segments (cu_seqlens) and units, numbers the units segment by segment (within a
+ * segment query-block-major from the last block, so long causal units start first), runs them as a
+ * dynamic OpenMP loop, and hands each thread a slice of scratch_floats(rows, head_dim) floats from
+ * the context's workspace (64-byte aligned). The unit routine computes its queries completely, with
+ * arithmetic that depends only on a query's own scores and the fixed key blocking: the unit shape,
+ * the threads and the other queries never change a result's bits. Without scratch memory the call
+ * runs on the scalar reference (which needs none). */
+typedef struct vlr_attention_tiling {
+    int unit_rows; /* query rows (heads x queries) per unit, at most */
+    size_t (*scratch_floats)(int rows, int head_dim); /* one thread's scratch for units of `rows` */
+    /* queries [i0, i0 + nq) of seg (a plain call, cu_seqlens NULL) for key/value head g */
+    void (*unit)(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch);
+} vlr_attention_tiling;
+void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr_attention_tiling *t);
 
 typedef enum vlr_isa {
     VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512,

@@ -9,6 +9,7 @@
  * thread. */
 #include <math.h>
 
+#include "exec.h"
 #include "kernels.h"
 
 /* y[i][j] (=|+=) (sum_k x[i][k] * w[j][k]) + bias[j]: the dot product is summed in k order, the bias
@@ -19,7 +20,7 @@ static inline __attribute__((always_inline)) void ref_gemm_dt(const vlr_gemm_arg
                                                               const vlr_dtype dt, const bool round) {
     const int m = a->m, n = a->n, k = a->k;
     (void)n_threads; /* only the pragma reads it (unused without OpenMP) */
-#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int j = 0; j < n; j++) {
         const float bias = a->bias ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
         for (int i = 0; i < m; i++) {
@@ -46,8 +47,10 @@ static void ref_gemm(const vlr_gemm_args *a, int n_threads, bool round) {
     case VLR_DT_F32: round ? ref_gemm_dt(a, n_threads, VLR_DT_F32, true) : ref_gemm_dt(a, n_threads, VLR_DT_F32, false); break;
     }
 }
-static void ref_gemm_f32(const vlr_gemm_args *a, int n_threads) { ref_gemm(a, n_threads, false); }
-static void ref_gemm_bf16(const vlr_gemm_args *a, int n_threads) { ref_gemm(a, n_threads, true); }
+/* The context gives only the thread count: the reference needs no scratch. */
+static int ref_threads(const vlr_exec *x) { return x->n_threads > 0 ? x->n_threads : 1; }
+static void ref_gemm_f32(const vlr_gemm_args *a, const vlr_exec *x) { ref_gemm(a, ref_threads(x), false); }
+static void ref_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { ref_gemm(a, ref_threads(x), true); }
 
 static float ref_dot(const float *a, const float *b, int n) {
     float s = 0.0f;
@@ -59,7 +62,7 @@ static float ref_dot(const float *a, const float *b, int n) {
  * finds the largest score, the second sums exp(score - max) and the weighted values straight into
  * the output row, which is divided by the sum at the end. Scores are recomputed in the second pass
  * rather than stored, so the reference needs no scratch memory. */
-static void ref_attention(const vlr_attention_args *a, int n_threads) {
+static void ref_attention_run(const vlr_attention_args *a, int n_threads) {
     /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
     if (a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0) return;
     if (a->cu_seqlens) { /* one segment after the other */
@@ -73,13 +76,13 @@ static void ref_attention(const vlr_attention_args *a, int n_threads) {
             seg.q = a->q + r0 * a->ld_q;
             seg.k = a->k + r0 * a->ld_kv;
             seg.v = a->v + r0 * a->ld_kv;
-            if (seg.n_q > 0) ref_attention(&seg, n_threads);
+            if (seg.n_q > 0) ref_attention_run(&seg, n_threads);
         }
         return;
     }
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
     const long n_pairs = (long)a->n_q * a->n_heads;
-#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(static)
     for (long pair = 0; pair < n_pairs; pair++) {
         const int i = (int)(pair / a->n_heads), h = (int)(pair % a->n_heads), g = h / group;
         const float *q = a->q + (size_t)i * a->ld_q + (size_t)h * hd;
@@ -105,6 +108,8 @@ static void ref_attention(const vlr_attention_args *a, int n_threads) {
         for (int d = 0; d < hd; d++) out[d] *= inv;
     }
 }
+
+static void ref_attention(const vlr_attention_args *a, const vlr_exec *x) { ref_attention_run(a, ref_threads(x)); }
 
 /* Qwen2RMSNorm: (x * rsqrt(mean(x^2) + eps)) * w, the mean of squares summed in fp32. */
 static void ref_rmsnorm(float *y, const float *x, int rows, int n, const void *w, vlr_dtype w_dtype,

@@ -15,9 +15,6 @@
 #include <math.h>
 #include <stdalign.h>
 #include <stdlib.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "kernels.h"
 
@@ -220,13 +217,14 @@ static const vlr_gemm_tiling avx2_tiling = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a
 static const vlr_gemm_tiling avx2_tiling_bf16 = {A2_MR, A2_NR, A2_KC, A2_NC, A2_MC, a2_gemm_block,
                                                  a2_gemm_block_small, true};
 
-static void avx2_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx2_tiling); }
-static void avx2_gemm_bf16(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx2_tiling_bf16); }
+static void avx2_gemm(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_run(a, x, &avx2_tiling); }
+static void avx2_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_run(a, x, &avx2_tiling_bf16); }
 
 /* ---------------------------------------------------------------------------------------------
  * Attention: the flash scheme of x86_avx512.c (read its comment there) on 8-lane vectors. A unit
  * is one key/value head with a block of queries for all heads of its group; keys go in blocks of
- * A2_BK; S = Q·Kᵀ by the GEMM micro-kernel, online softmax per row, O = O·alpha + P·V. */
+ * A2_BK; S = Q·Kᵀ by the GEMM micro-kernel, online softmax per row, O = O·alpha + P·V. The driver
+ * (segments, units, threads, scratch) is vlr_attention_run in kernels.c. */
 
 #define A2_BK 64    /* keys per block: a multiple of A2_NR */
 static inline __m256 exp256(__m256 x);
@@ -384,76 +382,29 @@ static void a2_att_unit(const vlr_attention_args *a, int g, int i0, int nq, int 
         }
 }
 
-static void avx2_attention(const vlr_attention_args *a, int n_threads) {
-    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
-    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
-        return;
-    const int n_seg = a->cu_seqlens ? a->n_seqs : 1;
-    int max_q = 0;
-    for (int s = 0; s < n_seg; s++) {
-        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
-        if (len > max_q) max_q = len;
-    }
-    if (max_q <= 0) return;
-    const int group = a->n_heads / a->n_kv_heads, hd = a->head_dim;
-    int bq = A2_ROWS / group > 0 ? A2_ROWS / group : 1;
-    if (bq > max_q) bq = max_q;
-    const int rows = group * bq, nt = n_threads > 0 ? n_threads : 1;
-    const size_t floats = (size_t)rows * A2_BK + 2 * (size_t)hd * A2_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
-    const size_t per_thread = (floats + 15) / 16 * 16;
-    /* all scratch before the parallel region: every thread must reach the work-sharing loop */
-    size_t bytes;
-    long *unit_start = malloc(((size_t)n_seg + 1) * sizeof(long));
-    float *buf = NULL;
-    if (vlr_mul_ok(per_thread * sizeof(float), (size_t)nt, &bytes)) buf = aligned_alloc(64, bytes);
-    if (!unit_start || !buf) { /* no scratch memory: the scalar reference, which needs none */
-        free(unit_start);
-        free(buf);
-        vlr_kernels ref;
-        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
-        ref.attention(a, n_threads);
-        return;
-    }
-    unit_start[0] = 0;
-    for (int s = 0; s < n_seg; s++) {
-        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
-        unit_start[s + 1] = unit_start[s] + (len > 0 ? (long)a->n_kv_heads * ((len + bq - 1) / bq) : 0);
-    }
-    const long n_units = unit_start[n_seg];
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
-        a2_att_scratch w;
-        w.s = buf + (size_t)t * per_thread; /* rows of A2_BK floats: 32-byte aligned */
-        w.kt = w.s + (size_t)rows * A2_BK;
-        w.vb = w.kt + (size_t)hd * A2_BK;
-        w.qp = w.vb + (size_t)hd * A2_BK;
-        w.o = w.qp + (size_t)rows * hd;
-        w.m = w.o + (size_t)rows * hd;
-        w.l = w.m + rows;
-        w.alpha = w.l + rows;
-#pragma omp for schedule(dynamic, 1)
-        for (long u = 0; u < n_units; u++) {
-            int s = 0, hi = n_seg;
-            while (hi - s > 1) {
-                const int mid = (s + hi) / 2;
-                if (unit_start[mid] <= u) s = mid;
-                else hi = mid;
-            }
-            vlr_attention_args seg;
-            vlr_attention_segment(a, s, &seg);
-            const long v = u - unit_start[s];
-            const int n_qb = (seg.n_q + bq - 1) / bq;
-            const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
-            const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
-            a2_att_unit(&seg, g, i0, nq, bq, &w);
-        }
-    }
-    free(buf);
-    free(unit_start);
+/* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
+static size_t a2_att_scratch_floats(int rows, int hd) {
+    return (size_t)rows * A2_BK + 2 * (size_t)hd * A2_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
+}
+
+static void a2_att_unit_scratch(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch) {
+    const int rows = seg->n_heads / seg->n_kv_heads * bq, hd = seg->head_dim;
+    a2_att_scratch w;
+    w.s = scratch; /* rows of A2_BK floats: 32-byte aligned */
+    w.kt = w.s + (size_t)rows * A2_BK;
+    w.vb = w.kt + (size_t)hd * A2_BK;
+    w.qp = w.vb + (size_t)hd * A2_BK;
+    w.o = w.qp + (size_t)rows * hd;
+    w.m = w.o + (size_t)rows * hd;
+    w.l = w.m + rows;
+    w.alpha = w.l + rows;
+    a2_att_unit(seg, g, i0, nq, bq, &w);
+}
+
+static const vlr_attention_tiling avx2_attention_tiling = {A2_ROWS, a2_att_scratch_floats, a2_att_unit_scratch};
+
+static void avx2_attention(const vlr_attention_args *a, const vlr_exec *x) {
+    vlr_attention_run(a, x, &avx2_attention_tiling);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -21,9 +21,6 @@
 #include <math.h>
 #include <stdalign.h>
 #include <stdlib.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "x86_avx512_common.h"
 
@@ -234,8 +231,8 @@ static const vlr_gemm_tiling avx512_tiling = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC
 static const vlr_gemm_tiling avx512_tiling_bf16 = {GEMM_MR, GEMM_NR, GEMM_KC, GEMM_NC, GEMM_MC, gemm_block,
                                                    gemm_block_small, true};
 
-static void avx512_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx512_tiling); }
-static void avx512_gemm_bf16(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &avx512_tiling_bf16); }
+static void avx512_gemm(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_run(a, x, &avx512_tiling); }
+static void avx512_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_run(a, x, &avx512_tiling_bf16); }
 
 /* ---------------------------------------------------------------------------------------------
  * Vector exp */
@@ -268,8 +265,9 @@ static inline __m512 exp512(__m512 x) {
  * the online softmax update per row: m' = max(m, max S), P = exp(S·scale - m'),
  * l = l·e^(m-m') + sum P, O = O·e^(m-m') + P·V (pv_tile); out = O / l at the end. Each row's
  * arithmetic depends only on its own scores and the fixed key blocking, so the result of a query
- * does not depend on the unit shape, the threads or the other queries. Scratch is per thread,
- * O(rows · (head_dim + ATT_BK)), never O(n_q · n_kv). ATT_BK = 128 amortises the per-row work of
+ * does not depend on the unit shape, the threads or the other queries. Segments, units, the
+ * parallel loop and the scratch are vlr_attention_run's (kernels.c); this file gives the unit
+ * routine and its scratch size, per thread O(rows · (head_dim + ATT_BK)), never O(n_q · n_kv). ATT_BK = 128 amortises the per-row work of
  * each block (two reductions, an expf) over enough keys; measured in bench/README.md. */
 
 #define ATT_BK 128 /* keys per block: a multiple of GEMM_NR */
@@ -439,80 +437,30 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
         }
 }
 
-static void avx512_attention(const vlr_attention_args *a, int n_threads) {
-    /* outside the contract (kernels.h): nothing is computed rather than an out-of-range head */
-    if (a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads != 0 || a->head_dim <= 0)
-        return;
-    const int n_seg = a->cu_seqlens ? a->n_seqs : 1;
-    int max_q = 0;
-    for (int s = 0; s < n_seg; s++) {
-        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
-        if (len > max_q) max_q = len;
-    }
-    if (max_q <= 0) return;
-    const int group = a->n_heads / a->n_kv_heads, hd = a->head_dim;
-    int bq = ATT_ROWS / group > 0 ? ATT_ROWS / group : 1;
-    if (bq > max_q) bq = max_q;
-    const int rows = group * bq, nt = n_threads > 0 ? n_threads : 1;
-    /* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
-    const size_t floats = (size_t)rows * ATT_BK + 2 * (size_t)hd * ATT_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
-    const size_t per_thread = (floats + 15) / 16 * 16; /* whole 64-byte lines */
-    /* All scratch is allocated here, before the parallel region: every thread must reach the
-     * work-sharing loop, so none may drop out on a failed allocation. */
-    size_t bytes;
-    long *unit_start = malloc(((size_t)n_seg + 1) * sizeof(long)); /* units before segment s */
-    float *buf = NULL;
-    if (vlr_mul_ok(per_thread * sizeof(float), (size_t)nt, &bytes)) buf = aligned_alloc(64, bytes);
-    if (!unit_start || !buf) { /* no scratch memory: the scalar reference, which needs none */
-        free(unit_start);
-        free(buf);
-        vlr_kernels ref;
-        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
-        ref.attention(a, n_threads);
-        return;
-    }
-    unit_start[0] = 0;
-    for (int s = 0; s < n_seg; s++) {
-        const int len = a->cu_seqlens ? a->cu_seqlens[s + 1] - a->cu_seqlens[s] : a->n_q;
-        unit_start[s + 1] = unit_start[s] + (len > 0 ? (long)a->n_kv_heads * ((len + bq - 1) / bq) : 0);
-    }
-    const long n_units = unit_start[n_seg];
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
-        att_scratch w;
-        w.s = buf + (size_t)t * per_thread; /* 64-byte aligned rows of ATT_BK floats */
-        w.kt = w.s + (size_t)rows * ATT_BK;  /* aligned panel rows */
-        w.vb = w.kt + (size_t)hd * ATT_BK;
-        w.qp = w.vb + (size_t)hd * ATT_BK;
-        w.o = w.qp + (size_t)rows * hd;
-        w.m = w.o + (size_t)rows * hd;
-        w.l = w.m + rows;
-        w.alpha = w.l + rows;
-        /* Within a segment, units go query-block-major from the last block, so the long causal
-         * units (late queries) start first. */
-#pragma omp for schedule(dynamic, 1)
-        for (long u = 0; u < n_units; u++) {
-            int s = 0, hi = n_seg; /* the segment holding unit u: unit_start[s] <= u < unit_start[s+1] */
-            while (hi - s > 1) {
-                const int mid = (s + hi) / 2;
-                if (unit_start[mid] <= u) s = mid;
-                else hi = mid;
-            }
-            vlr_attention_args seg;
-            vlr_attention_segment(a, s, &seg);
-            const long v = u - unit_start[s];
-            const int n_qb = (seg.n_q + bq - 1) / bq;
-            const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
-            const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
-            att_unit(&seg, g, i0, nq, bq, &w);
-        }
-    }
-    free(buf);
-    free(unit_start);
+/* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
+static size_t att_scratch_floats(int rows, int hd) {
+    return (size_t)rows * ATT_BK + 2 * (size_t)hd * ATT_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
+}
+
+/* One unit on a thread's scratch (64-byte aligned, att_scratch_floats of it), carved as above. */
+static void att_unit_scratch(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch) {
+    const int rows = seg->n_heads / seg->n_kv_heads * bq, hd = seg->head_dim;
+    att_scratch w;
+    w.s = scratch;                      /* 64-byte aligned rows of ATT_BK floats */
+    w.kt = w.s + (size_t)rows * ATT_BK; /* aligned panel rows */
+    w.vb = w.kt + (size_t)hd * ATT_BK;
+    w.qp = w.vb + (size_t)hd * ATT_BK;
+    w.o = w.qp + (size_t)rows * hd;
+    w.m = w.o + (size_t)rows * hd;
+    w.l = w.m + rows;
+    w.alpha = w.l + rows;
+    att_unit(seg, g, i0, nq, bq, &w);
+}
+
+static const vlr_attention_tiling avx512_attention_tiling = {ATT_ROWS, att_scratch_floats, att_unit_scratch};
+
+static void avx512_attention(const vlr_attention_args *a, const vlr_exec *x) {
+    vlr_attention_run(a, x, &avx512_attention_tiling);
 }
 
 /* ---------------------------------------------------------------------------------------------

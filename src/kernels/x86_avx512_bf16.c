@@ -210,7 +210,7 @@ static __attribute__((noinline)) void gemm_block_small(const vlr_gemm_args *a, b
 static const vlr_gemm_tiling bf16_tiling = {B16_MR, B16_NR, B16_KC, B16_NC, B16_MC, gemm_block,
                                             gemm_block_small, true};
 
-static void avx512_bf16_gemm(const vlr_gemm_args *a, int n_threads) { vlr_gemm_run(a, n_threads, &bf16_tiling); }
+static void avx512_bf16_gemm(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_run(a, x, &bf16_tiling); }
 
 void vlr_kernels_fill_avx512_bf16(vlr_kernels *k, vlr_precision precision) {
     if (precision != VLR_PRECISION_BF16) return; /* f32 arithmetic: x86_avx512.c's table as it is */
