@@ -26,8 +26,9 @@
 
 /* Blocking as in x86_avx512.c, with k blocks twice as long (the operands take half the bytes): an x
  * micro-panel is 14 × 256 pairs = 14 KiB (L1), a W micro-panel 32 × 256 pairs = 32 KiB, the W block
- * 512 columns = 512 KiB (L2). Measured at 1024 × 3584 × 18944 on 2 Zen cores: KC 512 reaches 93-95%
- * of oneDNN's bf16 matmul, KC 256 86-89% (bench/README.md). */
+ * 256 columns = 256 KiB (L2). Measured at 1024 × 3584 × 18944 on 2 AMD EPYC cores against oneDNN's
+ * bf16 matmul in the same run: KC 256 reached 86-89% of it, KC 512 with NC 512 93-97%, KC 512 with
+ * NC 256 98-99% (bench/README.md). */
 #define B16_MR 14
 #define B16_NV 2
 #define B16_NR (16 * B16_NV)
@@ -35,7 +36,7 @@
 #define B16_KC 512 /* k block (even): fixed, it defines the summation order */
 #endif
 #ifndef B16_NC
-#define B16_NC 512
+#define B16_NC 256
 #endif
 #ifndef B16_MC
 #define B16_MC 1022 /* a multiple of B16_MR */
