@@ -462,12 +462,12 @@ int main(void) {
         CHECK(0, "build: %s", e.msg);
         return test_report();
     }
-    test_shapes_and_values(&cfg, &bm);
-    test_determinism(&cfg, &bm);
-    test_count(&cfg, &bm);
-    test_flops(&cfg, &bm);
-    test_forward(&bm, VLR_PRECISION_F32);
-    test_forward(&bm, VLR_PRECISION_BF16);
+    TEST_RUN_WITH(test_shapes_and_values, &cfg, &bm);
+    TEST_RUN_WITH(test_determinism, &cfg, &bm);
+    TEST_RUN_WITH(test_count, &cfg, &bm);
+    TEST_RUN_WITH(test_flops, &cfg, &bm);
+    TEST_RUN_WITH(test_forward, &bm, VLR_PRECISION_F32);
+    TEST_RUN_WITH(test_forward, &bm, VLR_PRECISION_BF16);
     vlr_bench_model_free(&bm);
 
     const char *build = getenv("VLR_BUILD");
@@ -481,8 +481,8 @@ int main(void) {
         CHECK(0, "mkdtemp");
         return test_report();
     }
-    test_cli_json(&cfg);
-    test_cli_text_and_usage();
+    TEST_RUN_WITH(test_cli_json, &cfg);
+    TEST_RUN(test_cli_text_and_usage);
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

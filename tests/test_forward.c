@@ -693,21 +693,21 @@ int main(void) {
     printf("kernels: %s\n", kern.isa);
     workspace = vlr_workspace_new(0);
     load_cases();
-    test_positions();
-    test_windows();
+    TEST_RUN(test_positions);
+    TEST_RUN(test_windows);
     if (vlr_weights_load(REF "models/tiny-a", &cfg, &weights, &e) != VLR_OK) {
         CHECK(0, "weights: %s", e.msg);
     } else {
-        test_vision("tiny_upscale");
-        test_vision("max_pixels_coffee");
-        test_text("tiny_upscale");
-        test_text("max_pixels_coffee");
-        test_text("text_only_code");
-        test_end_to_end("tiny_upscale");
-        test_end_to_end("max_pixels_coffee");
-        test_end_to_end("text_only_code");
-        test_cancel("tiny_upscale");
-        test_input_errors();
+        TEST_RUN_WITH(test_vision, "tiny_upscale");
+        TEST_RUN_WITH(test_vision, "max_pixels_coffee");
+        TEST_RUN_WITH(test_text, "tiny_upscale");
+        TEST_RUN_WITH(test_text, "max_pixels_coffee");
+        TEST_RUN_WITH(test_text, "text_only_code");
+        TEST_RUN_WITH(test_end_to_end, "tiny_upscale");
+        TEST_RUN_WITH(test_end_to_end, "max_pixels_coffee");
+        TEST_RUN_WITH(test_end_to_end, "text_only_code");
+        TEST_RUN_WITH(test_cancel, "tiny_upscale");
+        TEST_RUN(test_input_errors);
     }
     vlr_weights_free(&weights);
     vlr_workspace_free(workspace);

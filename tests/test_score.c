@@ -413,6 +413,49 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
     vlr_model_free(m2);
 }
 
+/* bf16 semantics on every kernel table this CPU runs (the scalar reference, AVX2, AVX-512 without
+ * vdpbf16ps round the operands and use fp32 FMA): each holds the same bounds as the default table
+ * on the whole golden set. */
+static void test_bf16_every_isa(const char *cases_text, const char *exp_text) {
+    const vlr_isa isas[] = {VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512, VLR_ISA_AVX512_BF16};
+    vlr_model *m = load(2, VLR_PRECISION_BF16);
+    if (!m) return;
+    for (size_t t = 0; t < sizeof isas / sizeof *isas; t++) {
+        if (vlr_kernels_select(&m->kernels, isas[t], VLR_PRECISION_BF16) != isas[t]) {
+            SKIP(1, "bf16 on ISA %d: this CPU cannot run it", (int)isas[t]);
+            continue;
+        }
+        vlr_session *s;
+        if (vlr_session_init(m, &s) != VLR_OK) continue;
+        const char *c = cases_text, *x = exp_text;
+        double sum_err = 0, sum_ref = 0, worst = 0;
+        int n = 0;
+        while (*c && *x) {
+            const char *ce = strchr(c, '\n'), *xe = strchr(x, '\n');
+            const size_t cl = ce ? (size_t)(ce - c) : strlen(c), xl = xe ? (size_t)(xe - x) : strlen(x);
+            vlr_err e = {0};
+            vlr_json_doc *ed = vlr_json_parse(x, xl, &e);
+            const vlr_json *exp = vlr_json_root(ed);
+            double score = NAN;
+            CHECK(vlr_score_json(s, c, cl, "tests/reference", &score) == VLR_OK, "%s: %s", m->kernels.isa,
+                  vlr_session_errmsg(s));
+            const double err = fabs(score - vlr_json_get(exp, "score")->number);
+            worst = fmax(worst, err);
+            sum_err += err;
+            sum_ref += reference_bf16_error(vlr_json_get(exp, "id")->str);
+            n++;
+            vlr_json_free(ed);
+            c = ce ? ce + 1 : c + cl;
+            x = xe ? xe + 1 : x + xl;
+        }
+        printf("bf16 on %s: mean |error| %.3g, worst %.3g over %d cases\n", m->kernels.isa, sum_err / n, worst, n);
+        CHECK(n == 13 && worst <= 3e-2 && sum_err <= sum_ref, "bf16 on %s: worst %.3g, mean %.3g (reference bf16 %.3g)",
+              m->kernels.isa, worst, sum_err / n, sum_ref / n);
+        vlr_session_free(s);
+    }
+    vlr_model_free(m);
+}
+
 int main(void) {
     char *cases_text, *exp_text;
     size_t cases_len, exp_len;
@@ -422,9 +465,10 @@ int main(void) {
         CHECK(0, "%s", e.msg);
         return test_report();
     }
-    check_memory_plan(cases_text);
-    run_suite(cases_text, exp_text, VLR_PRECISION_F32);
-    run_suite(cases_text, exp_text, VLR_PRECISION_BF16);
+    TEST_RUN_WITH(check_memory_plan, cases_text);
+    TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_F32);
+    TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_BF16);
+    TEST_RUN_WITH(test_bf16_every_isa, cases_text, exp_text);
     /* auto is one of the two, as the CPU table says, and a bad value is refused by name */
     vlr_model *m = load(1, VLR_PRECISION_AUTO);
     CHECK(m && m->kernels.precision == vlr_precision_for_cpu(NULL), "auto resolved to %d",
