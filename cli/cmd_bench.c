@@ -607,8 +607,8 @@ int cmd_bench(int argc, char **argv) {
     b.precision_reason = "requested";
     if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&b.precision_reason);
     vlr_kernels_select(&b.k, VLR_ISA_AUTO, precision);
-    b.exec = (vlr_exec){.k = &b.k, .n_threads = o.threads, .ws = vlr_workspace_new(0)};
-    if (!b.exec.ws) { rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory"); goto done; }
+    b.exec = (vlr_exec){.k = &b.k, .n_threads = o.threads, .ws = vlr_workspace_new(0), .acts = vlr_workspace_new(0)};
+    if (!b.exec.ws || !b.exec.acts) { rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory"); goto done; }
     b.times = vlr_calloc((size_t)o.repeat, sizeof(double), e);
     if (!b.times) { rc = VLR_ERR_NOMEM; goto done; }
 
@@ -654,6 +654,7 @@ done:
     if (rc) fprintf(stderr, "vlreward bench: %s\n", e->msg[0] ? e->msg : vlr_status_str(rc));
     vlr_text_state_free(b.text);
     vlr_workspace_free(b.exec.ws);
+    vlr_workspace_free(b.exec.acts);
     vlr_bench_model_free(&b.model);
     free(b.pixels);
     free(b.vision_out);

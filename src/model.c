@@ -23,6 +23,7 @@ struct vlr_session {
     vlr_exec exec;          /* the model's table and threads, this session's workspace, cancel
                              * flag and trace: what vision.c and text.c run on */
     vlr_workspace *workspace; /* kernel scratch, grown to the largest call and reused */
+    vlr_workspace *activations; /* the vision tower's arena, grown to the largest image and reused */
     vlr_tok_cache *tok_cache;
     vlr_text_state *text;   /* KV cache + decoder scratch, grown to the longest request seen */
     float *last_hidden;     /* [hidden_size] */
@@ -181,8 +182,10 @@ vlr_status vlr_session_init(vlr_model *m, vlr_session **out) {
     s->tok_cache = vlr_tok_cache_new(1 << 16);
     s->last_hidden = calloc((size_t)m->cfg.text.hidden_size, sizeof(float));
     s->workspace = vlr_workspace_new(0);
-    s->exec = (vlr_exec){.k = &m->kernels, .n_threads = m->n_threads, .ws = s->workspace};
-    if (!s->tok_cache || !s->last_hidden || !s->workspace) {
+    s->activations = vlr_workspace_new(0);
+    s->exec = (vlr_exec){.k = &m->kernels, .n_threads = m->n_threads, .ws = s->workspace,
+                         .acts = s->activations};
+    if (!s->tok_cache || !s->last_hidden || !s->workspace || !s->activations) {
         vlr_session_free(s);
         return VLR_ERR_NOMEM;
     }
@@ -195,6 +198,7 @@ void vlr_session_free(vlr_session *s) {
     vlr_tok_cache_free(s->tok_cache);
     vlr_text_state_free(s->text);
     vlr_workspace_free(s->workspace);
+    vlr_workspace_free(s->activations);
     vlr_vision_cache_free(s->vision_cache);
     free(s->prev_ids);
     free(s->prev_keys);

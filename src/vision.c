@@ -21,6 +21,7 @@
 /* Everything one forward needs, so each stage reads like the model card. */
 typedef struct vision_ctx {
     const vlr_exec *exec; /* table, threads, workspace, cancel flag, trace */
+    bool own_arena;       /* x was malloc'd here (the context has no activation arena) */
     const vlr_kernels *k; /* exec->k */
     int n;              /* N: patch rows t*h*w */
     int c, heads, hd;   /* C: hidden size, heads, head_dim */
@@ -209,7 +210,13 @@ static vlr_status vision_setup(vision_ctx *c, const vlr_config *cfg, const vlr_v
     const size_t n_mlp = mlp_rows * (size_t)c->inter;
     size_t n_att = c->n_tokens * (size_t)D;
     if (n_att < nc) n_att = nc;
-    c->x = vlr_malloc(total * sizeof(float), e);
+    if (c->exec->acts) {
+        c->x = vlr_workspace_reserve(c->exec->acts, total * sizeof(float));
+        if (!c->x) return vlr_fail(e, VLR_ERR_NOMEM, "vision: out of memory for %zu activations", total);
+    } else {
+        c->x = vlr_malloc(total * sizeof(float), e);
+        c->own_arena = true;
+    }
     c->window_index = vlr_malloc(c->n_tokens * sizeof *c->window_index, e);
     c->cu_window = vlr_malloc((vlr_vision_max_windows(cfg, g) + 1) * sizeof *c->cu_window, e);
     c->cu_full = vlr_malloc(((size_t)g.t + 1) * sizeof *c->cu_full, e);
@@ -293,7 +300,7 @@ vlr_status vlr_vision_forward(const vlr_config *cfg, const vlr_vision_weights *w
     vlr_trace_tensor(trace, "vision.merger_out", out, c.n_tokens, D, D);
 
 done:
-    free(c.x); /* the arena */
+    if (c.own_arena) free(c.x); /* the arena */
     free(c.window_index);
     free(c.cu_window);
     free(c.cu_full);

@@ -38,6 +38,9 @@ struct vlr_exec {
     const vlr_kernels *k;        /* the op table for (ISA, precision); outlives the context */
     int n_threads;               /* OpenMP team of every parallel kernel (<= 0 means 1) */
     vlr_workspace *ws;           /* kernel scratch; NULL: each kernel call allocates its own */
+    vlr_workspace *acts;         /* the vision tower's activation arena, kept between requests so
+                                  * its pages are not faulted in again by every image (measured:
+                                  * ~200 ms per 640x480 image at 7B width); NULL: one per call */
     const volatile int *cancel;  /* NULL, or a caller's flag: non-zero asks the forward passes to
                                   * stop at their next check (vision block, decoder layer, chunk) */
     vlr_trace *trace;            /* NULL, or where the forward passes record named stages */
