@@ -417,9 +417,9 @@ int cmd_serve(int argc, char **argv) {
                         "the server read images under %s%s and fetch http(s) URLs\n",
                 numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "");
     if (!quiet)
-        fprintf(stderr, "vlreward serve: model %s (kernels %s), %ld worker%s x %d threads, vision cache %ld MB per "
-                        "worker, image root %s%s, body cap %ld MiB\n",
-                mo.model_dir, m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
+        fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
+                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB\n",
+                mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
                 allow_any ? " (any path allowed)" : "", max_body_mb);
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
