@@ -125,7 +125,8 @@ void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr
     int bq = t->unit_rows / group > 0 ? t->unit_rows / group : 1;
     if (bq > max_q) bq = max_q;
     const int nt = x->n_threads > 0 ? x->n_threads : 1;
-    const size_t per_thread = round_up(t->scratch_floats(group * bq, a->head_dim), 16); /* whole lines */
+    const size_t rows = (size_t)group * bq, hd = (size_t)a->head_dim, bk = (size_t)t->key_block;
+    const size_t per_thread = round_up(rows * bk + 2 * hd * bk + 2 * rows * hd + 3 * rows, 16); /* whole lines */
     /* One block: unit_start [n_seg + 1] (units before segment s), then the threads' slices. All of
      * it is had before the parallel region: every thread must reach the work-sharing loop. */
     const size_t head = round_up(((size_t)n_seg + 1) * sizeof(long), 64);
@@ -154,7 +155,15 @@ void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr
 #ifdef _OPENMP
         th = omp_get_thread_num();
 #endif
-        float *mine = scratch + (size_t)th * per_thread;
+        vlr_flash_scratch w;
+        w.s = scratch + (size_t)th * per_thread;
+        w.kt = w.s + rows * bk;
+        w.vb = w.kt + hd * bk;
+        w.qp = w.vb + hd * bk;
+        w.o = w.qp + rows * hd;
+        w.m = w.o + rows * hd;
+        w.l = w.m + rows;
+        w.alpha = w.l + rows;
 #pragma omp for schedule(dynamic, 1)
         for (long u = 0; u < n_units; u++) {
             int s = 0, hi = n_seg; /* the segment holding unit u: unit_start[s] <= u < unit_start[s+1] */
@@ -169,7 +178,7 @@ void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr
             const int n_qb = (seg.n_q + bq - 1) / bq;
             const int qb = n_qb - 1 - (int)(v / a->n_kv_heads), g = (int)(v % a->n_kv_heads);
             const int i0 = qb * bq, nq = seg.n_q - i0 < bq ? seg.n_q - i0 : bq;
-            t->unit(&seg, g, i0, nq, bq, mine);
+            t->unit(&seg, g, i0, nq, bq, &w);
         }
     }
     free(owned);

@@ -146,11 +146,24 @@ void vlr_gemm_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_gemm_tili
  * arithmetic that depends only on a query's own scores and the fixed key blocking: the unit shape,
  * the threads and the other queries never change a result's bits. Without scratch memory the call
  * runs on the scalar reference (which needs none). */
+/* One thread's flash-attention scratch for units of `rows` query rows (heads x queries), head_dim
+ * hd and key blocks of bk keys, carved by vlr_attention_run from one 64-byte-aligned slice, s first
+ * (its rows, and kt's panel rows, stay aligned when bk is a multiple of 16). */
+typedef struct vlr_flash_scratch {
+    float *s;  /* [rows][bk] scores, then probabilities */
+    float *kt; /* [bk / nr][hd][nr] the key block, transposed into the GEMM's micro-panels */
+    float *vb; /* [bk][hd] the value block, contiguous: rows of V are ld_kv apart, and for ld_kv a
+                * multiple of 1-2 KiB they would all fall into the same few L1 sets */
+    float *qp; /* [rows][hd] Q tiles, each packed [hd][mr] */
+    float *o;  /* [rows][hd] unnormalised output */
+    float *m, *l, *alpha; /* [rows] running max, running sum, this block's rescale */
+} vlr_flash_scratch;
+
 typedef struct vlr_attention_tiling {
     int unit_rows; /* query rows (heads x queries) per unit, at most */
-    size_t (*scratch_floats)(int rows, int head_dim); /* one thread's scratch for units of `rows` */
+    int key_block; /* keys per block (bk) */
     /* queries [i0, i0 + nq) of seg (a plain call, cu_seqlens NULL) for key/value head g */
-    void (*unit)(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch);
+    void (*unit)(const vlr_attention_args *seg, int g, int i0, int nq, int bq, const vlr_flash_scratch *w);
 } vlr_attention_tiling;
 void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr_attention_tiling *t);
 

@@ -230,15 +230,6 @@ static void avx2_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm
 static inline __m256 exp256(__m256 x);
 #define A2_ROWS 48  /* query rows (heads × queries) per unit */
 
-typedef struct a2_att_scratch {
-    float *s;     /* [rows][A2_BK] scores, then probabilities */
-    float *kt;    /* [A2_BK / A2_NR][hd][A2_NR] the key block in micro-panels */
-    float *vb;    /* [A2_BK][hd] the value block, contiguous (see x86_avx512.c) */
-    float *qp;    /* [rows][hd] Q tiles, each packed [hd][mr] */
-    float *o;     /* [rows][hd] unnormalised output */
-    float *m, *l, *alpha; /* [rows] running max, running sum, this block's rescale */
-} a2_att_scratch;
-
 static inline float a2_hmax(__m256 v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_max_ps(x, _mm_movehl_ps(x, x));
@@ -287,7 +278,7 @@ static inline __attribute__((always_inline)) void a2_pv_tile(int nr, int nv, con
         for (int c = 0; c < nch; c++) _mm256_maskstore_ps(o + (size_t)i * ldo + 8 * c, mk[c], acc[i][c]);
 }
 
-static void a2_att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, a2_att_scratch *w) {
+static void a2_att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, const vlr_flash_scratch *w) {
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads, rows = group * bq;
     const int n_vis = a->causal_offset < 0 ? a->n_kv
                       : (a->causal_offset + i0 + nq < a->n_kv ? a->causal_offset + i0 + nq : a->n_kv);
@@ -383,25 +374,7 @@ static void a2_att_unit(const vlr_attention_args *a, int g, int i0, int nq, int 
 }
 
 /* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
-static size_t a2_att_scratch_floats(int rows, int hd) {
-    return (size_t)rows * A2_BK + 2 * (size_t)hd * A2_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
-}
-
-static void a2_att_unit_scratch(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch) {
-    const int rows = seg->n_heads / seg->n_kv_heads * bq, hd = seg->head_dim;
-    a2_att_scratch w;
-    w.s = scratch; /* rows of A2_BK floats: 32-byte aligned */
-    w.kt = w.s + (size_t)rows * A2_BK;
-    w.vb = w.kt + (size_t)hd * A2_BK;
-    w.qp = w.vb + (size_t)hd * A2_BK;
-    w.o = w.qp + (size_t)rows * hd;
-    w.m = w.o + (size_t)rows * hd;
-    w.l = w.m + rows;
-    w.alpha = w.l + rows;
-    a2_att_unit(seg, g, i0, nq, bq, &w);
-}
-
-static const vlr_attention_tiling avx2_attention_tiling = {A2_ROWS, a2_att_scratch_floats, a2_att_unit_scratch};
+static const vlr_attention_tiling avx2_attention_tiling = {A2_ROWS, A2_BK, a2_att_unit};
 
 static void avx2_attention(const vlr_attention_args *a, const vlr_exec *x) {
     vlr_attention_run(a, x, &avx2_attention_tiling);

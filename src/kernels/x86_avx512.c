@@ -89,7 +89,6 @@ static inline __attribute__((always_inline)) void pack_w_block_dt(
     }
 }
 
-
 static void pack_w_block(float *dst, const void *w, vlr_dtype dt, size_t k, int j0, int n_cols,
                          int p0, int kc) {
     switch (dt) {
@@ -267,23 +266,12 @@ static inline __m512 exp512(__m512 x) {
  * arithmetic depends only on its own scores and the fixed key blocking, so the result of a query
  * does not depend on the unit shape, the threads or the other queries. Segments, units, the
  * parallel loop and the scratch are vlr_attention_run's (kernels.c); this file gives the unit
- * routine and its scratch size, per thread O(rows · (head_dim + ATT_BK)), never O(n_q · n_kv). ATT_BK = 128 amortises the per-row work of
- * each block (two reductions, an expf) over enough keys; measured in bench/README.md. */
+ * routine and its key block; the scratch (vlr_flash_scratch) is O(rows · (head_dim + ATT_BK)) per
+ * thread, never O(n_q · n_kv). ATT_BK = 128 amortises the per-row work of each block (two reductions, an expf) over enough keys; measured in bench/README.md. */
 
 #define ATT_BK 128 /* keys per block: a multiple of GEMM_NR */
 #define ATT_ROWS 112 /* query rows (heads × queries) per unit */
 _Static_assert(ATT_BK % GEMM_NR == 0, "a key block is whole GEMM panels");
-
-typedef struct att_scratch {
-    float *qp; /* [rows][hd] Q tiles packed [hd][mr] each */
-    float *kt; /* [ATT_BK / GEMM_NR][hd][GEMM_NR] the key block, transposed in micro-panels */
-    float *vb; /* [ATT_BK][hd] the value block, contiguous: rows of V are ld_kv apart, and for
-                * ld_kv a multiple of 1-2 KiB they would all fall into the same few L1 sets */
-    float *s;  /* [rows][ATT_BK] scores, then probabilities */
-    float *o;  /* [rows][hd] unnormalised output */
-    float *m, *l; /* [rows] running max and sum */
-    float *alpha; /* [rows] e^(m_old - m_new) of the current key block */
-} att_scratch;
 
 /* O[i] = O[i]·alpha[i] + sum_{j < nv} P[i][j] V[j] for rows i < nr of an R-row tile, over NCH
  * 16-float chunks of the head (masks mk; R·NCH <= 24 accumulators stay in registers). Rows of the
@@ -347,7 +335,7 @@ static void pv_rows(int rows, int hd, int nv, const float *p, const float *alpha
     }
 }
 
-static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, att_scratch *w) {
+static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq, const vlr_flash_scratch *w) {
     const int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
     const int rows = group * bq;
     const int n_vis = a->causal_offset < 0 ? a->n_kv
@@ -438,26 +426,7 @@ static void att_unit(const vlr_attention_args *a, int g, int i0, int nq, int bq,
 }
 
 /* per thread: s [rows][BK], kt and vb [hd][BK], qp and o [rows][hd], m, l, alpha [rows] */
-static size_t att_scratch_floats(int rows, int hd) {
-    return (size_t)rows * ATT_BK + 2 * (size_t)hd * ATT_BK + 2 * (size_t)rows * hd + 3 * (size_t)rows;
-}
-
-/* One unit on a thread's scratch (64-byte aligned, att_scratch_floats of it), carved as above. */
-static void att_unit_scratch(const vlr_attention_args *seg, int g, int i0, int nq, int bq, float *scratch) {
-    const int rows = seg->n_heads / seg->n_kv_heads * bq, hd = seg->head_dim;
-    att_scratch w;
-    w.s = scratch;                      /* 64-byte aligned rows of ATT_BK floats */
-    w.kt = w.s + (size_t)rows * ATT_BK; /* aligned panel rows */
-    w.vb = w.kt + (size_t)hd * ATT_BK;
-    w.qp = w.vb + (size_t)hd * ATT_BK;
-    w.o = w.qp + (size_t)rows * hd;
-    w.m = w.o + (size_t)rows * hd;
-    w.l = w.m + rows;
-    w.alpha = w.l + rows;
-    att_unit(seg, g, i0, nq, bq, &w);
-}
-
-static const vlr_attention_tiling avx512_attention_tiling = {ATT_ROWS, att_scratch_floats, att_unit_scratch};
+static const vlr_attention_tiling avx512_attention_tiling = {ATT_ROWS, ATT_BK, att_unit};
 
 static void avx512_attention(const vlr_attention_args *a, const vlr_exec *x) {
     vlr_attention_run(a, x, &avx512_attention_tiling);
