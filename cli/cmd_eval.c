@@ -60,7 +60,7 @@ static bool score_side(eval_ctx *ctx, const vlr_parsed_request *r, const char *s
     vlr_status rc = vlr_score(ctx->session, &r->req, score);
     if (rc == VLR_OK) *tokens += vlr_session_last_n_tokens(ctx->session);
     if (rc != VLR_OK) {
-        snprintf(msg, sizeof msg, "%s: %s", side, vlr_session_errmsg(ctx->session));
+        vlr_snprintf_utf8(msg, sizeof msg, "%s: %s", side, vlr_session_errmsg(ctx->session));
     } else if (!isfinite(*score)) {
         snprintf(msg, sizeof msg, "%s: the score is not a finite number", side);
     } else {

@@ -158,7 +158,7 @@ static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_r
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap);
     va_end(ap);
     vlr_buf b = {0};
     vlr_buf_puts(&b, "{\"error\": ");
@@ -290,7 +290,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n') msg[--n] = '\0';
     fprintf(stderr, "vlreward serve: libmicrohttpd: %s\n", msg);

@@ -224,7 +224,7 @@ static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
     char msg[VLR_ERR_MSG_CAP + 64];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap); /* never cuts a character */
     va_end(ap);
     out->status = status;
     out->body.len = 0;
@@ -234,10 +234,10 @@ static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
 }
 
 /* A failed single request: the client's fault (422) unless the server ran out of memory (503,
- * worth retrying) or hit a bug (500). */
+ * worth retrying), hit a bug (500) or computed a non-finite score (500: the model's fault). */
 static int failure_status(vlr_status code) {
     if (code == VLR_ERR_NOMEM) return 503;
-    if (code == VLR_ERR_INTERNAL) return 500;
+    if (code == VLR_ERR_INTERNAL || code == VLR_ERR_NUMERIC) return 500;
     return 422;
 }
 

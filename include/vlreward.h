@@ -50,7 +50,8 @@ typedef enum vlr_status {
     VLR_ERR_UNSUPPORTED, /* valid but not supported (e.g. video) */
     VLR_ERR_NETWORK,     /* fetching an http(s) image failed */
     VLR_ERR_INTERRUPTED, /* cancelled by the caller */
-    VLR_ERR_INTERNAL     /* a bug: please report */
+    VLR_ERR_INTERNAL,    /* a bug: please report */
+    VLR_ERR_NUMERIC      /* the model computed a non-finite score (NaN, +inf or -inf) */
 } vlr_status;
 
 /* A short constant name for a status ("format error", ...). Never NULL. */
@@ -144,6 +145,11 @@ typedef struct vlr_request {
     const char *base_dir; /* for relative image paths; NULL = current directory */
 } vlr_request;
 
+/* A score that is not a finite number (NaN or an infinity: weights with NaN/inf in them, or a
+ * preprocessing that overflows) is never returned as a result: the call fails with
+ * VLR_ERR_NUMERIC and the message "the score is not finite (NaN): ..." (or "(inf)", "(-inf)"),
+ * and *score is left unset. It is not the request's fault, so the server answers it with 500, and
+ * batch and eval runs write it as an error line like any other failed request. */
 vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
 
 /* Number of tokens of the last request this session scored (after image placeholder expansion),

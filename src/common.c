@@ -26,16 +26,71 @@ const char *vlr_status_str(vlr_status s) {
     case VLR_ERR_NETWORK: return "network error";
     case VLR_ERR_INTERRUPTED: return "interrupted";
     case VLR_ERR_INTERNAL: return "internal error";
+    case VLR_ERR_NUMERIC: return "numeric error";
     }
     return "unknown status";
 }
 
+/* ---- UTF-8 ------------------------------------------------------------------------------- */
+
+int vlr_utf8_seq(const unsigned char *s, size_t n) {
+    if (n == 0) return -1;
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned lo = 0x80, hi = 0xbf; /* the range of the second byte (RFC 3629's table) */
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) lo = 0xa0;      /* no overlong forms */
+        else if (c == 0xed) hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) lo = 0x90;      /* no overlong forms */
+        else if (c == 0xf4) hi = 0x8f; /* nothing above U+10FFFF */
+    } else {
+        return -1; /* a continuation byte, C0, C1, F5..FF */
+    }
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return -i;
+        unsigned b = s[i];
+        if (i == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return -i;
+    }
+    return len;
+}
+
+size_t vlr_utf8_cut(const char *s, size_t len) {
+    const unsigned char *u = (const unsigned char *)s;
+    /* the start of the last character: at most 3 continuation bytes back */
+    size_t i = len;
+    while (i > 0 && len - i < 4 && (u[i - 1] & 0xc0) == 0x80) i--;
+    if (i == 0 || len - i >= 4) return len;
+    unsigned c = u[i - 1];
+    size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    return (i - 1) + need > len ? i - 1 : len;
+}
+
+int vlr_vsnprintf_utf8(char *dst, size_t cap, const char *fmt, va_list ap) {
+    int n = vsnprintf(dst, cap, fmt, ap);
+    if (cap > 0 && n >= 0 && (size_t)n >= cap) dst[vlr_utf8_cut(dst, cap - 1)] = '\0';
+    return n;
+}
+
+int vlr_snprintf_utf8(char *dst, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vlr_vsnprintf_utf8(dst, cap, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+/* Messages are cut to VLR_ERR_MSG_CAP - 1 bytes at a character boundary, never inside one. */
 vlr_status vlr_fail(vlr_err *e, vlr_status code, const char *fmt, ...) {
     if (e) {
         e->code = code;
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        vlr_vsnprintf_utf8(e->msg, sizeof e->msg, fmt, ap);
         va_end(ap);
     }
     return code;
@@ -46,13 +101,13 @@ void vlr_err_prefix(vlr_err *e, const char *fmt, ...) {
     char prefix[VLR_ERR_MSG_CAP], old[VLR_ERR_MSG_CAP];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    vlr_vsnprintf_utf8(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
     old[sizeof old - 1] = '\0';
     size_t a = strlen(prefix), b = strlen(old);
-    if (a > sizeof e->msg - 1) a = sizeof e->msg - 1;
-    if (b > sizeof e->msg - 1 - a) b = sizeof e->msg - 1 - a;
+    if (a > sizeof e->msg - 1) a = vlr_utf8_cut(prefix, sizeof e->msg - 1);
+    if (b > sizeof e->msg - 1 - a) b = vlr_utf8_cut(old, sizeof e->msg - 1 - a);
     memcpy(e->msg, prefix, a);
     memcpy(e->msg + a, old, b);
     e->msg[a + b] = '\0';
@@ -60,7 +115,7 @@ void vlr_err_prefix(vlr_err *e, const char *fmt, ...) {
 
 void vlr_err_copy(const vlr_err *e, char *dst, size_t cap) {
     if (!dst || cap == 0) return;
-    snprintf(dst, cap, "%s", e ? e->msg : "");
+    vlr_snprintf_utf8(dst, cap, "%s", e ? e->msg : "");
 }
 
 void *vlr_malloc(size_t n, vlr_err *e) {
@@ -134,6 +189,19 @@ void vlr_buf_json_string(vlr_buf *b, const char *s, size_t n) {
         unsigned char c = (unsigned char)s[i];
         const char *esc = NULL;
         char u[7];
+        if (c >= 0x80) { /* a multi-byte character, copied as is when well-formed */
+            int k = vlr_utf8_seq((const unsigned char *)s + i, n - i);
+            if (k > 0) {
+                run += (size_t)k;
+                i += (size_t)k - 1;
+                continue;
+            }
+            vlr_buf_append(b, s + i - run, run);
+            run = 0;
+            vlr_buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD for the maximal ill-formed subpart */
+            i += (size_t)(-k) - 1;
+            continue;
+        }
         if (c == '"') esc = "\\\"";
         else if (c == '\\') esc = "\\\\";
         else if (c == '\n') esc = "\\n";

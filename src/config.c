@@ -23,9 +23,11 @@
  * Not here: tensors (weights.c), tokenizer files. */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "json.h"
 
@@ -402,25 +404,46 @@ static void preproc_defaults(vlr_preproc_config *p) {
     p->temporal_patch_size = 2;
 }
 
+/* One channel of image_mean / image_std, as the float32 transformers normalises with. A std must be
+ * a positive normal float32: a subnormal one (1e-40 passes "> 0" as a double) makes (x - mean) / std
+ * overflow to inf and the score NaN. JSON cannot spell NaN and the range check refuses the
+ * infinities (1e999 reads as inf), so every value kept is finite. */
+static vlr_status channel_value(const cfg_reader *r, const char *where, const vlr_json *v, bool is_std,
+                                float *out) {
+    double d = 0.0;
+    vlr_status rc = double_value(r, where, v, is_std ? 0.0 : -1e30, 1e30, &d);
+    if (rc) return rc;
+    float f = (float)d;
+    if (!isfinite(f))
+        return vlr_fail(r->e, VLR_ERR_CONFIG, "%s: field %s: %g is not a finite float32", r->file, where, d);
+    if (is_std && !(f >= FLT_MIN))
+        return vlr_fail(r->e, VLR_ERR_CONFIG,
+                        "%s: field %s: %g is too small: a standard deviation must be a positive normal "
+                        "float32 (at least %g), or normalising overflows",
+                        r->file, where, d, (double)FLT_MIN);
+    *out = f; /* transformers normalises in float32 with these as float32 */
+    return VLR_OK;
+}
+
 /* image_mean / image_std: a list of 3 numbers or one number for all channels. */
-static vlr_status read_channels(const cfg_reader *r, const char *key, bool positive, float out[3]) {
+static vlr_status read_channels(const cfg_reader *r, const char *key, bool is_std, float out[3]) {
     found f = lookup(r, SCOPE_ROOT, key);
     if (!f.v) return VLR_OK;
-    double lo = positive ? 0.0 : -1e30;
-    double d;
     vlr_status rc;
     if (f.v->type == VLR_JSON_NUMBER) {
-        if ((rc = double_value(r, f.where, f.v, lo, 1e30, &d))) return rc;
-        out[0] = out[1] = out[2] = (float)d;
+        float c;
+        if ((rc = channel_value(r, f.where, f.v, is_std, &c))) return rc;
+        out[0] = out[1] = out[2] = c;
         return VLR_OK;
     }
     if (f.v->type != VLR_JSON_ARRAY || f.v->len != 3) return wrong_type(r, f.where, "a list of 3 numbers", f.v);
+    float c[3];
     for (int i = 0; i < 3; i++) {
         char w[160];
         snprintf(w, sizeof w, "%s[%d]", f.where, i);
-        if ((rc = double_value(r, w, &f.v->items[i], lo, 1e30, &d))) return rc;
-        out[i] = (float)d; /* transformers normalises in float32 with these as float32 */
+        if ((rc = channel_value(r, w, &f.v->items[i], is_std, &c[i]))) return rc;
     }
+    memcpy(out, c, sizeof c);
     return VLR_OK;
 }
 

@@ -5,6 +5,7 @@
  * sequence and the value head at the last token. The math itself lives in vision.c and text.c. */
 #include "model.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -434,7 +435,7 @@ static vlr_status vision_rows(vlr_session *s, const vlr_prepared_image *img, siz
 
 /* The vision tower per image (each output a standalone [tokens, D] block, concatenated in order),
  * the decoder over the tokens after the reusable prefix, the value head at the last token. */
-static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *score) {
+static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *out_score) {
     const vlr_model *m = s->model;
     const vlr_config *cfg = &m->cfg;
     vlr_err *e = &s->err;
@@ -492,7 +493,16 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data + start, n_new, vision ? vision + vision_before * D : NULL,
                         n_vision - vision_before, embeds, e);
     if (rc) goto done;
-    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, score, e))) goto done;
+    double score = 0.0;
+    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, &score, e))) goto done;
+    if (!isfinite(score)) { /* never a result: JSON has no NaN, and a NaN would sort as anything */
+        rc = vlr_fail(e, VLR_ERR_NUMERIC,
+                      "the score is not finite (%s): the model computed a non-finite value over %zu tokens; "
+                      "check the weights and preprocessor_config.json (image_mean, image_std, rescale_factor)",
+                      isnan(score) ? "NaN" : score > 0 ? "inf" : "-inf", n);
+        goto done; /* prev_n stays 0: nothing of this request is reused */
+    }
+    *out_score = score;
     s->last_n_tokens = n;
     s->last_reused = start;
     memcpy(s->last_hidden, vlr_text_last_hidden(s->text), D * sizeof(float));

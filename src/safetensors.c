@@ -3,7 +3,8 @@
  *
  * The header JSON is parsed with json.h, every tensor entry is checked and copied into a flat
  * array sorted by name (vlr_st_find is a binary search), and the JSON document is freed before
- * returning. Overlaps are found by sorting the entries by offset. The mapping stays open until
+ * returning. Overlaps, gaps and bytes after the last tensor are found by sorting the entries by
+ * offset (check_coverage). The mapping stays open until
  * vlr_st_close; tensor data is never copied except to fix a misaligned tensor.
  *
  * Not here: which tensors a model needs and their shapes (weights.c). */
@@ -129,28 +130,56 @@ static vlr_status parse_entry(const vlr_st_file *f, const vlr_json *v, vlr_st_te
     return VLR_OK;
 }
 
-/* Rejects two tensors sharing a byte. Empty tensors own no bytes and cannot overlap. */
-static vlr_status check_overlaps(const vlr_st_file *f, vlr_err *e) {
+/* The tensors must tile the data section: sorted by offset, each begins where the previous one
+ * ended (the first at 0, an empty tensor too), and the last ends at the end of the data section.
+ * This is what huggingface/safetensors' reference reader requires (its Metadata::validate walks the
+ * tensors in offset order and refuses any begin other than the running end; read_metadata then
+ * refuses a file whose data section is longer or shorter than that end). Holding to it is what
+ * catches a header length that is off by a few bytes: every offset would still be in bounds, but
+ * the data section would start in the wrong place and every tensor would be read shifted. */
+static vlr_status check_coverage(const vlr_st_file *f, vlr_err *e) {
     vlr_status rc = VLR_OK;
     const vlr_st_tensor **order = NULL;
-    if (f->n_tensors < 2) return VLR_OK;
-    order = vlr_calloc(f->n_tensors, sizeof *order, e);
-    if (!order) return VLR_ERR_NOMEM;
+    if (f->n_tensors > 0) {
+        order = vlr_calloc(f->n_tensors, sizeof *order, e);
+        if (!order) return VLR_ERR_NOMEM;
+    }
     for (size_t i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
-    qsort(order, f->n_tensors, sizeof *order, cmp_by_offset);
-    const vlr_st_tensor *reach = NULL; /* the tensor that ends furthest so far */
+    if (f->n_tensors > 1) qsort(order, f->n_tensors, sizeof *order, cmp_by_offset);
+    size_t at = 0;                   /* the running end */
+    const vlr_st_tensor *prev = NULL; /* the tensor that ends at `at` */
     for (size_t i = 0; i < f->n_tensors; i++) {
         const vlr_st_tensor *t = order[i];
-        if (t->nbytes == 0) continue;
-        if (reach && t->offset < reach->offset + reach->nbytes) {
+        if (t->offset < at) {
             rc = vlr_fail(e, VLR_ERR_FORMAT,
                           "%s: tensors %s [%zu, %zu) and %s [%zu, %zu) overlap in the data section",
-                          f->path, reach->name, reach->offset, reach->offset + reach->nbytes, t->name,
+                          f->path, prev->name, prev->offset, prev->offset + prev->nbytes, t->name,
                           t->offset, t->offset + t->nbytes);
             goto done;
         }
-        reach = t;
+        if (t->offset > at) {
+            if (prev)
+                rc = vlr_fail(e, VLR_ERR_FORMAT,
+                              "%s: a gap of %zu bytes in the data section between tensors %s (ends at "
+                              "%zu) and %s (begins at %zu); the safetensors format requires the tensors "
+                              "to follow each other",
+                              f->path, t->offset - at, prev->name, at, t->name, t->offset);
+            else
+                rc = vlr_fail(e, VLR_ERR_FORMAT,
+                              "%s: the data section starts with %zu bytes no tensor holds (the first "
+                              "tensor, %s, begins at %zu, not 0); is the header length right?",
+                              f->path, t->offset, t->name, t->offset);
+            goto done;
+        }
+        at = t->offset + t->nbytes;
+        prev = t;
     }
+    if (at != f->data_size)
+        rc = vlr_fail(e, VLR_ERR_FORMAT,
+                      "%s: the tensors cover %zu bytes but the data section after the %zu-byte header "
+                      "has %zu (%zu bytes more than the tensors); the safetensors format requires them "
+                      "to match exactly: is the header length right?",
+                      f->path, at, f->header_len, f->data_size, f->data_size - at);
 done:
     free(order);
     return rc;
@@ -199,6 +228,12 @@ static vlr_status parse_file(vlr_st_file *f, vlr_err *e) {
     f->data = f->bytes + 8 + f->header_len;
     f->data_size = f->size - 8 - f->header_len;
 
+    /* The format requires the header to begin with '{' (the JSON reader would also skip leading
+     * whitespace: a header length that is too large by a few bytes of padding must not pass) */
+    if (f->header_len == 0 || f->bytes[8] != '{')
+        return vlr_fail(e, VLR_ERR_FORMAT,
+                        "%s: header does not begin with '{' (0x7b) as the safetensors format requires%s", p,
+                        f->header_len == 0 ? " (header length 0)" : "");
     doc = vlr_json_parse((const char *)f->bytes + 8, f->header_len, e);
     if (!doc) {
         vlr_err_prefix(e, "%s: header is not valid JSON: ", p);
@@ -252,7 +287,7 @@ static vlr_status parse_file(vlr_st_file *f, vlr_err *e) {
             goto done;
         }
     }
-    rc = check_overlaps(f, e);
+    rc = check_coverage(f, e);
     if (rc) goto done;
     rc = fix_alignment(f, e);
 done:

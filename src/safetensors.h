@@ -4,11 +4,13 @@
  * ({"__metadata__": {...}, "<name>": {"dtype", "shape", "data_offsets": [begin, end]}, ...}), then
  * the data section; offsets are relative to its start. At open we check everything a reader could
  * trip over: N within the file and at most 100,000,000 bytes (the limit of the reference Rust crate),
- * a JSON object, a known dtype (BF16, F16, F32), a shape of at most VLR_ST_MAX_DIMS non-negative
- * dimensions, 0 <= begin <= end <= data size, end - begin == numel * dtype size (overflow-checked),
- * no two tensors sharing a byte and no name twice. After that every tensor is a plain view. Gaps
- * between tensors and bytes after the last one are tolerated (the Rust crate refuses them; nothing
- * is read from them, so accepting them costs no safety).
+ * a header that begins with '{' and is one well-formed JSON object, a known dtype (BF16, F16, F32),
+ * a shape of at most VLR_ST_MAX_DIMS non-negative dimensions, 0 <= begin <= end <= data size,
+ * end - begin == numel * dtype size (overflow-checked), no name twice, and, as the reference Rust
+ * crate requires, tensors that tile the data section exactly: in offset order each begins where the
+ * previous one ended (the first at 0), and the last ends at the end of the file. So no overlap, no
+ * gap and no trailing bytes: a header length off by a few bytes is refused instead of every tensor
+ * being read shifted. After that every tensor is a plain view. All failures are VLR_ERR_FORMAT.
  *
  * Tensors are used in place from the mapping. A tensor whose address is not a multiple of its
  * element size (possible when a writer does not pad the header to 8 bytes) is copied once into an

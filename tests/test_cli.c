@@ -421,6 +421,138 @@ static void test_example_and_template_warning(void) {
     free(out);
 }
 
+/* Writes bytes to path. */
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+/* Every output line is JSON that the strict reader accepts (it refuses ill-formed UTF-8). */
+static size_t count_strict_json_lines(const char *text) {
+    size_t n = 0;
+    for (size_t k = 0;; k++) {
+        vlr_json_doc *d = line_doc(text, k);
+        if (!d) break;
+        n++;
+        vlr_json_free(d);
+    }
+    return n;
+}
+
+/* An error message that quotes raw bytes of the input (a PNG chunk type of bytes ff c3 a9 e2, which
+ * is not UTF-8) still makes a valid JSON line: each ill-formed sequence becomes U+FFFD, the
+ * well-formed "é" stays, and --resume accepts the run's own output. */
+static void test_error_lines_utf8(void) {
+    char cmd[2048], path[400], in[400], outp[400], *out;
+    size_t len;
+    char *png;
+    vlr_err e;
+    CHECK(vlr_read_file("tests/reference/images/rocket_rgba.png", 1 << 24, &png, &len, &e) == VLR_OK && len > 33,
+          "fixture");
+    if (len <= 33) return;
+    static const unsigned char chunk[12] = {0, 0, 0, 0, 0xff, 0xc3, 0xa9, 0xe2, 0, 0, 0, 0}; /* bad CRC */
+    char *bad = malloc(len + 12);
+    memcpy(bad, png, 33); /* signature + IHDR */
+    memcpy(bad + 33, chunk, 12);
+    memcpy(bad + 45, png + 33, len - 33);
+    snprintf(path, sizeof path, "%s/badchunk.png", tmpdir);
+    write_bytes(path, bad, len + 12);
+    free(bad);
+    free(png);
+    snprintf(in, sizeof in, "%s/utf8_in.jsonl", tmpdir);
+    write_file(in, "{\"id\": \"chunk\", \"image\": \"badchunk.png\", \"question\": \"q\", \"answer\": \"a\"}\n"
+                   "{\"id\": \"text\", \"question\": \"q\", \"answer\": \"a\"}\n");
+    snprintf(outp, sizeof outp, "%s/utf8_out.jsonl", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --input %s --output %s", bin, in, outp);
+    int rc = run(cmd, &out);
+    free(out);
+    CHECK(rc == 1, "one bad line: exit 1 (got %d)", rc);
+    char *text = test_read_text(outp);
+    CHECK(text && count_strict_json_lines(text) == 2, "both lines are strict JSON: %s", text ? text : "(none)");
+    vlr_json_doc *d = line_doc(text, 0);
+    const vlr_json *err = d ? vlr_json_get(vlr_json_root(d), "error") : NULL;
+    CHECK(err && strcmp(err->str, "image 1: badchunk.png: broken PNG file (bad checksum in chunk "
+                                  "\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd)") == 0,
+          "the chunk type with U+FFFD for each ill-formed byte: %s", err ? err->str : "(none)");
+    vlr_json_free(d);
+    /* --resume reads the run's own output back: from the first line alone it redoes the second */
+    char *nl = text ? strchr(text, '\n') : NULL;
+    if (nl) {
+        write_bytes(outp, text, (size_t)(nl + 1 - text));
+        snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --precision f32 --input %s --output %s --resume", bin,
+                 in, outp);
+        rc = run(cmd, &out);
+        free(out);
+        char *again = test_read_text(outp);
+        CHECK(rc == 0 && again && strcmp(again, text) == 0, "--resume accepts its own error line (exit %d): %s", rc,
+              again ? again : "(none)");
+        free(again);
+    }
+    free(text);
+}
+
+/* A copy of tiny-a (weights symlinked) whose preprocessor_config.json makes the pixels overflow to
+ * inf (a mean of -1e29 over a std of 1.2e-38, both accepted) gives a NaN score: an error line and
+ * exit 1, never "score": null. A subnormal std is refused at load, naming the field. */
+static void test_nonfinite_score(void) {
+    char dir[400], real[PATH_MAX], cmd[2048], path[600], in[400], *out;
+    snprintf(dir, sizeof dir, "%s/nan-model", tmpdir);
+    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
+    const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "chat_template.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char from[PATH_MAX + 64], to[512];
+        snprintf(from, sizeof from, "%s/%s", real, files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
+    }
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    write_file(path, "{\"image_mean\": [-1e29, -1e29, -1e29], \"image_std\": [1.2e-38, 1.2e-38, 1.2e-38], "
+                     "\"min_pixels\": 3136, \"max_pixels\": 12845056, \"patch_size\": 14, \"merge_size\": 2, "
+                     "\"temporal_patch_size\": 2}");
+    snprintf(in, sizeof in, "%s/nan_in.jsonl", tmpdir);
+    write_file(in, "{\"id\": \"img\", \"image\": \"images/demo.jpg\", \"question\": \"q\", \"answer\": \"a\"}\n"
+                   "{\"id\": \"text\", \"question\": \"q\", \"answer\": \"a\"}\n");
+    snprintf(cmd, sizeof cmd, "%s score --model %s --precision f32 --input %s", bin, dir, in);
+    int rc = run(cmd, &out);
+    CHECK(rc == 1, "a NaN score is an error: exit 1 (got %d)", rc);
+    CHECK(out && strstr(out, "null") == NULL, "no null score: %s", out ? out : "(none)");
+    vlr_json_doc *d = line_doc(out, 0);
+    const vlr_json *err = d ? vlr_json_get(vlr_json_root(d), "error") : NULL;
+    CHECK(err && strstr(err->str, "the score is not finite (NaN): the model computed a non-finite value") &&
+              !vlr_json_get(vlr_json_root(d), "score"),
+          "error line: %s", out ? out : "(none)");
+    vlr_json_free(d);
+    d = line_doc(out, 1); /* the text-only request never meets the pixels: still scored */
+    const vlr_json *sc = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+    CHECK(vlr_json_is(sc, VLR_JSON_NUMBER) && isfinite(sc->number), "text line scored");
+    vlr_json_free(d);
+    free(out);
+    char *err_text = read_stderr();
+    CHECK(err_text && strstr(err_text, "2 requests, 1 errors"), "counted as an error: %s", err_text ? err_text : "");
+    free(err_text);
+    /* the one-off form: exit 1 and the message on stderr */
+    snprintf(cmd, sizeof cmd, "%s score --model %s --image tests/reference/images/demo.jpg --question q --answer a",
+             bin, dir);
+    rc = run(cmd, &out);
+    err_text = read_stderr();
+    CHECK(rc == 1 && out && out[0] == '\0' && err_text && strstr(err_text, "the score is not finite (NaN)"),
+          "one-off: exit %d, stdout '%s', stderr '%s'", rc, out ? out : "", err_text ? err_text : "");
+    free(err_text);
+    free(out);
+    /* a subnormal std never loads */
+    write_file(path, "{\"image_std\": [1e-40, 1, 1]}");
+    snprintf(cmd, sizeof cmd, "%s info --model %s", bin, dir);
+    rc = run(cmd, &out);
+    err_text = read_stderr();
+    CHECK(rc != 0 && err_text && strstr(err_text, "preprocessor_config.json: field image_std[0]: 1e-40 is too small"),
+          "subnormal std refused (exit %d): %s", rc, err_text ? err_text : "");
+    free(err_text);
+    free(out);
+}
+
 /* cli/omp_defaults.c: libgomp spins 1000 times, not 300,000, unless the user chose a wait policy.
  * OMP_DISPLAY_ENV=verbose makes libgomp print its settings on stderr from its constructor (once: a
  * re-execution happens before it); OMP_NUM_THREADS=3 shows the rest of the environment comes through.
@@ -475,6 +607,8 @@ int main(void) {
     TEST_RUN(test_trace);
     TEST_RUN(test_example_and_template_warning);
     TEST_RUN(test_omp_defaults);
+    TEST_RUN(test_error_lines_utf8);
+    TEST_RUN(test_nonfinite_score);
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     run(cmd, &out);

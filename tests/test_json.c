@@ -186,6 +186,80 @@ static void test_numbers_locale(void) {
     }
 }
 
+/* The JSON writer's output is valid UTF-8 whatever the bytes: each ill-formed sequence becomes one
+ * U+FFFD (per maximal subpart), well-formed text passes unchanged, and the reader (strict about
+ * UTF-8) reads it back. Truncation helpers never cut a character. */
+static void test_writer_utf8(void) {
+    struct { const char *in; size_t n; const char *want; } cases[] = {
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 0, "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
+        {"chunk \x89PNG", 0, "\"chunk \xef\xbf\xbdPNG\""},            /* a stray high byte */
+        {"cut \xe2\x82", 0, "\"cut \xef\xbf\xbd\""},                  /* truncated at the end */
+        {"a\xe2\x82" "b", 0, "\"a\xef\xbf\xbd" "b\""},               /* truncated in the middle */
+        {"\xc0\xaf", 0, "\"\xef\xbf\xbd\xef\xbf\xbd\""},             /* overlong '/' */
+        {"\xed\xa0\x80", 0, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* a surrogate (CESU) */
+        {"\xf4\x90\x80\x80", 0, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""}, /* > U+10FFFF */
+        {"\xf0\x9f\x98", 0, "\"\xef\xbf\xbd\""},                      /* maximal subpart: one U+FFFD */
+        {"\xff\xfe\"\\\n", 0, "\"\xef\xbf\xbd\xef\xbf\xbd\\\"\\\\\\n\""},
+        {"nul\0\x80", 5, "\"nul\\u0000\xef\xbf\xbd\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vlr_buf b = {0};
+        size_t n = cases[i].n ? cases[i].n : strlen(cases[i].in);
+        vlr_buf_json_string(&b, cases[i].in, n);
+        CHECK(b.data && strcmp(b.data, cases[i].want) == 0, "case %zu: got %s", i, b.data ? b.data : "(null)");
+        vlr_err e = {0};
+        vlr_json_doc *d = b.data ? vlr_json_parse(b.data, b.len, &e) : NULL;
+        CHECK(d != NULL, "case %zu reads back: %s", i, e.msg);
+        vlr_json_free(d);
+        vlr_buf_free(&b);
+    }
+    /* every byte string of up to 3 bytes from a few interesting bytes: output always reads back */
+    const unsigned char pool[] = {0x41, 0x80, 0xbf, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xff, 0xa0, 0x9f};
+    size_t np = sizeof pool, bad = 0;
+    for (size_t x = 0; x < np * np * np; x++) {
+        char in[3] = {(char)pool[x % np], (char)pool[x / np % np], (char)pool[x / np / np]};
+        vlr_buf b = {0};
+        vlr_buf_json_string(&b, in, 3);
+        vlr_err e = {0};
+        vlr_json_doc *d = vlr_json_parse(b.data, b.len, &e);
+        bad += d == NULL;
+        vlr_json_free(d);
+        vlr_buf_free(&b);
+    }
+    CHECK(bad == 0, "%zu of %zu byte strings wrote invalid JSON", bad, np * np * np);
+
+    /* cutting never splits a character */
+    const char *euro = "ab\xe2\x82\xac"; /* 5 bytes */
+    CHECK(vlr_utf8_cut(euro, 5) == 5 && vlr_utf8_cut(euro, 4) == 2 && vlr_utf8_cut(euro, 3) == 2 &&
+              vlr_utf8_cut(euro, 2) == 2,
+          "cut at the euro sign");
+    char small[6];
+    int r = vlr_snprintf_utf8(small, sizeof small, "%s!", "abc\xc3\xa9");
+    CHECK(r == 6 && strcmp(small, "abc\xc3\xa9") == 0, "fits exactly minus '!': %s", small);
+    r = vlr_snprintf_utf8(small, 5, "%s", "abc\xc3\xa9");
+    CHECK(strcmp(small, "abc") == 0, "the half e-acute is dropped: %s", small);
+    vlr_err e = {0};
+    char big[2 * VLR_ERR_MSG_CAP];
+    memset(big, 'x', sizeof big);
+    for (size_t i = VLR_ERR_MSG_CAP - 8; i + 3 < sizeof big; i += 3) memcpy(big + i, "\xe2\x82\xac", 3);
+    big[sizeof big - 1] = '\0';
+    for (int shift = 0; shift < 3; shift++) { /* the cut falls at each byte of a character */
+        vlr_fail(&e, VLR_ERR_FORMAT, "%.*s%s", shift, "yy", big);
+        size_t len = strlen(e.msg);
+        CHECK(len >= VLR_ERR_MSG_CAP - 4 && vlr_utf8_cut(e.msg, len) == len, "vlr_fail cut (shift %d)", shift);
+        vlr_buf b = {0};
+        vlr_buf_json_string(&b, e.msg, len);
+        CHECK(strstr(b.data, "\xef\xbf\xbd") == NULL, "no replacement needed (shift %d)", shift);
+        vlr_buf_free(&b);
+        vlr_err_prefix(&e, "%.*sprefix: ", shift, "zz");
+        len = strlen(e.msg);
+        CHECK(vlr_utf8_cut(e.msg, len) == len, "vlr_err_prefix cut (shift %d)", shift);
+        char copy[100];
+        vlr_err_copy(&e, copy, sizeof copy - (size_t)shift);
+        CHECK(vlr_utf8_cut(copy, strlen(copy)) == strlen(copy), "vlr_err_copy cut (shift %d)", shift);
+    }
+}
+
 int main(void) {
     TEST_RUN(test_document);
     TEST_RUN(test_duplicate_keys);
@@ -194,5 +268,6 @@ int main(void) {
     TEST_RUN(test_tokenizer_json);
     TEST_RUN(test_files);
     TEST_RUN(test_numbers_locale);
+    TEST_RUN(test_writer_utf8);
     return test_report();
 }

@@ -8,7 +8,9 @@
  *     null token ids inside it, ids at the top level) and a `size`-style preprocessor_config.json. It
  *     must load with identical values. A second variant with a header length that is not a multiple
  *     of 8 (misaligned tensors) must load too.
- * (c) Corrupted inputs, each checked for its status code and the telling part of its message, plus
+ * (c) Corrupted inputs, each checked for its status code and the telling part of its message (among
+ *     them header lengths off by one, gaps, overlaps and trailing data: the tensors must tile the
+ *     data section exactly, as the format requires), plus
  *     truncations and byte flips of a small file that must fail cleanly (run under ASan/UBSan).
  * Temporary folders are removed at the end. */
 #ifndef _GNU_SOURCE
@@ -875,9 +877,18 @@ static void test_file_errors(void) {
     st_write_raw(p, UINT64_MAX, "{}      ", NULL, 0);
     EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "is over the 100000000-byte limit");
     st_write_raw(p, 8, "PK\3\4zzzz", NULL, 0);
-    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header is not valid JSON: line 1, column 1");
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header does not begin with '{' (0x7b)");
     st_write_raw(p, 8, "[1,2,3] ", NULL, 0);
-    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "header is a JSON array, not an object");
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header does not begin with '{'");
+    st_write_raw(p, 8, " {}     ", NULL, 0); /* JSON would skip the space; the format does not */
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header does not begin with '{'");
+    st_write_raw(p, 0, "", NULL, 0);
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "header does not begin with '{' (0x7b) as the safetensors "
+                                                "format requires (header length 0)");
+    st_write_raw(p, 8, "{}     x", NULL, 0);
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header is not valid JSON: line 1, column 8");
+    st_write_raw(p, 8, "{\"a\":1  ", NULL, 0);
+    EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "x.safetensors: header is not valid JSON");
 
     struct { const char *header; size_t data_len; vlr_status rc; const char *needle; } cases[] = {
         {"{\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 16, VLR_ERR_FORMAT,
@@ -925,17 +936,17 @@ static void test_file_errors(void) {
         EXPECT(st_open_close(p, e), cases[i].rc, cases[i].needle);
     }
 
-    /* valid edge cases: a scalar, an empty tensor, gaps, metadata, no tensors at all */
+    /* valid edge cases: a scalar, an empty tensor (after the scalar, at its end), metadata, no tensors */
     const char *ok = "{\"__metadata__\":{\"format\":\"pt\"},\"s\":{\"dtype\":\"F32\",\"shape\":[],"
-                     "\"data_offsets\":[4,8]},\"z\":{\"dtype\":\"BF16\",\"shape\":[0,3],\"data_offsets\":[4,4]}}";
+                     "\"data_offsets\":[0,4]},\"z\":{\"dtype\":\"BF16\",\"shape\":[0,3],\"data_offsets\":[4,4]}}";
     char header[256];
     snprintf(header, sizeof header, "%s", ok);
     size_t hl = strlen(header);
     while (hl % 8) header[hl++] = ' ';
     header[hl] = '\0';
     float four = 4.0f;
-    memcpy(data + 4, &four, 4);
-    st_write_raw(p, hl, header, data, 16);
+    memcpy(data, &four, 4);
+    st_write_raw(p, hl, header, data, 4);
     vlr_st_file *f = NULL;
     vlr_err e = {0};
     CHECK(vlr_st_open(p, &f, &e) == VLR_OK, "edge cases: %s", e.msg);
@@ -950,6 +961,172 @@ static void test_file_errors(void) {
     st_write_raw(p, 8, "{}      ", NULL, 0);
     CHECK(vlr_st_open(p, &f, &e) == VLR_OK && f && f->n_tensors == 0, "no tensors: %s", e.msg);
     vlr_st_close(f);
+}
+
+/* image_std and image_mean are what pixels are normalised with: a subnormal, zero, negative or
+ * infinite std and an infinite mean are refused, naming the field; the message is the finding. */
+static void test_preproc_channels(void) {
+    char *flat = slurp(TINY "/config.json", NULL);
+    CHECK(flat != NULL, "tiny-a config");
+    if (!flat) return;
+    vlr_config c;
+    struct { const char *pre; const char *needle; } bad[] = {
+        {"{\"image_std\": [1e-40, 1, 1]}",
+         "preprocessor_config.json: field image_std[0]: 1e-40 is too small: a standard deviation must be a "
+         "positive normal float32 (at least 1.17549e-38)"},
+        {"{\"image_std\": 1e-45}", "field image_std: 1e-45 is too small"},
+        {"{\"image_std\": [1, 1, 1e-39]}", "field image_std[2]: 1e-39 is too small"},
+        {"{\"image_std\": [1, -0.5, 1]}", "field image_std[1]: -0.5 is out of range"},
+        {"{\"image_std\": [1, 0, 1]}", "field image_std[1]: 0 is out of range"},
+        {"{\"image_std\": [1, 1, 1e999]}", "field image_std[2]: inf is out of range"},
+        {"{\"image_mean\": [1e999, 0, 0]}", "field image_mean[0]: inf is out of range"},
+        {"{\"image_mean\": -1e999}", "field image_mean: -inf is out of range"},
+        {"{\"image_mean\": [0, 0, \"nan\"]}", "field image_mean[2]: expected a number, found string"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(parse_cfg_pre(flat, bad[i].pre, &c, e), VLR_ERR_CONFIG, bad[i].needle);
+    /* the smallest normal float32 and an ordinary mean still load, exactly as given */
+    vlr_err e = {0};
+    CHECK(parse_cfg_pre(flat, "{\"image_std\": [1.2e-38, 2, 0.25], \"image_mean\": [-3, 0, 1e20]}", &c, &e) ==
+              VLR_OK,
+          "normal std: %s", e.msg);
+    CHECK(c.preproc.std[0] == 1.2e-38f && c.preproc.std[1] == 2.0f && c.preproc.std[2] == 0.25f, "std values");
+    CHECK(c.preproc.mean[0] == -3.0f && c.preproc.mean[2] == 1e20f, "mean values");
+    free(flat);
+}
+
+/* Sets the 8-byte header length field of a file in memory. */
+static void set_header_len(uint8_t *bytes, uint64_t n) {
+    for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)(n >> (8 * i));
+}
+
+/* The tensors must tile the data section exactly (huggingface/safetensors' validate): a header
+ * length off by one either way, a gap, an overlap and trailing bytes are refused, naming the file. */
+static void test_coverage(void) {
+    const char *dir = new_dir("cover");
+    const char *p = path2(dir, "c.safetensors");
+    uint8_t data[64];
+    for (int i = 0; i < 64; i++) data[i] = (uint8_t)(0x41 + i % 26); /* no space, no '}' */
+
+    /* tiny-a rewritten with one byte of space padding at the end of its header (as writers pad):
+     * a header length one less still parses as JSON, so only the coverage check can refuse it */
+    stfile m;
+    CHECK(st_read(TINY "/model.safetensors", &m), "read tiny-a");
+    ent **list = calloc(m.n, sizeof *list);
+    for (size_t i = 0; i < m.n; i++) list[i] = &m.ents[i];
+    const char *padded = path2(dir, "padded.safetensors");
+    st_write(padded, list, m.n, 8, 1);
+    free(list);
+    st_free(&m);
+    EXPECT(st_open_close(padded, e), VLR_OK, ""); /* the untouched rewrite is valid */
+    size_t len;
+    uint8_t *bytes = (uint8_t *)slurp(padded, &len);
+    CHECK(bytes != NULL && len > 8, "read back");
+    if (bytes && len > 8) {
+        uint64_t n = 0;
+        for (int i = 7; i >= 0; i--) n = n << 8 | bytes[i];
+        CHECK(bytes[8 + n - 1] == ' ', "the header ends with a padding space");
+        size_t covered = len - 8 - (size_t)n;
+        char want[256];
+        set_header_len(bytes, n - 1);
+        spit(p, bytes, len);
+        snprintf(want, sizeof want,
+                 "c.safetensors: the tensors cover %zu bytes but the data section after the %llu-byte header "
+                 "has %zu (1 bytes more than the tensors)",
+                 covered, (unsigned long long)(n - 1), covered + 1);
+        EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, want);
+        /* the same in memory, as the fuzz target reads it */
+        vlr_st_file *f = NULL;
+        vlr_err me = {0};
+        CHECK(vlr_st_open_memory(bytes, len, "mem", &f, &me) == VLR_ERR_FORMAT && f == NULL &&
+                  strncmp(me.msg, "mem: the tensors cover", 22) == 0,
+              "in memory: %s", me.msg);
+        /* one more: the header takes the first data byte, which is not JSON */
+        set_header_len(bytes, n + 1);
+        spit(p, bytes, len);
+        EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "c.safetensors: header is not valid JSON");
+        /* decreased past the padding, into the JSON text itself */
+        uint64_t pad = 0;
+        while (pad < n && bytes[8 + n - 1 - pad] == ' ') pad++;
+        set_header_len(bytes, n - pad - 1);
+        spit(p, bytes, len);
+        EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, "c.safetensors: header is not valid JSON");
+    }
+    free(bytes);
+    /* the fixture as shipped: off by one either way is refused too, whatever its padding */
+    bytes = (uint8_t *)slurp(TINY "/value_head.safetensors", &len);
+    CHECK(bytes != NULL && len > 8, "value head fixture");
+    if (bytes && len > 8) {
+        uint64_t n = 0;
+        for (int i = 7; i >= 0; i--) n = n << 8 | bytes[i];
+        for (int d = -3; d <= 3; d++) {
+            if (d == 0) continue;
+            set_header_len(bytes, n + (uint64_t)(int64_t)d);
+            spit(p, bytes, len);
+            vlr_err ee = {0};
+            vlr_status rc = st_open_close(p, &ee);
+            CHECK(rc == VLR_ERR_FORMAT && strstr(ee.msg, "/c.safetensors: ") != NULL,
+                  "header length %+d: got %d \"%s\"", d, rc, ee.msg);
+        }
+    }
+    free(bytes);
+
+    struct { const char *header; size_t data_len; const char *needle; } cases[] = {
+        /* a gap between two tensors */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12,
+         "c.safetensors: a gap of 4 bytes in the data section between tensors a (ends at 4) and b (begins at 8)"},
+        /* bytes before the first tensor */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
+         "c.safetensors: the data section starts with 4 bytes no tensor holds (the first tensor, a, begins at 4"},
+        /* overlaps: partial, and an empty tensor inside another (the reference refuses it too) */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12,
+         "c.safetensors: tensors a [0, 8) and b [4, 12) overlap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", 8,
+         "tensors a [0, 8) and z [4, 4) overlap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+         "tensors a [0, 4) and b [0, 4) overlap"},
+        /* a data section longer than the tensors, and data with no tensor at all */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 5,
+         "c.safetensors: the tensors cover 4 bytes but the data section after the 56-byte header has 5 "
+         "(1 bytes more than the tensors)"},
+        {"{\"__metadata__\":{\"format\":\"pt\"}}", 3, "the tensors cover 0 bytes but the data section"},
+        /* shorter than the tensors */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7,
+         "tensor a: data_offsets [0, 8) end past the data section (7 bytes)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char header[512];
+        snprintf(header, sizeof header, "%s", cases[i].header);
+        size_t hl = strlen(header);
+        while (hl % 8) header[hl++] = ' ';
+        header[hl] = '\0';
+        st_write_raw(p, hl, header, data, cases[i].data_len);
+        EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, cases[i].needle);
+    }
+    /* in any order in the header, contiguous tensors load, each reading its own bytes */
+    const char *shuffled = "{\"c\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[8,10]},"
+                           "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                           "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[10,10]},"
+                           "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
+    char header[512];
+    snprintf(header, sizeof header, "%s", shuffled);
+    size_t hl = strlen(header);
+    while (hl % 8) header[hl++] = ' ';
+    header[hl] = '\0';
+    st_write_raw(p, hl, header, data, 10);
+    vlr_st_file *f = NULL;
+    vlr_err e = {0};
+    CHECK(vlr_st_open(p, &f, &e) == VLR_OK, "shuffled: %s", e.msg);
+    if (f) {
+        const vlr_st_tensor *b = vlr_st_find(f, "b"), *c = vlr_st_find(f, "c");
+        CHECK(b && b->offset == 4 && memcmp(b->data, data + 4, 4) == 0, "b reads bytes 4..8");
+        CHECK(c && c->offset == 8 && memcmp(c->data, data + 8, 2) == 0, "c reads bytes 8..10");
+        vlr_st_close(f);
+    }
 }
 
 /* Every truncation and a few thousand byte flips of a small valid file: no crash, a message on failure. */
@@ -1049,7 +1226,9 @@ int main(void) {
         TEST_RUN_WITH(test_weight_errors, &cfg);
     }
     TEST_RUN(test_config_errors);
+    TEST_RUN(test_preproc_channels);
     TEST_RUN(test_file_errors);
+    TEST_RUN(test_coverage);
     TEST_RUN(test_hostile_bytes);
     TEST_RUN(test_warm_loads);
 

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 static char bin[512], tmpdir[256], log_path[300];
 static volatile pid_t server_pid = -1;
 static int port;
+static const char *server_model = MODEL; /* --model of the next start_server */
 
 /* cases.jsonl lines, the expected scores, and the library's own scores (NAN until computed) */
 static char *case_line[N_CASES];
@@ -74,7 +76,7 @@ static bool start_server(void) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
-        char *argv[] = {bin, "serve", "--port", "0", "--model", MODEL, "--precision", "f32", "--image-root", ROOT,
+        char *argv[] = {bin, "serve", "--port", "0", "--model", (char *)server_model, "--precision", "f32", "--image-root", ROOT,
                         "--workers", "2", "--threads", "1", "--max-body-mb", "1", NULL};
         execv(bin, argv);
         _exit(127);
@@ -618,6 +620,68 @@ static void test_sigterm(void) {
     resp_free(&r);
 }
 
+/* A model whose preprocessing overflows (a copy of tiny-a, weights symlinked, with image_mean -1e29
+ * and image_std 1.2e-38, both accepted) gives a NaN score: the request fails with 500 and a JSON
+ * error naming it, never 200 with "score": null; in a batch the item carries the error. */
+static void test_nonfinite_serve(void) {
+    char dir[300], real[PATH_MAX], path[400];
+    snprintf(dir, sizeof dir, "%s/nan-model", tmpdir);
+    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
+    const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "chat_template.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char from[PATH_MAX + 64], to[400];
+        snprintf(from, sizeof from, "%s/%s", real, files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
+    }
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs("{\"image_mean\": [-1e29, -1e29, -1e29], \"image_std\": [1.2e-38, 1.2e-38, 1.2e-38]}", f);
+        fclose(f);
+    }
+    server_model = dir;
+    port = 0;
+    unlink(log_path); /* start_server must not read the first server's port from the old log */
+    bool up = start_server();
+    CHECK(up, "server on the NaN model started");
+    if (up) {
+        const char *img = "{\"id\": \"nan\", \"image\": \"images/demo.jpg\", \"question\": \"q\", \"answer\": \"a\"}";
+        http_resp r;
+        post(img, &r);
+        vlr_json_doc *d = parse_body(&r);
+        const vlr_json *err = d ? vlr_json_get(vlr_json_root(d), "error") : NULL;
+        CHECK(r.status == 500 && err && strstr(str_of(err), "the score is not finite (NaN)") &&
+                  !strstr(r.body.data, "null"),
+              "NaN score: %ld %s", r.status, r.body.data);
+        vlr_json_free(d);
+        resp_free(&r);
+        vlr_buf b = {0};
+        vlr_buf_printf(&b, "{\"requests\": [%s, {\"id\": \"t\", \"question\": \"q\", \"answer\": \"a\"}]}", img);
+        post(b.data, &r);
+        vlr_buf_free(&b);
+        d = parse_body(&r);
+        const vlr_json *res = d ? vlr_json_get(vlr_json_root(d), "results") : NULL;
+        CHECK(vlr_json_is(res, VLR_JSON_ARRAY) && res->len == 2 &&
+                  strstr(str_of(vlr_json_get(&res->items[0], "error")), "the score is not finite (NaN)") &&
+                  !vlr_json_get(&res->items[0], "score") &&
+                  vlr_json_is(vlr_json_get(&res->items[1], "score"), VLR_JSON_NUMBER),
+              "batch: %ld %s", r.status, r.body.data);
+        vlr_json_free(d);
+        resp_free(&r);
+        kill(server_pid, SIGTERM);
+        CHECK(wait_server(30) == 0, "the NaN-model server exits");
+    }
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char to[400];
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        unlink(to);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -648,6 +712,7 @@ int main(void) {
         TEST_RUN(test_log);
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
+    if (server_pid <= 0) TEST_RUN(test_nonfinite_serve); /* starts its own server */
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
         waitpid(server_pid, NULL, 0);
