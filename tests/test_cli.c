@@ -398,17 +398,11 @@ static void test_example_and_template_warning(void) {
     free(out);
 
     /* A copy of tiny-a (weights symlinked) with another template. */
-    char dir[400], real[PATH_MAX];
+    char dir[400];
     snprintf(dir, sizeof dir, "%s/other-template", tmpdir);
-    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
     const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
                            "preprocessor_config.json"};
-    for (size_t i = 0; i < 5; i++) {
-        char from[PATH_MAX + 64], to[512];
-        snprintf(from, sizeof from, "%s/%s", real, files[i]);
-        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
-        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
-    }
+    CHECK(test_model_link(dir, MODEL, files, 5), "model copy at %s", dir);
     char path[512];
     snprintf(path, sizeof path, "%s/chat_template.json", dir);
     write_file(path, "{\"chat_template\": \"{% for m in messages %}{{ m['content'] }}{% endfor %}\"}");
@@ -497,17 +491,11 @@ static void test_error_lines_utf8(void) {
  * inf (a mean of -1e29 over a std of 1.2e-38, both accepted) gives a NaN score: an error line and
  * exit 1, never "score": null. A subnormal std is refused at load, naming the field. */
 static void test_nonfinite_score(void) {
-    char dir[400], real[PATH_MAX], cmd[2048], path[600], in[400], *out;
+    char dir[400], cmd[2048], path[600], in[400], *out;
     snprintf(dir, sizeof dir, "%s/nan-model", tmpdir);
-    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
     const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
                            "tokenizer_config.json", "chat_template.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char from[PATH_MAX + 64], to[512];
-        snprintf(from, sizeof from, "%s/%s", real, files[i]);
-        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
-        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
-    }
+    CHECK(test_model_link(dir, MODEL, files, sizeof files / sizeof files[0]), "model copy at %s", dir);
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
     write_file(path, "{\"image_mean\": [-1e29, -1e29, -1e29], \"image_std\": [1.2e-38, 1.2e-38, 1.2e-38], "
                      "\"min_pixels\": 3136, \"max_pixels\": 12845056, \"patch_size\": 14, \"merge_size\": 2, "

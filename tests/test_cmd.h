@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -34,6 +37,20 @@ static inline char *test_read_text(const char *path) {
     vlr_err e;
     if (vlr_read_file(path, 1 << 26, &text, &len, &e)) return strdup("");
     return text;
+}
+
+/* A copy of the model folder `model` at `dir` made of symlinks to the n named files, so a test can
+ * add or replace the others (a chat template, a preprocessor config). False when any step fails. */
+static inline bool test_model_link(const char *dir, const char *model, const char *const *files, size_t n) {
+    char real[PATH_MAX];
+    if (mkdir(dir, 0700) != 0 || !realpath(model, real)) return false;
+    for (size_t i = 0; i < n; i++) {
+        char from[PATH_MAX + 64], to[PATH_MAX + 64];
+        snprintf(from, sizeof from, "%s/%s", real, files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        if (symlink(from, to) != 0) return false;
+    }
+    return true;
 }
 
 #endif

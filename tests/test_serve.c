@@ -24,6 +24,7 @@
 
 #include "json.h"
 #include "test.h"
+#include "test_cmd.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 #define ROOT "tests/reference"
@@ -624,17 +625,11 @@ static void test_sigterm(void) {
  * and image_std 1.2e-38, both accepted) gives a NaN score: the request fails with 500 and a JSON
  * error naming it, never 200 with "score": null; in a batch the item carries the error. */
 static void test_nonfinite_serve(void) {
-    char dir[300], real[PATH_MAX], path[400];
+    char dir[300], path[400];
     snprintf(dir, sizeof dir, "%s/nan-model", tmpdir);
-    CHECK(mkdir(dir, 0700) == 0 && realpath(MODEL, real) != NULL, "model copy");
     const char *files[] = {"config.json", "model.safetensors", "value_head.safetensors", "tokenizer.json",
                            "tokenizer_config.json", "chat_template.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char from[PATH_MAX + 64], to[400];
-        snprintf(from, sizeof from, "%s/%s", real, files[i]);
-        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
-        CHECK(symlink(from, to) == 0, "symlink %s", files[i]);
-    }
+    CHECK(test_model_link(dir, MODEL, files, sizeof files / sizeof files[0]), "model copy at %s", dir);
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
     FILE *f = fopen(path, "wb");
     if (f) {
