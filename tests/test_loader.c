@@ -204,6 +204,16 @@ static void st_write_raw(const char *path, uint64_t header_len_field, const char
     fclose(f);
 }
 
+/* A safetensors file with the JSON header json, padded with spaces to a multiple of 8 as writers do. */
+static void st_write_padded(const char *path, const char *json, const void *data, size_t data_len) {
+    char header[512];
+    snprintf(header, sizeof header, "%s", json);
+    size_t hl = strlen(header);
+    while (hl % 8 && hl + 1 < sizeof header) header[hl++] = ' ';
+    header[hl] = '\0';
+    st_write_raw(path, hl, header, data, data_len);
+}
+
 /* ---- value access --------------------------------------------------------------------------- */
 
 static float tensor_at(const vlr_tensor *t, int64_t i) {
@@ -927,26 +937,16 @@ static void test_file_errors(void) {
          "tensor a appears twice"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char header[512];
-        snprintf(header, sizeof header, "%s", cases[i].header);
-        size_t hl = strlen(header);
-        while (hl % 8) header[hl++] = ' ';
-        header[hl] = '\0';
-        st_write_raw(p, hl, header, data, cases[i].data_len);
+        st_write_padded(p, cases[i].header, data, cases[i].data_len);
         EXPECT(st_open_close(p, e), cases[i].rc, cases[i].needle);
     }
 
     /* valid edge cases: a scalar, an empty tensor (after the scalar, at its end), metadata, no tensors */
     const char *ok = "{\"__metadata__\":{\"format\":\"pt\"},\"s\":{\"dtype\":\"F32\",\"shape\":[],"
                      "\"data_offsets\":[0,4]},\"z\":{\"dtype\":\"BF16\",\"shape\":[0,3],\"data_offsets\":[4,4]}}";
-    char header[256];
-    snprintf(header, sizeof header, "%s", ok);
-    size_t hl = strlen(header);
-    while (hl % 8) header[hl++] = ' ';
-    header[hl] = '\0';
     float four = 4.0f;
     memcpy(data, &four, 4);
-    st_write_raw(p, hl, header, data, 4);
+    st_write_padded(p, ok, data, 4);
     vlr_st_file *f = NULL;
     vlr_err e = {0};
     CHECK(vlr_st_open(p, &f, &e) == VLR_OK, "edge cases: %s", e.msg);
@@ -1099,12 +1099,7 @@ static void test_coverage(void) {
          "tensor a: data_offsets [0, 8) end past the data section (7 bytes)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char header[512];
-        snprintf(header, sizeof header, "%s", cases[i].header);
-        size_t hl = strlen(header);
-        while (hl % 8) header[hl++] = ' ';
-        header[hl] = '\0';
-        st_write_raw(p, hl, header, data, cases[i].data_len);
+        st_write_padded(p, cases[i].header, data, cases[i].data_len);
         EXPECT(st_open_close(p, e), VLR_ERR_FORMAT, cases[i].needle);
     }
     /* in any order in the header, contiguous tensors load, each reading its own bytes */
@@ -1112,12 +1107,7 @@ static void test_coverage(void) {
                            "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                            "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[10,10]},"
                            "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}";
-    char header[512];
-    snprintf(header, sizeof header, "%s", shuffled);
-    size_t hl = strlen(header);
-    while (hl % 8) header[hl++] = ' ';
-    header[hl] = '\0';
-    st_write_raw(p, hl, header, data, 10);
+    st_write_padded(p, shuffled, data, 10);
     vlr_st_file *f = NULL;
     vlr_err e = {0};
     CHECK(vlr_st_open(p, &f, &e) == VLR_OK, "shuffled: %s", e.msg);
