@@ -28,6 +28,7 @@ ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
 ISA_avx512_bf16 := $(ISA_avx512) -mavx512bf16
+ISA_avx512_vnni := $(ISA_avx512) -mavx512vnni
 
 LIB_SRC  := $(sort $(wildcard src/*.c src/kernels/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -47,6 +48,8 @@ deps:
 $(BUILD)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = $(ISA_avx2)
 $(BUILD)/obj/src/kernels/x86_avx512.o: ISA_FLAGS = $(ISA_avx512)
 $(BUILD)/obj/src/kernels/x86_avx512_bf16.o: ISA_FLAGS = $(ISA_avx512_bf16)
+$(BUILD)/obj/src/kernels/x86_avx2_int8.o: ISA_FLAGS = $(ISA_avx2)
+$(BUILD)/obj/src/kernels/x86_avx512_vnni.o: ISA_FLAGS = $(ISA_avx512_vnni)
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -82,7 +82,7 @@ bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad) {
 
 bool cli_parse_precision(const char *cmd, const char *v, vlr_precision *out) {
     if (vlr_precision_parse(v, out)) return true;
-    cli_usage_error(cmd, "--precision: expected auto, f32 or bf16, got '%s'", v);
+    cli_usage_error(cmd, "--precision: expected auto, f32, bf16 or int8, got '%s'", v);
     return false;
 }
 
@@ -156,7 +156,12 @@ void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b) {
                       "\"precision_reason\": ",
                    (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype, in.precision);
     vlr_buf_json_string(b, in.precision_reason, strlen(in.precision_reason));
-    vlr_buf_printf(b, ", \"kernels\": \"%s\"", in.kernels);
+    vlr_buf_printf(b, ", \"kernels\": \"%s\", \"float_precision\": \"%s\"", in.kernels, in.float_precision);
+    if (in.int8_layers) {
+        vlr_buf_puts(b, ", \"int8_layers\": ");
+        vlr_buf_json_string(b, in.int8_layers, strlen(in.int8_layers));
+        vlr_buf_printf(b, ", \"int8_bytes\": %llu", (unsigned long long)in.int8_bytes);
+    }
     if (version) vlr_buf_printf(b, ", \"version\": \"%s\"", version);
     vlr_buf_puts(b, "}");
 }

@@ -19,13 +19,14 @@
 #include "cli.h"
 #include "image.h"
 #include "kernels/exec.h"
+#include "quantize.h"
 #include "rope.h"
 #include "text.h"
 #include "vision.h"
 
 static const char help[] =
     "usage: vlreward bench [--config FILE] [--image-size WxH] [--tokens N,N,...] [--repeat N]\n"
-    "                      [--threads N] [--precision auto|f32|bf16] [--layers N] [--json]\n"
+    "                      [--threads N] [--precision auto|f32|bf16|int8] [--layers N] [--json]\n"
     "\n"
     "Times the model at full Qwen2.5-VL-7B size with deterministic random bf16 weights built in\n"
     "memory (no files; about 15 GB, plus the 1.09 GB embedding table of which only the rows used are\n"
@@ -39,7 +40,7 @@ static const char help[] =
     "  --tokens LIST      prefill lengths, comma-separated (default 512,1024,2048)\n"
     "  --repeat N         runs per figure, median reported (default 3)\n"
     "  --threads N        threads (default: all CPUs)\n"
-    "  --precision P      auto (default: bf16 where this CPU runs it faster), f32 or bf16\n"
+    "  --precision P      auto (default: bf16 where this CPU runs it faster), f32, bf16 or int8\n"
     "  --layers N         run the first N decoder layers and N vision blocks (full-attention block\n"
     "                     indexes below N kept) and scale the whole-model figures to the full depth\n"
     "  --calibration MxKxN  calibration GEMM size, m x k x n (default 1024x3584x18944)\n"
@@ -164,6 +165,7 @@ typedef struct bench {
     vlr_kernels k;
     vlr_exec exec;          /* k, the thread count and a workspace, as a session has */
     const char *precision_reason;
+    char kernels_name[64];  /* k.isa, or in int8 "<float isa>+<int8 isa>" */
     vlr_err err;
     vlr_grid_thw grid;
     int resized_w, resized_h;
@@ -209,11 +211,19 @@ static vlr_status run_calibration(bench *b, stage *st) {
     vlr_gemm_args a = {.y = y, .ldy = (size_t)o->cal_n, .x = x, .ldx = (size_t)o->cal_k, .w = w_bf16,
                        .w_dtype = VLR_DT_BF16, .bias = NULL, .bias_dtype = VLR_DT_F32,
                        .m = o->cal_m, .n = o->cal_n, .k = o->cal_k, .accumulate = false};
+    /* int8: the weights quantized first, as at load (not timed), then gemm_i8 */
+    vlr_qweight q = {0};
+    const bool int8 = b->k.precision == VLR_PRECISION_INT8;
+    if (int8 && (rc = vlr_qweight_quantize(&q, w_bf16, VLR_DT_BF16, o->cal_n, o->cal_k, o->threads, &b->err)))
+        goto done;
+    a.wq = int8 ? &q : NULL;
     for (int r = 0; r < o->repeat; r++) {
         const double t0 = vlr_now();
-        b->k.gemm(&a, &b->exec);
+        if (int8) b->k.gemm_i8(&a, &b->exec);
+        else b->k.gemm(&a, &b->exec);
         b->times[r] = vlr_now() - t0;
     }
+    vlr_qweight_free(&q);
     st->ms = 1e3 * median(b->times, o->repeat);
     st->flops = 2.0 * o->cal_m * (double)o->cal_n * o->cal_k;
     st->tokens = (size_t)o->cal_m;
@@ -374,7 +384,7 @@ static void json_stage(vlr_buf *out, const stage *s, double cal) {
 
 typedef struct report {
     stage cal, vision, request, prefill[MAX_LENGTHS];
-    double build_s;
+    double build_s, quantize_s; /* quantize_s: int8 only */
     uint64_t parameters, bytes;
     char date[32], cpu[128];
 } report;
@@ -403,8 +413,13 @@ static void print_json(const bench *b, const report *r) {
     vlr_buf_printf(&out, ", \"repeat\": %d, \"date\": \"%s\", \"cpu\": ", o->repeat, r->date);
     vlr_buf_json_string(&out, r->cpu, strlen(r->cpu));
     json_num(&out, "build_s", r->build_s, 3);
+    if (b->k.precision == VLR_PRECISION_INT8) {
+        json_num(&out, "quantize_s", r->quantize_s, 3);
+        vlr_buf_printf(&out, ", \"int8_bytes\": %llu", (unsigned long long)b->model.w.qweight_bytes);
+    }
     vlr_buf_printf(&out, ", \"calibration\": {\"m\": %d, \"k\": %d, \"n\": %d, \"kernel\": \"vlreward-%s\", "
-                   "\"weights\": \"bf16\"", o->cal_m, o->cal_k, o->cal_n, b->k.isa);
+                   "\"weights\": \"%s\"", o->cal_m, o->cal_k, o->cal_n, b->kernels_name,
+                   b->k.precision == VLR_PRECISION_INT8 ? "int8" : "bf16");
     json_num(&out, "ms", r->cal.ms, 3);
     json_num(&out, "gflops", cal, 3);
     vlr_buf_printf(&out, ", \"peak_rss_bytes\": %lld}", r->cal.peak_rss);
@@ -437,8 +452,11 @@ static void print_table(const bench *b, const report *r) {
     const double cal = gflops(&r->cal);
     printf("vlreward bench, %s: %s shapes, random bf16 weights (%.2f G parameters, %.2f GB allocated)\n",
            r->date, o->config_path ? o->config_path : "Qwen2.5-VL-7B", r->parameters * 1e-9, r->bytes * 1e-9);
-    printf("cpu %s, %d threads, kernel vlreward-%s, precision %s (%s), median of %d, build %.1f s\n", r->cpu,
-           o->threads, b->k.isa, vlr_precision_name(b->k.precision), b->precision_reason, o->repeat, r->build_s);
+    printf("cpu %s, %d threads, kernel vlreward-%s, precision %s (%s), median of %d, build %.1f s", r->cpu,
+           o->threads, b->kernels_name, vlr_precision_name(b->k.precision), b->precision_reason, o->repeat, r->build_s);
+    if (b->k.precision == VLR_PRECISION_INT8)
+        printf(", int8 quantization %.1f s (%.2f GB)", r->quantize_s, b->model.w.qweight_bytes * 1e-9);
+    printf("\n");
     if (b->text_ratio != 1.0 || b->vision_ratio != 1.0)
         printf("whole-model figures scaled from %d of %d decoder layers and %d of %d vision blocks\n",
                run->text.num_layers, b->full.text.num_layers, run->vision.depth, b->full.vision.depth);
@@ -607,6 +625,9 @@ int cmd_bench(int argc, char **argv) {
     b.precision_reason = "requested";
     if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&b.precision_reason);
     vlr_kernels_select(&b.k, VLR_ISA_AUTO, precision);
+    snprintf(b.kernels_name, sizeof b.kernels_name, "%s", b.k.isa);
+    if (precision == VLR_PRECISION_INT8)
+        snprintf(b.kernels_name, sizeof b.kernels_name, "%s+%s", b.k.isa, b.k.isa_i8);
     b.exec = (vlr_exec){.k = &b.k, .n_threads = o.threads, .ws = vlr_workspace_new(0), .acts = vlr_workspace_new(0)};
     if (!b.exec.ws || !b.exec.acts) { rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory"); goto done; }
     b.times = vlr_calloc((size_t)o.repeat, sizeof(double), e);
@@ -618,6 +639,12 @@ int cmd_bench(int argc, char **argv) {
     double t0 = vlr_now();
     if ((rc = vlr_bench_model_build(&run, o.seed, false, o.threads, &b.model, e))) goto done;
     r.build_s = vlr_now() - t0;
+    if (b.k.precision == VLR_PRECISION_INT8) {
+        /* the stored bf16 values are never read again, so their pages go, as a checkpoint's do */
+        t0 = vlr_now();
+        if ((rc = vlr_weights_quantize_int8(&b.model.w, &b.model.cfg, o.threads, true, e))) goto done;
+        r.quantize_s = vlr_now() - t0;
+    }
     r.parameters = b.model.w.parameters;
     r.bytes = b.model.w.bytes;
 

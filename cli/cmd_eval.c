@@ -35,7 +35,7 @@ static const char help[] =
     "  --overwrite          replace a non-empty --output file (refused otherwise)\n"
     "  --summary-json FILE  write the summary numbers, counts and ties as JSON\n"
     "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
-    "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
+    "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16 or int8\n"
     "  --max-tokens N       refuse requests longer than N tokens (default: the model's context)\n"
     "  --vision-cache MB    reuse vision-tower outputs of identical images, e.g. the two sides of a pair\n"
     "                       (default 512, 0 = off); scores are bit-identical either way\n"

@@ -7,7 +7,7 @@ static const char help[] =
     "Loads DIR (config.json, safetensors weights, value head, tokenizer) and prints its architecture.\n"
     "  --model DIR   model directory (Hugging Face layout)\n"
     "  --json        print one JSON object instead of text\n"
-    "  --precision P auto (default), f32 or bf16: shows which precision and kernels would run\n";
+    "  --precision P auto (default), f32, bf16 or int8: shows which precision and kernels would run\n";
 
 int cmd_info(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "info"};
@@ -37,6 +37,9 @@ int cmd_info(int argc, char **argv) {
         vlr_buf_printf(&b, "model      %s (%s config, %d shard%s, %s weights)\n", mo.model_dir,
                        in.config_layout, in.n_shards, in.n_shards == 1 ? "" : "s", in.dtype);
         vlr_buf_printf(&b, "compute    precision %s (%s), kernels %s\n", in.precision, in.precision_reason, in.kernels);
+        if (in.int8_layers)
+            vlr_buf_printf(&b, "           %s (%s); int8 weights %.1f MB\n", in.int8_layers, in.float_precision,
+                           (double)in.int8_bytes / 1e6);
         vlr_buf_printf(&b, "text       %d layers, hidden %d, intermediate %d, %d heads / %d kv heads x %d, "
                            "vocab %d, context %d\n",
                        in.text_layers, in.text_hidden_size, in.text_intermediate_size, in.text_heads,

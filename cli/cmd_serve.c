@@ -55,7 +55,7 @@ static const char help[] =
     "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
     "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
     "  --max-tokens N        refuse requests longer than N tokens (default: the model's context)\n"
-    "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
+    "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16, int8\n"
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
@@ -419,7 +419,7 @@ int cmd_serve(int argc, char **argv) {
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
                         "cache %ld MB per worker, image root %s%s, body cap %ld MiB\n",
-                mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
+                mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels_name, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
                 allow_any ? " (any path allowed)" : "", max_body_mb);
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 

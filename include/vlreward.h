@@ -63,11 +63,15 @@ typedef enum vlr_precision {
     VLR_PRECISION_F32 = 0, /* exact: fp32 activations and accumulation, weights widened from storage */
     VLR_PRECISION_BF16,    /* both operands rounded to bf16 (nearest even), fp32 accumulation: the
                             * reference's own bf16 inference; on AVX512_BF16 CPUs via vdpbf16ps */
-    VLR_PRECISION_AUTO     /* bf16 where this CPU runs bf16 dot products faster than fp32 FMA
+    VLR_PRECISION_AUTO,    /* bf16 where this CPU runs bf16 dot products faster than fp32 FMA
                             * (a fixed table from cpuid), else f32; the default */
+    VLR_PRECISION_INT8     /* the decoder's and the vision tower's linear layers in int8: weights
+                            * per output channel, activations per token (dynamic), int32 sums; the
+                            * patch embedding and the value head stay in the float precision `auto`
+                            * picks. Never chosen by auto: its score cost is measured, not nil */
 } vlr_precision;
 
-/* "f32", "bf16", "auto"; NULL for a value outside the enum. */
+/* "f32", "bf16", "auto", "int8"; NULL for a value outside the enum. */
 const char *vlr_precision_name(vlr_precision p);
 /* Parses those names; false (and *out untouched) for anything else. */
 bool vlr_precision_parse(const char *name, vlr_precision *out);
@@ -108,9 +112,15 @@ typedef struct vlr_model_info {
     const char *dtype;   /* "bf16", "f16", "f32" or "mixed" */
     const char *config_layout; /* "flat" or "nested" */
     int n_shards;
-    const char *kernels;   /* the kernel table in use: "ref", "avx2", "avx512" or "avx512_bf16" */
-    const char *precision; /* the precision in use, resolved: "f32" or "bf16", never "auto" */
+    const char *kernels;   /* the kernel table in use: "ref", "avx2", "avx512" or "avx512_bf16"; in
+                            * int8 precision followed by " + " and the int8 kernel ("avx512_vnni",
+                            * "avx2" or "ref") and " (int8)" */
+    const char *precision; /* the precision in use, resolved: "f32", "bf16" or "int8", never "auto" */
     const char *precision_reason; /* why: "requested", or what `auto` saw on this CPU */
+    const char *float_precision;  /* the layers not in int8: "f32" or "bf16" (= precision outside int8) */
+    const char *int8_layers;      /* int8 precision: which layers are int8, which stay float; else NULL */
+    uint64_t int8_bytes;          /* int8 precision: bytes of the quantized weights (they replace the
+                                   * stored ones, whose pages are handed back); else 0 */
 } vlr_model_info;
 void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
 

@@ -4,6 +4,7 @@
  * images, ids, positions) and vlr_score runs the vision tower per image, the decoder over the
  * sequence and the value head at the last token. The math itself lives in vision.c and text.c. */
 #include "model.h"
+#include "quantize.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -112,6 +113,11 @@ vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_m
     vlr_kernels_select(&m->kernels, VLR_ISA_AUTO, precision);
     m->n_threads = m->params.n_threads > 0 ? m->params.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
+    snprintf(m->kernels_name, sizeof m->kernels_name, "%s", m->kernels.isa);
+    if (precision == VLR_PRECISION_INT8) {
+        snprintf(m->kernels_name, sizeof m->kernels_name, "%s + %s (int8)", m->kernels.isa, m->kernels.isa_i8);
+        if ((rc = vlr_weights_quantize_int8(&m->weights, &m->cfg, m->n_threads, true, &e))) goto done;
+    }
     m->max_tokens = m->cfg.text.max_position_embeddings;
     if (m->params.max_tokens > 0 && m->params.max_tokens < m->max_tokens) m->max_tokens = m->params.max_tokens;
 done:
@@ -168,8 +174,11 @@ void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
     info->dtype = m->weights.dtype;
     info->config_layout = m->cfg.nested ? "nested" : "flat";
     info->n_shards = m->weights.n_shards;
-    info->kernels = m->kernels.isa;
+    info->kernels = m->kernels_name;
     info->precision = vlr_precision_name(m->kernels.precision);
+    info->float_precision = vlr_precision_name(m->kernels.float_precision);
+    info->int8_layers = m->kernels.precision == VLR_PRECISION_INT8 ? vlr_int8_layers() : NULL;
+    info->int8_bytes = m->weights.qweight_bytes;
     info->precision_reason = m->precision_reason;
 }
 

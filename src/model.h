@@ -21,6 +21,7 @@ struct vlr_model {
     vlr_weights weights;
     vlr_tokenizer *tokenizer;
     vlr_kernels kernels;      /* the table for (this CPU's ISA, the resolved precision) */
+    char kernels_name[64];    /* its name for info: the float table's ISA [+ the int8 kernel's] */
     const char *precision_reason; /* static: "requested", or what `auto` saw on this CPU */
     int n_threads;            /* resolved from params (0 = online CPUs) */
     int max_tokens;           /* resolved from params and the config */

@@ -163,8 +163,9 @@ static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *
     vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
                        .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
                        .m = m, .n = (int)w->shape[0], .k = (int)w->shape[1],
-                       .accumulate = accumulate};
-    st->k->gemm(&a, st->exec);
+                       .accumulate = accumulate, .wq = w->q};
+    if (w->q) st->k->gemm_i8(&a, st->exec);
+    else st->k->gemm(&a, st->exec);
 }
 
 /* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written

@@ -93,8 +93,9 @@ static void linear(const vision_ctx *c, float *y, size_t ldy, const float *x, si
     vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
                        .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
                        .m = m, .n = n, .k = (int)(vlr_tensor_numel(w) / n),
-                       .accumulate = accumulate};
-    c->k->gemm(&a, c->exec);
+                       .accumulate = accumulate, .wq = w->q};
+    if (w->q) c->k->gemm_i8(&a, c->exec);
+    else c->k->gemm(&a, c->exec);
 }
 
 /* Block-diagonal attention: each segment (a window, or a whole frame) attends only to itself. One

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 
 #include "json.h"
+#include "kernels/kernels.h"
 #include "safetensors.h"
 
 #define INDEX_MAX_BYTES ((size_t)64 << 20)
@@ -120,7 +121,7 @@ static const vlr_tensor_desc manifest[] = {
 };
 #define N_MANIFEST (sizeof manifest / sizeof manifest[0])
 
-static vlr_tensor *field_of(vlr_weights *w, vlr_tensor_group g, int layer, size_t offset) {
+vlr_tensor *vlr_weights_field(vlr_weights *w, vlr_tensor_group g, int layer, size_t offset) {
     char *base = g == VLR_TG_VISION_BLOCK ? (char *)&w->vision.blocks[layer]
                : g == VLR_TG_VISION       ? (char *)&w->vision
                : g == VLR_TG_TEXT_LAYER   ? (char *)&w->text.layers[layer]
@@ -148,7 +149,7 @@ vlr_status vlr_weights_walk(vlr_weights *w, const vlr_config *cfg, const char *v
         for (int l = 0; l < reps; l++) {
             for (size_t k = i; k < end; k++) {
                 const vlr_tensor_desc *d = &manifest[k];
-                vlr_tensor *t = field_of(w, g, l, d->offset);
+                vlr_tensor *t = vlr_weights_field(w, g, l, d->offset);
                 for (t->ndim = 0; t->ndim < 5 && d->dims[t->ndim]; t->ndim++)
                     t->shape[t->ndim] = dim_value(cfg, d->dims[t->ndim]);
                 if (stem) snprintf(name, sizeof name, "%s%s%d.%s", px, stem, l, d->name);
@@ -400,6 +401,8 @@ done:
 
 void vlr_weights_free(vlr_weights *w) {
     if (!w) return;
+    for (int i = 0; i < w->n_qweights; i++) vlr_qweight_free(&w->qweights[i]);
+    free(w->qweights);
     for (int i = 0; i < w->n_files; i++) vlr_st_close(w->files[i]);
     free(w->files);
     free(w->vision.blocks);

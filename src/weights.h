@@ -29,11 +29,14 @@ static inline float vlr_dtype_load(const void *data, vlr_dtype dt, size_t i) {
     return 0.0f;
 }
 
+typedef struct vlr_qweight vlr_qweight; /* kernels/kernels.h: a matrix quantized to int8, packed */
+
 typedef struct vlr_tensor {
     const void *data; /* row-major, little-endian, in `dtype`; NULL when the tensor is absent */
     vlr_dtype dtype;
     int ndim;
     int64_t shape[5];
+    const vlr_qweight *q; /* its int8 form in int8 precision (quantize.c), else NULL */
 } vlr_tensor;
 
 static inline int64_t vlr_tensor_numel(const vlr_tensor *t) {
@@ -93,6 +96,9 @@ typedef struct vlr_weights {
     uint64_t parameters; /* elements of the bound tensors */
     uint64_t bytes;      /* their storage bytes */
     const char *dtype;   /* "bf16", "f16", "f32" or "mixed" (static string) */
+    vlr_qweight *qweights;   /* [n_qweights] the int8 forms the tensors' q point to (quantize.c) */
+    int n_qweights;
+    uint64_t qweight_bytes;  /* their bytes */
 } vlr_weights;
 
 /* The manifest's groups: where a tensor's field lives and which name prefix it takes. The numbers are
@@ -145,5 +151,8 @@ vlr_status vlr_weights_walk(vlr_weights *w, const vlr_config *cfg, const char *v
 vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_weights *w,
                             vlr_err *e);
 void vlr_weights_free(vlr_weights *w); /* zeroed or partially loaded structs are fine */
+
+/* The tensor field at `offset` of group g (layer: the block or layer index of repeated groups). */
+vlr_tensor *vlr_weights_field(vlr_weights *w, vlr_tensor_group g, int layer, size_t offset);
 
 #endif

@@ -323,6 +323,213 @@ static void test_gemm(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * int8 GEMM (kernels.h: every step defined to the bit, so every implementation must return the
+ * reference's bits; the reference itself is held to the quantization error bound against float64) */
+
+static impl impls_i8[3];
+static int n_impls_i8;
+
+static void impls_i8_init(void) {
+    const vlr_isa isas[3] = {VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        vlr_kernels k;
+        if (vlr_kernels_select(&k, isas[i], VLR_PRECISION_INT8) != isas[i]) continue; /* reported by impls_fill */
+        if (n_impls_i8 > 0 && k.gemm_i8 == impls_i8[n_impls_i8 - 1].k.gemm_i8) continue; /* AVX-512 without VNNI */
+        impls_i8[n_impls_i8].k = k;
+        snprintf(impls_i8[n_impls_i8].name, sizeof impls_i8[n_impls_i8].name, "%s/int8", k.isa_i8);
+        n_impls_i8++;
+    }
+    if (!vlr_cpu_has_avx512_vnni()) SKIP(1, "the avx512_vnni int8 kernel: this CPU lacks AVX512_VNNI");
+}
+
+/* rint clamped to ±127, computed in double here, against vlr_quantize_i8's float trick. */
+static void test_quantize_i8(void) {
+    int bad = 0;
+    for (int t = -140 * 8; t <= 140 * 8; t++) { /* every eighth: the ties (x.5) included */
+        const float v = (float)t / 8.0f;
+        double r = nearbyint((double)v);
+        r = r > 127 ? 127 : r < -127 ? -127 : r;
+        if (vlr_quantize_i8(v, 1.0f) != (int32_t)r) bad++;
+    }
+    for (int t = 0; t < 100000; t++) {
+        const float v = 300.0f * rng_uniform(), inv = 0.5f + rng_uniform() * 0.25f;
+        double r = nearbyint((double)(v * inv));
+        r = r > 127 ? 127 : r < -127 ? -127 : r;
+        if (vlr_quantize_i8(v, inv) != (int32_t)r) bad++;
+    }
+    CHECK(bad == 0, "vlr_quantize_i8 differs from rint in %d cases", bad);
+    CHECK(vlr_quantize_i8(NAN, 0.0f) == 0 && vlr_quantize_i8(INFINITY, 0.0f) == 0, "NaN did not quantize to 0");
+    float inv;
+    CHECK(vlr_i8_scale(0.0f, true, &inv) == 0.0f && inv == 0.0f, "zero row: scale not 0");
+    CHECK(isnan(vlr_i8_scale(1.0f, false, &inv)), "non-finite row: scale not NaN");
+    vlr_qweight q;
+    vlr_err e = {0};
+    CHECK(vlr_qweight_quantize(&q, &inv, VLR_DT_F32, 1, 0, 1, &e) == VLR_ERR_CONFIG &&
+          vlr_qweight_quantize(&q, &inv, VLR_DT_F32, 1, VLR_I8_MAX_K + 1, 1, &e) == VLR_ERR_CONFIG,
+          "int8 weights accepted k = 0 or k past VLR_I8_MAX_K");
+}
+
+typedef struct i8_case {
+    int m, n, k;
+    vlr_dtype w_dt;
+    bool bias, accumulate, special; /* special: a zero, a NaN, an inf and a wide-range row of x, a zero weight row */
+    int pad_x, pad_y;
+} i8_case;
+
+static float *i8_run(const impl *im, const i8_case *c, const float *x, const vlr_qweight *q, const float *bias,
+                     const float *y0, int n_threads) {
+    const size_t ldy = (size_t)c->n + c->pad_y, ny = (size_t)c->m * ldy;
+    float *y = malloc((ny + SENTINEL_FLOATS) * sizeof(float));
+    sentinel_fill(y, ny + SENTINEL_FLOATS);
+    for (int i = 0; i < c->m; i++) memcpy(y + i * ldy, y0 + (size_t)i * c->n, (size_t)c->n * 4);
+    vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = (size_t)c->k + c->pad_x, .wq = q, .bias = bias,
+                       .bias_dtype = VLR_DT_F32, .m = c->m, .n = c->n, .k = c->k, .accumulate = c->accumulate};
+    const vlr_exec ex = ctx(&im->k, n_threads);
+    im->k.gemm_i8(&a, &ex);
+    bool ok = sentinel_intact(y + ny, SENTINEL_FLOATS);
+    for (int i = 0; i < c->m && ok; i++) ok = sentinel_intact(y + i * ldy + c->n, (size_t)c->pad_y);
+    CHECK(ok, "%s gemm_i8 m=%d n=%d k=%d: wrote outside its output", im->name, c->m, c->n, c->k);
+    return y;
+}
+
+static bool same_float(float a, float b) { return isnan(a) ? isnan(b) : memcmp(&a, &b, 4) == 0; }
+
+static void i8_check(const i8_case *c) {
+    const size_t ldx = (size_t)c->k + c->pad_x, ldy = (size_t)c->n + c->pad_y;
+    const size_t nx = (size_t)(c->m - 1) * ldx + (size_t)c->k;
+    float *x = malloc(nx * sizeof(float));
+    fill_uniform(x, nx, 2.0f);
+    bool *row_bad = calloc((size_t)c->m, 1);
+    if (c->special) {
+        for (int p = 0; p < c->k; p++) x[p] = 0.0f;                                    /* row 0: zeros */
+        if (c->m > 1) x[1 * ldx + (size_t)(c->k / 2)] = NAN, row_bad[1] = true;         /* row 1: a NaN */
+        if (c->m > 2) x[2 * ldx + (size_t)(c->k - 1)] = -INFINITY, row_bad[2] = true;   /* row 2: -inf */
+        if (c->m > 3) x[3 * ldx] = 3e30f, x[3 * ldx + (size_t)(c->k - 1)] = 1e-30f;     /* row 3: wide */
+    }
+    float *wv = malloc((size_t)c->n * c->k * sizeof(float));
+    void *w = make_weights(c->w_dt, (size_t)c->n * c->k, wv);
+    if (c->special) memset(w, 0, (size_t)c->k * (c->w_dt == VLR_DT_F32 ? 4 : 2)), memset(wv, 0, (size_t)c->k * 4);
+    float *bias = NULL;
+    if (c->bias) {
+        bias = malloc((size_t)c->n * sizeof(float));
+        fill_uniform(bias, (size_t)c->n, 1.0f);
+    }
+    float *y0 = malloc((size_t)c->m * c->n * sizeof(float));
+    fill_uniform(y0, (size_t)c->m * c->n, 4.0f);
+    vlr_qweight q;
+    vlr_err e = {0};
+    if (vlr_qweight_quantize(&q, w, c->w_dt, c->n, c->k, 2, &e) != VLR_OK) {
+        CHECK(false, "int8 weights [%d, %d]: %s", c->n, c->k, e.msg);
+        goto out;
+    }
+    /* the packed weights, element by element, padding included */
+    int layout_bad = 0;
+    for (int j = 0; j < (c->n + 31) / 32 * 32; j++) {
+        float amax = 0.0f, inv = 0.0f;
+        for (int p = 0; p < c->k && j < c->n; p++) amax = fmaxf(amax, fabsf(wv[(size_t)j * c->k + p]));
+        const float sw = j < c->n ? vlr_i8_scale(amax, true, &inv) : 0.0f;
+        int32_t sum = 0;
+        for (int p = 0; p < q.k4; p++) {
+            const int32_t want = j < c->n && p < c->k ? vlr_quantize_i8(wv[(size_t)j * c->k + p], inv) : 0;
+            sum += want;
+            layout_bad += vlr_qweight_at(&q, j, p) != want;
+        }
+        layout_bad += !same_float(q.scale[j], sw) || q.offset_sum[j] != 128 * sum;
+    }
+    CHECK(layout_bad == 0, "int8 weights [%d, %d] %s: %d packed values, scales or sums wrong", c->n, c->k,
+          dt_name(c->w_dt), layout_bad);
+
+    char what[96];
+    snprintf(what, sizeof what, "%s%s%s%s", dt_name(c->w_dt), c->bias ? "+bias" : "", c->accumulate ? "+acc" : "",
+             c->special ? "+special" : "");
+    /* the reference against float64, within the quantization error: with x = sx·xq + dx and
+     * w = sw·wq + dw (|dx| <= sx/2, |dw| <= sw/2, up to the rounding of the scales), a term errs by at
+     * most |x|·sw/2 + |w|·sx/2 + sx·sw/4; the epilogue adds a few fp32 roundings */
+    float *y_ref = i8_run(&impls_i8[0], c, x, &q, bias, y0, 1);
+    double worst = 0;
+    for (int i = 0; i < c->m; i++) {
+        float sx = 0.0f, inv;
+        bool finite = true;
+        for (int p = 0; p < c->k; p++) {
+            const float v = x[i * ldx + p];
+            if (!isfinite(v)) finite = false;
+            else sx = fmaxf(sx, fabsf(v));
+        }
+        sx = vlr_i8_scale(sx, finite, &inv);
+        for (int j = 0; j < c->n; j++) {
+            const float got = y_ref[i * ldy + j];
+            if (row_bad[i]) {
+                worst = isnan(got) ? worst : INFINITY;
+                continue;
+            }
+            double s = 0, bound = 0, mag = 0;
+            for (int p = 0; p < c->k; p++) {
+                const double xv = x[i * ldx + p], wvv = wv[(size_t)j * c->k + p];
+                s += xv * wvv;
+                mag += fabs(xv * wvv);
+                bound += fabs(xv) * q.scale[j] / 2 + fabs(wvv) * sx / 2 + (double)sx * q.scale[j] / 4;
+            }
+            const double extra = (bias ? bias[j] : 0.0) + (c->accumulate ? y0[(size_t)i * c->n + j] : 0.0);
+            s += extra;
+            bound = bound * (1 + 1e-5) + 8 * U * (mag + bound + fabs(extra));
+            const double r = fabs((double)got - s) / (bound + 1e-300);
+            if (!(r <= worst)) worst = r;
+        }
+    }
+    CHECK(worst <= 1.0, "ref gemm_i8 %s m=%d n=%d k=%d: error %.3g x the quantization bound", what, c->m, c->n,
+          c->k, worst);
+    /* every other implementation: the reference's bits, on 1 and 2 threads, and row by row */
+    for (int t = 1; t < n_impls_i8; t++) {
+        const impl *im = &impls_i8[t];
+        for (int nt = 1; nt <= 2; nt++) {
+            float *y = i8_run(im, c, x, &q, bias, y0, nt);
+            int diff = 0;
+            for (int i = 0; i < c->m; i++)
+                for (int j = 0; j < c->n; j++) diff += !same_float(y[i * ldy + j], y_ref[i * ldy + j]);
+            CHECK(diff == 0, "%s gemm_i8 %s m=%d n=%d k=%d, %d threads: %d outputs differ from ref", im->name, what,
+                  c->m, c->n, c->k, nt, diff);
+            free(y);
+        }
+        const int r = c->m - 1;
+        i8_case one = *c;
+        one.m = 1;
+        float *yr = i8_run(im, &one, x + (size_t)r * ldx, &q, bias, y0 + (size_t)r * c->n, 1);
+        int diff = 0;
+        for (int j = 0; j < c->n; j++) diff += !same_float(yr[j], y_ref[(size_t)r * ldy + j]);
+        CHECK(diff == 0, "%s gemm_i8 %s m=%d n=%d k=%d: row %d alone differs", im->name, what, c->m, c->n, c->k, r);
+        free(yr);
+    }
+    free(y_ref);
+    vlr_qweight_free(&q);
+out:
+    free(x);
+    free(row_bad);
+    free(wv);
+    free(w);
+    free(bias);
+    free(y0);
+}
+
+static void test_gemm_i8(void) {
+    const vlr_dtype dts[3] = {VLR_DT_BF16, VLR_DT_F16, VLR_DT_F32};
+    const int small[][3] = {{1, 1, 1},    {1, 1, 3},     {2, 3, 5},     {3, 33, 16},  {14, 32, 256},
+                            {15, 31, 257}, {29, 65, 300}, {7, 100, 513}, {64, 64, 64}, {1, 200, 31},
+                            {40, 17, 600}, {28, 96, 1030}, {5, 47, 2}};
+    for (size_t s = 0; s < sizeof small / sizeof small[0]; s++)
+        for (int d = 0; d < 3; d++) {
+            const int e = (int)(s + d) % 4;
+            i8_case c = {small[s][0], small[s][1], small[s][2], dts[d], e & 1, (e >> 1) & 1, (s + d) % 2 == 0,
+                         (int)(s % 3), (int)(s % 2) * 3};
+            i8_check(&c);
+        }
+    const int real[][3] = {{3, 1280, 1176}, {2, 512, 3584}, {1, 64, 18944}, {17, 160, 5120}, {30, 100, 3420}};
+    for (size_t s = 0; s < sizeof real / sizeof real[0]; s++) {
+        i8_case c = {real[s][0], real[s][1], real[s][2], dts[s % 3], s % 2 == 0, s % 3 == 1, s == 4, 0, 0};
+        i8_check(&c);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Attention */
 
 typedef struct att_case {
@@ -780,15 +987,19 @@ static void test_select(void) {
 
 int main(void) {
     impls_init();
+    impls_i8_init();
     test_ws = vlr_workspace_new(0);
     if (!test_ws) return 1;
     printf("implementations:");
     for (int i = 0; i < n_impls; i++) printf(" %s", impls[i].name);
     for (int i = 0; i < n_impls_bf16; i++) printf(" %s", impls_bf16[i].name);
+    for (int i = 0; i < n_impls_i8; i++) printf(" %s", impls_i8[i].name);
     printf("\n");
     TEST_RUN(test_select);
     TEST_RUN(test_bf16_rounding);
     TEST_RUN(test_gemm);
+    TEST_RUN(test_quantize_i8);
+    TEST_RUN(test_gemm_i8);
     TEST_RUN(test_attention);
     TEST_RUN(test_attention_varlen);
     TEST_RUN(test_elementwise);

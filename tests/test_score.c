@@ -4,8 +4,10 @@
  * diff < 2e-5) in f32 precision. In bf16 precision the bound is the reference's own: every score
  * within 3e-2 of float64 and the mean |error| no larger than that of the reference pipeline's
  * full-bf16 emulation (`precision_study.bf16` in tests/reference/traces/<id>.json: what transformers
- * in bf16 loses). Then, in each precision, determinism: 1 vs 2 threads, a request alone vs after
- * others in a session, and prefix reuse must give bit-identical scores. */
+ * in bf16 loses). In int8 precision, the bounds of its issue: every score within 0.1 of float64 and
+ * the order of every two cases whose float64 scores differ by more than 0.1 kept (the reference
+ * pipeline has no int8 mode to compare with). Then, in each precision, determinism: 1 vs 2 threads,
+ * a request alone vs after others in a session, and prefix reuse must give bit-identical scores. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -252,7 +254,7 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
     vlr_session *s1, *s2, *fresh;
     CHECK(vlr_session_init(m1, &s1) == VLR_OK && vlr_session_init(m2, &s2) == VLR_OK, "sessions");
 
-    double scores[16];
+    double scores[16], wants[16];
     size_t n_cases = 0;
     const char *case_line = cases_text, *exp_line = exp_text;
     double worst = 0, sum_err = 0, sum_ref_err = 0;
@@ -276,12 +278,12 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
         rc = vlr_score(s1, &req.req, &score);
         CHECK(rc == VLR_OK, "%s: score: %s", id, vlr_session_errmsg(s1));
         double want = vlr_json_get(exp, "score")->number;
-        const double bound = f32 ? 2e-5 : 3e-2;
+        const double bound = f32 ? 2e-5 : precision == VLR_PRECISION_INT8 ? 0.1 : 3e-2;
         CHECK(fabs(score - want) <= bound, "%s: %s score %.9f, want %.9f (diff %.3g > %.3g)", id,
               vlr_precision_name(precision), score, want, fabs(score - want), bound);
         if (fabs(score - want) > worst) worst = fabs(score - want);
         sum_err += fabs(score - want);
-        if (!f32) sum_ref_err += reference_bf16_error(id);
+        if (precision == VLR_PRECISION_BF16) sum_ref_err += reference_bf16_error(id);
         const vlr_json *lh = vlr_json_get(exp, "last_hidden");
         const float *h = vlr_session_last_hidden(s1);
         double dot = 0, n_got = 0, n_want = 0, max_abs = 0;
@@ -299,6 +301,7 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
         CHECK(vlr_score(s2, &req.req, &score2) == VLR_OK, "%s: 2 threads: %s", id, vlr_session_errmsg(s2));
         CHECK(memcmp(&score, &score2, sizeof score) == 0, "%s: 1 vs 2 threads differ: %.17g vs %.17g", id, score, score2);
         scores[n_cases] = score;
+        wants[n_cases] = want;
         vlr_parsed_request_free(&req);
         vlr_json_free(ed);
         n_cases++;
@@ -308,7 +311,18 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
     CHECK(n_cases == 13, "13 cases, got %zu", n_cases);
     printf("%s: worst |score - reference| over %zu cases %.3g, mean %.3g\n", vlr_precision_name(precision), n_cases,
            worst, sum_err / (double)n_cases);
-    if (!f32) {
+    if (precision == VLR_PRECISION_INT8) {
+        int kept = 0, compared = 0;
+        for (size_t i = 0; i < n_cases; i++)
+            for (size_t j = i + 1; j < n_cases; j++)
+                if (fabs(wants[i] - wants[j]) > 0.1) {
+                    compared++;
+                    kept += (scores[i] > scores[j]) == (wants[i] > wants[j]);
+                }
+        printf("int8: order kept in %d of the %d case pairs more than 0.1 apart in float64\n", kept, compared);
+        CHECK(compared > 50 && kept == compared, "int8: %d of %d case pairs changed order", compared - kept, compared);
+    }
+    if (precision == VLR_PRECISION_BF16) {
         printf("bf16: the reference's own bf16 emulation: mean |error| %.3g\n", sum_ref_err / (double)n_cases);
         CHECK(sum_err <= sum_ref_err, "bf16: mean |error| %.3g above the reference's bf16 emulation's %.3g",
               sum_err / (double)n_cases, sum_ref_err / (double)n_cases);
@@ -414,16 +428,17 @@ static void run_suite(const char *cases_text, const char *exp_text, vlr_precisio
     vlr_model_free(m2);
 }
 
-/* bf16 semantics on every kernel table this CPU runs (the scalar reference, AVX2, AVX-512 without
- * vdpbf16ps round the operands and use fp32 FMA): each holds the same bounds as the default table
- * on the whole golden set. */
-static void test_bf16_every_isa(const char *cases_text, const char *exp_text) {
+/* bf16 and int8 semantics on every kernel table this CPU runs (in bf16 the scalar reference, AVX2,
+ * AVX-512 without vdpbf16ps round the operands and use fp32 FMA; in int8 each level has its own
+ * integer kernel): each holds the same bounds as the default table on the whole golden set. */
+static void test_every_isa(const char *cases_text, const char *exp_text, vlr_precision precision) {
     const vlr_isa isas[] = {VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512, VLR_ISA_AVX512_BF16};
-    vlr_model *m = load(2, VLR_PRECISION_BF16);
+    const bool int8 = precision == VLR_PRECISION_INT8;
+    vlr_model *m = load(2, precision);
     if (!m) return;
     for (size_t t = 0; t < sizeof isas / sizeof *isas; t++) {
-        if (vlr_kernels_select(&m->kernels, isas[t], VLR_PRECISION_BF16) != isas[t]) {
-            SKIP(1, "bf16 on ISA %d: this CPU cannot run it", (int)isas[t]);
+        if (vlr_kernels_select(&m->kernels, isas[t], precision) != isas[t]) {
+            SKIP(1, "%s on ISA %d: this CPU cannot run it", vlr_precision_name(precision), (int)isas[t]);
             continue;
         }
         vlr_session *s;
@@ -443,15 +458,19 @@ static void test_bf16_every_isa(const char *cases_text, const char *exp_text) {
             const double err = fabs(score - vlr_json_get(exp, "score")->number);
             worst = fmax(worst, err);
             sum_err += err;
-            sum_ref += reference_bf16_error(vlr_json_get(exp, "id")->str);
+            if (!int8) sum_ref += reference_bf16_error(vlr_json_get(exp, "id")->str);
             n++;
             vlr_json_free(ed);
             c = ce ? ce + 1 : c + cl;
             x = xe ? xe + 1 : x + xl;
         }
-        printf("bf16 on %s: mean |error| %.3g, worst %.3g over %d cases\n", m->kernels.isa, sum_err / n, worst, n);
-        CHECK(n == 13 && worst <= 3e-2 && sum_err <= sum_ref, "bf16 on %s: worst %.3g, mean %.3g (reference bf16 %.3g)",
-              m->kernels.isa, worst, sum_err / n, sum_ref / n);
+        char kernel[64];
+        snprintf(kernel, sizeof kernel, "%s%s%s", m->kernels.isa, int8 ? "+" : "", int8 ? m->kernels.isa_i8 : "");
+        printf("%s on %s: mean |error| %.3g, worst %.3g over %d cases\n", vlr_precision_name(precision), kernel,
+               sum_err / n, worst, n);
+        CHECK(n == 13 && (int8 ? worst <= 0.1 : worst <= 3e-2 && sum_err <= sum_ref),
+              "%s on %s: worst %.3g, mean %.3g (reference bf16 %.3g)", vlr_precision_name(precision), kernel, worst,
+              sum_err / n, sum_ref / n);
         vlr_session_free(s);
     }
     vlr_model_free(m);
@@ -469,7 +488,9 @@ int main(void) {
     TEST_RUN_WITH(check_memory_plan, cases_text);
     TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_F32);
     TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_BF16);
-    TEST_RUN_WITH(test_bf16_every_isa, cases_text, exp_text);
+    TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_INT8);
+    TEST_RUN_WITH(test_every_isa, cases_text, exp_text, VLR_PRECISION_BF16);
+    TEST_RUN_WITH(test_every_isa, cases_text, exp_text, VLR_PRECISION_INT8);
     /* auto is one of the two, as the CPU table says, and a bad value is refused by name */
     vlr_model *m = load(1, VLR_PRECISION_AUTO);
     CHECK(m && m->kernels.precision == vlr_precision_for_cpu(NULL), "auto resolved to %d",

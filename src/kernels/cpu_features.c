@@ -19,13 +19,14 @@ static uint64_t cpu_xcr0(void) {
 typedef struct cpu_bits {
     uint32_t l1_ecx;  /* cpuid leaf 1, ECX: FMA, OSXSAVE, AVX, F16C */
     uint32_t l7_ebx;  /* cpuid leaf 7 subleaf 0, EBX: AVX2, AVX512F/DQ/BW/VL */
+    uint32_t l7_ecx;  /* cpuid leaf 7 subleaf 0, ECX: AVX512_VNNI (bit 11) */
     uint32_t l71_eax; /* cpuid leaf 7 subleaf 1, EAX: AVX512_BF16 (bit 5) */
     uint64_t xcr0;    /* OS-enabled state components; 0 when xgetbv is not allowed */
     bool amd;         /* vendor string "AuthenticAMD" */
 } cpu_bits;
 
 static cpu_bits cpu_read(void) {
-    cpu_bits b = {0, 0, 0, 0, false};
+    cpu_bits b = {0, 0, 0, 0, 0, false};
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return b;
     const unsigned max_leaf = eax;
@@ -34,6 +35,7 @@ static cpu_bits cpu_read(void) {
     b.l1_ecx = ecx;
     if (max_leaf >= 7 && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
         b.l7_ebx = ebx;
+        b.l7_ecx = ecx;
         if (eax >= 1 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) b.l71_eax = eax;
     }
     if (b.l1_ecx & bit_OSXSAVE) b.xcr0 = cpu_xcr0();
@@ -61,6 +63,10 @@ bool vlr_cpu_has_avx512(void) {
 
 bool vlr_cpu_has_avx512_bf16(void) {
     return vlr_cpu_has_avx512() && (cpu_read().l71_eax & (1u << 5));
+}
+
+bool vlr_cpu_has_avx512_vnni(void) {
+    return vlr_cpu_has_avx512() && (cpu_read().l7_ecx & (1u << 11));
 }
 
 /* The table behind `auto`. Measured (bench/README.md): AMD Zen 4 / Zen 5 run a 512-bit vdpbf16ps

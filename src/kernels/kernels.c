@@ -18,8 +18,9 @@
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
 vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precision) {
-    if (precision != VLR_PRECISION_F32 && precision != VLR_PRECISION_BF16)
+    if (precision != VLR_PRECISION_F32 && precision != VLR_PRECISION_BF16 && precision != VLR_PRECISION_INT8)
         precision = vlr_precision_for_cpu(NULL);
+    const vlr_precision fp = precision == VLR_PRECISION_INT8 ? vlr_precision_for_cpu(NULL) : precision;
     vlr_isa best = VLR_ISA_REF;
     if (vlr_cpu_has_avx2()) best = VLR_ISA_AVX2;
     if (best == VLR_ISA_AVX2 && vlr_cpu_has_avx512()) best = VLR_ISA_AVX512;
@@ -27,12 +28,16 @@ vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precisio
     /* A forced ISA the CPU lacks falls back to the best supported one below it. */
     vlr_isa isa = (force == VLR_ISA_AUTO || force > best) ? best : force;
     /* vdpbf16ps has nothing to add to fp32 arithmetic: that table is AVX-512's */
-    if (isa == VLR_ISA_AVX512_BF16 && precision == VLR_PRECISION_F32) isa = VLR_ISA_AVX512;
+    if (isa == VLR_ISA_AVX512_BF16 && fp == VLR_PRECISION_F32) isa = VLR_ISA_AVX512;
 
-    vlr_kernels_fill_ref(k, precision);
-    if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2(k, precision);
-    if (isa >= VLR_ISA_AVX512) vlr_kernels_fill_avx512(k, precision);
-    if (isa >= VLR_ISA_AVX512_BF16) vlr_kernels_fill_avx512_bf16(k, precision);
+    vlr_kernels_fill_ref(k, fp);
+    if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2(k, fp);
+    if (isa >= VLR_ISA_AVX2) vlr_kernels_fill_avx2_int8(k);
+    if (isa >= VLR_ISA_AVX512) vlr_kernels_fill_avx512(k, fp);
+    if (isa >= VLR_ISA_AVX512_BF16) vlr_kernels_fill_avx512_bf16(k, fp);
+    if (isa >= VLR_ISA_AVX512 && vlr_cpu_has_avx512_vnni()) vlr_kernels_fill_avx512_vnni(k);
+    k->precision = precision;
+    k->float_precision = fp;
     return isa;
 }
 
@@ -91,6 +96,52 @@ void vlr_gemm_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_gemm_tili
                 }
             }
         }
+    }
+    free(owned);
+}
+
+void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_tiling *t) {
+    if (a->m <= 0 || a->n <= 0) return;
+    const vlr_qweight *q = a->wq;
+    const int mr = t->mr, n_tiles = (a->m + mr - 1) / mr, n_panels = (a->n + VLR_I8_NR - 1) / VLR_I8_NR;
+    const size_t tile_words = (size_t)(q->k4 / 4) * (size_t)mr;
+    /* one block: the packed tiles, their scales, the bias widened to fp32 and zero padded */
+    size_t xp_bytes, bytes;
+    void *owned = NULL;
+    char *buf = NULL;
+    if (vlr_mul_ok(tile_words * 4, (size_t)n_tiles, &xp_bytes) &&
+        vlr_add_ok(round_up(xp_bytes, 64), round_up((size_t)n_tiles * (size_t)mr * 4, 64) +
+                                               (size_t)n_panels * VLR_I8_NR * 4, &bytes))
+        buf = call_scratch(x, bytes, &owned);
+    if (!buf) { /* no room for the packed x: the reference, which needs none (same bits) */
+        vlr_kernels ref;
+        vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
+        ref.gemm_i8(a, x);
+        return;
+    }
+    uint32_t *xp = (uint32_t *)buf;
+    float *sx = (float *)(buf + round_up(xp_bytes, 64));
+    float *bias = NULL;
+    if (a->bias) {
+        bias = sx + round_up((size_t)n_tiles * (size_t)mr, 16);
+        for (int j = 0; j < n_panels * VLR_I8_NR; j++)
+            bias[j] = j < a->n ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
+    }
+#pragma omp parallel num_threads(x->n_threads > 0 ? x->n_threads : 1)
+    {
+#pragma omp for schedule(static)
+        for (int tile = 0; tile < n_tiles; tile++) {
+            const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
+            t->pack_x(xp + (size_t)tile * tile_words, sx + i0, a->x + (size_t)i0 * a->ldx, a->ldx, rows, a->k, q->k4);
+        }
+        /* (the loop's implicit barrier: every tile is packed before any panel starts) */
+#pragma omp for schedule(dynamic, 1)
+        for (int panel = 0; panel < n_panels; panel++)
+            for (int tile = 0; tile < n_tiles; tile++) {
+                const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
+                t->tile(a, xp + (size_t)tile * tile_words, sx + i0, rows, i0, panel,
+                        bias ? bias + (size_t)panel * VLR_I8_NR : NULL);
+            }
     }
     free(owned);
 }
@@ -189,12 +240,13 @@ const char *vlr_precision_name(vlr_precision p) {
     case VLR_PRECISION_F32: return "f32";
     case VLR_PRECISION_BF16: return "bf16";
     case VLR_PRECISION_AUTO: return "auto";
+    case VLR_PRECISION_INT8: return "int8";
     }
     return NULL;
 }
 
 bool vlr_precision_parse(const char *name, vlr_precision *out) {
-    const vlr_precision all[] = {VLR_PRECISION_F32, VLR_PRECISION_BF16, VLR_PRECISION_AUTO};
+    const vlr_precision all[] = {VLR_PRECISION_F32, VLR_PRECISION_BF16, VLR_PRECISION_AUTO, VLR_PRECISION_INT8};
     for (size_t i = 0; name && i < sizeof all / sizeof *all; i++)
         if (strcmp(name, vlr_precision_name(all[i])) == 0) {
             *out = all[i];

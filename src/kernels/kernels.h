@@ -15,6 +15,9 @@
  *         this is vdpbf16ps (x86_avx512_bf16.c); elsewhere the packing rounds and the fp32 FMA
  *         kernel runs. Attention stays fp32 in both (its products are not linear layers, and the
  *         KV cache is fp32).
+ *   int8: the linear layers whose weights were quantized at load (vlr_qweight, below) go through the
+ *         gemm_i8 slot, integer arithmetic end to end; every other linear layer runs the gemm slot
+ *         in the float precision `auto` picks for this CPU.
  * Fast kernels may reorder sums (different fp32 rounding than the reference), so tests compare
  * with a tolerance, but a given implementation's result for a row never depends on the thread
  * count or on the other rows of the batch: work is split over output rows / columns only, never
@@ -26,6 +29,8 @@
  * scratch, so they take their operands only. */
 #ifndef VLR_KERNELS_H
 #define VLR_KERNELS_H
+
+#include <math.h>
 
 #include "../common.h"
 #include "../weights.h"
@@ -48,7 +53,71 @@ typedef struct vlr_gemm_args {
     vlr_dtype bias_dtype;
     int m, n, k;
     bool accumulate;     /* true: y += x·wᵀ + bias (fused residual add) */
+    const struct vlr_qweight *wq; /* gemm_i8 only: the int8 form of w (w and w_dtype unused) */
 } vlr_gemm_args;
+
+/* int8 precision (the gemm_i8 slot). Weights, once at load (vlr_qweight_quantize): per output
+ * channel j, sw[j] = amax_k |w[j][k]| / 127 and wq[j][k] = clamp(rint(w[j][k] · (127 / amax)), ±127).
+ * Activations, per call and per row i of x: sx[i] = amax_k |x[i][k]| / 127, xq[i][k] the same rounding
+ * (vlr_quantize_i8). Then, exactly in int32, acc = sum_k xq[i][k] · wq[j][k] (|acc| <= k · 127², so
+ * k <= VLR_I8_MAX_K), and y[i][j] (=|+=) ((float)acc · (sx[i] · sw[j])) + bias[j], with the old y added
+ * last. Every step is defined to the bit (rint is round-half-even, as vcvtps2dq; float(acc) rounds to
+ * nearest, as vcvtdq2ps), so every implementation returns the same bits as the reference: tests compare
+ * with ==. A row of x holding a NaN or an infinity gets sx = NaN, hence a NaN row of y; a row of zeros
+ * gets sx = 0. A zero weight row gets sw = 0; a non-finite one sw = NaN. */
+#define VLR_I8_NR 32       /* columns per packed weight panel */
+#define VLR_I8_MAX_K 66000 /* 66000 · 255 · 127 < 2^31: the VNNI form's offset sums stay exact too */
+typedef struct vlr_qweight {
+    int n, k;
+    int k4;              /* k rounded up to a multiple of 4 (zero padded) */
+    int8_t *packed;      /* panels of VLR_I8_NR columns: [ceil(n/32)][k4/4][32][4], element (j, p) at
+                          * ((j/32)·(k4/4) + p/4)·128 + (j%32)·4 + p%4; padding columns are zero */
+    float *scale;        /* [ceil(n/32)·32] sw; 0 past n */
+    int32_t *offset_sum; /* [ceil(n/32)·32] 128 · sum_k wq[j][k], for kernels that feed xq + 128 as u8 */
+    size_t bytes;        /* of the three arrays */
+} vlr_qweight;
+
+/* Quantizes w ([n, k] in dt) into q with n_threads OpenMP threads (results do not depend on it).
+ * VLR_ERR_CONFIG when k > VLR_I8_MAX_K, VLR_ERR_NOMEM. */
+vlr_status vlr_qweight_quantize(vlr_qweight *q, const void *w, vlr_dtype dt, int n, int k, int n_threads,
+                                vlr_err *e);
+void vlr_qweight_free(vlr_qweight *q); /* zeroed structs are fine */
+
+static inline int8_t vlr_qweight_at(const vlr_qweight *q, int j, int p) {
+    return q->packed[((size_t)(j / VLR_I8_NR) * (size_t)(q->k4 / 4) + (size_t)(p / 4)) * (4 * VLR_I8_NR) +
+                     (size_t)(j % VLR_I8_NR) * 4 + (size_t)(p % 4)];
+}
+
+/* The scale of a row (or weight channel) whose largest magnitude is amax (NaN when a value was not
+ * finite), and the factor its values are multiplied by before rounding. */
+static inline float vlr_i8_scale(float amax, bool finite, float *inv) {
+    if (!finite) {
+        *inv = 0.0f;
+        return NAN;
+    }
+    if (amax == 0.0f) {
+        *inv = 0.0f;
+        return 0.0f;
+    }
+    *inv = 127.0f / amax;
+    return amax / 127.0f;
+}
+/* rint(v · inv) clamped to [-127, 127]: the one rounding of every int8 path (nearest, ties to even,
+ * as vcvtps2dq). Clamping first changes no result (the bounds are integers) and keeps the value below
+ * 2^22, where adding and subtracting 1.5 · 2^23 rounds to an integer exactly as rint does, without a
+ * libm call. NaN (v · 0 for a non-finite v) gives 0: its row's scale is NaN anyway. */
+static inline int32_t vlr_quantize_i8(float v, float inv) {
+    float t = v * inv;
+    t = t > 127.0f ? 127.0f : t < -127.0f ? -127.0f : t;
+    t = (t + 12582912.0f) - 12582912.0f;
+    return t == t ? (int32_t)t : 0;
+}
+/* The scalar packing of x for gemm_i8 (int8.c): rows [0, rows) of x quantized (vlr_i8_scale,
+ * vlr_quantize_i8), plus offset (0, or 128 for u8 operands), as dst[k4/4][rows] words of 4 bytes, k
+ * in increasing byte order, k past k zero (+ offset); sx[rows] their scales. The vectorised packings
+ * must give the same bytes. */
+void vlr_i8_pack_rows(uint32_t *dst, float *sx, const float *x, size_t ldx, int rows, int k, int k4,
+                      int offset);
 
 /* Attention for one sequence segment, all heads:
  *   out[i, h*hd:(h+1)*hd] = softmax_j(scale * q[i,h]·k[j,g]) · v[j,g],  g = h / (n_heads/n_kv_heads)
@@ -92,10 +161,14 @@ static inline float vlr_round_bf16(float f) {
 }
 
 typedef struct vlr_kernels {
-    const char *isa;         /* "ref", "avx2", "avx512", "avx512_bf16" */
-    vlr_precision precision; /* VLR_PRECISION_F32 or VLR_PRECISION_BF16 (never AUTO) */
+    const char *isa;         /* of the float slots: "ref", "avx2", "avx512", "avx512_bf16" */
+    vlr_precision precision; /* F32, BF16 or INT8 (never AUTO) */
+    vlr_precision float_precision; /* the gemm slot's: precision, or for INT8 the CPU's float choice */
 
     void (*gemm)(const vlr_gemm_args *a, const vlr_exec *x);
+    /* int8 weights (a->wq) in any table, for the layers quantized at load */
+    void (*gemm_i8)(const vlr_gemm_args *a, const vlr_exec *x);
+    const char *isa_i8;      /* who fills gemm_i8: "ref", "avx2", "avx512_vnni" */
     void (*attention)(const vlr_attention_args *a, const vlr_exec *x);
 
     /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows r < rows of n floats (y may be x).
@@ -167,19 +240,34 @@ typedef struct vlr_attention_tiling {
 } vlr_attention_tiling;
 void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr_attention_tiling *t);
 
+/* The ISA-neutral half of the int8 GEMM (int8.c). The weights come packed (vlr_qweight), so only x
+ * is packed per call: vlr_gemm_i8_run quantizes it once for all threads, tile by tile of mr rows
+ * (pack_x: the tile's rows as [k4/4][rows] groups of 4 bytes, in the ISA's own encoding, plus their
+ * scales), then hands out the weight panels; each panel meets every x tile (tile: one mr × 32 block
+ * over the whole k, its epilogue included). Integer sums are exact, so the split changes nothing. */
+typedef struct vlr_i8_tiling {
+    int mr;
+    void (*pack_x)(uint32_t *dst, float *sx, const float *x, size_t ldx, int rows, int k, int k4);
+    void (*tile)(const vlr_gemm_args *a, const uint32_t *xp, const float *sx, int rows, int i0, int panel,
+                 const float *bias);
+} vlr_i8_tiling;
+void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_tiling *t);
+
 typedef enum vlr_isa {
     VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512,
     VLR_ISA_AVX512_BF16 /* AVX-512 plus vdpbf16ps: differs from AVX512 only in bf16 precision */
 } vlr_isa;
 
-/* Fills k for `precision` (F32 or BF16; AUTO resolves with vlr_precision_for_cpu) with the best
+/* Fills k for `precision` (F32, BF16 or INT8; AUTO resolves with vlr_precision_for_cpu) with the best
  * implementation this CPU supports, or the one forced (a forced ISA the CPU lacks falls back to the
  * best supported one below it). In f32 precision AVX512_BF16 adds nothing, so the table is AVX512's.
- * Returns the ISA of the table. */
+ * gemm_i8 comes from the ISA's level: ref, avx2 (also for AVX512 without VNNI), avx512_vnni (AVX512
+ * and up, where the CPU has VNNI). Returns the ISA of the float slots. */
 vlr_isa vlr_kernels_select(vlr_kernels *k, vlr_isa force, vlr_precision precision);
 bool vlr_cpu_has_avx2(void);        /* AVX2 + FMA + F16C, and the OS saves YMM state */
 bool vlr_cpu_has_avx512(void);      /* AVX-512 F/BW/VL/DQ and the OS saves ZMM state */
 bool vlr_cpu_has_avx512_bf16(void); /* the above plus AVX512_BF16 (vdpbf16ps, vcvtne2ps2bf16) */
+bool vlr_cpu_has_avx512_vnni(void); /* AVX-512 plus AVX512_VNNI (vpdpbusd) */
 /* What `auto` means on this CPU: BF16 where bf16 dot products run clearly faster than fp32 FMA,
  * else F32. A fixed table from cpuid, never a timing: *why (may be NULL) gets a static sentence. */
 vlr_precision vlr_precision_for_cpu(const char **why);
@@ -189,5 +277,7 @@ void vlr_kernels_fill_ref(vlr_kernels *k, vlr_precision precision);
 void vlr_kernels_fill_avx2(vlr_kernels *k, vlr_precision precision);
 void vlr_kernels_fill_avx512(vlr_kernels *k, vlr_precision precision);
 void vlr_kernels_fill_avx512_bf16(vlr_kernels *k, vlr_precision precision);
+void vlr_kernels_fill_avx2_int8(vlr_kernels *k);   /* gemm_i8 only */
+void vlr_kernels_fill_avx512_vnni(vlr_kernels *k); /* gemm_i8 only */
 
 #endif

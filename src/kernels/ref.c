@@ -52,6 +52,35 @@ static int ref_threads(const vlr_exec *x) { return x->n_threads > 0 ? x->n_threa
 static void ref_gemm_f32(const vlr_gemm_args *a, const vlr_exec *x) { ref_gemm(a, ref_threads(x), false); }
 static void ref_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { ref_gemm(a, ref_threads(x), true); }
 
+/* int8 (kernels.h): each row's scale, then for each output the exact integer sum and the epilogue,
+ * quantizing x again for every output rather than holding it anywhere (the oracle allocates
+ * nothing; its speed does not matter). */
+static void ref_gemm_i8(const vlr_gemm_args *a, const vlr_exec *x) {
+    const vlr_qweight *q = a->wq;
+    const int m = a->m, n = a->n, k = a->k;
+    const int n_threads = ref_threads(x);
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int i = 0; i < m; i++) {
+        const float *xr = a->x + (size_t)i * a->ldx;
+        float amax = 0.0f, inv;
+        bool finite = true;
+        for (int p = 0; p < k; p++) {
+            if (!isfinite(xr[p])) finite = false;
+            else if (fabsf(xr[p]) > amax) amax = fabsf(xr[p]);
+        }
+        const float sx = vlr_i8_scale(amax, finite, &inv);
+        for (int j = 0; j < n; j++) {
+            int32_t acc = 0;
+            for (int p = 0; p < k; p++) acc += vlr_quantize_i8(xr[p], inv) * (int32_t)vlr_qweight_at(q, j, p);
+            float v = (float)acc * (sx * q->scale[j]);
+            if (a->bias) v = v + vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j);
+            float *y = a->y + (size_t)i * a->ldy + j;
+            *y = a->accumulate ? *y + v : v;
+        }
+    }
+}
+
 static float ref_dot(const float *a, const float *b, int n) {
     float s = 0.0f;
     for (int i = 0; i < n; i++) s += a[i] * b[i];
@@ -157,6 +186,8 @@ void vlr_kernels_fill_ref(vlr_kernels *k, vlr_precision precision) {
     k->isa = "ref";
     k->precision = precision;
     k->gemm = precision == VLR_PRECISION_BF16 ? ref_gemm_bf16 : ref_gemm_f32;
+    k->gemm_i8 = ref_gemm_i8;
+    k->isa_i8 = "ref";
     k->attention = ref_attention;
     k->rmsnorm = ref_rmsnorm;
     k->rope = ref_rope;
