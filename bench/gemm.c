@@ -72,8 +72,11 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* One column of the table: a library in one precision. */
-typedef enum column { COL_OURS_F32 = 0, COL_OURS_BF16, COL_OPENBLAS, COL_DNNL_F32, COL_DNNL_BF16 } column;
-static const char *col_names[] = {"vlreward f32", "vlreward bf16", "OpenBLAS f32", "oneDNN f32", "oneDNN bf16"};
+typedef enum column {
+    COL_OURS_F32 = 0, COL_OURS_BF16, COL_OURS_I8, COL_OPENBLAS, COL_DNNL_F32, COL_DNNL_BF16, COL_DNNL_U8S8, N_COLS
+} column;
+static const char *col_names[] = {"vlreward f32", "vlreward bf16", "vlreward int8", "OpenBLAS f32",
+                                  "oneDNN f32",   "oneDNN bf16",   "oneDNN u8s8s32"};
 
 typedef struct problem {
     int m, n, k;
@@ -83,41 +86,65 @@ typedef struct problem {
     vlr_dtype w_dtype;
     const float *w_f32;
     const uint16_t *w_bf16;
+    const vlr_qweight *wq;  /* w_bf16 quantized, for our int8 column */
+    const uint8_t *x_u8;    /* for oneDNN's u8s8 matmul: quantized outside its timing */
+    const int8_t *w_s8;     /* [n, k] */
     float *y;
 } problem;
 
 #ifdef WITH_DNNL
-/* oneDNN's matmul y [m, n] = x [m, k] · W [k, n] with bf16 x and W and fp32 y; W's [n, k] storage is
- * the "ba" layout of a k x n matrix. */
-typedef struct dnnl_bf16_mm {
+/* oneDNN's matmul y [m, n] = x [m, k] · W [k, n], created outside the timing. bf16: bf16 x and W, fp32
+ * y, W in its stored [n, k] layout (the "ba" layout of a k x n matrix), as ours. u8s8: u8 x, s8 W and
+ * int32 y (no epilogue: an upper bound for a quantized layer), W reordered once into the layout the
+ * primitive prefers ("any"), as ours is packed at load. */
+typedef struct dnnl_mm {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     dnnl_primitive_t prim;
     dnnl_memory_t src, wei, dst;
-} dnnl_bf16_mm;
+} dnnl_mm;
 
-static bool dnnl_bf16_mm_init(dnnl_bf16_mm *d, const problem *p) {
+static bool dnnl_mm_init(dnnl_mm *d, const problem *p, bool u8s8) {
     memset(d, 0, sizeof *d);
-    dnnl_memory_desc_t src_md, wei_md, dst_md;
+    dnnl_memory_desc_t src_md, wei_md, dst_md, user_wei_md;
     dnnl_dims_t sd = {p->m, p->k}, wd = {p->k, p->n}, dd = {p->m, p->n};
     dnnl_matmul_desc_t md;
-    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t user_wei = NULL;
+    const dnnl_data_type_t xt = u8s8 ? dnnl_u8 : dnnl_bf16, wt = u8s8 ? dnnl_s8 : dnnl_bf16;
     bool ok = dnnl_engine_create(&d->engine, dnnl_cpu, 0) == dnnl_success &&
               dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags) == dnnl_success &&
-              dnnl_memory_desc_init_by_tag(&src_md, 2, sd, dnnl_bf16, dnnl_ab) == dnnl_success &&
-              dnnl_memory_desc_init_by_tag(&wei_md, 2, wd, dnnl_bf16, dnnl_ba) == dnnl_success &&
-              dnnl_memory_desc_init_by_tag(&dst_md, 2, dd, dnnl_f32, dnnl_ab) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&src_md, 2, sd, xt, dnnl_ab) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&wei_md, 2, wd, wt, u8s8 ? dnnl_format_tag_any : dnnl_ba) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&user_wei_md, 2, wd, wt, dnnl_ba) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&dst_md, 2, dd, u8s8 ? dnnl_s32 : dnnl_f32, dnnl_ab) == dnnl_success &&
               dnnl_matmul_desc_init(&md, &src_md, &wei_md, NULL, &dst_md) == dnnl_success &&
               dnnl_primitive_desc_create(&pd, &md, NULL, d->engine, NULL) == dnnl_success &&
               dnnl_primitive_create(&d->prim, pd) == dnnl_success &&
-              dnnl_memory_create(&d->src, &src_md, d->engine, (void *)p->x_bf16) == dnnl_success &&
-              dnnl_memory_create(&d->wei, &wei_md, d->engine, (void *)p->w_bf16) == dnnl_success &&
+              dnnl_memory_create(&d->src, &src_md, d->engine, u8s8 ? (void *)p->x_u8 : (void *)p->x_bf16) == dnnl_success &&
               dnnl_memory_create(&d->dst, &dst_md, d->engine, p->y) == dnnl_success;
+    if (ok && !u8s8) ok = dnnl_memory_create(&d->wei, &user_wei_md, d->engine, (void *)p->w_bf16) == dnnl_success;
+    if (ok && u8s8) {
+        const dnnl_memory_desc_t *pref = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        ok = pref && dnnl_memory_create(&d->wei, pref, d->engine, DNNL_MEMORY_ALLOCATE) == dnnl_success &&
+             dnnl_memory_create(&user_wei, &user_wei_md, d->engine, (void *)p->w_s8) == dnnl_success &&
+             dnnl_reorder_primitive_desc_create(&rpd, &user_wei_md, d->engine, pref, d->engine, NULL) == dnnl_success &&
+             dnnl_primitive_create(&reorder, rpd) == dnnl_success;
+        if (ok) {
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user_wei}, {DNNL_ARG_TO, d->wei}};
+            ok = dnnl_primitive_execute(reorder, d->stream, 2, args) == dnnl_success &&
+                 dnnl_stream_wait(d->stream) == dnnl_success;
+        }
+    }
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (user_wei) dnnl_memory_destroy(user_wei);
     if (pd) dnnl_primitive_desc_destroy(pd);
     return ok;
 }
 
-static void dnnl_bf16_mm_free(dnnl_bf16_mm *d) {
+static void dnnl_mm_free(dnnl_mm *d) {
     if (d->src) dnnl_memory_destroy(d->src);
     if (d->wei) dnnl_memory_destroy(d->wei);
     if (d->dst) dnnl_memory_destroy(d->dst);
@@ -126,20 +153,23 @@ static void dnnl_bf16_mm_free(dnnl_bf16_mm *d) {
     if (d->engine) dnnl_engine_destroy(d->engine);
 }
 #else
-typedef int dnnl_bf16_mm;
+typedef int dnnl_mm;
 #endif
 
 /* ws: our kernels' workspace, kept across runs as a session keeps it */
-static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf16_mm *mm, int nt,
-                     vlr_workspace *ws) {
+/* kt: our tables in f32, bf16 and int8 precision; mm: oneDNN's bf16 and u8s8 matmuls */
+static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_mm *mm, int nt, vlr_workspace *ws) {
     (void)mm;
     switch (c) {
     case COL_OURS_F32:
-    case COL_OURS_BF16: {
+    case COL_OURS_BF16:
+    case COL_OURS_I8: {
         vlr_gemm_args a = {.y = p->y, .ldy = (size_t)p->n, .x = p->x, .ldx = (size_t)p->k,
-                           .w = p->w_ours, .w_dtype = p->w_dtype, .m = p->m, .n = p->n, .k = p->k};
-        const vlr_exec x = {.k = &kt[c == COL_OURS_BF16], .n_threads = nt, .ws = ws};
-        kt[c == COL_OURS_BF16].gemm(&a, &x);
+                           .w = p->w_ours, .w_dtype = p->w_dtype, .m = p->m, .n = p->n, .k = p->k, .wq = p->wq};
+        const vlr_kernels *k = &kt[c - COL_OURS_F32];
+        const vlr_exec x = {.k = k, .n_threads = nt, .ws = ws};
+        if (c == COL_OURS_I8) k->gemm_i8(&a, &x);
+        else k->gemm(&a, &x);
         break;
     }
     case COL_OPENBLAS:
@@ -151,6 +181,7 @@ static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf1
         break;
     case COL_DNNL_F32:
     case COL_DNNL_BF16:
+    case COL_DNNL_U8S8:
 #ifdef WITH_DNNL
 #ifdef _OPENMP
         omp_set_num_threads(nt);
@@ -158,12 +189,14 @@ static void run_once(column c, const vlr_kernels *kt, const problem *p, dnnl_bf1
         if (c == COL_DNNL_F32) {
             dnnl_sgemm('N', 'T', p->m, p->n, p->k, 1.0f, p->x, p->k, p->w_f32, p->k, 0.0f, p->y, p->n);
         } else {
-            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mm->src}, {DNNL_ARG_WEIGHTS, mm->wei}, {DNNL_ARG_DST, mm->dst}};
-            dnnl_primitive_execute(mm->prim, mm->stream, 3, args);
-            dnnl_stream_wait(mm->stream);
+            const dnnl_mm *d = &mm[c == COL_DNNL_U8S8];
+            dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, d->src}, {DNNL_ARG_WEIGHTS, d->wei}, {DNNL_ARG_DST, d->dst}};
+            dnnl_primitive_execute(d->prim, d->stream, 3, args);
+            dnnl_stream_wait(d->stream);
         }
 #endif
         break;
+    case N_COLS: break;
     }
 }
 
@@ -324,20 +357,22 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < sizeof vision_shapes / sizeof *vision_shapes; i++) list[n_shapes++] = vision_shapes[i];
 
     vlr_workspace *ws = vlr_workspace_new(0); /* NULL (no memory): each call allocates its own */
-    vlr_kernels kt[2]; /* [0] f32, [1] bf16 precision */
+    vlr_kernels kt[3]; /* f32, bf16, int8 precision */
     vlr_kernels_select(&kt[0], isa, VLR_PRECISION_F32);
     vlr_kernels_select(&kt[1], isa, VLR_PRECISION_BF16);
-    column cols[5] = {COL_OURS_F32, COL_OURS_BF16};
-    int n_cols = 2;
+    vlr_kernels_select(&kt[2], isa, VLR_PRECISION_INT8);
+    column cols[N_COLS] = {COL_OURS_F32, COL_OURS_BF16, COL_OURS_I8};
+    int n_cols = 3;
 #ifdef WITH_OPENBLAS
     cols[n_cols++] = COL_OPENBLAS;
 #endif
 #ifdef WITH_DNNL
     cols[n_cols++] = COL_DNNL_F32;
     cols[n_cols++] = COL_DNNL_BF16;
+    cols[n_cols++] = COL_DNNL_U8S8;
 #endif
-    printf("# vlreward gemm (%s / %s, weights %s); median of %d runs; GFLOP/s wall [CPU-time GFLOP/s per thread]\n",
-           kt[0].isa, kt[1].isa, f32 ? "f32" : "bf16", reps);
+    printf("# vlreward gemm (%s / %s / %s, weights %s); median of %d runs; GFLOP/s (int8: GOP/s) wall "
+           "[CPU-time per thread]\n", kt[0].isa, kt[1].isa, kt[2].isa_i8, f32 ? "f32" : "bf16", reps);
     printf("%-12s %6s %6s %6s %3s", "shape", "m", "n", "k", "thr");
     for (int c = 0; c < n_cols; c++) printf(" %24s", col_names[cols[c]]);
     printf("\n");
@@ -350,7 +385,9 @@ int main(int argc, char **argv) {
             uint16_t *wb = malloc((size_t)n * k * sizeof(uint16_t));
             float *y = malloc((size_t)m * n * sizeof(float));
             uint16_t *xb = malloc((size_t)m * k * sizeof(uint16_t));
-            if (!x || !wf || !wb || !y || !xb) {
+            uint8_t *xu = malloc((size_t)m * k);
+            int8_t *ws8 = malloc((size_t)n * k);
+            if (!x || !wf || !wb || !y || !xb || !xu || !ws8) {
                 fprintf(stderr, "out of memory at %s m=%d\n", list[s].name, m);
                 return 1;
             }
@@ -359,18 +396,26 @@ int main(int argc, char **argv) {
                 st = st * 6364136223846793005ull + 1442695040888963407ull;
                 x[i] = (float)((st >> 40) & 0xffff) / 32768.0f - 1.0f;
                 xb[i] = vlr_f32_to_bf16(x[i]);
+                xu[i] = (uint8_t)(128 + lrintf(127.0f * x[i]));
             }
             for (size_t i = 0; i < (size_t)n * k; i++) {
                 st = st * 6364136223846793005ull + 1442695040888963407ull;
                 wb[i] = vlr_f32_to_bf16(((float)((st >> 40) & 0xffff) / 32768.0f - 1.0f) * 0.03f);
                 wf[i] = vlr_bf16_to_f32(wb[i]);
+                ws8[i] = (int8_t)lrintf(wf[i] * (127.0f / 0.03f));
+            }
+            vlr_qweight q;
+            vlr_err err = {0};
+            if (vlr_qweight_quantize(&q, wb, VLR_DT_BF16, n, k, threads[n_threads - 1], &err)) {
+                fprintf(stderr, "int8 weights: %s\n", err.msg);
+                return 1;
             }
             problem p = {m, n, k, x, xb, f32 ? (const void *)wf : (const void *)wb,
-                         f32 ? VLR_DT_F32 : VLR_DT_BF16, wf, wb, y};
-            dnnl_bf16_mm mm;
+                         f32 ? VLR_DT_F32 : VLR_DT_BF16, wf, wb, &q, xu, ws8, y};
+            dnnl_mm mm[2];
 #ifdef WITH_DNNL
-            if (!dnnl_bf16_mm_init(&mm, &p)) {
-                fprintf(stderr, "oneDNN bf16 matmul: setup failed at %s m=%d\n", list[s].name, m);
+            if (!dnnl_mm_init(&mm[0], &p, false) || !dnnl_mm_init(&mm[1], &p, true)) {
+                fprintf(stderr, "oneDNN matmul: setup failed at %s m=%d\n", list[s].name, m);
                 return 1;
             }
 #endif
@@ -380,13 +425,13 @@ int main(int argc, char **argv) {
                 printf("%-12s %6d %6d %6d %3d", list[s].name, m, n, k, nt);
                 /* interleaved: rep r of every library, then rep r+1, so a burst of other work on
                  * the machine hits all of them alike */
-                double wall[5][100], cpu[5][100], check[5] = {0, 0, 0, 0, 0};
-                for (int c = 0; c < n_cols; c++) run_once(cols[c], kt, &p, &mm, nt, ws); /* warm-up */
+                double wall[N_COLS][100], cpu[N_COLS][100], check[N_COLS] = {0};
+                for (int c = 0; c < n_cols; c++) run_once(cols[c], kt, &p, mm, nt, ws); /* warm-up */
                 for (int r = 0; r < reps; r++)
                     for (int c = 0; c < n_cols; c++) {
                         usleep(20000); /* the previous library's workers stop spinning */
                         const double w0 = now_wall(), c0 = now_cpu();
-                        run_once(cols[c], kt, &p, &mm, nt, ws);
+                        run_once(cols[c], kt, &p, mm, nt, ws);
                         wall[c][r] = now_wall() - w0;
                         cpu[c][r] = now_cpu() - c0;
                         if (r == 0)
@@ -395,9 +440,11 @@ int main(int argc, char **argv) {
                 for (int c = 0; c < n_cols; c++) {
                     qsort(wall[c], reps, sizeof(double), cmp_double);
                     qsort(cpu[c], reps, sizeof(double), cmp_double);
-                    /* against the first column of the same precision (bf16 rounding moves sums) */
-                    const double want = check[cols[c] == COL_OURS_BF16 || cols[c] == COL_DNNL_BF16];
-                    const bool agree = fabs(check[c] - want) <= 1e-3 * (fabs(want) + 1.0);
+                    /* against the first column of the same precision (bf16 rounding moves sums); the
+                     * int8 columns have no partner (oneDNN's takes other inputs, gives integers) */
+                    const bool int8 = cols[c] == COL_OURS_I8 || cols[c] == COL_DNNL_U8S8;
+                    const double want = int8 ? check[c] : check[cols[c] == COL_OURS_BF16 || cols[c] == COL_DNNL_BF16];
+                    const bool agree = int8 || fabs(check[c] - want) <= 1e-3 * (fabs(want) + 1.0);
                     printf(" %9.1f [%6.1f/thr]%s    ", flops / wall[c][reps / 2] * 1e-9,
                            flops / cpu[c][reps / 2] * 1e-9, agree ? " " : "!");
                 }
@@ -405,8 +452,12 @@ int main(int argc, char **argv) {
                 fflush(stdout);
             }
 #ifdef WITH_DNNL
-            dnnl_bf16_mm_free(&mm);
+            dnnl_mm_free(&mm[0]);
+            dnnl_mm_free(&mm[1]);
 #endif
+            vlr_qweight_free(&q);
+            free(xu);
+            free(ws8);
             free(x);
             free(xb);
             free(wf);

@@ -48,42 +48,50 @@ static void vnni_pack_x(uint32_t *dst, float *sx, const float *x, size_t ldx, in
     }
 }
 
+/* 16 outputs of a row: c = (float(acc) · scale) + bias [+ c], masked to the tile's columns. */
+static inline __attribute__((always_inline)) void store_row(float *c, __m512i acc, __m512 scale, const float *bias,
+                                                            __mmask16 mk, bool accumulate) {
+    __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+    if (bias) r = _mm512_add_ps(r, _mm512_load_ps(bias));
+    if (accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c), r);
+    _mm512_mask_storeu_ps(c, mk, r);
+}
+
 /* y[0:mr, 0:n_cols] of one tile against one panel; `mr` is a constant after inlining (see tile). */
 static inline __attribute__((always_inline)) void ukernel(const int mr, int kq, const uint32_t *restrict xp,
                                                           const int8_t *restrict wp, float *c, size_t ldc,
                                                           int n_cols, const float *sx, const float *sw,
                                                           const int32_t *offset_sum, const float *bias,
                                                           bool accumulate) {
-    __m512i acc[I8_MR][2];
+    /* channels 0-15 and 16-31 of the panel, as GCC's own int32 vectors: with __m512i (64-bit lanes)
+     * every vpdpbusd goes through a lane-type conversion and GCC 12 then copies each accumulator
+     * through the stack */
+    __v16si acc0[I8_MR], acc1[I8_MR];
 #pragma GCC unroll 14
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
-#pragma GCC unroll 2
+    for (int i = 0; i < mr; i++) acc0[i] = acc1[i] = (__v16si)_mm512_setzero_si512();
+    /* (not unrolled: GCC 12 then shuffles the accumulators through the stack) */
+#pragma GCC unroll 1
     for (int q = 0; q < kq; q++) {
-        const __m512i b0 = _mm512_load_si512(wp), b1 = _mm512_load_si512(wp + 64);
+        const __v16si b0 = (__v16si)_mm512_load_si512(wp), b1 = (__v16si)_mm512_load_si512(wp + 64);
 #pragma GCC unroll 14
         for (int i = 0; i < mr; i++) {
-            const __m512i a = _mm512_set1_epi32((int)xp[i]);
-            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, b0);
-            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, b1);
+            const __v16si a = (__v16si)_mm512_set1_epi32((int)xp[i]);
+            acc0[i] = __builtin_ia32_vpdpbusd_v16si(acc0[i], a, b0);
+            acc1[i] = __builtin_ia32_vpdpbusd_v16si(acc1[i], a, b1);
         }
         xp += mr;
         wp += 4 * VLR_I8_NR;
     }
-#pragma GCC unroll 2
-    for (int v = 0; v < 2; v++) {
-        const __mmask16 mk = tail_mask(n_cols - 16 * v > 0 ? n_cols - 16 * v : 0);
-        const __m512 swv = _mm512_load_ps(sw + 16 * v);
-        const __m512i offv = _mm512_load_si512(offset_sum + 16 * v);
-        const __m512 bv = bias ? _mm512_load_ps(bias + 16 * v) : _mm512_setzero_ps();
+    /* the epilogue, row by row: y = (float(acc - offset) · (sx · sw)) + bias [+ y] */
+    const __mmask16 mk0 = tail_mask(n_cols), mk1 = tail_mask(n_cols > 16 ? n_cols - 16 : 0);
+    const __m512i off0 = _mm512_load_si512(offset_sum), off1 = _mm512_load_si512(offset_sum + 16);
+    const __m512 sw0 = _mm512_load_ps(sw), sw1 = _mm512_load_ps(sw + 16);
 #pragma GCC unroll 14
-        for (int i = 0; i < mr; i++) {
-            float *cp = c + (size_t)i * ldc + 16 * v;
-            const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][v], offv));
-            __m512 r = _mm512_mul_ps(f, _mm512_mul_ps(_mm512_set1_ps(sx[i]), swv));
-            if (bias) r = _mm512_add_ps(r, bv);
-            if (accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp), r);
-            _mm512_mask_storeu_ps(cp, mk, r);
-        }
+    for (int i = 0; i < mr; i++) {
+        const __m512 s = _mm512_set1_ps(sx[i]);
+        store_row(c + (size_t)i * ldc, _mm512_sub_epi32((__m512i)acc0[i], off0), _mm512_mul_ps(s, sw0), bias, mk0, accumulate);
+        store_row(c + (size_t)i * ldc + 16, _mm512_sub_epi32((__m512i)acc1[i], off1), _mm512_mul_ps(s, sw1),
+                  bias ? bias + 16 : NULL, mk1, accumulate);
     }
 }
 
