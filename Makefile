@@ -50,6 +50,8 @@ $(BUILD)/obj/src/kernels/x86_avx512.o: ISA_FLAGS = $(ISA_avx512)
 $(BUILD)/obj/src/kernels/x86_avx512_bf16.o: ISA_FLAGS = $(ISA_avx512_bf16)
 $(BUILD)/obj/src/kernels/x86_avx2_int8.o: ISA_FLAGS = $(ISA_avx2)
 $(BUILD)/obj/src/kernels/x86_avx512_vnni.o: ISA_FLAGS = $(ISA_avx512_vnni)
+# int8.c quantizes weights at load in plain loops: let GCC vectorise them where it needs an epilogue
+$(BUILD)/obj/src/kernels/int8.o: ISA_FLAGS = -fvect-cost-model=dynamic
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,6 +122,22 @@ void vlr_err_copy(const vlr_err *e, char *dst, size_t cap) {
 void *vlr_malloc(size_t n, vlr_err *e) {
     void *p = malloc(n ? n : 1);
     if (!p) vlr_fail(e, VLR_ERR_NOMEM, "out of memory (allocating %zu bytes)", n);
+    return p;
+}
+
+void *vlr_malloc_huge(size_t n, vlr_err *e) {
+    void *p = NULL;
+#if defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (n >= 2 * huge && posix_memalign(&p, huge, n) == 0) {
+        (void)madvise(p, n & ~(huge - 1), MADV_HUGEPAGE); /* whole huge pages only; a hint */
+        return p;
+    }
+#endif
+    if (posix_memalign(&p, 64, n ? n : 1) != 0) {
+        vlr_fail(e, VLR_ERR_NOMEM, "out of memory (allocating %zu bytes)", n);
+        return NULL;
+    }
     return p;
 }
 

@@ -42,6 +42,10 @@ static inline bool vlr_add_ok(size_t a, size_t b, size_t *out) {
 /* Allocation that reports failure through e. Never returns NULL with VLR_OK. */
 void *vlr_malloc(size_t n, vlr_err *e);
 void *vlr_calloc(size_t count, size_t size, vlr_err *e);
+/* For buffers of many MB that are written soon after (pixel values, int8 weights): first-touch page
+ * faults cost more than the arithmetic there, so blocks of 4 MB and more are 2 MB aligned and asked
+ * for as transparent huge pages (a hint). Always at least 64-byte aligned. Freed with free(). */
+void *vlr_malloc_huge(size_t n, vlr_err *e);
 
 /* Growable byte buffer, always NUL-terminated when data != NULL. */
 typedef struct vlr_buf {

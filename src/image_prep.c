@@ -13,7 +13,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "image.h"
 
@@ -36,22 +35,6 @@ static int team_size(int n_threads) {
 /* The filter and coefficient arithmetic must round like Pillow's build (no fused multiply-add). */
 #pragma STDC FP_CONTRACT OFF
 #endif
-
-/* Large buffers (pixel_values is ~50 MB for a 1080p image) spend more time in first-touch page
- * faults than in the arithmetic: ask for transparent huge pages. Freed with free(). */
-static void *big_alloc(size_t n, vlr_err *e) {
-#if defined(MADV_HUGEPAGE)
-    const size_t huge = (size_t)2 << 20;
-    if (n >= 2 * huge) {
-        void *p = NULL;
-        if (posix_memalign(&p, huge, n) == 0) {
-            (void)madvise(p, n & ~(huge - 1), MADV_HUGEPAGE); /* whole huge pages only; a hint */
-            return p;
-        }
-    }
-#endif
-    return vlr_malloc(n ? n : 1, e);
-}
 
 /* ---- smart_resize ------------------------------------------------------------------------- */
 
@@ -428,7 +411,7 @@ static vlr_status resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr
     resample_axis ax_h = {0}, ax_v = {0};
     uint8_t *tmp = NULL;
     vlr_status rc = VLR_OK;
-    dst->rgb = big_alloc(out_bytes, e);
+    dst->rgb = vlr_malloc_huge(out_bytes, e);
     if (!dst->rgb) return VLR_ERR_NOMEM;
     dst->width = out_w;
     dst->height = out_h;
@@ -457,7 +440,7 @@ static vlr_status resize_bicubic(const vlr_image *src, int out_w, int out_h, vlr
                 rc = vlr_fail(e, VLR_ERR_LIMIT, "resize: intermediate image too large");
                 goto done;
             }
-            tmp = big_alloc(tmp_bytes, e);
+            tmp = vlr_malloc_huge(tmp_bytes, e);
             if (!tmp) { rc = VLR_ERR_NOMEM; goto done; }
             target = tmp;
         }
@@ -508,7 +491,7 @@ static vlr_status patchify(const vlr_image *rgb, const vlr_preproc_config *pp, i
     size_t n_patches = (size_t)gh * (size_t)gw, patch_dim = (size_t)3 * T * P * P, count;
     if (!vlr_mul_ok(n_patches, patch_dim, &count) || count > SIZE_MAX / sizeof(float))
         return vlr_fail(e, VLR_ERR_LIMIT, "patchify: %dx%d image is too large", W, H);
-    float *pv = big_alloc(count * sizeof(float), e);
+    float *pv = vlr_malloc_huge(count * sizeof(float), e);
     if (!pv) return VLR_ERR_NOMEM;
 
     /* rescale: float32(float64(x) * rescale_factor); normalize: (x - mean) / std in float32

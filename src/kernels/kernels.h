@@ -64,7 +64,7 @@ typedef struct vlr_gemm_args {
  * last. Every step is defined to the bit (rint is round-half-even, as vcvtps2dq; float(acc) rounds to
  * nearest, as vcvtdq2ps), so every implementation returns the same bits as the reference: tests compare
  * with ==. A row of x holding a NaN or an infinity gets sx = NaN, hence a NaN row of y; a row of zeros
- * gets sx = 0. A zero weight row gets sw = 0; a non-finite one sw = NaN. */
+ * gets sx = 0. A zero weight row gets sw = 0; a non-finite one sw = NaN (and wq = 0). */
 #define VLR_I8_NR 32       /* columns per packed weight panel */
 #define VLR_I8_MAX_K 66000 /* 66000 · 255 · 127 < 2^31: the VNNI form's offset sums stay exact too */
 typedef struct vlr_qweight {
