@@ -26,7 +26,7 @@
 
 static const char help[] =
     "usage: vlreward bench [--config FILE] [--image-size WxH] [--tokens N,N,...] [--repeat N]\n"
-    "                      [--threads N] [--precision auto|f32|bf16|int8] [--layers N] [--json]\n"
+    "                      [--threads N] [--precision P[,P...]] [--layers N] [--json]\n"
     "\n"
     "Times the model at full Qwen2.5-VL-7B size with deterministic random bf16 weights built in\n"
     "memory (no files; about 15 GB, plus the 1.09 GB embedding table of which only the rows used are\n"
@@ -40,7 +40,9 @@ static const char help[] =
     "  --tokens LIST      prefill lengths, comma-separated (default 512,1024,2048)\n"
     "  --repeat N         runs per figure, median reported (default 3)\n"
     "  --threads N        threads (default: all CPUs)\n"
-    "  --precision P      auto (default: bf16 where this CPU runs it faster), f32, bf16 or int8\n"
+    "  --precision P      auto (default: bf16 where this CPU runs it faster), f32, bf16 or int8; a list\n"
+    "                     (bf16,int8) runs each on the same model in turn (int8 last) and ends with\n"
+    "                     the tokens/s ratios of each to the first\n"
     "  --layers N         run the first N decoder layers and N vision blocks (full-attention block\n"
     "                     indexes below N kept) and scale the whole-model figures to the full depth\n"
     "  --calibration MxKxN  calibration GEMM size, m x k x n (default 1024x3584x18944)\n"
@@ -69,7 +71,8 @@ typedef struct bench_opts {
     int repeat, threads, layers;
     int cal_m, cal_k, cal_n;
     uint64_t seed;
-    vlr_precision precision;
+    vlr_precision precisions[4]; /* run one after the other on the same model; int8 (if asked) last */
+    int n_precisions;
     bool json;
 } bench_opts;
 
@@ -164,8 +167,6 @@ typedef struct bench {
     vlr_bench_model model;  /* the shapes run (full or cut), with their weights */
     vlr_kernels k;
     vlr_exec exec;          /* k, the thread count and a workspace, as a session has */
-    const char *precision_reason;
-    char kernels_name[64];  /* k.isa, or in int8 "<float isa>+<int8 isa>" */
     vlr_err err;
     vlr_grid_thw grid;
     int resized_w, resized_h;
@@ -385,8 +386,11 @@ static void json_stage(vlr_buf *out, const stage *s, double cal) {
 typedef struct report {
     stage cal, vision, request, prefill[MAX_LENGTHS];
     double build_s, quantize_s; /* quantize_s: int8 only */
-    uint64_t parameters, bytes;
+    uint64_t parameters, bytes, int8_bytes;
     char date[32], cpu[128];
+    vlr_precision precision;    /* resolved */
+    const char *precision_reason;
+    char kernels[64];           /* the float table's ISA, in int8 "+" the int8 kernel's */
 } report;
 
 static void print_json(const bench *b, const report *r) {
@@ -408,18 +412,18 @@ static void print_json(const bench *b, const report *r) {
                    "\"weights\": \"random bf16\"}",
                    b->full.text.hidden_size, b->full.text.intermediate_size, b->full.text.vocab_size,
                    b->full.vision.hidden_size, (unsigned long long)r->parameters, (unsigned long long)r->bytes);
-    vlr_buf_printf(&out, ", \"precision\": \"%s\", \"precision_reason\": ", vlr_precision_name(b->k.precision));
-    vlr_buf_json_string(&out, b->precision_reason, strlen(b->precision_reason));
+    vlr_buf_printf(&out, ", \"precision\": \"%s\", \"precision_reason\": ", vlr_precision_name(r->precision));
+    vlr_buf_json_string(&out, r->precision_reason, strlen(r->precision_reason));
     vlr_buf_printf(&out, ", \"repeat\": %d, \"date\": \"%s\", \"cpu\": ", o->repeat, r->date);
     vlr_buf_json_string(&out, r->cpu, strlen(r->cpu));
     json_num(&out, "build_s", r->build_s, 3);
-    if (b->k.precision == VLR_PRECISION_INT8) {
+    if (r->precision == VLR_PRECISION_INT8) {
         json_num(&out, "quantize_s", r->quantize_s, 3);
-        vlr_buf_printf(&out, ", \"int8_bytes\": %llu", (unsigned long long)b->model.w.qweight_bytes);
+        vlr_buf_printf(&out, ", \"int8_bytes\": %llu", (unsigned long long)r->int8_bytes);
     }
     vlr_buf_printf(&out, ", \"calibration\": {\"m\": %d, \"k\": %d, \"n\": %d, \"kernel\": \"vlreward-%s\", "
-                   "\"weights\": \"%s\"", o->cal_m, o->cal_k, o->cal_n, b->kernels_name,
-                   b->k.precision == VLR_PRECISION_INT8 ? "int8" : "bf16");
+                   "\"weights\": \"%s\"", o->cal_m, o->cal_k, o->cal_n, r->kernels,
+                   r->precision == VLR_PRECISION_INT8 ? "int8" : "bf16");
     json_num(&out, "ms", r->cal.ms, 3);
     json_num(&out, "gflops", cal, 3);
     vlr_buf_printf(&out, ", \"peak_rss_bytes\": %lld}", r->cal.peak_rss);
@@ -453,9 +457,9 @@ static void print_table(const bench *b, const report *r) {
     printf("vlreward bench, %s: %s shapes, random bf16 weights (%.2f G parameters, %.2f GB allocated)\n",
            r->date, o->config_path ? o->config_path : "Qwen2.5-VL-7B", r->parameters * 1e-9, r->bytes * 1e-9);
     printf("cpu %s, %d threads, kernel vlreward-%s, precision %s (%s), median of %d, build %.1f s", r->cpu,
-           o->threads, b->kernels_name, vlr_precision_name(b->k.precision), b->precision_reason, o->repeat, r->build_s);
-    if (b->k.precision == VLR_PRECISION_INT8)
-        printf(", int8 quantization %.1f s (%.2f GB)", r->quantize_s, b->model.w.qweight_bytes * 1e-9);
+           o->threads, r->kernels, vlr_precision_name(r->precision), r->precision_reason, o->repeat, r->build_s);
+    if (r->precision == VLR_PRECISION_INT8)
+        printf(", int8 quantization %.1f s (%.2f GB)", r->quantize_s, r->int8_bytes * 1e-9);
     printf("\n");
     if (b->text_ratio != 1.0 || b->vision_ratio != 1.0)
         printf("whole-model figures scaled from %d of %d decoder layers and %d of %d vision blocks\n",
@@ -464,7 +468,7 @@ static void print_table(const bench *b, const report *r) {
            "vs GEMM", "RSS GiB");
     char what[96];
     snprintf(what, sizeof what, "calibration GEMM %dx%dx%d %s", o->cal_m, o->cal_k, o->cal_n,
-             vlr_precision_name(b->k.precision));
+             vlr_precision_name(r->precision));
     print_row(what, &r->cal, cal);
     snprintf(what, sizeof what, "vision %dx%d (%dx%d, %d patches)", o->image_w, o->image_h, b->resized_w,
              b->resized_h, b->grid.t * b->grid.h * b->grid.w);
@@ -480,6 +484,49 @@ static void print_table(const bench *b, const report *r) {
 }
 
 /* ---- the command --------------------------------------------------------------------------- */
+
+/* "P[,P...]": each resolved (auto by the CPU table), repeats dropped, int8 moved last (its run hands
+ * the bf16 weights' pages back). */
+static bool parse_precisions(const char *v, bench_opts *o) {
+    o->n_precisions = 0;
+    bool int8 = false;
+    for (const char *p = v;; p++) { /* each name, then the comma after it (or the end) */
+        const size_t len = strcspn(p, ",");
+        char name[16];
+        vlr_precision pr;
+        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+        if (len >= sizeof name || !cli_parse_precision("bench", name, &pr)) return false;
+        if (pr == VLR_PRECISION_AUTO) pr = vlr_precision_for_cpu(NULL);
+        bool seen = false;
+        for (int i = 0; i < o->n_precisions; i++) seen = seen || o->precisions[i] == pr;
+        if (pr == VLR_PRECISION_INT8) int8 = true;
+        else if (!seen) o->precisions[o->n_precisions++] = pr; /* at most f32, bf16 */
+        p += len;
+        if (!*p) break;
+    }
+    if (int8) o->precisions[o->n_precisions++] = VLR_PRECISION_INT8;
+    return true;
+}
+
+/* Points the bench's table (which its context points to) at precision p, and records it in r. */
+static void use_precision(bench *b, vlr_precision p, const char *reason, report *r) {
+    vlr_kernels_select(&b->k, VLR_ISA_AUTO, p);
+    r->precision = p;
+    r->precision_reason = reason;
+    snprintf(r->kernels, sizeof r->kernels, "%s", b->k.isa);
+    if (p == VLR_PRECISION_INT8) snprintf(r->kernels, sizeof r->kernels, "%s+%s", b->k.isa, b->k.isa_i8);
+}
+
+/* The tokens/s of each stage of every run against the first run's. */
+static void print_ratios(const bench_opts *o, const report *r, int n) {
+    for (int pi = 1; pi < n; pi++) {
+        printf("%s / %s, tokens/s: calibration x%.2f, vision x%.2f", vlr_precision_name(r[pi].precision),
+               vlr_precision_name(r[0].precision), r[0].cal.ms / r[pi].cal.ms, r[0].vision.ms / r[pi].vision.ms);
+        for (int i = 0; i < o->n_lengths; i++)
+            printf(", prefill %d x%.2f", o->lengths[i], r[0].prefill[i].ms / r[pi].prefill[i].ms);
+        printf(", request x%.2f\n", r[0].request.ms / r[pi].request.ms);
+    }
+}
 
 static int parse_args(int argc, char **argv, bench_opts *o) {
     cli_args a = {argc, 1, argv, "bench"};
@@ -535,7 +582,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             continue;
         }
         if (cli_opt(&a, "--precision", true, &v, &bad)) {
-            if (v && !cli_parse_precision("bench", v, &o->precision)) return EXIT_USAGE;
+            if (v && !parse_precisions(v, o)) return EXIT_USAGE;
             continue;
         }
         return cli_usage_error("bench", "unknown option '%s'", argv[a.i]);
@@ -560,7 +607,7 @@ static vlr_status load_config(const bench_opts *o, vlr_config *cfg, vlr_err *e) 
 int cmd_bench(int argc, char **argv) {
     bench_opts o = {.image_w = 640, .image_h = 480, .lengths = {512, 1024, 2048}, .n_lengths = 3,
                     .repeat = 3, .cal_m = 1024, .cal_k = 3584, .cal_n = 18944, .seed = 1,
-                    .precision = VLR_PRECISION_AUTO};
+                    .precisions = {VLR_PRECISION_AUTO}, .n_precisions = 1};
     int status = parse_args(argc, argv, &o);
     if (status < 0) return EXIT_OK; /* --help */
     if (status) return status;
@@ -570,8 +617,8 @@ int cmd_bench(int argc, char **argv) {
     bench b;
     memset(&b, 0, sizeof b);
     b.o = &o;
-    report r;
-    memset(&r, 0, sizeof r);
+    report reports[4], *r = reports;
+    memset(reports, 0, sizeof reports);
     vlr_err *e = &b.err;
     status = EXIT_INPUT;
     vlr_status rc = load_config(&o, &b.full, e);
@@ -621,32 +668,24 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
 
-    vlr_precision precision = o.precision;
-    b.precision_reason = "requested";
-    if (precision == VLR_PRECISION_AUTO) precision = vlr_precision_for_cpu(&b.precision_reason);
-    vlr_kernels_select(&b.k, VLR_ISA_AUTO, precision);
-    snprintf(b.kernels_name, sizeof b.kernels_name, "%s", b.k.isa);
-    if (precision == VLR_PRECISION_INT8)
-        snprintf(b.kernels_name, sizeof b.kernels_name, "%s+%s", b.k.isa, b.k.isa_i8);
     b.exec = (vlr_exec){.k = &b.k, .n_threads = o.threads, .ws = vlr_workspace_new(0), .acts = vlr_workspace_new(0)};
     if (!b.exec.ws || !b.exec.acts) { rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory"); goto done; }
     b.times = vlr_calloc((size_t)o.repeat, sizeof(double), e);
     if (!b.times) { rc = VLR_ERR_NOMEM; goto done; }
+    const char *auto_reason = "requested";
+    if (o.precisions[0] == VLR_PRECISION_AUTO) o.precisions[0] = vlr_precision_for_cpu(&auto_reason);
 
     /* calibration first, so its buffers are gone before the model is built */
-    if ((rc = run_calibration(&b, &r.cal))) goto done;
+    for (int pi = 0; pi < o.n_precisions; pi++) {
+        use_precision(&b, o.precisions[pi], auto_reason, &r[pi]);
+        if ((rc = run_calibration(&b, &r[pi].cal))) goto done;
+    }
 
     double t0 = vlr_now();
     if ((rc = vlr_bench_model_build(&run, o.seed, false, o.threads, &b.model, e))) goto done;
-    r.build_s = vlr_now() - t0;
-    if (b.k.precision == VLR_PRECISION_INT8) {
-        /* the stored bf16 values are never read again, so their pages go, as a checkpoint's do */
-        t0 = vlr_now();
-        if ((rc = vlr_weights_quantize_int8(&b.model.w, &b.model.cfg, o.threads, true, e))) goto done;
-        r.quantize_s = vlr_now() - t0;
-    }
-    r.parameters = b.model.w.parameters;
-    r.bytes = b.model.w.bytes;
+    r->build_s = vlr_now() - t0;
+    r->parameters = b.model.w.parameters;
+    r->bytes = b.model.w.bytes;
 
     const size_t patch_dim = (size_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
     const size_t n_patches = (size_t)b.grid.t * b.grid.h * b.grid.w;
@@ -665,17 +704,31 @@ int cmd_bench(int argc, char **argv) {
     if ((rc = vlr_text_state_init(&b.model.cfg, &b.model.w.text, &b.exec, (int)cache, 0, &b.text, e)))
         goto done;
 
-    if ((rc = run_vision(&b, &r.vision))) goto done;
-    for (int i = 0; i < o.n_lengths; i++)
-        if ((rc = run_prefill(&b, (size_t)o.lengths[i], &r.prefill[i]))) goto done;
-    if ((rc = run_request(&b, &r.request))) goto done;
-
-    time_t now = time(NULL);
-    struct tm tm;
-    strftime(r.date, sizeof r.date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    cpu_model(r.cpu, sizeof r.cpu);
-    if (o.json) print_json(&b, &r);
-    else print_table(&b, &r);
+    for (int pi = 0; pi < o.n_precisions; pi++) {
+        report *rp = &r[pi];
+        use_precision(&b, o.precisions[pi], auto_reason, rp);
+        rp->build_s = r->build_s, rp->parameters = r->parameters, rp->bytes = r->bytes;
+        if (rp->precision == VLR_PRECISION_INT8) {
+            /* the last run: the stored bf16 values are not read again, so their pages go, as a
+             * checkpoint's do */
+            t0 = vlr_now();
+            if ((rc = vlr_weights_quantize_int8(&b.model.w, &b.model.cfg, o.threads, true, e))) goto done;
+            rp->quantize_s = vlr_now() - t0;
+            rp->int8_bytes = b.model.w.qweight_bytes;
+        }
+        if ((rc = run_vision(&b, &rp->vision))) goto done;
+        for (int i = 0; i < o.n_lengths; i++)
+            if ((rc = run_prefill(&b, (size_t)o.lengths[i], &rp->prefill[i]))) goto done;
+        if ((rc = run_request(&b, &rp->request))) goto done;
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(rp->date, sizeof rp->date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        cpu_model(rp->cpu, sizeof rp->cpu);
+        if (o.json) print_json(&b, rp);
+        else print_table(&b, rp);
+        fflush(stdout);
+    }
+    if (!o.json) print_ratios(&o, r, o.n_precisions);
     status = EXIT_OK;
 done:
     if (rc) fprintf(stderr, "vlreward bench: %s\n", e->msg[0] ? e->msg : vlr_status_str(rc));

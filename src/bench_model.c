@@ -228,6 +228,7 @@ void vlr_bench_model_fill_embed_rows(vlr_bench_model *m, const int32_t *ids, siz
 
 void vlr_bench_model_free(vlr_bench_model *m) {
     if (!m) return;
+    vlr_weights_free_int8(&m->w);
     for (size_t i = 0; i < m->n_allocs; i++) free(m->allocs[i]);
     free(m->allocs);
     free(m->w.vision.blocks);

@@ -399,10 +399,17 @@ done:
     return rc;
 }
 
-void vlr_weights_free(vlr_weights *w) {
-    if (!w) return;
+void vlr_weights_free_int8(vlr_weights *w) {
     for (int i = 0; i < w->n_qweights; i++) vlr_qweight_free(&w->qweights[i]);
     free(w->qweights);
+    w->qweights = NULL;
+    w->n_qweights = 0;
+    w->qweight_bytes = 0;
+}
+
+void vlr_weights_free(vlr_weights *w) {
+    if (!w) return;
+    vlr_weights_free_int8(w);
     for (int i = 0; i < w->n_files; i++) vlr_st_close(w->files[i]);
     free(w->files);
     free(w->vision.blocks);

@@ -151,6 +151,8 @@ vlr_status vlr_weights_walk(vlr_weights *w, const vlr_config *cfg, const char *v
 vlr_status vlr_weights_load(const char *model_dir, const vlr_config *cfg, vlr_weights *w,
                             vlr_err *e);
 void vlr_weights_free(vlr_weights *w); /* zeroed or partially loaded structs are fine */
+/* Frees the int8 forms alone (quantize.c made them; the tensors' q pointers are not reset). */
+void vlr_weights_free_int8(vlr_weights *w);
 
 /* The tensor field at `offset` of group g (layer: the block or layer index of repeated groups). */
 vlr_tensor *vlr_weights_field(vlr_weights *w, vlr_tensor_group g, int layer, size_t offset);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bench_model.h"
+#include "quantize.h"
 #include "json.h"
 #include "kernels/exec.h"
 #include "rope.h"
@@ -432,13 +433,26 @@ static void test_cli_text_and_usage(void) {
     CHECK(run(cmd, &out) == 0 && strstr(out, "calibration GEMM 32x64x64") && strstr(out, "text prefill 16") &&
           strstr(out, "scaled from 1 of 2 decoder layers"), "table output: %s", out);
     free(out);
+    /* several precisions on one model: int8 moved last, a repeat dropped, one table each, then ratios */
+    snprintf(cmd, sizeof cmd, "%s bench --config " MODEL "/config.json --threads 1 --repeat 1 "
+             "--calibration 32x64x64 --tokens 16 --layers 1 --precision int8,f32,int8,bf16", bin);
+    CHECK(run(cmd, &out) == 0, "bench with three precisions: %s", out);
+    const char *f32 = strstr(out, "precision f32 ("), *bf16 = strstr(out, "precision bf16 ("),
+               *int8 = strstr(out, "precision int8 (");
+    CHECK(f32 && bf16 && int8 && f32 < bf16 && bf16 < int8 && !strstr(int8 + 1, "precision int8 (") &&
+          strstr(out, "calibration GEMM 32x64x64 int8") && strstr(out, "int8 quantization") &&
+          strstr(out, "bf16 / f32, tokens/s: calibration x") && strstr(out, "int8 / f32, tokens/s: calibration x"),
+          "three precisions in order f32, bf16, int8, then the ratios: %s", out);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s bench --help", bin);
     CHECK(run(cmd, &out) == 0 && strstr(out, "usage: vlreward bench") && strstr(out, "2*m*n*k"), "--help");
     free(out);
-    const char *bad[] = {"--tokens 0", "--tokens 16,,x", "--precision fp16", "--image-size 640", "--repeat 0",
-                         "--layers 0", "--bogus", "--calibration 1x2", "--tokens"};
+    const char *bad[] = {"--tokens 0", "--tokens 16,,x", "--precision fp16", "--precision bf16,", "--precision ,",
+                         "--image-size 640", "--repeat 0", "--layers 0", "--bogus", "--calibration 1x2", "--tokens"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        snprintf(cmd, sizeof cmd, "%s bench %s", bin, bad[i]);
+        /* the tiny shapes first: an argument wrongly accepted must not start a 15 GB run */
+        snprintf(cmd, sizeof cmd, "%s bench --config " MODEL "/config.json --calibration 32x64x64 --tokens 16 %s", bin,
+                 bad[i]);
         CHECK(run(cmd, &out) == 2, "'%s' is a usage error", bad[i]);
         free(out);
     }
@@ -468,6 +482,9 @@ int main(void) {
     TEST_RUN_WITH(test_flops, &cfg, &bm);
     TEST_RUN_WITH(test_forward, &bm, VLR_PRECISION_F32);
     TEST_RUN_WITH(test_forward, &bm, VLR_PRECISION_BF16);
+    /* int8 last: its weights are quantized into the model (the bf16 values stay: no release) */
+    CHECK(vlr_weights_quantize_int8(&bm.w, &bm.cfg, 2, false, &e) == VLR_OK && bm.w.n_qweights > 0, "int8: %s", e.msg);
+    TEST_RUN_WITH(test_forward, &bm, VLR_PRECISION_INT8);
     vlr_bench_model_free(&bm);
 
     const char *build = getenv("VLR_BUILD");
