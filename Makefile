@@ -7,7 +7,8 @@
 CC      ?= cc
 BUILD   ?= build
 LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
-PKGS    := $(LIB_PKGS) libmicrohttpd
+# The CLI adds the HTTP server (serve) and libcrypto's SHA-256 (pull verifies downloaded weights).
+PKGS    := $(LIB_PKGS) libmicrohttpd libcrypto
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
