@@ -43,14 +43,19 @@ static bool wanted(const char *name) {
     return false;
 }
 
-/* Keeps the wanted files of info (in place); says what is missing when the repository cannot be a
- * checkpoint vlreward loads. */
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const hub_file *)a)->name, ((const hub_file *)b)->name);
+}
+
+/* Keeps the wanted files of info (in place, sorted, each name once); says what is missing when the
+ * repository cannot be a checkpoint vlreward loads. */
 static bool select_files(hub_repo_info *info, const char *repo, const char *rev) {
     size_t kept = 0;
     bool config = false, weights = false;
+    qsort(info->files, info->n_files, sizeof *info->files, by_name);
     for (size_t i = 0; i < info->n_files; i++) {
         hub_file f = info->files[i];
-        if (!wanted(f.name)) {
+        if (!wanted(f.name) || (kept && strcmp(info->files[kept - 1].name, f.name) == 0)) {
             free(f.name);
             continue;
         }

@@ -120,6 +120,19 @@ static vlr_status load_token(hub_env *env, const char *flag, const char *home, v
     return VLR_OK;
 }
 
+/* HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, else HF_HOME/hub; *home gets HF_HOME when not NULL. */
+static char *cache_dir(char **home_out, vlr_err *e) {
+    char *home = hf_home(e);
+    if (!home) return NULL;
+    const char *cache = env_nonempty("HF_HUB_CACHE");
+    if (!cache) cache = env_nonempty("HUGGINGFACE_HUB_CACHE");
+    char *dir = cache ? expand_home(cache, e) : vlr_path_join(home, "hub");
+    if (!dir && !cache) vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+    if (dir && home_out) *home_out = home;
+    else free(home);
+    return dir;
+}
+
 vlr_status hub_env_load(hub_env *env, const char *token_flag, vlr_err *e) {
     memset(env, 0, sizeof *env);
     const char *endpoint = env_nonempty("HF_ENDPOINT");
@@ -132,15 +145,8 @@ vlr_status hub_env_load(hub_env *env, const char *token_flag, vlr_err *e) {
         hub_env_free(env);
         return e->code;
     }
-    char *home = hf_home(e);
-    if (!home) {
-        hub_env_free(env);
-        return e->code;
-    }
-    const char *cache = env_nonempty("HF_HUB_CACHE");
-    if (!cache) cache = env_nonempty("HUGGINGFACE_HUB_CACHE");
-    env->cache_dir = cache ? expand_home(cache, e) : vlr_path_join(home, "hub");
-    if (!env->cache_dir && !cache) vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+    char *home = NULL;
+    env->cache_dir = cache_dir(&home, e);
     vlr_status rc = env->cache_dir ? load_token(env, token_flag, home, e) : e->code;
     free(home);
     if (rc) {
@@ -380,8 +386,9 @@ vlr_status hub_model_dir(const char *arg, char **dir, vlr_err *e) {
         return *dir ? VLR_OK : vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
     }
     const char *rev = at ? at + 1 : "main";
-    hub_env env;
-    vlr_status rc = hub_env_load(&env, NULL, e);
+    /* the cache only: no token, no endpoint, no request */
+    hub_env env = {.cache_dir = cache_dir(NULL, e)};
+    vlr_status rc = env.cache_dir ? VLR_OK : e->code;
     if (rc == VLR_OK) {
         vlr_err ce;
         if (hub_cached_snapshot(&env, repo, rev, dir, &ce) != VLR_OK) {

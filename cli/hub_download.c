@@ -371,6 +371,13 @@ static void warn_disk_space(engine *g, xfer *x) {
     free(dir);
 }
 
+/* Another file of this pull has the same content and is downloading it now. */
+static bool same_blob_in_flight(const engine *g, const xfer *x) {
+    for (size_t i = 0; i < g->n; i++)
+        if (&g->x[i] != x && g->x[i].fd >= 0 && strcmp(g->x[i].etag, x->etag) == 0) return true;
+    return false;
+}
+
 /* Opens (creating or resuming) the .incomplete file, locked, and starts the GET. */
 static void open_part(engine *g, xfer *x) {
     char *dir = strndup(x->part_path, (size_t)(strrchr(x->part_path, '/') - x->part_path));
@@ -386,6 +393,12 @@ static void open_part(engine *g, xfer *x) {
         return fail(g, x);
     }
     if (flock(x->fd, LOCK_EX | LOCK_NB) != 0) {
+        if (same_blob_in_flight(g, x)) { /* two names, one content: link it when the other one is done */
+            close_part(x);
+            x->not_before = vlr_now() + RETRY_DELAY_S;
+            x->stage = ST_QUEUED;
+            return;
+        }
         vlr_fail(&x->err, VLR_ERR_IO, "%s: %s is being written by another download (another `vlreward pull` of "
                                       "this repository?)", x->file->name, x->part_path);
         return fail(g, x);
@@ -505,10 +518,14 @@ static size_t body_cb(char *data, size_t size, size_t n, void *userdata) {
             return 0;
         }
         /* the server ignored the Range: start over rather than append a second copy */
-        if (status == 200 && x->offset > 0 && !truncate_part(x)) {
-            vlr_fail(&x->err, VLR_ERR_IO, "%s: cannot truncate %s: %s", x->file->name, x->part_path, strerror(errno));
-            x->write_failed = true;
-            return 0;
+        if (status == 200 && x->offset > 0) {
+            if (!truncate_part(x)) {
+                vlr_fail(&x->err, VLR_ERR_IO, "%s: cannot truncate %s: %s", x->file->name, x->part_path,
+                         strerror(errno));
+                x->write_failed = true;
+                return 0;
+            }
+            x->resumed_from = 0;
         }
     }
     if ((int64_t)len > x->size - x->offset) {

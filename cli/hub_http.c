@@ -238,6 +238,9 @@ vlr_status hub_api_revision(const hub_env *env, const char *repo, const char *re
     curl_easy_setopt(h, CURLOPT_URL, url.data);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    /* a renamed repository redirects; libcurl keeps the Authorization header on the same host only */
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, hub_response_header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &resp);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);

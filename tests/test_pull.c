@@ -10,7 +10,8 @@
  * rest only, a corrupted byte never enters the cache, the token never reaches the CDN or a message.
  *
  * The vlreward binary is $VLR_BUILD/vlreward (default build/); every run gets its own HF_HOME and
- * the mock's HF_ENDPOINT, never the user's cache or token. An alarm() ends a hung run. */
+ * the mock's HF_ENDPOINT, never the user's cache or token. An alarm() ends a hung run.
+ * VLR_PULL_SHOW=1 prints the stderr (and terminal output) of every run, to see what users see. */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -60,13 +61,15 @@ typedef struct mock_repo {
     bool gated;
     const char *missing;  /* listed, but resolve answers 404 EntryNotFound */
     bool bin_only;        /* config.json and pytorch_model.bin only */
+    const char *copy;     /* one more file with the content of config.json (the same blob) */
 } mock_repo;
 
 static const mock_repo repos[] = {
-    {"tiny/tiny-a", false, NULL, false},
-    {"tiny/gated", true, NULL, false},
-    {"tiny/broken", false, "missing.json", false},
-    {"tiny/bin-only", false, NULL, true},
+    {.id = "tiny/tiny-a"},
+    {.id = "tiny/gated", .gated = true},
+    {.id = "tiny/broken", .missing = "missing.json"},
+    {.id = "tiny/bin-only", .bin_only = true},
+    {.id = "tiny/copies", .copy = "config.copy.json"},
 };
 
 static const mock_repo *find_repo(const char *id, size_t len) {
@@ -209,6 +212,9 @@ static void api_json(const mock_repo *repo, vlr_buf *b) {
     }
     for (size_t i = 0; i < N_UNWANTED; i++) vlr_buf_printf(b, ", {\"rfilename\": \"%s\", \"size\": 10}", unwanted[i]);
     if (repo->missing) vlr_buf_printf(b, ", {\"rfilename\": \"%s\", \"size\": 10}", repo->missing);
+    /* listed twice, as a broken listing might: fetched once */
+    if (repo->copy) vlr_buf_printf(b, ", {\"rfilename\": \"%s\", \"size\": %zu}, {\"rfilename\": \"%s\"}", repo->copy,
+                                   files[0].size, repo->copy);
     vlr_buf_puts(b, "]}");
 }
 
@@ -248,7 +254,7 @@ static enum MHD_Result serve_resolve(struct MHD_Connection *c, const char *path,
         if (strcmp(auth, want) != 0) return reply_error(c, 403, "GatedRepo", "Access to model tiny/gated is restricted and you are not in the authorized list.");
     }
     const char *name = slash + 1;
-    const mock_file *f = find_file(name);
+    const mock_file *f = repo->copy && strcmp(name, repo->copy) == 0 ? &files[0] : find_file(name);
     bool listed_extra = false;
     for (size_t i = 0; i < N_UNWANTED; i++) listed_extra |= strcmp(name, unwanted[i]) == 0;
     if (listed_extra) return reply(c, 200, "not for vlreward", (const char *[]){"X-Repo-Commit", COMMIT, "ETag", "\"0000\"", NULL});
@@ -366,7 +372,7 @@ static int vlr(const char *home, const char *extra_env, const char *args, char *
              hub_port, tmpdir, home, extra_env ? extra_env : "", bin, args);
     int rc = test_run(cmd, err_path, out);
     *err = test_read_text(err_path);
-    if (getenv("SHOWERR")) fprintf(stderr, "==== %s\n%s---- exit %d\n", args, *err, rc);
+    if (getenv("VLR_PULL_SHOW")) fprintf(stderr, "==== %s\n%s---- exit %d\n", args, *err, rc);
     return rc;
 }
 
@@ -771,6 +777,25 @@ static void test_pull_local_dir(void) {
     free(err);
 }
 
+/* Two names with one content (one blob): both are linked to it, it is fetched once or twice but
+ * never fails on its own lock; a name listed twice is fetched once. */
+static void test_pull_same_content(void) {
+    char *out, *err;
+    int from = log_count();
+    int rc = vlr("copies", NULL, "pull tiny/copies", &out, &err);
+    CHECK(rc == 0 && strstr(err, "(commit " COMMIT "): 8 files"), "exit %d: %s", rc, err);
+    CHECK(count_kind(from, K_HEAD, "/config.copy.json") == 1, "the name listed twice is asked for once");
+    char a[600], b[600], la[128] = "", lb[128] = "";
+    snprintf(a, sizeof a, "%s/copies/hub/models--tiny--copies/snapshots/%s/config.json", tmpdir, COMMIT);
+    snprintf(b, sizeof b, "%s/copies/hub/models--tiny--copies/snapshots/%s/config.copy.json", tmpdir, COMMIT);
+    ssize_t na = readlink(a, la, sizeof la - 1), nb = readlink(b, lb, sizeof lb - 1);
+    if (na > 0) la[na] = '\0';
+    if (nb > 0) lb[nb] = '\0';
+    CHECK(na > 0 && strcmp(la, lb) == 0 && same_bytes(b, &files[0]), "one blob for both: '%s' '%s'", la, lb);
+    free(out);
+    free(err);
+}
+
 static void test_pull_usage(void) {
     static const char *bad[] = {"pull", "pull tiny", "pull a/b/c", "pull tiny/../x", "pull -- tiny/tiny-a",
                                 "pull tiny/tiny-a extra", "pull tiny/tiny-a --revision ../x", "pull tiny/tiny-a --nope"};
@@ -831,7 +856,7 @@ static void test_pull_tty_progress(void) {
     waitpid(pid, &status, 0);
     close(master);
     const char *s = screen.data ? screen.data : "";
-    if (getenv("SHOWERR")) fprintf(stderr, "==== terminal\n%s\n----\n", s);
+    if (getenv("VLR_PULL_SHOW")) fprintf(stderr, "==== terminal\n%s\n----\n", s);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "pull on a terminal: %s", s);
     CHECK(strstr(s, "\033[") && strstr(s, "total") && strstr(s, "100% [####################]"), "bars drawn: %s", s);
     CHECK(strstr(s, "/s  ETA "), "speed and ETA: %s", s);
@@ -875,6 +900,7 @@ int main(void) {
     TEST_RUN(test_pull_not_found);
     TEST_RUN(test_model_arg);
     TEST_RUN(test_pull_local_dir);
+    TEST_RUN(test_pull_same_content);
     TEST_RUN(test_pull_usage);
     TEST_RUN(test_pull_tty_progress);
     MHD_stop_daemon(hub_daemon);
