@@ -134,10 +134,9 @@ static int pull(const hub_env *env, const char *repo, const char *rev, const cha
         goto done;
     }
     if (local_dir && !prepare_local_dir(local_dir)) goto done;
-    const char *no_bars = getenv("HF_HUB_DISABLE_PROGRESS_BARS");
     hub_pull_plan plan = {.env = env, .repo = repo, .commit = info.commit, .repo_dir = repo_dir,
                           .local_dir = local_dir, .gated = info.gated, .parallel = PARALLEL_TRANSFERS,
-                          .tty = isatty(STDERR_FILENO) && !(no_bars && *no_bars && strcmp(no_bars, "0") != 0),
+                          .tty = isatty(STDERR_FILENO) && !env->no_bars,
                           .log = stderr};
     fprintf(stderr, "vlreward pull: %s at %s (commit %s): %zu files\n", repo, rev, info.commit, info.n_files);
     hub_pull_result res;

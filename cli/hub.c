@@ -154,6 +154,7 @@ vlr_status hub_env_load(hub_env *env, const char *token_flag, vlr_err *e) {
         return rc;
     }
     env->offline = env_true("HF_HUB_OFFLINE") || env_true("TRANSFORMERS_OFFLINE");
+    env->no_bars = env_true("HF_HUB_DISABLE_PROGRESS_BARS");
     return VLR_OK;
 }
 

@@ -29,6 +29,7 @@ typedef struct hub_env {
     char *token;         /* NULL when none: sent only to the endpoint's host, never printed */
     char *token_source;  /* where the token came from ("--token", "HF_TOKEN", a file path), for messages */
     bool offline;        /* HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is 1, ON, YES or TRUE */
+    bool no_bars;        /* HF_HUB_DISABLE_PROGRESS_BARS is true: plain lines even on a terminal */
 } hub_env;
 
 /* Reads the environment; token_flag (--token) wins over HF_TOKEN, HUGGING_FACE_HUB_TOKEN and the token
