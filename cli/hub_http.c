@@ -9,7 +9,7 @@
 
 #include "json.h"
 
-#define API_MAX_BYTES (64u << 20) /* the file list of a repository with tens of thousands of files */
+#define API_MAX_BYTES (16u << 20) /* the file list of a repository with some 100,000 files */
 
 void hub_curl_defaults(CURL *h, char *errbuf) {
     errbuf[0] = '\0';

@@ -361,19 +361,31 @@ static struct MHD_Daemon *start_daemon(MHD_AccessHandlerCallback handler, int *p
 
 static char bin[512], tmpdir[256], err_path[300];
 
-/* Runs `env EXTRA vlreward ARGS` with HF_HOME=tmpdir/home and the mock's endpoint; every other Hugging
- * Face variable is cleared. Returns the exit status; *out gets stdout and *err stderr (malloc'd). */
-static int vlr(const char *home, const char *extra_env, const char *args, char **out, char **err) {
+/* One run of vlreward: exit status, stdout and stderr (malloc'd). */
+typedef struct run {
+    int rc;
+    char *out, *err;
+} run;
+
+static void run_free(run *r) {
+    free(r->out);
+    free(r->err);
+    *r = (run){0};
+}
+
+/* Runs `env EXTRA vlreward ARGS` with HF_HOME=tmpdir/HOME and the mock's endpoint; every other Hugging
+ * Face variable is cleared. The result replaces what r held. */
+static void vlr(run *r, const char *home, const char *extra_env, const char *args) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "env -u HF_TOKEN -u HUGGING_FACE_HUB_TOKEN -u HF_HUB_CACHE -u HUGGINGFACE_HUB_CACHE -u HF_TOKEN_PATH "
              "-u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE -u XDG_CACHE_HOME -u HF_HUB_DISABLE_PROGRESS_BARS "
              "HF_ENDPOINT=http://127.0.0.1:%d HF_HOME=%s/%s %s %s %s",
              hub_port, tmpdir, home, extra_env ? extra_env : "", bin, args);
-    int rc = test_run(cmd, err_path, out);
-    *err = test_read_text(err_path);
-    if (getenv("VLR_PULL_SHOW")) fprintf(stderr, "==== %s\n%s---- exit %d\n", args, *err, rc);
-    return rc;
+    run_free(r);
+    r->rc = test_run(cmd, err_path, &r->out);
+    r->err = test_read_text(err_path);
+    if (getenv("VLR_PULL_SHOW")) fprintf(stderr, "==== %s\n%s---- exit %d\n", args, r->err, r->rc);
 }
 
 static char *cache_path(const char *home, const char *rel) {
@@ -441,15 +453,16 @@ static void check_cache_layout(const char *home) {
 
 /* ---- tests --------------------------------------------------------------------------------------------- */
 
-/* A first pull lays out the cache; info reads it by name with HF_HUB_OFFLINE=1; a second pull and an
+/* A first pull lays r.out the cache; info reads it by name with HF_HUB_OFFLINE=1; a second pull and an
  * offline pull transfer nothing; the token goes to the hub only. */
 static void test_pull_cache(void) {
-    char *out, *err, want[512];
+    run r = {0};
+    char want[512];
     int from = log_count();
-    int rc = vlr("cache", "HF_TOKEN=" GOOD_TOKEN, "pull tiny/tiny-a", &out, &err);
+    vlr(&r, "cache", "HF_TOKEN=" GOOD_TOKEN, "pull tiny/tiny-a");
     snprintf(want, sizeof want, "%s/cache/hub/models--tiny--tiny-a/snapshots/%s\n", tmpdir, COMMIT);
-    CHECK(rc == 0, "pull exit %d, stderr: %s", rc, err);
-    CHECK(strcmp(out, want) == 0, "stdout '%s', want '%s'", out, want);
+    CHECK(r.rc == 0, "pull exit %d, stderr: %s", r.rc, r.err);
+    CHECK(strcmp(r.out, want) == 0, "stdout '%s', want '%s'", r.out, want);
     check_cache_layout("cache");
     CHECK(count_kind(from, K_API, "/api/models/tiny/tiny-a/revision/main") == 1, "one API call");
     CHECK(count_kind(from, K_HEAD, NULL) == (int)N_FILES, "one HEAD per wanted file: %d", count_kind(from, K_HEAD, NULL));
@@ -468,64 +481,52 @@ static void test_pull_cache(void) {
     pthread_mutex_unlock(&log_lock);
     CHECK(cdn_auth == 0, "%d CDN requests carried the Authorization header", cdn_auth);
     CHECK(hub_noauth == 0, "%d hub requests lacked the token", hub_noauth);
-    CHECK(!strstr(out, GOOD_TOKEN) && !strstr(err, GOOD_TOKEN), "the token is never printed");
-    CHECK(!strchr(err, '\033') && !strchr(err, '\r'), "no terminal control characters without a terminal: %s", err);
-    CHECK(strstr(err, "model.safetensors") && strstr(err, "sha256 verified"), "a line per file: %s", err);
-    free(out);
-    free(err);
+    CHECK(!strstr(r.out, GOOD_TOKEN) && !strstr(r.err, GOOD_TOKEN), "the token is never printed");
+    CHECK(!strchr(r.err, '\033') && !strchr(r.err, '\r'), "no terminal control characters without a terminal: %s", r.err);
+    CHECK(strstr(r.err, "model.safetensors") && strstr(r.err, "sha256 verified"), "a line per file: %s", r.err);
 
     /* the same architecture as the folder itself, read by name, offline, without any request */
-    char *ref_out, *ref_err;
-    vlr("cache", NULL, "info --json --model " MODEL, &ref_out, &ref_err);
+    run folder = {0};
+    vlr(&folder, "cache", NULL, "info --json --model " MODEL);
     from = log_count();
-    rc = vlr("cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a", &out, &err);
-    CHECK(rc == 0 && strcmp(out, ref_out) == 0 && out[0] == '{', "info by name (exit %d): %s%s", rc, out, err);
-    free(out);
-    free(err);
-    rc = vlr("cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a@" COMMIT, &out, &err);
-    CHECK(rc == 0 && strcmp(out, ref_out) == 0, "info by name@commit (exit %d): %s", rc, err);
-    free(out);
-    free(err);
-    rc = vlr("cache", NULL, "info --model tiny/tiny-a@main", &out, &err);
-    CHECK(rc == 0 && strstr(out, "model      tiny/tiny-a@main"), "info names the model as given: %s%s", out, err);
-    free(out);
-    free(err);
+    vlr(&r, "cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a");
+    CHECK(r.rc == 0 && strcmp(r.out, folder.out) == 0 && r.out[0] == '{', "info by name (exit %d): %s%s", r.rc, r.out, r.err);
+    vlr(&r, "cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a@" COMMIT);
+    CHECK(r.rc == 0 && strcmp(r.out, folder.out) == 0, "info by name@commit (exit %d): %s", r.rc, r.err);
+    vlr(&r, "cache", NULL, "info --model tiny/tiny-a@main");
+    CHECK(r.rc == 0 && strstr(r.out, "model      tiny/tiny-a@main"), "info names the model as given: %s%s", r.out, r.err);
+    vlr(&r, "cache", "HF_HUB_OFFLINE=1", "score --model tiny/tiny-a --question 'Is it?' --answer 'Yes.'");
+    char *end;
+    double score = strtod(r.out, &end);
+    CHECK(r.rc == 0 && end != r.out && isfinite(score), "score --model ORG/NAME (exit %d): %s%s", r.rc, r.out, r.err);
     CHECK(log_count() == from, "--model ORG/NAME makes no request");
-    free(ref_out);
-    free(ref_err);
+    run_free(&folder);
 
     /* a second pull transfers nothing: the API call only */
     from = log_count();
-    rc = vlr("cache", NULL, "pull tiny/tiny-a", &out, &err);
-    CHECK(rc == 0 && strstr(err, "0 downloaded") && strstr(err, "7 already there"), "second pull (exit %d): %s", rc, err);
+    vlr(&r, "cache", NULL, "pull tiny/tiny-a");
+    CHECK(r.rc == 0 && strstr(r.err, "0 downloaded") && strstr(r.err, "7 already there"), "second pull (exit %d): %s", r.rc, r.err);
     CHECK(log_count() - from == 1 && count_kind(from, K_API, NULL) == 1, "second pull: %d requests, want the API call only",
           log_count() - from);
-    free(out);
-    free(err);
 
     /* a tag at the same commit: still nothing to transfer, and refs/v1 records it */
     from = log_count();
-    rc = vlr("cache", NULL, "pull tiny/tiny-a --revision v1", &out, &err);
+    vlr(&r, "cache", NULL, "pull tiny/tiny-a --revision v1");
     char *ref = cache_path("cache", "refs/v1"), *ref_text = test_read_text(ref);
-    CHECK(rc == 0 && strcmp(ref_text, COMMIT) == 0, "refs/v1 = '%s' (exit %d): %s", ref_text, rc, err);
+    CHECK(r.rc == 0 && strcmp(ref_text, COMMIT) == 0, "refs/v1 = '%s' (exit %d): %s", ref_text, r.rc, r.err);
     CHECK(count_kind(from, K_HEAD, NULL) + count_kind(from, K_CDN, NULL) == 0, "the tag transfers nothing");
     free(ref);
     free(ref_text);
-    free(out);
-    free(err);
 
     /* offline: the cached folder, no request at all */
     from = log_count();
-    rc = vlr("cache", "HF_HUB_OFFLINE=1", "pull tiny/tiny-a", &out, &err);
-    CHECK(rc == 0 && strcmp(out, want) == 0, "offline pull prints the snapshot (exit %d): %s%s", rc, out, err);
+    vlr(&r, "cache", "HF_HUB_OFFLINE=1", "pull tiny/tiny-a");
+    CHECK(r.rc == 0 && strcmp(r.out, want) == 0, "offline pull prints the snapshot (exit %d): %s%s", r.rc, r.out, r.err);
     CHECK(log_count() == from, "offline pull makes no request");
-    free(out);
-    free(err);
-    rc = vlr("cache", "HF_HUB_OFFLINE=1", "pull tiny/gated", &out, &err);
-    CHECK(rc == 1 && strstr(err, "HF_HUB_OFFLINE") && strstr(err, "not in the Hugging Face cache"),
-          "offline pull of an uncached repository (exit %d): %s", rc, err);
-    free(out);
-    free(err);
+    vlr(&r, "cache", "HF_HUB_OFFLINE=1", "pull tiny/gated");
+    CHECK(r.rc == 1 && strstr(r.err, "HF_HUB_OFFLINE") && strstr(r.err, "not in the Hugging Face cache"),
+          "offline pull of an uncached repository (exit %d): %s", r.rc, r.err);
+    run_free(&r);
 }
 
 /* The CDN closes the connection 3 MB into model.safetensors: the pull goes on with Range for the rest
@@ -533,13 +534,14 @@ static void test_pull_cache(void) {
 static void test_pull_dropped_connection(void) {
     const mock_file *f = find_file("model.safetensors");
     fault.drop_file = f->name, fault.drop_after = 3 << 20, fault.dropped = false;
-    char *out, *err, blob_path[128];
+    run r = {0};
+    char blob_path[128];
     int from = log_count();
-    int rc = vlr("dropped", NULL, "pull tiny/tiny-a", &out, &err);
+    vlr(&r, "dropped", NULL, "pull tiny/tiny-a");
     fault.drop_file = NULL;
-    CHECK(rc == 0, "pull exit %d: %s", rc, err);
+    CHECK(r.rc == 0, "pull exit %d: %s", r.rc, r.err);
     CHECK(fault.dropped, "the fault fired");
-    CHECK(strstr(err, "retrying from"), "the retry is said: %s", err);
+    CHECK(strstr(r.err, "retrying from"), "the retry is said: %s", r.err);
     snprintf(blob_path, sizeof blob_path, "/cdn/%s", f->sha256);
     seen first = {0}, second = {0};
     int n = 0;
@@ -558,14 +560,14 @@ static void test_pull_dropped_connection(void) {
     CHECK(second.bytes == (long long)f->size - second.range_start, "the second sends %lld bytes, the rest is %lld",
           second.bytes, (long long)f->size - second.range_start);
     check_cache_layout("dropped");
-    free(out);
-    free(err);
+    run_free(&r);
 }
 
 /* An .incomplete file left by an interrupted pull is resumed with Range from its size. */
 static void test_pull_resume_incomplete(void) {
     const mock_file *f = find_file("model.safetensors");
-    char rel[128], *out, *err, *dir = cache_path("resume", "blobs");
+    run r = {0};
+    char rel[128], *dir = cache_path("resume", "blobs");
     snprintf(rel, sizeof rel, "blobs/%s.incomplete", f->sha256);
     char *part = cache_path("resume", rel), mk[600];
     snprintf(mk, sizeof mk, "mkdir -p %s", dir);
@@ -574,8 +576,8 @@ static void test_pull_resume_incomplete(void) {
     CHECK(fp && fwrite(f->data, 1, 1 << 20, fp) == 1 << 20, "write %s", part);
     if (fp) fclose(fp);
     int from = log_count();
-    int rc = vlr("resume", NULL, "pull tiny/tiny-a", &out, &err);
-    CHECK(rc == 0 && strstr(err, "resumed at 1.0 MB"), "pull exit %d: %s", rc, err);
+    vlr(&r, "resume", NULL, "pull tiny/tiny-a");
+    CHECK(r.rc == 0 && strstr(r.err, "resumed at 1.0 MB"), "pull exit %d: %s", r.rc, r.err);
     snprintf(rel, sizeof rel, "/cdn/%s", f->sha256);
     pthread_mutex_lock(&log_lock);
     int n = 0;
@@ -590,8 +592,7 @@ static void test_pull_resume_incomplete(void) {
     check_cache_layout("resume");
     free(dir);
     free(part);
-    free(out);
-    free(err);
+    run_free(&r);
 }
 
 /* A flipped byte: the sha256 differs from X-Linked-Etag, the file never enters blobs/ or the snapshot,
@@ -599,12 +600,13 @@ static void test_pull_resume_incomplete(void) {
 static void test_pull_corrupted(void) {
     const mock_file *f = find_file("model.safetensors");
     fault.corrupt_file = f->name;
-    char *out, *err, rel[160];
-    int rc = vlr("corrupt", NULL, "pull tiny/tiny-a", &out, &err);
+    run r = {0};
+    char rel[160];
+    vlr(&r, "corrupt", NULL, "pull tiny/tiny-a");
     fault.corrupt_file = NULL;
-    CHECK(rc == 1, "exit %d", rc);
-    CHECK(strstr(err, "model.safetensors: sha256 mismatch") && strstr(err, f->sha256), "names the file: %s", err);
-    CHECK(strcmp(out, "") == 0, "nothing on stdout: %s", out);
+    CHECK(r.rc == 1, "exit %d", r.rc);
+    CHECK(strstr(r.err, "model.safetensors: sha256 mismatch") && strstr(r.err, f->sha256), "names the file: %s", r.err);
+    CHECK(strcmp(r.out, "") == 0, "nothing on stdout: %s", r.out);
     snprintf(rel, sizeof rel, "blobs/%s", f->sha256);
     char *blob = cache_path("corrupt", rel), *blobs = cache_path("corrupt", "blobs");
     snprintf(rel, sizeof rel, "snapshots/%s/model.safetensors", COMMIT);
@@ -614,19 +616,16 @@ static void test_pull_corrupted(void) {
     CHECK(lstat(pointer, &st) != 0, "no snapshot entry for it");
     CHECK(count_incomplete(blobs) == 0, "the corrupt .incomplete file was deleted");
     CHECK(lstat(ref, &st) != 0, "refs/main is written only for a complete snapshot");
-    free(out);
-    free(err);
     int from = log_count();
-    rc = vlr("corrupt", NULL, "pull tiny/tiny-a", &out, &err);
-    CHECK(rc == 0 && strstr(err, "1 downloaded") && strstr(err, "6 already there"), "the next pull (exit %d): %s", rc, err);
+    vlr(&r, "corrupt", NULL, "pull tiny/tiny-a");
+    CHECK(r.rc == 0 && strstr(r.err, "1 downloaded") && strstr(r.err, "6 already there"), "the next pull (exit %d): %s", r.rc, r.err);
     CHECK(count_kind(from, K_CDN, NULL) == 1, "only the missing file is fetched again");
     check_cache_layout("corrupt");
     free(blob);
     free(blobs);
     free(pointer);
     free(ref);
-    free(out);
-    free(err);
+    run_free(&r);
 }
 
 static int count_substr(const char *s, const char *part) {
@@ -638,25 +637,19 @@ static int count_substr(const char *s, const char *part) {
 /* Gated: without a token (401) and with a token that has no access (403) the message says to accept
  * the terms and set HF_TOKEN, once, without the token; the token of `hf auth login` or --token works. */
 static void test_pull_gated(void) {
-    char *out, *err;
-    int rc = vlr("gated", NULL, "pull tiny/gated", &out, &err);
-    CHECK(rc == 1 && strstr(err, "tiny/gated is a gated repository and no token was sent (HTTP 401") &&
-              strstr(err, "accept its terms") && strstr(err, "HF_TOKEN") && strstr(err, "/tiny/gated"),
-          "401 (exit %d): %s", rc, err);
-    CHECK(count_substr(err, "gated repository") == 1, "said once: %s", err);
-    free(out);
-    free(err);
-    rc = vlr("gated", "HF_TOKEN=" BAD_TOKEN, "pull tiny/gated", &out, &err);
-    CHECK(rc == 1 && strstr(err, "the token from HF_TOKEN has no access to it (HTTP 403") && strstr(err, "accept its terms"),
-          "403 (exit %d): %s", rc, err);
-    CHECK(!strstr(err, BAD_TOKEN) && !strstr(out, BAD_TOKEN), "the token is not printed: %s", err);
-    free(out);
-    free(err);
-    rc = vlr("gated", NULL, "pull tiny/gated --token hf_invalid", &out, &err);
-    CHECK(rc == 1 && strstr(err, "refused the token from --token") && !strstr(err, "hf_invalid"),
-          "invalid token (exit %d): %s", rc, err);
-    free(out);
-    free(err);
+    run r = {0};
+    vlr(&r, "gated", NULL, "pull tiny/gated");
+    CHECK(r.rc == 1 && strstr(r.err, "tiny/gated is a gated repository and no token was sent (HTTP 401") &&
+              strstr(r.err, "accept its terms") && strstr(r.err, "HF_TOKEN") && strstr(r.err, "/tiny/gated"),
+          "401 (exit %d): %s", r.rc, r.err);
+    CHECK(count_substr(r.err, "gated repository") == 1, "said once: %s", r.err);
+    vlr(&r, "gated", "HF_TOKEN=" BAD_TOKEN, "pull tiny/gated");
+    CHECK(r.rc == 1 && strstr(r.err, "the token from HF_TOKEN has no access to it (HTTP 403") && strstr(r.err, "accept its terms"),
+          "403 (exit %d): %s", r.rc, r.err);
+    CHECK(!strstr(r.err, BAD_TOKEN) && !strstr(r.out, BAD_TOKEN), "the token is not printed: %s", r.err);
+    vlr(&r, "gated", NULL, "pull tiny/gated --token hf_invalid");
+    CHECK(r.rc == 1 && strstr(r.err, "refused the token from --token") && !strstr(r.err, "hf_invalid"),
+          "invalid token (exit %d): %s", r.rc, r.err);
     char token_file[400];
     snprintf(token_file, sizeof token_file, "%s/gated", tmpdir);
     mkdir(token_file, 0700);
@@ -667,44 +660,33 @@ static void test_pull_gated(void) {
         fputs("  " GOOD_TOKEN "\n", fp);
         fclose(fp);
     }
-    rc = vlr("gated", NULL, "pull tiny/gated", &out, &err);
-    CHECK(rc == 0 && strstr(out, "models--tiny--gated/snapshots/" COMMIT), "the token file of hf auth login (exit %d): %s",
-          rc, err);
-    CHECK(!strstr(err, GOOD_TOKEN), "the token is not printed");
-    free(out);
-    free(err);
+    vlr(&r, "gated", NULL, "pull tiny/gated");
+    CHECK(r.rc == 0 && strstr(r.out, "models--tiny--gated/snapshots/" COMMIT), "the token file of hf auth login (exit %d): %s",
+          r.rc, r.err);
+    CHECK(!strstr(r.err, GOOD_TOKEN), "the token is not printed");
     unlink(token_file);
     int from = log_count();
-    rc = vlr("gated", NULL, "pull tiny/gated --token " GOOD_TOKEN, &out, &err);
-    CHECK(rc == 0 && count_kind(from, K_HEAD, NULL) == 0, "--token, and nothing left to transfer (exit %d): %s", rc, err);
-    free(out);
-    free(err);
+    vlr(&r, "gated", NULL, "pull tiny/gated --token " GOOD_TOKEN);
+    CHECK(r.rc == 0 && count_kind(from, K_HEAD, NULL) == 0, "--token, and nothing left to transfer (exit %d): %s", r.rc, r.err);
+    run_free(&r);
 }
 
 /* Missing repositories, revisions and files; an endpoint that does not answer; a repository without
  * safetensors. */
 static void test_pull_not_found(void) {
-    char *out, *err;
-    int rc = vlr("nf", NULL, "pull tiny/absent", &out, &err);
-    CHECK(rc == 1 && strstr(err, "repository tiny/absent not found at http://127.0.0.1:") && strstr(err, "HTTP 401") &&
-              strstr(err, "if it is private, set HF_TOKEN"), "missing repository (exit %d): %s", rc, err);
-    free(out);
-    free(err);
-    rc = vlr("nf", NULL, "pull tiny/tiny-a --revision nope", &out, &err);
-    CHECK(rc == 1 && strstr(err, "revision 'nope' not found in tiny/tiny-a (HTTP 404"), "missing revision (exit %d): %s",
-          rc, err);
-    free(out);
-    free(err);
-    rc = vlr("nf", NULL, "pull tiny/broken", &out, &err);
-    CHECK(rc == 1 && strstr(err, "missing.json: not found in tiny/broken at revision " COMMIT " (HTTP 404"),
-          "missing file (exit %d): %s", rc, err);
-    CHECK(strstr(err, "1 of 8 files failed"), "the other files were fetched: %s", err);
-    free(out);
-    free(err);
-    rc = vlr("nf", NULL, "pull tiny/bin-only", &out, &err);
-    CHECK(rc == 1 && strstr(err, "has no *.safetensors"), "no safetensors (exit %d): %s", rc, err);
-    free(out);
-    free(err);
+    run r = {0};
+    vlr(&r, "nf", NULL, "pull tiny/absent");
+    CHECK(r.rc == 1 && strstr(r.err, "repository tiny/absent not found at http://127.0.0.1:") && strstr(r.err, "HTTP 401") &&
+              strstr(r.err, "if it is private, set HF_TOKEN"), "missing repository (exit %d): %s", r.rc, r.err);
+    vlr(&r, "nf", NULL, "pull tiny/tiny-a --revision nope");
+    CHECK(r.rc == 1 && strstr(r.err, "revision 'nope' not found in tiny/tiny-a (HTTP 404"), "missing revision (exit %d): %s",
+          r.rc, r.err);
+    vlr(&r, "nf", NULL, "pull tiny/broken");
+    CHECK(r.rc == 1 && strstr(r.err, "missing.json: not found in tiny/broken at revision " COMMIT " (HTTP 404"),
+          "missing file (exit %d): %s", r.rc, r.err);
+    CHECK(strstr(r.err, "1 of 8 files failed"), "the other files were fetched: %s", r.err);
+    vlr(&r, "nf", NULL, "pull tiny/bin-only");
+    CHECK(r.rc == 1 && strstr(r.err, "has no *.safetensors"), "no safetensors (exit %d): %s", r.rc, r.err);
     /* a port nobody listens on */
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET};
@@ -718,39 +700,34 @@ static void test_pull_not_found(void) {
     char env[128], want[160];
     snprintf(env, sizeof env, "HF_TOKEN=%s HF_ENDPOINT=http://127.0.0.1:%d", GOOD_TOKEN, closed_port);
     snprintf(want, sizeof want, "cannot reach http://127.0.0.1:%d/api/models/tiny/tiny-a/revision/main", closed_port);
-    rc = vlr("nf", env, "pull tiny/tiny-a", &out, &err);
-    CHECK(rc == 1 && strstr(err, want) && !strstr(err, GOOD_TOKEN), "network failure (exit %d): %s", rc, err);
-    free(out);
-    free(err);
+    vlr(&r, "nf", env, "pull tiny/tiny-a");
+    CHECK(r.rc == 1 && strstr(r.err, want) && !strstr(r.err, GOOD_TOKEN), "network failure (exit %d): %s", r.rc, r.err);
+    run_free(&r);
 }
 
 /* --model ORG/NAME that is not cached: the error says how to get it; a path that cannot be a
  * repository id keeps the loader's message. */
 static void test_model_arg(void) {
-    char *out, *err;
-    int rc = vlr("empty", NULL, "info --model tiny/absent", &out, &err);
-    CHECK(rc == 1 && strstr(err, "download it with `vlreward pull tiny/absent`") && strstr(err, "not in the Hugging Face cache"),
-          "exit %d: %s", rc, err);
-    free(out);
-    free(err);
-    rc = vlr("empty", NULL, "score --model tiny/absent@v9 --question q --answer a", &out, &err);
-    CHECK(rc != 0 && strstr(err, "`vlreward pull tiny/absent --revision v9`"), "exit %d: %s", rc, err);
-    free(out);
-    free(err);
-    rc = vlr("empty", NULL, "info --model ./no/such/dir", &out, &err);
-    CHECK(rc == 1 && !strstr(err, "vlreward pull") && strstr(err, "./no/such/dir"), "exit %d: %s", rc, err);
-    free(out);
-    free(err);
+    run r = {0};
+    vlr(&r, "empty", NULL, "info --model tiny/absent");
+    CHECK(r.rc == 1 && strstr(r.err, "download it with `vlreward pull tiny/absent`") && strstr(r.err, "not in the Hugging Face cache"),
+          "exit %d: %s", r.rc, r.err);
+    vlr(&r, "empty", NULL, "score --model tiny/absent@v9 --question q --answer a");
+    CHECK(r.rc != 0 && strstr(r.err, "`vlreward pull tiny/absent --revision v9`"), "exit %d: %s", r.rc, r.err);
+    vlr(&r, "empty", NULL, "info --model ./no/such/dir");
+    CHECK(r.rc == 1 && !strstr(r.err, "vlreward pull") && strstr(r.err, "./no/such/dir"), "exit %d: %s", r.rc, r.err);
+    run_free(&r);
 }
 
 /* --local-dir: plain files and huggingface_hub's metadata; a second pull makes no file request. */
 static void test_pull_local_dir(void) {
-    char *out, *err, args[512], dir[400], want[420];
+    run r = {0};
+    char args[512], dir[400], want[420];
     snprintf(dir, sizeof dir, "%s/local", tmpdir);
     snprintf(args, sizeof args, "pull tiny/tiny-a --local-dir %s", dir);
-    int rc = vlr("ld", NULL, args, &out, &err);
+    vlr(&r, "ld", NULL, args);
     snprintf(want, sizeof want, "%s\n", dir);
-    CHECK(rc == 0 && strcmp(out, want) == 0, "exit %d, stdout %s: %s", rc, out, err);
+    CHECK(r.rc == 0 && strcmp(r.out, want) == 0, "exit %d, stdout %s: %s", r.rc, r.out, r.err);
     for (size_t i = 0; i < N_FILES; i++) {
         char p[600];
         struct stat st;
@@ -762,28 +739,23 @@ static void test_pull_local_dir(void) {
         CHECK(strcmp(first, COMMIT) == 0 && strcmp(second, etag_of(&files[i])) == 0, "%s: %s", p, meta);
         free(meta);
     }
-    free(out);
-    free(err);
     snprintf(args, sizeof args, "info --model %s", dir);
-    rc = vlr("ld", NULL, args, &out, &err);
-    CHECK(rc == 0, "info --model DIR: %s", err);
-    free(out);
-    free(err);
+    vlr(&r, "ld", NULL, args);
+    CHECK(r.rc == 0, "info --model DIR: %s", r.err);
     int from = log_count();
     snprintf(args, sizeof args, "pull tiny/tiny-a --local-dir %s", dir);
-    rc = vlr("ld", NULL, args, &out, &err);
-    CHECK(rc == 0 && log_count() - from == 1, "second pull: %d requests (exit %d): %s", log_count() - from, rc, err);
-    free(out);
-    free(err);
+    vlr(&r, "ld", NULL, args);
+    CHECK(r.rc == 0 && log_count() - from == 1, "second pull: %d requests (exit %d): %s", log_count() - from, r.rc, r.err);
+    run_free(&r);
 }
 
 /* Two names with one content (one blob): one of them fetches it, the other waits and links it (never
  * failing on the blob's lock); a name listed twice counts once. */
 static void test_pull_same_content(void) {
-    char *out, *err;
+    run r = {0};
     int from = log_count();
-    int rc = vlr("copies", NULL, "pull tiny/copies", &out, &err);
-    CHECK(rc == 0 && strstr(err, "(commit " COMMIT "): 8 files"), "exit %d: %s", rc, err);
+    vlr(&r, "copies", NULL, "pull tiny/copies");
+    CHECK(r.rc == 0 && strstr(r.err, "(commit " COMMIT "): 8 files"), "exit %d: %s", r.rc, r.err);
     int gets = count_kind(from, K_GET, "/config.json") + count_kind(from, K_GET, "/config.copy.json");
     CHECK(gets == 1, "the shared content is fetched once, got %d", gets);
     char a[600], b[600], la[128] = "", lb[128] = "";
@@ -793,27 +765,22 @@ static void test_pull_same_content(void) {
     if (na > 0) la[na] = '\0';
     if (nb > 0) lb[nb] = '\0';
     CHECK(na > 0 && strcmp(la, lb) == 0 && same_bytes(b, &files[0]), "one blob for both: '%s' '%s'", la, lb);
-    free(out);
-    free(err);
+    run_free(&r);
 }
 
 static void test_pull_usage(void) {
     static const char *bad[] = {"pull", "pull tiny", "pull a/b/c", "pull tiny/../x", "pull -- tiny/tiny-a",
                                 "pull tiny/tiny-a extra", "pull tiny/tiny-a --revision ../x", "pull tiny/tiny-a --nope"};
+    run r = {0};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *out, *err;
         int from = log_count();
-        int rc = vlr("usage", NULL, bad[i], &out, &err);
-        CHECK(rc == 2 && strstr(err, "vlreward pull: ") && log_count() == from, "'%s': exit %d: %s", bad[i], rc, err);
-        free(out);
-        free(err);
+        vlr(&r, "usage", NULL, bad[i]);
+        CHECK(r.rc == 2 && strstr(r.err, "vlreward pull: ") && log_count() == from, "'%s': exit %d: %s", bad[i], r.rc, r.err);
     }
-    char *out, *err;
-    int rc = vlr("usage", NULL, "pull --help", &out, &err);
-    CHECK(rc == 0 && strstr(out, "--revision REV") && strstr(out, "--local-dir DIR") && strstr(out, "--token T"),
-          "help: %s", out);
-    free(out);
-    free(err);
+    vlr(&r, "usage", NULL, "pull --help");
+    CHECK(r.rc == 0 && strstr(r.out, "--revision REV") && strstr(r.out, "--local-dir DIR") && strstr(r.out, "--token T"),
+          "help: %s", r.out);
+    run_free(&r);
 }
 
 /* Runs `vlreward pull tiny/tiny-a` on a pseudo-terminal with HF_HOME=tmpdir/HOME (and `extra`, a
@@ -887,9 +854,7 @@ static void on_alarm(int sig) {
 }
 
 int main(void) {
-    const char *build = getenv("VLR_BUILD");
-    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
-    if (access(bin, X_OK) != 0) {
+    if (!test_vlreward_bin(bin, sizeof bin)) {
         CHECK(0, "%s not built", bin);
         return test_report();
     }
