@@ -159,7 +159,7 @@ void hub_progress_start(hub_progress *p, size_t i);
 void hub_progress_bytes(hub_progress *p, size_t i, int64_t have, int64_t received);
 /* Prints a line above the bars (a retry note, a warning). */
 void hub_progress_print(hub_progress *p, const char *line);
-/* Slot i is finished; line is printed once (a done, cached or error line). */
+/* Slot i is finished; line (a done, cached or error line; NULL: none) is printed once. */
 void hub_progress_finish(hub_progress *p, size_t i, const char *line);
 /* Redraws the bars (at most ten times a second unless force) or, without a terminal, prints a total
  * line every ten seconds. */

@@ -118,6 +118,7 @@ static void cancel_all(engine *g) {
         close_part(x);
         x->stage = ST_FAILED;
         g->res->n_failed++;
+        hub_progress_finish(g->progress, x->index, NULL);
     }
 }
 

@@ -79,8 +79,9 @@ size_t hub_response_header_cb(char *line, size_t size, size_t n, void *userdata)
     else if (IS("Content-Range")) copy_value(r->content_range, sizeof r->content_range, v, vn, true);
     else if (IS("Content-Encoding")) copy_value(r->content_encoding, sizeof r->content_encoding, v, vn, true);
     else if (IS("X-Error-Code")) copy_value(r->error_code, sizeof r->error_code, v, vn, true);
-    else if (IS("X-Error-Message"))
-        copy_value(r->error_message, sizeof r->error_message, v, vn < sizeof r->error_message ? vn : sizeof r->error_message - 1, true);
+    else if (IS("X-Error-Message")) /* a long one is cut: it is only shown */
+        copy_value(r->error_message, sizeof r->error_message, v, vn < sizeof r->error_message ? vn : sizeof r->error_message - 1,
+                   true);
 #undef IS
     return len;
 }

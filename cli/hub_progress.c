@@ -160,5 +160,5 @@ void hub_progress_print(hub_progress *p, const char *line) {
 
 void hub_progress_finish(hub_progress *p, size_t i, const char *line) {
     p->slots[i].active = false;
-    hub_progress_print(p, line);
+    if (line) hub_progress_print(p, line);
 }

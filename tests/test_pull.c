@@ -207,7 +207,8 @@ static void api_json(const mock_repo *repo, vlr_buf *b) {
         const mock_file *f = &files[i];
         vlr_buf_printf(b, "%s{\"rfilename\": \"%s\", \"size\": %zu, \"blobId\": \"%s\"", i ? ", " : "", f->name, f->size,
                        f->sha1);
-        if (f->lfs) vlr_buf_printf(b, ", \"lfs\": {\"sha256\": \"%s\", \"size\": %zu, \"pointerSize\": 134}", f->sha256, f->size);
+        if (f->lfs)
+            vlr_buf_printf(b, ", \"lfs\": {\"sha256\": \"%s\", \"size\": %zu, \"pointerSize\": 134}", f->sha256, f->size);
         vlr_buf_puts(b, "}");
     }
     for (size_t i = 0; i < N_UNWANTED; i++) vlr_buf_printf(b, ", {\"rfilename\": \"%s\", \"size\": 10}", unwanted[i]);
@@ -250,14 +251,20 @@ static enum MHD_Result serve_resolve(struct MHD_Connection *c, const char *path,
     if (repo->gated) {
         char want[128];
         snprintf(want, sizeof want, "Bearer %s", GOOD_TOKEN);
-        if (!auth) return reply_error(c, 401, "GatedRepo", "Access to model tiny/gated is restricted. You must have access to it and be authenticated to access it. Please log in.");
-        if (strcmp(auth, want) != 0) return reply_error(c, 403, "GatedRepo", "Access to model tiny/gated is restricted and you are not in the authorized list.");
+        /* the real hub's words */
+        if (!auth)
+            return reply_error(c, 401, "GatedRepo", "Access to model tiny/gated is restricted. You must have access to "
+                                                    "it and be authenticated to access it. Please log in.");
+        if (strcmp(auth, want) != 0)
+            return reply_error(c, 403, "GatedRepo", "Access to model tiny/gated is restricted and you are not in the "
+                                                    "authorized list.");
     }
     const char *name = slash + 1;
     const mock_file *f = repo->copy && strcmp(name, repo->copy) == 0 ? &files[0] : find_file(name);
     bool listed_extra = false;
     for (size_t i = 0; i < N_UNWANTED; i++) listed_extra |= strcmp(name, unwanted[i]) == 0;
-    if (listed_extra) return reply(c, 200, "not for vlreward", (const char *[]){"X-Repo-Commit", COMMIT, "ETag", "\"0000\"", NULL});
+    static const char *const extra_headers[] = {"X-Repo-Commit", COMMIT, "ETag", "\"0000\"", NULL};
+    if (listed_extra) return reply(c, 200, "not for vlreward", extra_headers);
     if (!f) return reply_error(c, 404, "EntryNotFound", "Entry not found");
     char size[32], etag[80], location[256];
     snprintf(size, sizeof size, "%zu", f->size);
@@ -490,7 +497,8 @@ static void test_pull_cache(void) {
     vlr(&folder, "cache", NULL, "info --json --model " MODEL);
     from = log_count();
     vlr(&r, "cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a");
-    CHECK(r.rc == 0 && strcmp(r.out, folder.out) == 0 && r.out[0] == '{', "info by name (exit %d): %s%s", r.rc, r.out, r.err);
+    CHECK(r.rc == 0 && strcmp(r.out, folder.out) == 0 && r.out[0] == '{', "info by name (exit %d): %s%s", r.rc, r.out,
+          r.err);
     vlr(&r, "cache", "HF_HUB_OFFLINE=1", "info --json --model tiny/tiny-a@" COMMIT);
     CHECK(r.rc == 0 && strcmp(r.out, folder.out) == 0, "info by name@commit (exit %d): %s", r.rc, r.err);
     vlr(&r, "cache", NULL, "info --model tiny/tiny-a@main");
@@ -505,7 +513,8 @@ static void test_pull_cache(void) {
     /* a second pull transfers nothing: the API call only */
     from = log_count();
     vlr(&r, "cache", NULL, "pull tiny/tiny-a");
-    CHECK(r.rc == 0 && strstr(r.err, "0 downloaded") && strstr(r.err, "7 already there"), "second pull (exit %d): %s", r.rc, r.err);
+    CHECK(r.rc == 0 && strstr(r.err, "0 downloaded") && strstr(r.err, "7 already there"), "second pull (exit %d): %s",
+          r.rc, r.err);
     CHECK(log_count() - from == 1 && count_kind(from, K_API, NULL) == 1, "second pull: %d requests, want the API call only",
           log_count() - from);
 
@@ -618,7 +627,8 @@ static void test_pull_corrupted(void) {
     CHECK(lstat(ref, &st) != 0, "refs/main is written only for a complete snapshot");
     int from = log_count();
     vlr(&r, "corrupt", NULL, "pull tiny/tiny-a");
-    CHECK(r.rc == 0 && strstr(r.err, "1 downloaded") && strstr(r.err, "6 already there"), "the next pull (exit %d): %s", r.rc, r.err);
+    CHECK(r.rc == 0 && strstr(r.err, "1 downloaded") && strstr(r.err, "6 already there"), "the next pull (exit %d): %s",
+          r.rc, r.err);
     CHECK(count_kind(from, K_CDN, NULL) == 1, "only the missing file is fetched again");
     check_cache_layout("corrupt");
     free(blob);
@@ -644,7 +654,8 @@ static void test_pull_gated(void) {
           "401 (exit %d): %s", r.rc, r.err);
     CHECK(count_substr(r.err, "gated repository") == 1, "said once: %s", r.err);
     vlr(&r, "gated", "HF_TOKEN=" BAD_TOKEN, "pull tiny/gated");
-    CHECK(r.rc == 1 && strstr(r.err, "the token from HF_TOKEN has no access to it (HTTP 403") && strstr(r.err, "accept its terms"),
+    CHECK(r.rc == 1 && strstr(r.err, "the token from HF_TOKEN has no access to it (HTTP 403") &&
+              strstr(r.err, "accept its terms"),
           "403 (exit %d): %s", r.rc, r.err);
     CHECK(!strstr(r.err, BAD_TOKEN) && !strstr(r.out, BAD_TOKEN), "the token is not printed: %s", r.err);
     vlr(&r, "gated", NULL, "pull tiny/gated --token hf_invalid");
@@ -667,7 +678,8 @@ static void test_pull_gated(void) {
     unlink(token_file);
     int from = log_count();
     vlr(&r, "gated", NULL, "pull tiny/gated --token " GOOD_TOKEN);
-    CHECK(r.rc == 0 && count_kind(from, K_HEAD, NULL) == 0, "--token, and nothing left to transfer (exit %d): %s", r.rc, r.err);
+    CHECK(r.rc == 0 && count_kind(from, K_HEAD, NULL) == 0, "--token, and nothing left to transfer (exit %d): %s", r.rc,
+          r.err);
     run_free(&r);
 }
 
@@ -710,7 +722,8 @@ static void test_pull_not_found(void) {
 static void test_model_arg(void) {
     run r = {0};
     vlr(&r, "empty", NULL, "info --model tiny/absent");
-    CHECK(r.rc == 1 && strstr(r.err, "download it with `vlreward pull tiny/absent`") && strstr(r.err, "not in the Hugging Face cache"),
+    CHECK(r.rc == 1 && strstr(r.err, "download it with `vlreward pull tiny/absent`") &&
+              strstr(r.err, "not in the Hugging Face cache"),
           "exit %d: %s", r.rc, r.err);
     vlr(&r, "empty", NULL, "score --model tiny/absent@v9 --question q --answer a");
     CHECK(r.rc != 0 && strstr(r.err, "`vlreward pull tiny/absent --revision v9`"), "exit %d: %s", r.rc, r.err);
