@@ -732,6 +732,23 @@ static void test_model_arg(void) {
     run_free(&r);
 }
 
+/* HF_HUB_CACHE moves the cache away from HF_HOME/hub, for pull and --model alike. */
+static void test_pull_hub_cache_variable(void) {
+    run r = {0};
+    char env[400], want[600];
+    snprintf(env, sizeof env, "HF_HUB_CACHE=%s/elsewhere", tmpdir);
+    snprintf(want, sizeof want, "%s/elsewhere/models--tiny--tiny-a/snapshots/%s\n", tmpdir, COMMIT);
+    vlr(&r, "var", env, "pull tiny/tiny-a");
+    CHECK(r.rc == 0 && strcmp(r.out, want) == 0, "exit %d, stdout %s: %s", r.rc, r.out, r.err);
+    strcat(env, " HF_HUB_OFFLINE=1");
+    vlr(&r, "var", env, "info --model tiny/tiny-a");
+    CHECK(r.rc == 0, "info --model with HF_HUB_CACHE (exit %d): %s", r.rc, r.err);
+    vlr(&r, "var", "HF_HUB_OFFLINE=1", "info --model tiny/tiny-a");
+    CHECK(r.rc == 1 && strstr(r.err, "vlreward pull tiny/tiny-a"), "HF_HOME/hub is another cache (exit %d): %s", r.rc,
+          r.err);
+    run_free(&r);
+}
+
 /* --local-dir: plain files and huggingface_hub's metadata; a second pull makes no file request. */
 static void test_pull_local_dir(void) {
     run r = {0};
@@ -893,6 +910,7 @@ int main(void) {
     TEST_RUN(test_pull_not_found);
     TEST_RUN(test_model_arg);
     TEST_RUN(test_pull_local_dir);
+    TEST_RUN(test_pull_hub_cache_variable);
     TEST_RUN(test_pull_same_content);
     TEST_RUN(test_pull_usage);
     TEST_RUN(test_pull_tty_progress);
