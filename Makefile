@@ -7,14 +7,15 @@
 CC      ?= cc
 BUILD   ?= build
 LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
-PKGS    := $(LIB_PKGS) libmicrohttpd
+# The CLI adds the HTTP server (serve) and libcrypto's SHA-256 (pull verifies downloaded weights).
+PKGS    := $(LIB_PKGS) libmicrohttpd libcrypto
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
 LIB_LDLIBS := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null) -fopenmp -lm -lpthread
-# Tests check image bytes by SHA-256 against the goldens: OpenSSL's libcrypto, tests only.
+# Tests check image bytes by SHA-256 against the goldens with libcrypto (in PKGS too, for pull).
 TEST_LDLIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -1,5 +1,6 @@
 /* cli.c: option scanning, model loading and the JSON Lines loop shared by the subcommands. */
 #include "cli.h"
+#include "hub.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -93,7 +94,15 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
     p.precision = o->precision;
     char err[VLR_ERR_MSG_CAP];
     vlr_model *m = NULL;
-    if (vlr_model_load(o->model_dir, &p, &m, err, sizeof err) != VLR_OK) {
+    char *dir = NULL;
+    vlr_err he;
+    if (hub_model_dir(o->model_dir, &dir, &he) != VLR_OK) {
+        fprintf(stderr, "vlreward %s: cannot load model %s: %s\n", cmd, o->model_dir, he.msg);
+        return NULL;
+    }
+    vlr_status rc = vlr_model_load(dir, &p, &m, err, sizeof err);
+    free(dir);
+    if (rc != VLR_OK) {
         fprintf(stderr, "vlreward %s: cannot load model %s: %s\n", cmd, o->model_dir, err);
         return NULL;
     }

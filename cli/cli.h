@@ -40,7 +40,8 @@ typedef struct cli_model_opts {
 bool cli_parse_precision(const char *cmd, const char *v, vlr_precision *out);
 /* Consumes --model, --threads, --max-tokens, --precision; returns true if argv[i] was one of them. */
 bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad);
-/* Loads the model or prints the error; returns NULL on failure. */
+/* Loads the model or prints the error; returns NULL on failure. model_dir is a folder, or ORG/NAME[@REV]
+ * of the Hugging Face cache (hub_model_dir). */
 vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd);
 
 /* True when the n bytes are only spaces, tabs and line ends (such input lines are skipped). */
@@ -62,5 +63,6 @@ int cmd_score(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 #endif

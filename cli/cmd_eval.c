@@ -26,7 +26,7 @@ static const char help[] =
     "Output lines: {\"id\", \"category\" (or \"subset\"), \"chosen_score\", \"rejected_score\", \"correct\"}, or\n"
     "{\"id\", \"error\"} for a pair that could not be scored (the run goes on).\n"
     "\n"
-    "  --model DIR          model directory\n"
+    "  --model DIR          model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --input FILE|-       dataset rows as JSON Lines; relative image paths resolve against its folder\n"
     "  --format NAME        pairs (default), vlrewardbench or rewardbench\n"
     "  --output FILE|-      per-pair results (default stdout)\n"

@@ -5,7 +5,8 @@ static const char help[] =
     "usage: vlreward info --model DIR [--json]\n"
     "\n"
     "Loads DIR (config.json, safetensors weights, value head, tokenizer) and prints its architecture.\n"
-    "  --model DIR   model directory (Hugging Face layout)\n"
+    "  --model DIR   model directory (Hugging Face layout), or ORG/NAME[@REV] from the Hugging Face\n"
+    "                cache (see vlreward pull)\n"
     "  --json        print one JSON object instead of text\n"
     "  --precision P auto (default), f32, bf16 or int8: shows which precision and kernels would run\n";
 

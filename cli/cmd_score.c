@@ -17,7 +17,7 @@ static const char help[] =
     "{\"id\", \"image\"|\"images\", \"question\", \"answer\"}. The last message is the assistant turn scored.\n"
     "Output lines: {\"id\": ..., \"score\": S} or {\"id\": ..., \"error\": \"...\"}.\n"
     "\n"
-    "  --model DIR        model directory\n"
+    "  --model DIR        model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --input FILE|-     JSON Lines requests (default stdin); relative image paths resolve against\n"
     "                     the file's folder\n"
     "  --output FILE|-    results (default stdout)\n"

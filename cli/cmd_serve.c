@@ -43,7 +43,7 @@ static const char help[] =
     "  GET /info     the object of `vlreward info --json` plus \"version\"\n"
     "  GET /stats    counters: workers, busy_workers, queued, in_flight, scored, failed, tokens, ...\n"
     "\n"
-    "  --model DIR           model directory\n"
+    "  --model DIR           model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --host ADDR           address to bind (default 127.0.0.1, loopback only); 0.0.0.0 or :: expose\n"
     "                        the server, which reads local images and fetches URLs, to the network\n"
     "  --port N              TCP port (default 8000; 0 picks a free one). Once ready the server prints\n"

@@ -18,6 +18,7 @@ static const char overview[] =
     "  eval      accuracy on preference pairs: pairs, VL-RewardBench or RewardBench JSON Lines\n"
     "  bench     time the vision tower, the text prefill and a request at full 7B size (random weights)\n"
     "  serve     an HTTP server for RL training loops: POST /score, GET /health, GET /info\n"
+    "  pull      download a model from the Hugging Face Hub into the cache (then --model ORG/NAME)\n"
     "\n"
     "exit status: 0 success, 1 model or input error, 2 usage error\n";
 
@@ -39,6 +40,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "pull") == 0) return cmd_pull(argc - 1, argv + 1);
     fprintf(stderr, "vlreward: unknown command '%s'\n\n%s", cmd, overview);
     return EXIT_USAGE;
 }

@@ -14,6 +14,14 @@
 
 #include "common.h"
 
+/* The binary under test: $VLR_BUILD/vlreward (scripts/run-tests sets VLR_BUILD), default
+ * build/vlreward, into bin. False when it is not there (not built). */
+static inline bool test_vlreward_bin(char *bin, size_t cap) {
+    const char *build = getenv("VLR_BUILD");
+    snprintf(bin, cap, "%s/vlreward", build && *build ? build : "build");
+    return access(bin, X_OK) == 0;
+}
+
 /* Runs `cmd 2>stderr_path` in a shell; *out receives stdout (malloc'd, never NULL). Returns the exit
  * status, or -1 when the command could not run or died of a signal. */
 static inline int test_run(const char *cmd, const char *stderr_path, char **out) {
