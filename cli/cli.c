@@ -78,6 +78,10 @@ bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad) {
         if (v && !cli_parse_precision(a->cmd, v, &o->precision)) *bad = true;
         return true;
     }
+    if (cli_opt(a, "--int8-cache", false, &v, bad)) {
+        o->int8_cache = true;
+        return true;
+    }
     return false;
 }
 
@@ -92,6 +96,7 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
     p.n_threads = o->threads;
     p.max_tokens = o->max_tokens;
     p.precision = o->precision;
+    p.int8_cache = o->int8_cache;
     char err[VLR_ERR_MSG_CAP];
     vlr_model *m = NULL;
     char *dir = NULL;
@@ -107,6 +112,7 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
         return NULL;
     }
     if (m->template_warning[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, m->template_warning);
+    if (m->int8_cache_note[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, m->int8_cache_note);
     return m;
 }
 

@@ -33,12 +33,14 @@ typedef struct cli_model_opts {
     int threads;
     int max_tokens;
     vlr_precision precision; /* VLR_PRECISION_AUTO unless --precision says otherwise */
+    bool int8_cache;         /* --int8-cache */
 } cli_model_opts;
 #define CLI_MODEL_OPTS_INIT {.precision = VLR_PRECISION_AUTO}
 /* Parses --precision's value (auto, f32, bf16) into *out, or prints the usage error and returns
  * false. */
 bool cli_parse_precision(const char *cmd, const char *v, vlr_precision *out);
-/* Consumes --model, --threads, --max-tokens, --precision; returns true if argv[i] was one of them. */
+/* Consumes --model, --threads, --max-tokens, --precision, --int8-cache; returns true if argv[i] was one
+ * of them. */
 bool cli_model_opt(cli_args *a, cli_model_opts *o, bool *bad);
 /* Loads the model or prints the error; returns NULL on failure. model_dir is a folder, or ORG/NAME[@REV]
  * of the Hugging Face cache (hub_model_dir). */

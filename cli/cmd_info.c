@@ -8,7 +8,8 @@ static const char help[] =
     "  --model DIR   model directory (Hugging Face layout), or ORG/NAME[@REV] from the Hugging Face\n"
     "                cache (see vlreward pull)\n"
     "  --json        print one JSON object instead of text\n"
-    "  --precision P auto (default), f32, bf16 or int8: shows which precision and kernels would run\n";
+    "  --precision P auto (default), f32, bf16 or int8: shows which precision and kernels would run\n"
+    "  --int8-cache  int8: read (or make and write) DIR/vlreward-int8.bin, as score --int8-cache does\n";
 
 int cmd_info(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "info"};

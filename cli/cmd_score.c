@@ -31,6 +31,8 @@ static const char help[] =
     "                     reference's own bf16 inference (scores within its bf16 error); int8:\n"
     "                     int8 weights and activations in the linear layers (fastest; its score\n"
     "                     cost: eval --compare-precision)\n"
+    "  --int8-cache       int8: keep the quantized weights in DIR/vlreward-int8.bin and map them on\n"
+    "                     later loads (7.2 GB for the 7B model; a stale file is refused and rewritten)\n"
     "  --trace FILE       write per-stage summaries (the format of tests/reference/traces) as JSON Lines\n"
     "  --resume           continue into an existing --output file: ids already there are skipped, a\n"
     "                     half-written last line is redone (ids must be unique)\n"

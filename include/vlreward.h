@@ -83,6 +83,9 @@ typedef struct vlr_params {
     uint64_t max_image_pixels;   /* decompression-bomb cap, 0 = Pillow's 178,956,970 */
     uint64_t max_download_bytes; /* cap on http(s) image downloads, 0 = 64 MiB */
     int download_timeout_s;      /* 0 = 30 s */
+    int int8_cache;              /* int8 precision: 1 = keep the int8 weights in <model dir>/vlreward-int8.bin
+                                  * (mapped when it matches the checkpoint, else made and written there;
+                                  * 7.2 GB for the 7B model), 0 = quantize at every load (default) */
 } vlr_params;
 
 vlr_params vlr_default_params(void);
@@ -121,6 +124,9 @@ typedef struct vlr_model_info {
     const char *int8_layers;      /* int8 precision: which layers are int8, which stay float; else NULL */
     uint64_t int8_bytes;          /* int8 precision: bytes of the quantized weights (they replace the
                                    * stored ones, whose pages are handed back); else 0 */
+    const char *int8_cache;       /* with params.int8_cache: what the load did with the cache file
+                                   * ("int8 weights read from ...", "... written to ...", "... not cached:
+                                   * why"); else NULL */
 } vlr_model_info;
 void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
 

@@ -116,7 +116,12 @@ vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_m
     snprintf(m->kernels_name, sizeof m->kernels_name, "%s", m->kernels.isa);
     if (precision == VLR_PRECISION_INT8) {
         snprintf(m->kernels_name, sizeof m->kernels_name, "%s + %s (int8)", m->kernels.isa, m->kernels.isa_i8);
-        if ((rc = vlr_weights_quantize_int8(&m->weights, &m->cfg, m->n_threads, true, &e))) goto done;
+        if (m->params.int8_cache)
+            rc = vlr_weights_int8_cached(&m->weights, &m->cfg, m->dir, m->n_threads, true, m->int8_cache_note,
+                                         sizeof m->int8_cache_note, &e);
+        else
+            rc = vlr_weights_quantize_int8(&m->weights, &m->cfg, m->n_threads, true, &e);
+        if (rc) goto done;
     }
     m->max_tokens = m->cfg.text.max_position_embeddings;
     if (m->params.max_tokens > 0 && m->params.max_tokens < m->max_tokens) m->max_tokens = m->params.max_tokens;
@@ -179,6 +184,7 @@ void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
     info->float_precision = vlr_precision_name(m->kernels.float_precision);
     info->int8_layers = m->kernels.precision == VLR_PRECISION_INT8 ? vlr_int8_layers() : NULL;
     info->int8_bytes = m->weights.qweight_bytes;
+    info->int8_cache = m->int8_cache_note[0] ? m->int8_cache_note : NULL;
     info->precision_reason = m->precision_reason;
 }
 

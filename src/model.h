@@ -22,6 +22,7 @@ struct vlr_model {
     vlr_tokenizer *tokenizer;
     vlr_kernels kernels;      /* the table for (this CPU's ISA, the resolved precision) */
     char kernels_name[64];    /* its name for info: the float table's ISA [+ the int8 kernel's] */
+    char int8_cache_note[4096 + 160]; /* params.int8_cache: what the load did with the file */
     const char *precision_reason; /* static: "requested", or what `auto` saw on this CPU */
     int n_threads;            /* resolved from params (0 = online CPUs) */
     int max_tokens;           /* resolved from params and the config */

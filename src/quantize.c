@@ -40,38 +40,59 @@ const char *vlr_int8_layers(void) {
            "float: patch embedding, merger, value head";
 }
 
-/* The whole pages inside [p, p + n), given back to the kernel. */
-static void release_pages(const void *p, size_t n) {
+/* madvise(advice) on the whole pages inside [p, p + n). Advice only: a failure (an older kernel
+ * without MADV_POPULATE_READ, say) costs time or memory, never a result. */
+static void advise_pages(const void *p, size_t n, int advice) {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     const uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
-    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: a failure only costs memory */
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, advice);
 }
 
 static int group_reps(const vlr_config *cfg, vlr_tensor_group g) {
     return g == VLR_TG_VISION_BLOCK ? cfg->vision.depth : g == VLR_TG_TEXT_LAYER ? cfg->text.num_layers : 1;
 }
 
-vlr_status vlr_weights_quantize_int8(vlr_weights *w, const vlr_config *cfg, int n_threads, bool release,
-                                     vlr_err *e) {
-    size_t total = 0;
-    for (size_t d = 0; d < N_INT8; d++) total += (size_t)group_reps(cfg, int8_tensors[d].group);
-    w->qweights = calloc(total ? total : 1, sizeof *w->qweights);
-    if (!w->qweights) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
-    /* layer by layer in checkpoint order, so the pages given back follow the file's order */
+size_t vlr_int8_tensors(vlr_weights *w, const vlr_config *cfg, vlr_tensor **out) {
+    size_t n = 0;
     for (size_t d = 0; d < N_INT8; d++) {
         const int reps = group_reps(cfg, int8_tensors[d].group);
         for (int l = 0; l < reps; l++) {
             vlr_tensor *t = vlr_weights_field(w, int8_tensors[d].group, l, int8_tensors[d].offset);
             if (!t->data || t->ndim != 2) continue; /* absent: the forward pass reports it */
-            vlr_qweight *q = &w->qweights[w->n_qweights];
-            vlr_status rc = vlr_qweight_quantize(q, t->data, t->dtype, (int)t->shape[0], (int)t->shape[1],
-                                                 n_threads, e);
-            if (rc) return rc; /* what was made so far is freed with the weights */
-            w->n_qweights++;
-            w->qweight_bytes += q->bytes;
-            t->q = q;
-            if (release) release_pages(t->data, (size_t)vlr_tensor_numel(t) * vlr_dtype_size(t->dtype));
+            if (out) out[n] = t;
+            n++;
         }
     }
-    return VLR_OK;
+    return n;
+}
+
+vlr_status vlr_weights_quantize_int8(vlr_weights *w, const vlr_config *cfg, int n_threads, bool release,
+                                     vlr_err *e) {
+    const size_t total = vlr_int8_tensors(w, cfg, NULL);
+    vlr_tensor **list = calloc(total ? total : 1, sizeof *list);
+    w->qweights = calloc(total ? total : 1, sizeof *w->qweights);
+    if (!list || !w->qweights) {
+        free(list);
+        return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+    }
+    vlr_int8_tensors(w, cfg, list);
+    vlr_status rc = VLR_OK;
+    for (size_t i = 0; i < total && !rc; i++) {
+        vlr_tensor *t = list[i];
+        vlr_qweight *q = &w->qweights[w->n_qweights];
+        const size_t bytes = (size_t)vlr_tensor_numel(t) * vlr_dtype_size(t->dtype);
+#ifdef MADV_POPULATE_READ
+        /* the stored values are read once, all of them: mapped in one call rather than by a page
+         * fault per 4 KiB (7B shapes, a busy machine: 17.8 -> 14.0 s of system time) */
+        if (release) advise_pages(t->data, bytes, MADV_POPULATE_READ);
+#endif
+        rc = vlr_qweight_quantize(q, t->data, t->dtype, (int)t->shape[0], (int)t->shape[1], n_threads, e);
+        if (rc) break; /* what was made so far is freed with the weights */
+        w->n_qweights++;
+        w->qweight_bytes += q->bytes;
+        t->q = q;
+        if (release) advise_pages(t->data, bytes, MADV_DONTNEED);
+    }
+    free(list);
+    return rc;
 }

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "json.h"
 #include "kernels/kernels.h"
@@ -402,6 +403,8 @@ done:
 void vlr_weights_free_int8(vlr_weights *w) {
     for (int i = 0; i < w->n_qweights; i++) vlr_qweight_free(&w->qweights[i]);
     free(w->qweights);
+    if (w->int8_map) munmap(w->int8_map, w->int8_map_size);
+    w->int8_map = NULL;
     w->qweights = NULL;
     w->n_qweights = 0;
     w->qweight_bytes = 0;

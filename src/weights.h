@@ -99,6 +99,8 @@ typedef struct vlr_weights {
     vlr_qweight *qweights;   /* [n_qweights] the int8 forms the tensors' q point to (quantize.c) */
     int n_qweights;
     uint64_t qweight_bytes;  /* their bytes */
+    void *int8_map;          /* the cache file they are views into (int8_cache.c), or NULL */
+    size_t int8_map_size;
 } vlr_weights;
 
 /* The manifest's groups: where a tensor's field lives and which name prefix it takes. The numbers are

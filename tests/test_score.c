@@ -8,9 +8,11 @@
  * the order of every two cases whose float64 scores differ by more than 0.1 kept (the reference
  * pipeline has no int8 mode to compare with). Then, in each precision, determinism: 1 vs 2 threads,
  * a request alone vs after others in a session, and prefix reuse must give bit-identical scores. */
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -476,6 +478,90 @@ static void test_every_isa(const char *cases_text, const char *exp_text, vlr_pre
     vlr_model_free(m);
 }
 
+/* Loads dir in int8 with the cache file and scores the first n golden cases into scores[]; the
+ * load's note must contain want_note. */
+static void int8_cached_scores(const char *dir, const char *cases_text, int n, const char *want_note, double *scores) {
+    vlr_params params = vlr_default_params();
+    params.n_threads = 2;
+    params.precision = VLR_PRECISION_INT8;
+    params.int8_cache = 1;
+    char err[1024];
+    vlr_model *m = NULL;
+    vlr_session *s = NULL;
+    CHECK(vlr_model_load(dir, &params, &m, err, sizeof err) == VLR_OK && vlr_session_init(m, &s) == VLR_OK,
+          "int8 cache load: %s", err);
+    if (!s) {
+        vlr_model_free(m);
+        return;
+    }
+    vlr_model_info info;
+    vlr_model_get_info(m, &info);
+    CHECK(info.int8_cache && strstr(info.int8_cache, want_note), "int8 cache: note '%s', want '%s'",
+          info.int8_cache ? info.int8_cache : "(none)", want_note);
+    const char *line = cases_text;
+    for (int i = 0; i < n && *line; i++) {
+        const char *end = strchr(line, '\n');
+        const size_t len = end ? (size_t)(end - line) : strlen(line);
+        scores[i] = NAN;
+        CHECK(vlr_score_json(s, line, len, "tests/reference", &scores[i]) == VLR_OK, "int8 cache: %s",
+              vlr_session_errmsg(s));
+        line = end ? end + 1 : line + len;
+    }
+    vlr_session_free(s);
+    vlr_model_free(m);
+}
+
+/* params.int8_cache: the first load writes DIR/vlreward-int8.bin, the next maps it, and the scores are
+ * the same bits as quantizing at load; a checkpoint changed in place (its mtime), a truncated file
+ * and a file that cannot be replaced are each handled without an error. */
+static void test_int8_cache(const char *cases_text) {
+    enum { N = 4 };
+    char dir[] = "/tmp/vlr_int8_cache_XXXXXX", path[256], cmd[512];
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    /* a copy of tiny-a (the weights copied, not linked, so that their time can change) */
+    snprintf(cmd, sizeof cmd, "cp " MODEL "/* %s/", dir);
+    CHECK(system(cmd) == 0, "copy the model");
+    double plain[N], first[N], again[N], stale[N], cut[N], blocked[N];
+    vlr_model *m = load(2, VLR_PRECISION_INT8);
+    vlr_session *s = NULL;
+    if (m && vlr_session_init(m, &s) == VLR_OK) {
+        const char *line = cases_text;
+        for (int i = 0; i < N; i++) {
+            const char *end = strchr(line, '\n');
+            vlr_score_json(s, line, (size_t)(end - line), "tests/reference", &plain[i]);
+            line = end + 1;
+        }
+    }
+    vlr_session_free(s);
+    vlr_model_free(m);
+    int8_cached_scores(dir, cases_text, N, "written to", first);
+    snprintf(path, sizeof path, "%s/vlreward-int8.bin", dir);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size > 100000, "the cache file was written");
+    int8_cached_scores(dir, cases_text, N, "read from", again);
+    /* the checkpoint changes in place: the key (mtime) no longer matches, the file is rewritten */
+    snprintf(cmd, sizeof cmd, "%s/model.safetensors", dir);
+    struct timespec times[2] = {{0, UTIME_NOW}, {12345, 678}};
+    CHECK(utimensat(AT_FDCWD, cmd, times, 0) == 0, "touch the weights");
+    int8_cached_scores(dir, cases_text, N, "written to", stale);
+    /* a truncated file is refused (and rewritten) */
+    CHECK(truncate(path, st.st_size / 2) == 0, "truncate the cache");
+    int8_cached_scores(dir, cases_text, N, "written to", cut);
+    /* a path that cannot be replaced: the load goes on, quantizing, and says so */
+    CHECK(unlink(path) == 0 && mkdir(path, 0700) == 0, "a folder in the cache file's place");
+    int8_cached_scores(dir, cases_text, N, "not cached", blocked);
+    for (int i = 0; i < N; i++)
+        CHECK(!memcmp(&plain[i], &first[i], 8) && !memcmp(&plain[i], &again[i], 8) && !memcmp(&plain[i], &stale[i], 8) &&
+              !memcmp(&plain[i], &cut[i], 8) && !memcmp(&plain[i], &blocked[i], 8),
+              "case %d: int8 scores %.17g (quantized at load), %.17g %.17g %.17g %.17g %.17g (cache)", i, plain[i],
+              first[i], again[i], stale[i], cut[i], blocked[i]);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "clean up");
+}
+
 int main(void) {
     char *cases_text, *exp_text;
     size_t cases_len, exp_len;
@@ -491,6 +577,7 @@ int main(void) {
     TEST_RUN_WITH(run_suite, cases_text, exp_text, VLR_PRECISION_INT8);
     TEST_RUN_WITH(test_every_isa, cases_text, exp_text, VLR_PRECISION_BF16);
     TEST_RUN_WITH(test_every_isa, cases_text, exp_text, VLR_PRECISION_INT8);
+    TEST_RUN_WITH(test_int8_cache, cases_text);
     /* auto is one of the two, as the CPU table says, and a bad value is refused by name */
     vlr_model *m = load(1, VLR_PRECISION_AUTO);
     CHECK(m && m->kernels.precision == vlr_precision_for_cpu(NULL), "auto resolved to %d",

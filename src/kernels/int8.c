@@ -73,19 +73,14 @@ VLR_I8_CLONES static int32_t quantize_values(int8_t *q, const float *v, int n, f
 vlr_status vlr_qweight_quantize(vlr_qweight *q, const void *w, vlr_dtype dt, int n, int k, int n_threads,
                                 vlr_err *e) {
     memset(q, 0, sizeof *q);
-    if (n <= 0 || k <= 0 || k > VLR_I8_MAX_K)
+    const size_t bytes = vlr_qweight_bytes(n, k);
+    if (!bytes)
         return vlr_fail(e, VLR_ERR_CONFIG, "int8 weights: [%d, %d] is outside 1 <= k <= %d", n, k, VLR_I8_MAX_K);
-    const size_t n_pad = round_up((size_t)n, VLR_I8_NR), k4 = round_up((size_t)k, 4);
-    const size_t packed_bytes = round_up(n_pad * k4, 64), vec_bytes = round_up(n_pad * 4, 64);
-    char *block = vlr_malloc_huge(packed_bytes + 2 * vec_bytes, e);
+    void *block = vlr_malloc_huge(bytes, e);
     if (!block) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory for int8 weights [%d, %d]", n, k);
-    q->n = n;
-    q->k = k;
-    q->k4 = (int)k4;
-    q->packed = (int8_t *)block;
-    q->scale = (float *)(block + packed_bytes);
-    q->offset_sum = (int32_t *)(block + packed_bytes + vec_bytes);
-    q->bytes = packed_bytes + 2 * vec_bytes;
+    vlr_qweight_view(q, n, k, block);
+    q->owned = block;
+    const size_t n_pad = round_up((size_t)n, VLR_I8_NR), k4 = (size_t)q->k4;
     const int n_panels = (int)(n_pad / VLR_I8_NR);
     bool ok = true;
     (void)n_threads; /* only the pragma reads it */
@@ -131,8 +126,36 @@ vlr_status vlr_qweight_quantize(vlr_qweight *q, const void *w, vlr_dtype dt, int
 
 void vlr_qweight_free(vlr_qweight *q) {
     if (!q) return;
-    free(q->packed); /* the block's start: scale and offset_sum live in it */
+    free(q->owned);
     memset(q, 0, sizeof *q);
+}
+
+/* [packed: n_pad · k4][scale: n_pad floats][offset_sum: n_pad int32], each part 64-aligned */
+static void qweight_parts(int n, int k, size_t *packed_bytes, size_t *vec_bytes) {
+    const size_t n_pad = round_up((size_t)n, VLR_I8_NR), k4 = round_up((size_t)k, 4);
+    *packed_bytes = round_up(n_pad * k4, 64);
+    *vec_bytes = round_up(n_pad * 4, 64);
+}
+
+size_t vlr_qweight_bytes(int n, int k) {
+    if (n <= 0 || k <= 0 || k > VLR_I8_MAX_K) return 0;
+    size_t packed_bytes, vec_bytes;
+    qweight_parts(n, k, &packed_bytes, &vec_bytes);
+    return packed_bytes + 2 * vec_bytes;
+}
+
+void vlr_qweight_view(vlr_qweight *q, int n, int k, const void *block) {
+    size_t packed_bytes, vec_bytes;
+    qweight_parts(n, k, &packed_bytes, &vec_bytes);
+    char *b = (char *)block; /* read-only in use: the kernels take the struct as const */
+    memset(q, 0, sizeof *q);
+    q->n = n;
+    q->k = k;
+    q->k4 = (int)round_up((size_t)k, 4);
+    q->packed = (int8_t *)b;
+    q->scale = (float *)(b + packed_bytes);
+    q->offset_sum = (int32_t *)(b + packed_bytes + vec_bytes);
+    q->bytes = packed_bytes + 2 * vec_bytes;
 }
 
 void vlr_i8_pack_rows(uint32_t *dst, float *sx, const float *x, size_t ldx, int rows, int k, int k4,

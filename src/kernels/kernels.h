@@ -74,14 +74,22 @@ typedef struct vlr_qweight {
                           * ((j/32)·(k4/4) + p/4)·128 + (j%32)·4 + p%4; padding columns are zero */
     float *scale;        /* [ceil(n/32)·32] sw; 0 past n */
     int32_t *offset_sum; /* [ceil(n/32)·32] 128 · sum_k wq[j][k], for kernels that feed xq + 128 as u8 */
-    size_t bytes;        /* of the three arrays */
+    size_t bytes;        /* of the three arrays: one block of vlr_qweight_bytes(n, k), packed first */
+    void *owned;         /* that block when this struct allocated it (else it is a view: a file map) */
 } vlr_qweight;
+
+/* The bytes of the block an [n, k] int8 matrix takes (packed, scales, offset sums, each 64-aligned);
+ * 0 when k is out of range. */
+size_t vlr_qweight_bytes(int n, int k);
+/* Points q at a block laid out as vlr_qweight_quantize writes it (64-byte aligned), without copying
+ * or owning it. */
+void vlr_qweight_view(vlr_qweight *q, int n, int k, const void *block);
 
 /* Quantizes w ([n, k] in dt) into q with n_threads OpenMP threads (results do not depend on it).
  * VLR_ERR_CONFIG when k > VLR_I8_MAX_K, VLR_ERR_NOMEM. */
 vlr_status vlr_qweight_quantize(vlr_qweight *q, const void *w, vlr_dtype dt, int n, int k, int n_threads,
                                 vlr_err *e);
-void vlr_qweight_free(vlr_qweight *q); /* zeroed structs are fine */
+void vlr_qweight_free(vlr_qweight *q); /* zeroed structs and views are fine */
 
 static inline int8_t vlr_qweight_at(const vlr_qweight *q, int j, int p) {
     return q->packed[((size_t)(j / VLR_I8_NR) * (size_t)(q->k4 / 4) + (size_t)(p / 4)) * (4 * VLR_I8_NR) +
