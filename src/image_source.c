@@ -4,91 +4,15 @@
  * "base64,"), anything else a local path. Relative paths resolve against base_dir.
  *
  * Differences from upstream, on purpose: downloads have a timeout, a redirect limit and a size
- * cap; the base64 decoder is strict (upstream's b64decode silently drops characters outside the
- * alphabet; we only skip ASCII whitespace and reject the rest, and require correct padding).
+ * cap; the base64 decoder is strict (base64.c).
  * Not here: decoding the image (image_decode.c). */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <curl/curl.h>
 
+#include "base64.h"
 #include "image.h"
-
-/* ---- data: URIs ---------------------------------------------------------------------------- */
-
-static int b64_value(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-static bool b64_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
-
-/* Standard alphabet, '=' padding required to a multiple of 4 symbols, whitespace skipped. The
- * buffer is sized by the cap, not by the text, and decoding stops as soon as the cap is passed. */
-static vlr_status base64_decode(const char *s, size_t len, uint64_t cap, uint8_t **out, size_t *n, vlr_err *e) {
-    *out = NULL;
-    *n = 0;
-    size_t most = len / 4 * 3; /* whitespace only makes the data shorter */
-    if (most > cap) most = (size_t)cap;
-    uint8_t *buf = vlr_malloc(most + 3, e); /* + 3: the quantum that passes the cap */
-    if (!buf) return VLR_ERR_NOMEM;
-    size_t o = 0, symbols = 0, pad = 0;
-    uint32_t acc = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (b64_space(c)) continue;
-        if (c == '=') {
-            pad++;
-            symbols++;
-            if (pad > 2) goto bad_pad;
-            continue;
-        }
-        int v = b64_value(c);
-        if (v < 0) {
-            free(buf);
-            return vlr_fail(e, VLR_ERR_FORMAT, "data URI: invalid base64 character 0x%02x at offset %zu", c, i);
-        }
-        if (pad) goto bad_pad; /* data after padding */
-        acc = acc << 6 | (uint32_t)v;
-        symbols++;
-        if (symbols % 4 == 0) {
-            if (o > most) goto too_large; /* past the cap already; else the 3 bytes fit */
-            buf[o++] = (uint8_t)(acc >> 16);
-            buf[o++] = (uint8_t)(acc >> 8);
-            buf[o++] = (uint8_t)acc;
-            acc = 0;
-        }
-    }
-    if (symbols % 4 != 0) goto bad_pad;
-    if (pad) {
-        /* the last quantum held 4 - pad symbols: acc has (4 - pad) * 6 bits */
-        if (o > most) goto too_large;
-        if (pad == 1) {
-            buf[o++] = (uint8_t)(acc >> 10);
-            buf[o++] = (uint8_t)(acc >> 2);
-        } else {
-            buf[o++] = (uint8_t)(acc >> 4);
-        }
-    }
-    if (o == 0) {
-        free(buf);
-        return vlr_fail(e, VLR_ERR_FORMAT, "data URI: no data after \"base64,\"");
-    }
-    if (o > cap) goto too_large;
-    *out = buf;
-    *n = o;
-    return VLR_OK;
-too_large:
-    free(buf);
-    return vlr_fail(e, VLR_ERR_LIMIT, "data URI: more than the limit of %llu bytes", (unsigned long long)cap);
-bad_pad:
-    free(buf);
-    return vlr_fail(e, VLR_ERR_FORMAT, "data URI: incorrect base64 padding");
-}
 
 /* ---- http(s) ------------------------------------------------------------------------------- */
 
@@ -178,7 +102,7 @@ vlr_status vlr_image_read_source(const char *source, const char *base_dir, const
         if (!b64) return vlr_fail(e, VLR_ERR_INPUT, "data URI without \"base64,\": only base64 data URIs are supported");
         uint64_t cap = lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
         b64 += 7;
-        return base64_decode(b64, strlen(b64), cap, bytes, n, e);
+        return vlr_base64_decode(b64, strlen(b64), cap, "data URI", bytes, n, e);
     }
     if (strncmp(source, "data:", 5) == 0)
         return vlr_fail(e, VLR_ERR_INPUT, "data URI is not an image (expected data:image/...;base64,...)");

@@ -28,6 +28,8 @@
 #include <png.h>
 #include <webp/encode.h>
 
+#include "base64.h"
+#include "eval.h"
 #include "image.h"
 #include "json.h"
 #include "test.h"
@@ -1002,17 +1004,65 @@ static void test_hostile(void) {
 /* ---- sources ---------------------------------------------------------------------------------- */
 
 static char *base64(const uint8_t *d, size_t n) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *o = malloc(4 * ((n + 2) / 3) + 1), *p = o;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
-        *p++ = tab[v >> 18];
-        *p++ = tab[(v >> 12) & 63];
-        *p++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        *p++ = i + 2 < n ? tab[v & 63] : '=';
+    vlr_buf b = {0};
+    vlr_base64_encode(&b, d, n);
+    return b.data;
+}
+
+/* One codec for every reader of base64 (data: URIs, eval's image bytes): the RFC 4648 vectors both
+ * ways, and the six ASCII whitespace characters skipped by the strict decoder, by the head decoder and
+ * by eval's plain-base64 detection alike (two copies used to disagree on \v and \f). */
+static void test_base64(void) {
+    static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    vlr_err e = {0};
+    for (size_t i = 0; i < 7; i++) {
+        char *t = base64((const uint8_t *)plain[i], strlen(plain[i]));
+        CHECK(t && strcmp(t, coded[i]) == 0, "encode \"%s\": %s", plain[i], t ? t : "(null)");
+        free(t);
+        uint8_t *out = NULL;
+        size_t n = 0;
+        if (i) {
+            CHECK(vlr_base64_decode(coded[i], strlen(coded[i]), 100, "t", &out, &n, &e) == VLR_OK && n == strlen(plain[i]) &&
+                      memcmp(out, plain[i], n) == 0,
+                  "decode %s: %s", coded[i], e.msg);
+            free(out);
+        }
     }
-    *p = '\0';
-    return o;
+    const char spaces[] = " \t\n\v\f\r";
+    for (size_t k = 0; k < 6; k++) {
+        char text[64], uri[96], eval_text[2100];
+        snprintf(text, sizeof text, "Zm9v%cYmFy", spaces[k]);
+        uint8_t *out = NULL, head[8];
+        size_t n = 0;
+        CHECK(vlr_base64_decode(text, strlen(text), 100, "t", &out, &n, &e) == VLR_OK && n == 6 && memcmp(out, "foobar", 6) == 0,
+              "whitespace 0x%02x skipped by the strict decoder: %s", spaces[k], e.msg);
+        free(out);
+        CHECK(vlr_base64_decode_head(text, strlen(text), head, sizeof head) == 6 && memcmp(head, "foobar", 6) == 0,
+              "whitespace 0x%02x skipped by the head decoder", spaces[k]);
+        snprintf(uri, sizeof uri, "data:image/png;base64,%s", text);
+        out = NULL;
+        CHECK(vlr_image_read_source(uri, NULL, NULL, &out, &n, &e) == VLR_OK && n == 6, "data URI with 0x%02x: %s",
+              spaces[k], e.msg);
+        free(out);
+        /* eval: plain base64 long enough to be data, with the whitespace inside, becomes a data URI */
+        memset(eval_text, 'A', 1500);
+        eval_text[700] = spaces[k];
+        eval_text[1500] = '\0';
+        vlr_json_doc *d = NULL;
+        vlr_buf json = {0}, src = {0};
+        vlr_buf_puts(&json, "{\"image\": ");
+        vlr_buf_json_string(&json, eval_text, 1500);
+        vlr_buf_puts(&json, "}");
+        d = vlr_json_parse(json.data, json.len, &e);
+        CHECK(d && vlr_eval_image_source(vlr_json_get(vlr_json_root(d), "image"), &src, &e) == VLR_OK && src.data &&
+                  strncmp(src.data, "data:image/png;base64,", 22) == 0,
+              "eval reads base64 with 0x%02x as image bytes: %.40s", spaces[k], src.data ? src.data : e.msg);
+        vlr_json_free(d);
+        vlr_buf_free(&json);
+        vlr_buf_free(&src);
+    }
+    CHECK(!vlr_base64_is_text("QUJD*", 5) && vlr_base64_is_text("QU JD==", 7), "is_text");
 }
 
 static void test_sources(void) {
@@ -1353,6 +1403,7 @@ int main(void) {
     TEST_RUN(test_jpeg_variants);
     TEST_RUN(test_webp_bmp);
     TEST_RUN(test_hostile);
+    TEST_RUN(test_base64);
     TEST_RUN(test_sources);
     TEST_RUN(test_http);
     const char *b = getenv("VLR_IMAGE_BENCH"); /* a measurement, not a test: opt-in */
