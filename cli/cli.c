@@ -91,6 +91,7 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
     p.n_threads = o->threads;
     p.max_tokens = o->max_tokens;
     p.precision = o->precision;
+    p.max_image_pixels = o->max_image_pixels;
     char err[VLR_ERR_MSG_CAP];
     vlr_model *m = NULL;
     if (vlr_model_load(o->model_dir, &p, &m, err, sizeof err) != VLR_OK) {

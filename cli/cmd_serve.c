@@ -32,6 +32,7 @@
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
     "                      [--image-root DIR] [--allow-any-path] [--max-body-mb 64] [--max-tokens N]\n"
+    "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
     "                      [--vision-cache MB] [--max-connections 64] [--idle-timeout 300] [--quiet]\n"
     "\n"
     "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
@@ -54,7 +55,13 @@ static const char help[] =
     "  --image-root DIR      folder that relative image paths resolve against (default: current)\n"
     "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
     "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
-    "  --max-tokens N        refuse requests longer than N tokens (default: the model's context)\n"
+    "  --max-tokens N        refuse requests longer than N tokens (default: the model's context); an\n"
+    "                        image's tokens are checked from its header, before it is decoded\n"
+    "  --max-batch N         requests in one body (default 1024); a larger batch gets 413\n"
+    "  --max-image-pixels N  refuse an image whose header declares more pixels (default 33554432 =\n"
+    "                        2^25, e.g. 8192x4096), or that would be resized to more\n"
+    "  --max-batch-pixels N  decoded + resized pixels of all images of one body, from their headers\n"
+    "                        (default 4294967296 = 2^32); a body that needs more gets 413\n"
     "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
@@ -312,6 +319,7 @@ int cmd_serve(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *host = "127.0.0.1", *image_root = ".";
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
+    long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -328,6 +336,9 @@ int cmd_serve(int argc, char **argv) {
             {"--vision-cache", 0, 1L << 20, &cache_mb, "megabytes (0..1048576)"},
             {"--max-connections", 1, 10000, &max_conn, "1..10000"},
             {"--idle-timeout", 0, 86400, &idle_s, "seconds (0..86400)"},
+            {"--max-batch", 1, 1L << 20, &max_batch, "1..1048576"},
+            {"--max-image-pixels", 1, 1L << 31, &max_image_pixels, "1..2147483648"},
+            {"--max-batch-pixels", 1, 1L << 50, &max_batch_pixels, "1..2^50"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -369,10 +380,12 @@ int cmd_serve(int argc, char **argv) {
     s.t_start = vlr_now();
     struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
+    mo.max_image_pixels = (uint64_t)max_image_pixels;
     vlr_model *m = cli_load_model(&mo, "serve");
     if (!m) goto done;
     serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
-                     .image_root = root, .allow_any_path = allow_any};
+                     .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
+                     .max_batch_pixels = (uint64_t)max_batch_pixels};
     vlr_err e = {0};
     if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
@@ -418,9 +431,11 @@ int cmd_serve(int argc, char **argv) {
                 numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "");
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
-                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB\n",
+                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
+                        "%ld pixels per image, %ld per batch, %d tokens per request\n",
                 mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
-                allow_any ? " (any path allowed)" : "", max_body_mb);
+                allow_any ? " (any path allowed)" : "", max_body_mb, max_batch, max_image_pixels, max_batch_pixels,
+                m->max_tokens);
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
     int sig = 0;

@@ -10,6 +10,8 @@
  * Not here: HTTP, routing, signals, logging (cmd_serve.c). */
 #include "serve.h"
 
+#include "admission.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,9 @@ struct serve_pool {
     serve_worker *workers;
     const char *image_root;
     bool allow_any_path;
+    size_t max_batch, max_values;
+    uint64_t max_batch_pixels;
+    const vlr_model *model;
 };
 
 static void run_job(vlr_session *s, serve_job *job) {
@@ -110,6 +115,10 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
     pthread_cond_init(&p->work, NULL);
     p->image_root = o->image_root;
     p->allow_any_path = o->allow_any_path;
+    p->model = o->model;
+    p->max_batch = o->max_batch;
+    p->max_values = (o->max_batch > 64 ? o->max_batch : 64) * (size_t)SERVE_VALUES_PER_REQUEST;
+    p->max_batch_pixels = o->max_batch_pixels;
     p->workers = vlr_calloc((size_t)o->workers, sizeof *p->workers, e);
     if (!p->workers) {
         rc = VLR_ERR_NOMEM;
@@ -270,6 +279,20 @@ static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
     pthread_cond_destroy(&g.done);
 }
 
+/* Admission of one parsed request: the image-path policy, then its images costed from their headers
+ * against the model's limits (nothing is decoded). */
+static vlr_status admit(serve_pool *p, const vlr_request *req, vlr_cost *cost, vlr_err *e) {
+    memset(cost, 0, sizeof *cost);
+    if (!p->allow_any_path) {
+        vlr_status rc = serve_check_image_paths(req, p->image_root, e);
+        if (rc) return rc;
+    }
+    vlr_image_limits lim = {.max_pixels = p->model->params.max_image_pixels,
+                            .max_download_bytes = p->model->params.max_download_bytes,
+                            .max_tokens = (uint64_t)p->model->max_tokens};
+    return vlr_request_cost(req, &p->model->cfg.preproc, &lim, cost, e);
+}
+
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out) {
     out->status = 200;
     out->tokens = 0;
@@ -279,10 +302,19 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
     vlr_parsed_request *parsed = NULL;
     serve_job *jobs = NULL;
     size_t n = 0;
-    vlr_json_doc *doc = vlr_json_parse(body, len, &e);
-    if (!doc) {
-        if (len == 0) plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
-        else plain_error(out, 400, "invalid JSON: %s", e.msg);
+    vlr_json_doc *doc = NULL;
+    if (len == 0) {
+        plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
+        goto done;
+    }
+    /* Each JSON value costs the parser ~50 bytes whatever its text: "0," is two bytes. */
+    if (vlr_json_value_bound(body, len) > p->max_values) {
+        plain_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
+                              "(--max-batch)", p->max_values, p->max_batch);
+        goto done;
+    }
+    if (!(doc = vlr_json_parse(body, len, &e))) {
+        plain_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
         goto done;
     }
     const vlr_json *root = vlr_json_root(doc);
@@ -302,6 +334,11 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
         out->batch = true;
         items = list->items;
         n = list->len;
+        if (n > p->max_batch) {
+            plain_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
+                        p->max_batch);
+            goto done;
+        }
     }
     out->n_requests = n;
     if (n) {
@@ -312,13 +349,21 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
             goto done;
         }
     }
+    uint64_t pixels = 0;
     for (size_t i = 0; i < n; i++) {
         serve_job *job = &jobs[i];
+        vlr_cost cost;
         vlr_status rc = vlr_request_from_json(&items[i], i, p->image_root, &parsed[i], &job->err);
-        if (rc == VLR_OK && !p->allow_any_path) rc = serve_check_image_paths(&parsed[i].req, p->image_root, &job->err);
+        if (rc == VLR_OK) rc = admit(p, &parsed[i].req, &cost, &job->err);
         job->err.code = rc;
         job->req = &parsed[i].req;
         job->queued = rc == VLR_OK;
+        if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
+            plain_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
+                        out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,
+                        out->batch ? ": split the batch" : "");
+            goto done;
+        }
     }
     run_group(p, jobs, n);
 

@@ -17,6 +17,8 @@ typedef struct serve_opts {
     size_t vision_cache_bytes; /* per session; 0 = off */
     const char *image_root;    /* absolute folder that relative image paths resolve against */
     bool allow_any_path;       /* allow local images outside image_root */
+    size_t max_batch;          /* requests in one body (413 beyond); also sets the JSON value cap */
+    uint64_t max_batch_pixels; /* decoded + resized image pixels of one body, from the headers (413) */
 } serve_opts;
 
 /* Creates the sessions and starts the workers. On failure nothing is left running. */
@@ -24,17 +26,26 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e);
 /* Lets the workers finish what is queued, joins them, frees the sessions. NULL is a no-op. */
 void serve_pool_stop(serve_pool *p);
 
+/* JSON values a body may hold per request of --max-batch (a request of the documented shapes has a
+ * few dozen), so that the parse of a body is bounded before it starts. */
+#define SERVE_VALUES_PER_REQUEST 1024
+
 typedef struct serve_reply {
-    int status;         /* HTTP status: 200, 400, 422, 500, 503 */
+    int status;         /* HTTP status: 200, 400, 413, 422, 500, 503 */
     vlr_buf body;       /* JSON object, no trailing newline */
     uint64_t tokens;    /* tokens scored (after image placeholder expansion) */
     size_t n_requests;  /* 1 for a single request, else the batch size */
     bool batch;
 } serve_reply;
 
-/* Handles a POST /score body: parses it, checks every request, queues them, waits for the workers
- * and writes {"id", "score"} / {"id", "error"} or {"results": [...]}. Blocks the calling thread
- * until its requests are scored. Thread-safe. out->body is owned by the caller. */
+/* Handles a POST /score body: bounds its JSON values (413), parses it, bounds a batch to max_batch
+ * requests (413), then admits the requests one by one: each is checked (fields, image paths) and its
+ * images costed from their headers (pixel cap, token limit: a request that fails gets its error,
+ * nothing decoded), and the body's pixels are charged against max_batch_pixels (413 for the whole
+ * body when it runs out, before anything is queued). Then it queues what was admitted, waits for
+ * the workers and writes {"id", "score"} / {"id", "error"} or {"results": [...]}: the reply holds one
+ * short object per admitted request, so it is bounded by max_batch. Blocks the calling thread until
+ * its requests are scored. Thread-safe. out->body is owned by the caller. */
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out);
 
 /* Counters for GET /stats. */

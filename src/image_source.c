@@ -6,8 +6,12 @@
  * Differences from upstream, on purpose: downloads have a timeout, a redirect limit and a size
  * cap; the base64 decoder is strict (base64.c).
  * Not here: decoding the image (image_decode.c). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -90,34 +94,117 @@ static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_
 
 /* ---- entry --------------------------------------------------------------------------------- */
 
+static bool is_remote(const char *source) {
+    return strncmp(source, "http://", 7) == 0 || strncmp(source, "https://", 8) == 0;
+}
+
+/* The base64 text of a data:image URI, or NULL with the error. */
+static const char *data_uri_base64(const char *source, vlr_err *e) {
+    const char *b64 = strstr(source, "base64,");
+    if (!b64) vlr_fail(e, VLR_ERR_INPUT, "data URI without \"base64,\": only base64 data URIs are supported");
+    return b64 ? b64 + 7 : NULL;
+}
+
+/* The file a local reference names (file:// taken off, relative paths joined to base_dir): *path
+ * points into source, or is *joined (malloc'd, to free). */
+static vlr_status local_path(const char *source, const char *base_dir, const char **path, char **joined, vlr_err *e) {
+    *joined = NULL;
+    *path = strncmp(source, "file://", 7) == 0 ? source + 7 : source;
+    if (!(*path)[0]) return vlr_fail(e, VLR_ERR_INPUT, "%s: empty path", source);
+    if ((*path)[0] != '/' && base_dir && base_dir[0]) {
+        if (!(*joined = vlr_path_join(base_dir, *path))) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+        *path = *joined;
+    }
+    return VLR_OK;
+}
+
+static vlr_status not_an_image_uri(vlr_err *e) {
+    return vlr_fail(e, VLR_ERR_INPUT, "data URI is not an image (expected data:image/...;base64,...)");
+}
+
+static uint64_t download_cap(const vlr_image_limits *lim) {
+    return lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
+}
+
 vlr_status vlr_image_read_source(const char *source, const char *base_dir, const vlr_image_limits *lim,
                                  uint8_t **bytes, size_t *n, vlr_err *e) {
     *bytes = NULL;
     *n = 0;
     if (!source || !source[0]) return vlr_fail(e, VLR_ERR_INPUT, "empty image reference");
-    if (strncmp(source, "http://", 7) == 0 || strncmp(source, "https://", 8) == 0)
-        return fetch_url(source, lim, bytes, n, e);
+    if (is_remote(source)) return fetch_url(source, lim, bytes, n, e);
     if (strncmp(source, "data:image", 10) == 0) {
-        const char *b64 = strstr(source, "base64,");
-        if (!b64) return vlr_fail(e, VLR_ERR_INPUT, "data URI without \"base64,\": only base64 data URIs are supported");
-        uint64_t cap = lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
-        b64 += 7;
-        return vlr_base64_decode(b64, strlen(b64), cap, "data URI", bytes, n, e);
+        const char *b64 = data_uri_base64(source, e);
+        return b64 ? vlr_base64_decode(b64, strlen(b64), download_cap(lim), "data URI", bytes, n, e) : VLR_ERR_INPUT;
     }
-    if (strncmp(source, "data:", 5) == 0)
-        return vlr_fail(e, VLR_ERR_INPUT, "data URI is not an image (expected data:image/...;base64,...)");
-    const char *path = strncmp(source, "file://", 7) == 0 ? source + 7 : source;
-    if (!path[0]) return vlr_fail(e, VLR_ERR_INPUT, "%s: empty path", source);
-    char *joined = NULL;
-    if (path[0] != '/' && base_dir && base_dir[0]) {
-        joined = vlr_path_join(base_dir, path);
-        if (!joined) return vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
-        path = joined;
-    }
-    char *data = NULL;
-    vlr_status rc = vlr_read_file(path, VLR_IMAGE_MAX_FILE_BYTES, &data, n, e);
+    if (strncmp(source, "data:", 5) == 0) return not_an_image_uri(e);
+    char *joined, *data = NULL;
+    const char *path;
+    vlr_status rc = local_path(source, base_dir, &path, &joined, e);
+    if (!rc) rc = vlr_read_file(path, VLR_IMAGE_MAX_FILE_BYTES, &data, n, e);
     free(joined);
     if (rc) return rc;
     *bytes = (uint8_t *)data;
     return VLR_OK;
+}
+
+/* Image headers are in the first bytes, except a JPEG's after large metadata segments: this much is
+ * read first, and all of the source only when the header lies further in. */
+#define VLR_PROBE_PREFIX (64u << 10)
+
+/* The first bytes of a local file (up to cap of them) into buf, opened as vlr_read_file opens it (a
+ * FIFO or a device is refused, never waited on). */
+static vlr_status read_prefix(const char *path, uint8_t *buf, size_t cap, size_t *n, vlr_err *e) {
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return vlr_fail(e, VLR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    vlr_status rc = VLR_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = vlr_fail(e, VLR_ERR_IO, "%s: not a regular file", path);
+    } else {
+        while (*n < cap) {
+            ssize_t k = read(fd, buf + *n, cap - *n);
+            if (k < 0 && errno == EINTR) continue;
+            if (k < 0) rc = vlr_fail(e, VLR_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+            if (k <= 0) break;
+            *n += (size_t)k;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+vlr_status vlr_image_probe_source(const char *source, const char *base_dir, const vlr_image_limits *lim,
+                                  vlr_image_file_info *info, vlr_err *e) {
+    memset(info, 0, sizeof *info);
+    if (!source || !source[0]) return vlr_fail(e, VLR_ERR_INPUT, "empty image reference");
+    if (is_remote(source))
+        return vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: the size of a remote image is known once it is fetched", source);
+    uint8_t *head = vlr_malloc(VLR_PROBE_PREFIX, e);
+    if (!head) return VLR_ERR_NOMEM;
+    size_t n = 0;
+    char *joined = NULL;
+    const char *path = NULL;
+    vlr_status rc = VLR_OK;
+    if (strncmp(source, "data:image", 10) == 0) {
+        const char *b64 = data_uri_base64(source, e);
+        if (b64) n = vlr_base64_decode_head(b64, strlen(b64), head, VLR_PROBE_PREFIX);
+        else rc = VLR_ERR_INPUT;
+    } else if (strncmp(source, "data:", 5) == 0) {
+        rc = not_an_image_uri(e);
+    } else if ((rc = local_path(source, base_dir, &path, &joined, e)) == VLR_OK) {
+        rc = read_prefix(path, head, VLR_PROBE_PREFIX, &n, e);
+    }
+    bool need_more = false;
+    const char *name = strncmp(source, "data:", 5) == 0 ? "data URI" : source;
+    if (!rc) rc = vlr_image_probe(head, n, name, info, &need_more, e);
+    free(head);
+    free(joined);
+    if (rc && need_more && n == VLR_PROBE_PREFIX) { /* the header lies further in: read it all */
+        uint8_t *all = NULL;
+        if ((rc = vlr_image_read_source(source, base_dir, lim, &all, &n, e)) == VLR_OK)
+            rc = vlr_image_probe(all, n, name, info, &need_more, e);
+        free(all);
+    }
+    return rc;
 }

@@ -17,11 +17,13 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "json.h"
 #include "test.h"
 #include "test_cmd.h"
@@ -34,6 +36,8 @@ static char bin[512], tmpdir[256], log_path[300];
 static volatile pid_t server_pid = -1;
 static int port;
 static const char *server_model = MODEL; /* --model of the next start_server */
+static const char *server_extra[16];      /* more options for the next start_server, NULL-terminated */
+static unsigned long long server_as_limit; /* RLIMIT_AS of the next start_server (0 = none) */
 
 /* cases.jsonl lines, the expected scores, and the library's own scores (NAN until computed) */
 static char *case_line[N_CASES];
@@ -77,8 +81,13 @@ static bool start_server(void) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
-        char *argv[] = {bin, "serve", "--port", "0", "--model", (char *)server_model, "--precision", "f32", "--image-root", ROOT,
-                        "--workers", "2", "--threads", "1", "--max-body-mb", "1", NULL};
+        if (server_as_limit) {
+            struct rlimit rl = {server_as_limit, server_as_limit};
+            if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(127);
+        }
+        char *argv[40] = {bin, "serve", "--port", "0", "--model", (char *)server_model, "--precision", "f32", "--image-root", ROOT,
+                          "--workers", "2", "--threads", "1", "--max-body-mb", "1"};
+        for (int i = 0, k = 16; server_extra[i] && k < 39; i++) argv[k++] = (char *)server_extra[i];
         execv(bin, argv);
         _exit(127);
     }
@@ -677,6 +686,128 @@ static void test_nonfinite_serve(void) {
     rmdir(dir);
 }
 
+/* ---- admission: memory follows the work admitted (issue 16) ---------------------------------- */
+
+/* A field of /proc/PID/status in kB ("VmHWM", "VmRSS"), or -1. */
+static long proc_status_kb(pid_t pid, const char *field) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') kb = atol(line + n + 1);
+    if (f) fclose(f);
+    return kb;
+}
+
+/* POSTs body; checks the status, a fragment of the reply and how long it took. */
+static void expect_quick(const char *what, const vlr_buf *body, int status, const char *fragment, double seconds) {
+    http_resp r;
+    double t0 = vlr_now();
+    http("POST", "/score", body->data, body->len, false, NULL, &r);
+    double took = vlr_now() - t0;
+    CHECK(r.status == status && strstr(r.body.data, fragment), "%s: want %d with '%s', got %ld %.300s", what, status,
+          fragment, r.status, r.body.data);
+    CHECK(took < seconds, "%s: answered in %.2f s (bound %.0f s)", what, took, seconds);
+    vlr_json_doc *d = parse_body(&r);
+    CHECK(d != NULL, "%s: the reply is JSON", what);
+    vlr_json_free(d);
+    resp_free(&r);
+}
+
+static void data_uri_of(const char *path, const char *mime, vlr_buf *out) {
+    char *text = NULL;
+    size_t len = 0;
+    vlr_err e;
+    CHECK(vlr_read_file(path, 1 << 20, &text, &len, &e) == VLR_OK, "%s", e.msg);
+    vlr_buf_printf(out, "data:%s;base64,", mime);
+    vlr_base64_encode(out, (const uint8_t *)(text ? text : ""), len);
+    free(text);
+}
+
+/* The issue's repro bodies against a server with --max-tokens 1000 whose address space is capped at
+ * 2 GiB (a regression fails these checks instead of exhausting the machine; under ASan, which
+ * reserves terabytes of shadow memory, the cap cannot apply and the RSS bound is not checked): each is
+ * refused quickly, and the server's peak RSS stays within 256 MB of what it had after starting. */
+static void test_admission_bounds(void) {
+    static const char *extra[] = {"--max-tokens", "1000", "--max-body-mb", "8", "--max-batch-pixels", "30000", NULL};
+    memcpy(server_extra, extra, sizeof extra);
+    server_model = MODEL;
+#if defined(__SANITIZE_ADDRESS__)
+    bool asan = true;
+#else
+    bool asan = false;
+    server_as_limit = 2ull << 30;
+#endif
+    port = 0;
+    unlink(log_path);
+    bool up = start_server();
+    server_extra[0] = NULL;
+    server_as_limit = 0;
+    CHECK(up, "server with --max-tokens 1000 started under a 2 GiB address-space cap");
+    if (!up) return;
+    long rss0 = proc_status_kb(server_pid, "VmRSS");
+
+    /* row 1: two million two-byte items, 4 MB: refused before parsing, not 2.7 GB */
+    vlr_buf b = {0};
+    vlr_buf_puts(&b, "{\"requests\": [0");
+    for (int i = 1; i < 2000000; i++) vlr_buf_puts(&b, ",0");
+    vlr_buf_puts(&b, "]}");
+    expect_quick("2M items of 2 bytes", &b, 413, "JSON values, the cap for batches of up to 1024 requests", 5);
+    b.len = 0;
+    vlr_buf_puts(&b, "{\"requests\": [0");
+    for (int i = 1; i < 1025; i++) vlr_buf_puts(&b, ",0");
+    vlr_buf_puts(&b, "]}");
+    expect_quick("1025 items", &b, 413, "a batch of 1025 requests is over the cap of 1024 (--max-batch)", 5);
+
+    /* row 2: 40 items asking a 30x20 image for 12.8 megapixels: refused from the grid, nothing decoded */
+    b.len = 0;
+    vlr_buf_puts(&b, "{\"requests\": [");
+    for (int i = 0; i < 40; i++)
+        vlr_buf_printf(&b, "%s{\"images\": [{\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 12845056}], "
+                           "\"question\": \"q\", \"answer\": \"a\"}", i ? ", " : "");
+    vlr_buf_puts(&b, "]}");
+    expect_quick("40 items of 16224 tokens", &b, 200, "takes 16224 tokens (resized to 4368x2912), more than the 1000 left", 5);
+
+    /* row 7: 691 bytes of JPEG declaring 16384 x 10922, and an interlaced 16-bit PNG of 12000 x 12000 */
+    const char *bombs[][2] = {{"tests/fuzz/corpus_image/bomb_16384x10922.jpg", "image/jpeg"},
+                              {"tests/fuzz/corpus_image/bomb_interlaced_12000x12000.png", "image/png"}};
+    for (int k = 0; k < 2; k++) {
+        b.len = 0;
+        vlr_buf_puts(&b, "{\"id\": \"bomb\", \"image\": \"");
+        data_uri_of(bombs[k][0], bombs[k][1], &b);
+        vlr_buf_puts(&b, "\", \"question\": \"q\", \"answer\": \"a\"}");
+        expect_quick(bombs[k][0], &b, 422, "pixels, more than the limit of 33554432", 5);
+    }
+
+    /* --max-batch-pixels 30000: five 30x20 images (600 decoded + 4704 resized pixels each) fit and are
+     * scored; six do not, and the body gets 413 before anything is queued */
+    for (int count = 5; count <= 6; count++) {
+        b.len = 0;
+        vlr_buf_puts(&b, "{\"requests\": [");
+        for (int i = 0; i < count; i++)
+            vlr_buf_printf(&b, "%s{\"image\": \"images/tiny_30x20.png\", \"question\": \"q\", \"answer\": \"a\"}",
+                           i ? ", " : "");
+        vlr_buf_puts(&b, "]}");
+        if (count == 5) expect_quick("5 images in the pixel budget", &b, 200, "\"score\": ", 60);
+        else expect_quick("6 images over the pixel budget", &b, 413, "more than 30000 decoded and resized pixels", 5);
+    }
+    vlr_buf_free(&b);
+    expect("GET", "/health", NULL, 200, "ok");
+
+    long hwm = proc_status_kb(server_pid, "VmHWM");
+    printf("admission: server RSS %ld kB after start, peak %ld kB after the repro bodies\n", rss0, hwm);
+    if (asan) {
+        SKIP(1, "peak RSS bound: ASan's shadow memory and quarantine inflate RSS");
+    } else {
+        CHECK(rss0 > 0 && hwm > 0 && hwm - rss0 < 256 * 1024, "peak RSS %ld kB, %ld kB after start: grew %ld kB (bound 256 MB)",
+              hwm, rss0, hwm - rss0);
+    }
+    kill(server_pid, SIGTERM);
+    CHECK(wait_server(30) == 0, "the admission server exits");
+}
+
 int main(void) {
     const char *build = getenv("VLR_BUILD");
     snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
@@ -707,7 +838,14 @@ int main(void) {
         TEST_RUN(test_log);
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
-    if (server_pid <= 0) TEST_RUN(test_nonfinite_serve); /* starts its own server */
+    if (server_pid > 0) { /* test_sigterm did not run (a selection) or did not stop it */
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
+    /* these start servers of their own */
+    TEST_RUN(test_nonfinite_serve);
+    if (server_pid <= 0) TEST_RUN(test_admission_bounds);
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
         waitpid(server_pid, NULL, 0);
