@@ -726,6 +726,41 @@ static void data_uri_of(const char *path, const char *mime, vlr_buf *out) {
     free(text);
 }
 
+/* The library's own check, as `vlreward score --max-tokens 1000` meets it: the images of a request are
+ * checked one by one against what the earlier ones left of the limit, from their headers. */
+static void test_library_token_check(void) {
+    vlr_params params = vlr_default_params();
+    params.n_threads = 1;
+    params.max_tokens = 1000;
+    char err[VLR_ERR_MSG_CAP];
+    vlr_model *m = NULL;
+    vlr_session *s = NULL;
+    CHECK(vlr_model_load(MODEL, &params, &m, err, sizeof err) == VLR_OK && vlr_session_init(m, &s) == VLR_OK,
+          "tiny-a with max_tokens 1000: %s", err);
+    if (!s) {
+        vlr_model_free(m);
+        return;
+    }
+    /* 30x20 with min_pixels 200000: 280 tokens each; the fourth image finds 160 left */
+    const char *req = "{\"images\": [{\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 200000}, "
+                      "{\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 200000}, "
+                      "{\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 200000}, "
+                      "{\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 200000}], \"question\": \"q\", \"answer\": \"a\"}";
+    double score;
+    vlr_status rc = vlr_score_json(s, req, strlen(req), ROOT, &score);
+    CHECK(rc == VLR_ERR_LIMIT && strstr(vlr_session_errmsg(s), "image 4: ") &&
+              strstr(vlr_session_errmsg(s), "takes 280 tokens (resized to 560x392), more than the 160 left of the token limit"),
+          "fourth image over the rest of the limit: %d %s", (int)rc, vlr_session_errmsg(s));
+    const char *big = "{\"image\": {\"image\": \"images/tiny_30x20.png\", \"min_pixels\": 12845056}, \"question\": \"q\", "
+                      "\"answer\": \"a\"}";
+    double t0 = vlr_now();
+    rc = vlr_score_json(s, big, strlen(big), ROOT, &score);
+    CHECK(rc == VLR_ERR_LIMIT && strstr(vlr_session_errmsg(s), "takes 16224 tokens") && vlr_now() - t0 < 1,
+          "12.7 megapixels asked of a 30x20 image: refused in %.2f s: %s", vlr_now() - t0, vlr_session_errmsg(s));
+    vlr_session_free(s);
+    vlr_model_free(m);
+}
+
 /* The issue's repro bodies against a server with --max-tokens 1000 whose address space is capped at
  * 2 GiB (a regression fails these checks instead of exhausting the machine; under ASan, which
  * reserves terabytes of shadow memory, the cap cannot apply and the RSS bound is not checked): each is
@@ -846,6 +881,7 @@ int main(void) {
     /* these start servers of their own */
     TEST_RUN(test_nonfinite_serve);
     if (server_pid <= 0) TEST_RUN(test_admission_bounds);
+    TEST_RUN(test_library_token_check);
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
         waitpid(server_pid, NULL, 0);
