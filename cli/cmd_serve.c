@@ -9,11 +9,14 @@
  * are those of `vlreward score` bit for bit (same library call, results independent of the thread
  * count and of the vision cache).
  *
- * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with sigwait.
- * The first closes the listening socket, answers requests that are already under way (adding
- * "Connection: close"), then stops and exits 0; a second exits at once with status 1.
+ * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with
+ * sigtimedwait, which also wakes it four times a second to enforce the read deadline. The first
+ * closes the listening socket, closes the connections whose request has not fully arrived, answers
+ * the requests that have (adding "Connection: close") within --drain-timeout, then stops and exits
+ * 0; a second signal, or the drain timeout, exits at once with status 1.
  *
- * Not here: the worker pool, body parsing and the image-path policy (serve.c). */
+ * Not here: the worker pool, body parsing and the image-path policy (serve.c); the connection
+ * registry behind the read deadline and the shutdown's cuts (serve_conns.c). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,16 +27,19 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "serve.h"
+#include "serve_conns.h"
 
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
     "                      [--image-root DIR] [--allow-any-path] [--max-body-mb 64] [--max-tokens N]\n"
     "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
-    "                      [--vision-cache MB] [--max-connections 64] [--idle-timeout 300] [--quiet]\n"
+    "                      [--vision-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
+    "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
     "\n"
     "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
     "  POST /score   one request ({\"id\", \"messages\"} or {\"id\", \"image\"|\"images\", \"question\",\n"
@@ -66,15 +72,23 @@ static const char help[] =
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
+    "  --max-connections-per-ip N  simultaneous connections from one address (default: half of\n"
+    "                        --max-connections); more are refused\n"
+    "  --read-timeout S      a request's headers and body must arrive within S seconds of its start\n"
+    "                        (default 30), however steadily the bytes trickle; later: 408, closed\n"
     "  --idle-timeout S      close a connection idle for S seconds (default 300, 0 = never)\n"
+    "  --drain-timeout S     on SIGINT/SIGTERM, wait at most S seconds for the requests that had fully\n"
+    "                        arrived (default 120), then exit 1\n"
     "  --quiet               no startup summary and no per-request log lines on stderr\n"
     "\n"
-    "SIGINT/SIGTERM: stop accepting, finish the requests under way, exit 0 (a second signal: exit 1).\n"
-    "exit status: 0 after a signal, 1 the model did not load or the address could not be bound,\n"
-    "2 usage error\n";
+    "SIGINT/SIGTERM: stop accepting, close the connections whose request has not fully arrived, finish\n"
+    "the others, exit 0 (a second signal, or --drain-timeout: exit 1).\n"
+    "exit status: 0 after a signal, 1 the model did not load, the address could not be bound or the\n"
+    "drain timed out, 2 usage error\n";
 
 typedef struct server {
     serve_pool *pool;
+    serve_conns *conns;    /* read deadlines and the shutdown's cuts (serve_conns.h) */
     size_t max_body;       /* bytes */
     long max_body_mb;
     bool quiet;
@@ -94,6 +108,7 @@ typedef struct conn_req {
     bool counted;    /* counted in server.scoring until answered */
     bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
     bool answered;   /* a response is queued */
+    bool close;      /* end the connection after the response (ambiguous framing) */
 } conn_req;
 
 /* ---- /info ----------------------------------------------------------------------------------- */
@@ -149,7 +164,7 @@ static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     /* while shutting down, let every kept-alive connection end with this response */
-    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->close || atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -204,23 +219,65 @@ static route route_of(const char *url) {
     return ROUTE_NONE;
 }
 
-/* The first call for a request: headers are in, the body (if any) is not. Only a POST /score whose
- * declared length is over the cap is answered now, with 413, before its body is read (a client that
- * sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the connection after). The
- * rest is answered once the request is complete, which keeps the connection alive. */
+/* The framing headers of a request, as sent (libmicrohttpd keeps every header line). */
+typedef struct framing {
+    int content_length, transfer_encoding;
+    bool chunked_only; /* the (single) Transfer-Encoding is exactly "chunked" */
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        f->chunked_only = value && strcasecmp(value, "chunked") == 0;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 section 6.3: a message with both Transfer-Encoding and Content-Length, or with several
+ * Content-Length headers, has no reliable end; libmicrohttpd 0.9.75 would take the first header it
+ * finds (the rest of the bytes then read as a smuggled next request). Such a request gets 400 and the
+ * connection is closed after it, so nothing it carries is read as a request. NULL when the framing is
+ * sound. */
+static const char *framing_problem(struct MHD_Connection *c) {
+    framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.transfer_encoding && f.content_length)
+        return "both Transfer-Encoding and Content-Length: the body's end is ambiguous";
+    if (f.content_length > 1) return "more than one Content-Length header";
+    if (f.transfer_encoding > 1 || (f.transfer_encoding && !f.chunked_only))
+        return "a Transfer-Encoding other than a single \"chunked\"";
+    return NULL;
+}
+
+/* The first call for a request: headers are in, the body (if any) is not. Ambiguous framing and a
+ * POST /score whose declared length is over the cap are answered now (400, 413), before the body is
+ * read (a client that sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the
+ * connection after). The rest is answered once the request is complete, which keeps the connection
+ * alive. */
 static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
                                   const char *method) {
     r->route = route_of(url);
+    serve_conns_reading(s->conns, c);
+    const char *bad_framing = framing_problem(c);
+    if (bad_framing) {
+        r->close = true;
+        if (!serve_conns_answering(s->conns, c)) return MHD_NO;
+        return respond_error(s, c, r, method, url, 400, NULL, "bad request framing: %s", bad_framing);
+    }
     if (r->route != ROUTE_SCORE || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && n > s->max_body)
+        if (errno == 0 && end != cl && n > s->max_body) {
+            if (!serve_conns_answering(s->conns, c)) return MHD_NO;
             return respond_error(s, c, r, method, url, 413, NULL,
                                  "request body of %llu bytes is over the %ld MiB cap (--max-body-mb)", n,
                                  s->max_body_mb);
+        }
     }
     r->keep_body = true;
     r->counted = true;
@@ -281,12 +338,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
+    /* the whole request is in: from here on, no read deadline and the shutdown waits for it */
+    if (!serve_conns_answering(s->conns, c)) return MHD_NO;
     return on_complete_request(s, c, r, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     server *s = cls;
     conn_req *r = *con_cls;
+    serve_conns_idle(s->conns, c);
     if (!r) return;
     if (r->counted) atomic_fetch_sub(&s->scoring, 1);
     vlr_buf_free(&r->body);
@@ -320,6 +380,7 @@ int cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *image_root = ".";
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
     long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
+    long per_ip = -1, read_s = 30, drain_s = 120;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -339,6 +400,9 @@ int cmd_serve(int argc, char **argv) {
             {"--max-batch", 1, 1L << 20, &max_batch, "1..1048576"},
             {"--max-image-pixels", 1, 1L << 31, &max_image_pixels, "1..2147483648"},
             {"--max-batch-pixels", 1, 1L << 50, &max_batch_pixels, "1..2^50"},
+            {"--max-connections-per-ip", 1, 10000, &per_ip, "1..10000"},
+            {"--read-timeout", 1, 3600, &read_s, "seconds (1..3600)"},
+            {"--drain-timeout", 0, 86400, &drain_s, "seconds (0..86400)"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -352,6 +416,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (bad) return EXIT_USAGE;
     if (!mo.model_dir) return cli_usage_error("serve", "--model DIR is required");
+    if (per_ip < 0) per_ip = max_conn > 1 ? max_conn / 2 : 1; /* one client never takes every slot */
     char *root = realpath(image_root, NULL);
     if (!root) return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
     /* Workers split the CPUs unless told otherwise: oversubscribed OpenMP teams only slow down. */
@@ -391,7 +456,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
         goto done;
     }
-    if (!(s.info_json = info_json(m))) {
+    if (!(s.conns = serve_conns_new((double)read_s)) || !(s.info_json = info_json(m))) {
         fprintf(stderr, "vlreward serve: out of memory\n");
         goto done;
     }
@@ -412,7 +477,9 @@ int cmd_serve(int argc, char **argv) {
                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s,
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_NOTIFY_CONNECTION, serve_conns_notify, s.conns,
                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_ip,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
                          MHD_OPTION_END);
     char numeric[NI_MAXHOST];
@@ -438,18 +505,33 @@ int cmd_serve(int argc, char **argv) {
                 m->max_tokens);
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
-    int sig = 0;
-    while (sigwait(&stop_signals, &sig) != 0) {}
+    /* The main thread waits for a signal and, four times a second, enforces the read deadline. */
+    int sig = -1;
+    const struct timespec sweep_tick = {0, 250 * 1000 * 1000};
+    while ((sig = sigtimedwait(&stop_signals, NULL, &sweep_tick)) <= 0) {
+        size_t late = serve_conns_sweep(s.conns);
+        if (late && !quiet)
+            fprintf(stderr, "vlreward serve: 408: closed %zu connection%s whose request did not arrive within %ld s "
+                            "(--read-timeout)\n", late, late == 1 ? "" : "s", read_s);
+    }
     atomic_store(&s.stopping, true);
     MHD_socket listen_fd = MHD_quiesce_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
-    long busy = atomic_load(&s.in_flight);
-    fprintf(stderr, "vlreward serve: %s: stopped accepting connections, finishing %ld request%s under way\n",
-            sig == SIGINT ? "SIGINT" : "SIGTERM", busy, busy == 1 ? "" : "s");
+    size_t cut = serve_conns_cut_unfinished(s.conns), busy = serve_conns_answering_count(s.conns);
+    fprintf(stderr, "vlreward serve: %s: stopped accepting connections, closed %zu whose request had not fully "
+                    "arrived (or idle), finishing %zu request%s under way\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", cut, busy, busy == 1 ? "" : "s");
     const struct timespec tick = {0, 20 * 1000 * 1000};
+    double drain_end = vlr_now() + (double)drain_s;
     while (atomic_load(&s.in_flight) > 0) {
         if (sigtimedwait(&stop_signals, NULL, &tick) > 0) {
             fprintf(stderr, "vlreward serve: second signal: exiting now\n");
+            _exit(EXIT_INPUT);
+        }
+        serve_conns_cut_unfinished(s.conns); /* a kept-alive client may have begun another request */
+        if (vlr_now() > drain_end) {
+            fprintf(stderr, "vlreward serve: %zu request%s still under way after %ld s (--drain-timeout): exiting now\n",
+                    serve_conns_answering_count(s.conns), serve_conns_answering_count(s.conns) == 1 ? "" : "s", drain_s);
             _exit(EXIT_INPUT);
         }
     }
@@ -461,6 +543,7 @@ done:
     if (d) MHD_stop_daemon(d);
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
+    serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
     free(s.info_json);
     vlr_model_free(m);
     curl_global_cleanup();
