@@ -125,7 +125,7 @@ uninstall:
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
 FUZZ_TARGETS := image json safetensors request tokenizer
 FUZZ_SECONDS ?= 120
-build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/common.c $(HDRS)
+build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/common.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fopenmp $(filter %.c,$^) $(shell pkg-config --cflags --libs libjpeg libpng libwebp libcurl) -lm -o $@
 build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c src/json.c src/common.c $(HDRS)

@@ -31,12 +31,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fetch_policy.h"
 #include "serve.h"
 #include "serve_conns.h"
 
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
-    "                      [--image-root DIR] [--allow-any-path] [--max-body-mb 64] [--max-tokens N]\n"
+    "                      [--image-root DIR] [--allow-any-path] [--remote-images off|on|LIST]\n"
+    "                      [--fetch-budget-mb 256] [--fetch-budget-s 120] [--max-body-mb 64] [--max-tokens N]\n"
     "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
     "                      [--vision-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
     "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
@@ -60,6 +62,11 @@ static const char help[] =
     "  --threads N           threads per request (default: CPUs / workers); scores do not depend on it\n"
     "  --image-root DIR      folder that relative image paths resolve against (default: current)\n"
     "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
+    "  --remote-images P     http(s) images: off, on (public addresses only) or a comma-separated\n"
+    "                        allowlist of hosts and CIDR blocks (default: on when bound to loopback,\n"
+    "                        else off); checked on the address each connection goes to\n"
+    "  --fetch-budget-mb MB  http(s) bytes one body may fetch (default 256)\n"
+    "  --fetch-budget-s S    and seconds its fetches may take (default 120)\n"
     "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
     "  --max-tokens N        refuse requests longer than N tokens (default: the model's context); an\n"
     "                        image's tokens are checked from its header, before it is decoded\n"
@@ -123,19 +130,12 @@ static char *info_json(const vlr_model *m) {
 
 /* ---- responses and the request log --------------------------------------------------------- */
 
-/* Copies s for the log with control bytes replaced, so a hostile URL cannot forge log lines. */
-static void log_safe(char *dst, size_t cap, const char *s) {
-    size_t i = 0;
-    for (; s && s[i] && i + 1 < cap; i++) dst[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    dst[i] = '\0';
-}
-
 static void log_request(const server *s, const char *method, const char *url, int status, const conn_req *r,
                         uint64_t tokens, const serve_reply *reply) {
     if (s->quiet) return;
     char m[16], u[256], batch[48] = "";
-    log_safe(m, sizeof m, method);
-    log_safe(u, sizeof u, url);
+    serve_log_safe(m, sizeof m, method);
+    serve_log_safe(u, sizeof u, url);
     if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
     /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
     fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
@@ -377,10 +377,10 @@ static bool is_loopback(const struct sockaddr *sa) {
 int cmd_serve(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "serve"};
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
-    const char *host = "127.0.0.1", *image_root = ".";
+    const char *host = "127.0.0.1", *image_root = ".", *remote_arg = NULL;
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
     long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
-    long per_ip = -1, read_s = 30, drain_s = 120;
+    long per_ip = -1, read_s = 30, drain_s = 120, fetch_mb = 256, fetch_s = 120;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -388,6 +388,7 @@ int cmd_serve(int argc, char **argv) {
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--host", true, &host, &bad)) continue;
         if (cli_opt(&a, "--image-root", true, &image_root, &bad)) continue;
+        if (cli_opt(&a, "--remote-images", true, &remote_arg, &bad)) continue;
         if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
         if (cli_opt(&a, "--allow-any-path", false, &v, &bad)) { allow_any = true; continue; }
         struct { const char *name; long lo, hi, *dst; const char *what; } ints[] = {
@@ -403,6 +404,8 @@ int cmd_serve(int argc, char **argv) {
             {"--max-connections-per-ip", 1, 10000, &per_ip, "1..10000"},
             {"--read-timeout", 1, 3600, &read_s, "seconds (1..3600)"},
             {"--drain-timeout", 0, 86400, &drain_s, "seconds (0..86400)"},
+            {"--fetch-budget-mb", 1, 65536, &fetch_mb, "megabytes (1..65536)"},
+            {"--fetch-budget-s", 1, 86400, &fetch_s, "seconds (1..86400)"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -417,8 +420,16 @@ int cmd_serve(int argc, char **argv) {
     if (bad) return EXIT_USAGE;
     if (!mo.model_dir) return cli_usage_error("serve", "--model DIR is required");
     if (per_ip < 0) per_ip = max_conn > 1 ? max_conn / 2 : 1; /* one client never takes every slot */
+    vlr_fetch_policy *remote = NULL;
+    vlr_err e = {0};
+    if (remote_arg && vlr_fetch_policy_parse(remote_arg, &remote, &e) != VLR_OK)
+        return cli_usage_error("serve", "--remote-images: %s (expected off, on or a list of hosts and CIDR blocks)",
+                               e.msg);
     char *root = realpath(image_root, NULL);
-    if (!root) return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
+    if (!root) {
+        vlr_fetch_policy_free(remote);
+        return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
+    }
     /* Workers split the CPUs unless told otherwise: oversubscribed OpenMP teams only slow down. */
     if (mo.threads == 0 && workers > 1) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -445,13 +456,31 @@ int cmd_serve(int argc, char **argv) {
     s.t_start = vlr_now();
     struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
+    vlr_model *m = NULL;
+    char port_text[8];
+    snprintf(port_text, sizeof port_text, "%ld", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int gai = getaddrinfo(host, port_text, &hints, &ai);
+    if (gai) {
+        ai = NULL;
+        fprintf(stderr, "vlreward serve: --host %s: %s\n", host, gai_strerror(gai));
+        goto done;
+    }
+    /* A server reachable from other machines fetches nothing unless told to: whoever can reach it
+     * would otherwise make it fetch from its network position. */
+    bool exposed = !is_loopback(ai->ai_addr);
+    if (!remote && vlr_fetch_policy_parse(exposed ? "off" : "on", &remote, &e) != VLR_OK) {
+        fprintf(stderr, "vlreward serve: %s\n", e.msg);
+        goto done;
+    }
     mo.max_image_pixels = (uint64_t)max_image_pixels;
-    vlr_model *m = cli_load_model(&mo, "serve");
-    if (!m) goto done;
+    if (!(m = cli_load_model(&mo, "serve"))) goto done;
     serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
                      .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
-                     .max_batch_pixels = (uint64_t)max_batch_pixels};
-    vlr_err e = {0};
+                     .max_batch_pixels = (uint64_t)max_batch_pixels, .remote = remote,
+                     .fetch_budget_bytes = (uint64_t)fetch_mb << 20, .fetch_budget_s = (double)fetch_s,
+                     .quiet = quiet};
     if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
         goto done;
@@ -461,15 +490,6 @@ int cmd_serve(int argc, char **argv) {
         goto done;
     }
 
-    char port_text[8];
-    snprintf(port_text, sizeof port_text, "%ld", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    int gai = getaddrinfo(host, port_text, &hints, &ai);
-    if (gai) {
-        fprintf(stderr, "vlreward serve: --host %s: %s\n", host, gai_strerror(gai));
-        goto done;
-    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -492,17 +512,19 @@ int cmd_serve(int argc, char **argv) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     unsigned bound_port = di ? di->port : (unsigned)port;
     bool v6 = ai->ai_family == AF_INET6;
-    if (!is_loopback(ai->ai_addr))
+    const char *remote_text = remote_arg ? remote_arg : exposed ? "off" : "on";
+    if (exposed)
         fprintf(stderr, "vlreward serve: warning: %s is not a loopback address: anyone who can reach it can make "
-                        "the server read images under %s%s and fetch http(s) URLs\n",
-                numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "");
+                        "the server read images under %s%s%s\n",
+                numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "",
+                vlr_fetch_policy_off(remote) ? "" : " and fetch http(s) URLs (--remote-images)");
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
                         "cache %ld MB per worker, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
-                        "%ld pixels per image, %ld per batch, %d tokens per request\n",
+                        "%ld pixels per image, %ld per batch, %d tokens per request, remote images %s%s\n",
                 mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels.isa, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
                 allow_any ? " (any path allowed)" : "", max_body_mb, max_batch, max_image_pixels, max_batch_pixels,
-                m->max_tokens);
+                m->max_tokens, remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
     /* The main thread waits for a signal and, four times a second, enforces the read deadline. */
@@ -544,6 +566,7 @@ done:
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
     serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
+    vlr_fetch_policy_free(remote); /* after the pool: admission reads it */
     free(s.info_json);
     vlr_model_free(m);
     curl_global_cleanup();

@@ -8,6 +8,7 @@
 #define VLR_CLI_SERVE_H
 
 #include "cli.h"
+#include "fetch_policy.h"
 
 typedef struct serve_pool serve_pool;
 
@@ -19,6 +20,10 @@ typedef struct serve_opts {
     bool allow_any_path;       /* allow local images outside image_root */
     size_t max_batch;          /* requests in one body (413 beyond); also sets the JSON value cap */
     uint64_t max_batch_pixels; /* decoded + resized image pixels of one body, from the headers (413) */
+    const vlr_fetch_policy *remote; /* which http(s) images are fetched (must outlive the pool) */
+    uint64_t fetch_budget_bytes;    /* http(s) bytes one body may fetch */
+    double fetch_budget_s;          /* and the time its fetches may take */
+    bool quiet;                     /* no fetch failures in the log */
 } serve_opts;
 
 /* Creates the sessions and starts the workers. On failure nothing is left running. */
@@ -39,10 +44,12 @@ typedef struct serve_reply {
 } serve_reply;
 
 /* Handles a POST /score body: bounds its JSON values (413), parses it, bounds a batch to max_batch
- * requests (413), then admits the requests one by one: each is checked (fields, image paths) and its
- * images costed from their headers (pixel cap, token limit: a request that fails gets its error,
- * nothing decoded), and the body's pixels are charged against max_batch_pixels (413 for the whole
- * body when it runs out, before anything is queued). Then it queues what was admitted, waits for
+ * requests (413), then admits the requests one by one: each is checked (fields, image paths), its
+ * http(s) images are fetched here, on the caller's thread, under the remote policy and the body's
+ * fetch budget (a worker never waits on the network; the client gets a generic error, the log the
+ * reason) and become data: URIs, and its images are costed from their headers (pixel cap, token
+ * limit: a request that fails gets its error, nothing decoded); the body's pixels are charged
+ * against max_batch_pixels (413 for the whole body when it runs out, before anything is queued). Then it queues what was admitted, waits for
  * the workers and writes {"id", "score"} / {"id", "error"} or {"results": [...]}: the reply holds one
  * short object per admitted request, so it is bounded by max_batch. Blocks the calling thread until
  * its requests are scored. Thread-safe. out->body is owned by the caller. */
@@ -65,5 +72,9 @@ void serve_pool_stats(serve_pool *p, serve_stats *out);
  * (http, https) and data: sources are not local reads and pass. Symbolic links under root are
  * trusted: whoever controls root's contents already chooses what the server can read. */
 vlr_status serve_check_image_paths(const vlr_request *req, const char *root, vlr_err *e);
+
+/* Copies s for the log, at most cap - 1 bytes, with control bytes replaced, so that a hostile URL
+ * cannot forge log lines. */
+void serve_log_safe(char *dst, size_t cap, const char *s);
 
 #endif

@@ -4,18 +4,22 @@
  * "base64,"), anything else a local path. Relative paths resolve against base_dir.
  *
  * Differences from upstream, on purpose: downloads have a timeout, a redirect limit and a size
- * cap; the base64 decoder is strict (base64.c).
+ * cap, and may be restricted to the addresses a policy allows (fetch_policy.h); the base64 decoder
+ * is strict (base64.c).
  * Not here: decoding the image (image_decode.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "base64.h"
+#include "fetch_policy.h"
 #include "image.h"
 
 /* ---- http(s) ------------------------------------------------------------------------------- */
@@ -37,40 +41,130 @@ static size_t download_write(char *data, size_t size, size_t nmemb, void *user) 
     return d->body.oom ? 0 : n;
 }
 
+/* What the socket callback needs: the policy and the host of the hop under way. */
+typedef struct fetch_ctx {
+    const vlr_fetch_policy *policy;
+    char host[256];
+    char refused[300]; /* why the policy refused a connection; "" when none was refused */
+} fetch_ctx;
+
+/* libcurl asks here for the socket of every connection it makes, with the address it resolved: the
+ * check cannot be raced by DNS answering differently later, and happy-eyeballs falls back to the next
+ * address of the host when one is refused. */
+static curl_socket_t open_checked(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
+    fetch_ctx *x = clientp;
+    if (x->policy && (purpose != CURLSOCKTYPE_IPCXN ||
+                      !vlr_fetch_policy_allows(x->policy, x->host, &a->addr, x->refused, sizeof x->refused))) {
+        if (purpose != CURLSOCKTYPE_IPCXN) snprintf(x->refused, sizeof x->refused, "not an IP connection");
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* The host of an http(s) URL (IPv6 brackets off), or false when libcurl cannot parse it. */
+static bool url_host(const char *url, char *host, size_t cap) {
+    CURLU *u = curl_url();
+    char *h = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK && curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK;
+    if (ok) {
+        size_t n = strlen(h);
+        bool bracketed = n >= 2 && h[0] == '[' && h[n - 1] == ']';
+        ok = snprintf(host, cap, "%.*s", (int)(bracketed ? n - 2 : n), bracketed ? h + 1 : h) < (int)cap;
+    }
+    curl_free(h);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+#define VLR_MAX_REDIRECTS 5
+
+/* Downloads url. Redirects are followed here, not by libcurl, so that each hop's host is known to the
+ * policy check and its scheme checked (http and https only: never file:// or anything else). The
+ * whole fetch, redirects included, ends by the per-image timeout and by lim->fetch_deadline. */
 static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_t **out, size_t *n, vlr_err *e) {
     uint64_t cap = lim && lim->max_download_bytes ? lim->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
     long timeout = lim && lim->timeout_s > 0 ? lim->timeout_s : VLR_IMAGE_DEFAULT_TIMEOUT_S;
+    double deadline = vlr_now() + (double)timeout;
+    if (lim && lim->fetch_deadline > 0 && lim->fetch_deadline < deadline) deadline = lim->fetch_deadline;
     download d = {.cap = cap};
+    fetch_ctx ctx = {.policy = lim ? lim->remote : NULL};
     char curl_msg[CURL_ERROR_SIZE] = "";
+    char *hop = NULL;
     vlr_status rc = VLR_OK;
+    if (vlr_fetch_policy_off(ctx.policy))
+        return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: remote images are off", url);
     CURL *h = curl_easy_init(); /* initialises libcurl on first use (thread-safe since 7.84) */
     if (!h) return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: libcurl failed to start", url);
     /* The safety options must take: a libcurl that refuses one (older than 7.85 for the _STR
-     * protocol lists) would otherwise follow a redirect to file:// or download without bounds. */
-    if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout) != CURLE_OK ||
-        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(cap > INT64_MAX ? INT64_MAX : cap)) != CURLE_OK) {
+     * protocol lists) would otherwise fetch other protocols or download without bounds; with a
+     * policy, a proxy would make the connection for us to an address we never see: none is used. */
+    if (curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(cap > INT64_MAX ? INT64_MAX : cap)) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_checked) != CURLE_OK ||
+        curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &ctx) != CURLE_OK ||
+        (ctx.policy && curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK)) {
         curl_easy_cleanup(h);
         return vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: this libcurl (%s) lacks a required option "
-                        "(http/https-only redirects, size cap or timeout)", url, curl_version());
+                        "(protocol list, size cap, socket callback or proxy switch)", url, curl_version());
     }
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_msg);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout < 10 ? timeout : 10L);
     curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "vlreward/" VLR_VERSION);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, download_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);
-    CURLcode res = curl_easy_perform(h);
-    if (d.too_large || res == CURLE_FILESIZE_EXCEEDED) {
+    CURLcode res = CURLE_OK;
+    const char *current = url;
+    for (int hops = 0;; hops++) {
+        long left_ms = (long)((deadline - vlr_now()) * 1000);
+        if (left_ms <= 0) {
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: out of time (%s)", url,
+                          lim && lim->fetch_deadline > 0 ? "the request's fetch budget" : "the timeout");
+            break;
+        }
+        if (!url_host(current, ctx.host, sizeof ctx.host)) {
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: cannot parse %s", url, current);
+            break;
+        }
+        curl_easy_setopt(h, CURLOPT_URL, current);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
+        d.body.len = 0; /* a redirect's own body is not the image */
+        curl_msg[0] = ctx.refused[0] = '\0';
+        res = curl_easy_perform(h);
+        long status = 0;
+        char *next = NULL;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (res != CURLE_OK || status < 300 || status > 399 || curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next) != CURLE_OK ||
+            !next)
+            break;
+        if (hops == VLR_MAX_REDIRECTS) {
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: more than %d redirects", url, VLR_MAX_REDIRECTS);
+            break;
+        }
+        if (strncasecmp(next, "http://", 7) != 0 && strncasecmp(next, "https://", 8) != 0) {
+            rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: redirect to a URL that is not http(s): %.200s", url,
+                          next);
+            break;
+        }
+        free(hop);
+        if (!(hop = strdup(next))) {
+            rc = vlr_fail(e, VLR_ERR_NOMEM, "cannot fetch URL: %s: out of memory", url);
+            break;
+        }
+        current = hop;
+    }
+    if (rc) {
+        /* the loop said why */
+    } else if (d.too_large || res == CURLE_FILESIZE_EXCEEDED) {
         rc = vlr_fail(e, VLR_ERR_LIMIT, "cannot fetch URL: %s: larger than the limit of %llu bytes", url,
                       (unsigned long long)cap);
     } else if (d.body.oom) {
         rc = vlr_fail(e, VLR_ERR_NOMEM, "cannot fetch URL: %s: out of memory", url);
+    } else if (ctx.refused[0] && res != CURLE_OK) {
+        rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: refused by the remote-image policy: %s", url,
+                      ctx.refused);
     } else if (res != CURLE_OK) {
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -83,6 +177,7 @@ static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_
         rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: empty response", url);
     }
     curl_easy_cleanup(h);
+    free(hop);
     if (rc) {
         vlr_buf_free(&d.body);
         return rc;

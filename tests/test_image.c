@@ -31,6 +31,7 @@
 
 #include "base64.h"
 #include "eval.h"
+#include "fetch_policy.h"
 #include "image.h"
 #include "json.h"
 #include "test.h"
@@ -1358,6 +1359,10 @@ static void *http_server_main(void *arg) {
             snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n", srv->file_url);
             send_str(fd, head);
+        } else if (strcmp(path, "/to-literal") == 0) { /* to the loopback literal of this very server */
+            snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/ok.png\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n", srv->port);
+            send_str(fd, head);
         } else if (strcmp(path, "/loop") == 0) {
             send_str(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         } else if (strcmp(path, "/big-unsized") == 0) { /* no Content-Length: only the streaming cap stops it */
@@ -1465,11 +1470,133 @@ static void test_http(void) {
           took);
     free(got), got = NULL;
 
+    /* The remote-image policy (issue 16): "on" refuses every spelling of loopback, checked on the
+     * address libcurl connects to; an allowlist admits its hosts and blocks, and is applied again on
+     * every redirect hop; the request's deadline ends a fetch whatever its own timeout. */
+    vlr_fetch_policy *on = NULL, *by_cidr = NULL, *by_name = NULL;
+    CHECK(vlr_fetch_policy_parse("on", &on, &e) == VLR_OK && vlr_fetch_policy_parse("127.0.0.1/32", &by_cidr, &e) == VLR_OK &&
+              vlr_fetch_policy_parse(" LOCALHOST ", &by_name, &e) == VLR_OK,
+          "policies: %s", e.msg);
+    lim.timeout_s = 5;
+    static const char *spellings[] = {"127.0.0.1", "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[::1]",
+                                      "[::ffff:127.0.0.1]", "localhost", "0x7f.1"};
+    for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+        lim.remote = on;
+        snprintf(url, sizeof url, "http://%s:%d/ok.png", spellings[i], srv.port);
+        rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+        CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "refused by the remote-image policy") &&
+                  strstr(e.msg, "loopback"),
+              "policy on, %s: %d %s", url, (int)rc, e.msg);
+        free(got), got = NULL;
+    }
+    lim.remote = by_cidr;
+    rc = FETCH("/ok.png");
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist 127.0.0.1/32 fetches 127.0.0.1: %s", e.msg);
+    free(got), got = NULL;
+    snprintf(url, sizeof url, "http://localhost:%d/ok.png", srv.port);
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist 127.0.0.1/32 fetches localhost (resolved there): %s", e.msg);
+    free(got), got = NULL;
+    lim.remote = by_name;
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist localhost fetches localhost: %s", e.msg);
+    free(got), got = NULL;
+    snprintf(url, sizeof url, "http://localhost:%d/to-literal", srv.port);
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "neither 127.0.0.1 nor its address 127.0.0.1 is in the allowlist"),
+          "a redirect from a listed host to an unlisted one is refused: %s", e.msg);
+    free(got), got = NULL;
+    lim.remote = NULL;
+    lim.fetch_deadline = vlr_now() + 1;
+    t0 = vlr_now();
+    rc = FETCH("/stall");
+    took = vlr_now() - t0;
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && took < 3, "the request's deadline ends a stalled fetch: %.1f s, %s", took,
+          e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/ok.png");
+    CHECK(rc == VLR_ERR_NETWORK && strstr(e.msg, "out of time (the request's fetch budget)"), "after the deadline: %s", e.msg);
+    lim.fetch_deadline = 0;
+    vlr_fetch_policy_free(on);
+    vlr_fetch_policy_free(by_cidr);
+    vlr_fetch_policy_free(by_name);
+
 #undef FETCH
     shutdown(srv.listen_fd, SHUT_RDWR); /* wakes the accept() of the server thread */
     pthread_join(th, NULL);
     close(srv.listen_fd);
     free(file);
+}
+
+/* ---- remote-image policy: address ranges and allowlists ----------------------------------------- */
+
+static bool sockaddr_of(const char *text, struct sockaddr_storage *ss) {
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        return true;
+    }
+    v6->sin6_family = AF_INET6;
+    return inet_pton(AF_INET6, text, &v6->sin6_addr) == 1;
+}
+
+static void test_fetch_policy(void) {
+    static const struct { const char *addr, *cls; } cases[] = {
+        {"8.8.8.8", NULL}, {"1.1.1.1", NULL}, {"172.32.0.1", NULL}, {"100.128.0.1", NULL},
+        {"2606:4700::1111", NULL}, {"64:ff9b::808:808", NULL}, {"2002:808:808::1", NULL},
+        {"127.0.0.1", "loopback"}, {"127.255.0.9", "loopback"}, {"10.1.2.3", "private"}, {"172.16.0.1", "private"},
+        {"172.31.255.255", "private"}, {"192.168.1.1", "private"}, {"169.254.169.254", "link-local"},
+        {"100.100.100.200", "shared address space"}, {"0.0.0.0", "this network"}, {"224.0.0.1", "multicast"},
+        {"255.255.255.255", "reserved"}, {"198.18.0.1", "benchmarking"}, {"192.0.2.1", "documentation"},
+        {"::", "unspecified"}, {"::1", "loopback"}, {"fe80::1", "link-local"}, {"fd00:ec2::254", "unique local"},
+        {"::ffff:10.0.0.1", "private"}, {"::ffff:127.0.0.1", "loopback"}, {"64:ff9b::7f00:1", "loopback"},
+        {"2002:7f00:1::1", "loopback"}, {"2002:a9fe:a9fe::", "link-local"}, {"2001:0:4136:e378::1", "Teredo"},
+        {"2001:db8::1", "documentation"}, {"ff02::1", "multicast"}, {"::7f00:1", "IPv4-compatible"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sockaddr_storage ss;
+        CHECK(sockaddr_of(cases[i].addr, &ss), "address %s", cases[i].addr);
+        const char *got = vlr_address_class((struct sockaddr *)&ss);
+        CHECK(cases[i].cls ? got && strstr(got, cases[i].cls) : got == NULL, "%s: %s, want %s", cases[i].addr,
+              got ? got : "public", cases[i].cls ? cases[i].cls : "public");
+    }
+    vlr_fetch_policy *p = NULL;
+    vlr_err e = {0};
+    char why[300];
+    struct sockaddr_storage ss;
+    CHECK(vlr_fetch_policy_parse("images.example.com, *.cdn.example, 10.0.0.0/8, 2001:db8::/32,203.0.113.7", &p, &e) == VLR_OK,
+          "allowlist: %s", e.msg);
+    if (p) {
+        static const struct { const char *host, *addr; bool ok; } rules[] = {
+            {"images.example.com", "127.0.0.1", true},   /* a listed name, whatever its address */
+            {"IMAGES.example.com.", "8.8.8.8", true},
+            {"a.b.cdn.example", "8.8.8.8", true},
+            {"cdn.example", "8.8.8.8", false},           /* "*." means subdomains only */
+            {"other.com", "10.9.8.7", true},             /* an address inside a listed block */
+            {"other.com", "::ffff:10.9.8.7", true},
+            {"other.com", "203.0.113.7", true},
+            {"other.com", "203.0.113.8", false},
+            {"other.com", "2001:db8::5", true},
+            {"other.com", "8.8.8.8", false},             /* public but not listed */
+            {"other.com", "127.0.0.1", false}};
+        for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+            sockaddr_of(rules[i].addr, &ss);
+            why[0] = '\0';
+            bool ok = vlr_fetch_policy_allows(p, rules[i].host, (struct sockaddr *)&ss, why, sizeof why);
+            CHECK(ok == rules[i].ok && (ok || strstr(why, "allowlist")), "%s at %s: %d (%s)", rules[i].host, rules[i].addr,
+                  (int)ok, why);
+        }
+        vlr_fetch_policy_free(p);
+    }
+    CHECK(vlr_fetch_policy_parse("off", &p, &e) == VLR_OK && vlr_fetch_policy_off(p), "off");
+    vlr_fetch_policy_free(p);
+    static const char *bad[] = {"", "10.0.0.0/33", "bad host!", "a,,b", "1.2.3.4/x", "http://x.com"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = NULL;
+        CHECK(vlr_fetch_policy_parse(bad[i], &p, &e) == VLR_ERR_INPUT && p == NULL && e.msg[0], "\"%s\" refused: %s", bad[i],
+              e.msg);
+    }
 }
 
 /* ---- bench: 1920x1080 JPEG, decode + resize + normalise + patchify ---------------------------- */
@@ -1552,6 +1679,7 @@ int main(void) {
     TEST_RUN(test_base64);
     TEST_RUN(test_sources);
     TEST_RUN(test_http);
+    TEST_RUN(test_fetch_policy);
     const char *b = getenv("VLR_IMAGE_BENCH"); /* a measurement, not a test: opt-in */
     if (b && b[0] == '1') TEST_RUN(bench);
     return test_report();

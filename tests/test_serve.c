@@ -76,7 +76,7 @@ static char *read_log(void) {
 
 /* ---- the server process ---------------------------------------------------------------------- */
 
-/* Starts the server with stderr to log_path; waits (bounded) for "listening on http://127.0.0.1:P". */
+/* Starts the server with stderr to log_path; waits (bounded) for "listening on http://HOST:P". */
 static bool start_server(void) {
     snprintf(log_path, sizeof log_path, "%s/serve.log", tmpdir);
     pid_t pid = fork();
@@ -99,8 +99,12 @@ static bool start_server(void) {
     double deadline = vlr_now() + 60;
     while (vlr_now() < deadline) {
         char *log = read_log();
-        const char *at = strstr(log, "listening on http://127.0.0.1:");
-        if (at) port = atoi(at + strlen("listening on http://127.0.0.1:"));
+        const char *at = strstr(log, "listening on http://"), *eol = at ? strchr(at, '\n') : NULL;
+        if (eol) { /* "listening on http://HOST:PORT\n": the port after the last ':' */
+            const char *colon = eol;
+            while (colon > at && *colon != ':') colon--;
+            port = atoi(colon + 1);
+        }
         free(log);
         if (port > 0) return true;
         int st;
@@ -847,6 +851,128 @@ static void test_admission_bounds(void) {
     CHECK(wait_server(30) == 0, "the admission server exits");
 }
 
+/* ---- remote images: a policy, a budget, generic errors (issue 16) ------------------------------ */
+
+/* The server on loopback fetches public addresses only ("on"): every spelling of loopback and the
+ * private and metadata ranges are refused on the address, and the client is told only that the fetch
+ * failed; the log has the reason. */
+static void test_remote_default(void) {
+    static const char *urls[] = {"http://127.0.0.1:9/x.png", "http://2130706433:9/x.png", "http://0x7f000001:9/x.png",
+                                 "http://127.1:9/x.png", "http://[::1]:9/x.png", "http://[::ffff:127.0.0.1]:9/x.png",
+                                 "http://localhost:9/x.png", "http://169.254.169.254/latest/meta-data/",
+                                 "http://10.0.0.1:8080/x.png", "http://[fd00:ec2::254]/x.png", "https://100.100.100.200/x"};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"id\": %zu, \"image\": \"%s\", \"question\": \"q\", \"answer\": \"a\"}", i, urls[i]);
+        http_resp r;
+        double t0 = vlr_now();
+        post(body, &r);
+        CHECK(r.status == 422 && strstr(r.body.data, "image 1: cannot fetch the image URL (refused by the server's") &&
+                  !strstr(r.body.data, "loopback") && !strstr(r.body.data, "Could") && !strstr(r.body.data, "resolve") &&
+                  vlr_now() - t0 < 5,
+              "%s: %ld %s (%.1f s)", urls[i], r.status, r.body.data, vlr_now() - t0);
+        resp_free(&r);
+    }
+    char *log = read_log();
+    CHECK(strstr(log, "image fetch failed: cannot fetch URL: http://2130706433:9/x.png: refused by the remote-image "
+                      "policy: host 127.0.0.1, address 127.0.0.1: loopback") &&
+              strstr(log, "host 169.254.169.254, address 169.254.169.254: link-local"),
+          "the log has the reasons: %s", log);
+    CHECK(strstr(log, "remote images on (public addresses only)") != NULL, "the startup line says the policy");
+    free(log);
+}
+
+/* A listening socket that never accepts: a connection to it is made (the kernel's backlog) and then
+ * nothing ever answers. */
+static int stalling_listener(int *port_out) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *port_out = ntohs(a.sin_port);
+    return fd;
+}
+
+/* --remote-images 127.0.0.1/32 --fetch-budget-s 1: a listed address is fetched (the server's own
+ * /health: fetched, then not an image); an unlisted one is refused; an item that stalls takes the
+ * body's whole time budget, and the next item is not fetched at all. --remote-images off, and the
+ * default of a server bound to 0.0.0.0: nothing is fetched. */
+static void test_remote_policy(void) {
+    static const char *extra[] = {"--remote-images", "127.0.0.1/32", "--fetch-budget-s", "1", NULL};
+    memcpy(server_extra, extra, sizeof extra);
+    server_model = MODEL;
+    port = 0;
+    unlink(log_path);
+    bool up = start_server();
+    server_extra[0] = NULL;
+    CHECK(up, "server with --remote-images 127.0.0.1/32 started");
+    if (!up) return;
+    int stall_port = 0, stall = stalling_listener(&stall_port);
+    CHECK(stall >= 0, "stalling listener");
+    vlr_buf b = {0};
+    vlr_buf_printf(&b, "{\"requests\": [{\"id\": \"own\", \"image\": \"http://localhost:%d/health\", \"question\": \"q\", "
+                       "\"answer\": \"a\"}, {\"id\": \"v6\", \"image\": \"http://[::1]:%d/health\", \"question\": \"q\", "
+                       "\"answer\": \"a\"}, {\"id\": \"stall\", \"image\": \"http://127.0.0.1:%d/a.png\", \"question\": \"q\", "
+                       "\"answer\": \"a\"}, {\"id\": \"late\", \"image\": \"http://127.0.0.1:%d/b.png\", \"question\": \"q\", "
+                       "\"answer\": \"a\"}]}",
+                   port, port, stall_port, stall_port);
+    http_resp r;
+    double t0 = vlr_now();
+    post(b.data, &r);
+    double took = vlr_now() - t0;
+    vlr_json_doc *d = parse_body(&r);
+    const vlr_json *res = d ? vlr_json_get(vlr_json_root(d), "results") : NULL;
+    CHECK(r.status == 200 && vlr_json_is(res, VLR_JSON_ARRAY) && res->len == 4, "batch: %ld %s", r.status, r.body.data);
+    if (vlr_json_is(res, VLR_JSON_ARRAY) && res->len == 4) {
+        CHECK(strstr(str_of(vlr_json_get(&res->items[0], "error")), "data URI: not a recognised image"),
+              "a listed address is fetched: %s", str_of(vlr_json_get(&res->items[0], "error")));
+        CHECK(strstr(str_of(vlr_json_get(&res->items[1], "error")), "cannot fetch the image URL"), "::1 is not listed: %s",
+              str_of(vlr_json_get(&res->items[1], "error")));
+        CHECK(strstr(str_of(vlr_json_get(&res->items[2], "error")), "cannot fetch the image URL"), "stalled: %s",
+              str_of(vlr_json_get(&res->items[2], "error")));
+        CHECK(strstr(str_of(vlr_json_get(&res->items[3], "error")), "not fetched: this body's fetch budget (256 MiB, 1 s"),
+              "after the budget: %s", str_of(vlr_json_get(&res->items[3], "error")));
+    }
+    CHECK(took >= 0.9 && took < 4, "the stalled fetch ended with the 1 s budget: %.2f s", took);
+    char *log = read_log();
+    CHECK(strstr(log, "neither ::1 nor its address ::1 is in the allowlist") != NULL, "log: %s", log);
+    free(log);
+    vlr_json_free(d);
+    resp_free(&r);
+    if (stall >= 0) close(stall);
+    kill(server_pid, SIGTERM);
+    CHECK(wait_server(30) == 0, "the policy server exits");
+
+    /* off: explicitly, and by default on an address that is not loopback */
+    static const char *off[] = {"--remote-images", "off", NULL}, *exposed[] = {"--host", "0.0.0.0", NULL};
+    const char *const *variants[] = {off, exposed};
+    for (int k = 0; k < 2; k++) {
+        memcpy(server_extra, variants[k], 3 * sizeof *off);
+        port = 0;
+        unlink(log_path);
+        up = start_server();
+        server_extra[0] = NULL;
+        CHECK(up, "server %d started", k);
+        if (!up) continue;
+        b.len = 0;
+        vlr_buf_printf(&b, "{\"image\": \"http://localhost:%d/health\", \"question\": \"q\", \"answer\": \"a\"}", port);
+        post(b.data, &r);
+        CHECK(r.status == 422 && strstr(r.body.data, "remote images are off on this server (--remote-images"),
+              "variant %d: %ld %s", k, r.status, r.body.data);
+        resp_free(&r);
+        log = read_log();
+        CHECK(strstr(log, "remote images off") != NULL, "variant %d: the startup line says off", k);
+        free(log);
+        kill(server_pid, SIGTERM);
+        CHECK(wait_server(30) == 0, "server %d exits", k);
+    }
+    vlr_buf_free(&b);
+}
+
 /* ---- hostile connections: deadlines, per-address limits, framing, shutdown (issue 16) ----------- */
 
 /* A TCP connection to the server from the loopback address src ("127.0.0.2": another client), or -1. */
@@ -1117,6 +1243,7 @@ int main(void) {
         TEST_RUN(test_concurrent);
         TEST_RUN(test_stats);
         TEST_RUN(test_log);
+        TEST_RUN(test_remote_default);
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
     if (server_pid > 0) { /* test_sigterm did not run (a selection) or did not stop it */
@@ -1129,6 +1256,7 @@ int main(void) {
     if (server_pid <= 0) TEST_RUN(test_admission_bounds);
     if (server_pid <= 0) TEST_RUN(test_slow_clients);
     if (server_pid <= 0) TEST_RUN(test_drain_timeout);
+    if (server_pid <= 0) TEST_RUN(test_remote_policy);
     TEST_RUN(test_library_token_check);
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
