@@ -699,7 +699,7 @@ static void test_probe(void) {
         CHECK(f != NULL, "write %s", path);
         if (f) {
             fwrite(d, 1, 2, f);
-            static uint8_t app[65535];
+            static uint8_t app[2 + 65535]; /* marker, then 65535 bytes counted by the length field */
             for (int s = 0; s < 4; s++) { /* four APP1 segments of 64 KiB each */
                 app[0] = 0xff, app[1] = 0xe1, app[2] = 0xff, app[3] = 0xff;
                 fwrite(app, 1, 2 + 65535, f);

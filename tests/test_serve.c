@@ -1139,7 +1139,10 @@ static void test_slow_clients(void) {
         vlr_buf_free(&t[i].got);
         close(t[i].fd);
     }
-    CHECK(health_from("127.0.0.1"), "127.0.0.1 is served again");
+    /* libmicrohttpd frees an address's quota once it has cleaned the closed connections up */
+    bool again = false;
+    for (double end = vlr_now() + 5; !again && vlr_now() < end; sleep_ms(50)) again = health_from("127.0.0.1");
+    CHECK(again, "127.0.0.1 is served again");
 
     /* the idle kept-alive connection (3 s by now, over the read timeout) still answers */
     b.len = 0;
