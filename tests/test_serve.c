@@ -131,6 +131,22 @@ static int wait_server(double seconds) {
     return -1;
 }
 
+/* Starts a new server of model with the options of start_server plus extra (NULL-terminated), its
+ * address space capped at as_limit bytes (0: no cap). */
+static bool restart_server(const char *model, const char *const *extra, unsigned long long as_limit) {
+    size_t n = 0;
+    for (; extra && extra[n] && n + 1 < sizeof server_extra / sizeof *server_extra; n++) server_extra[n] = extra[n];
+    server_extra[n] = NULL;
+    server_model = model;
+    server_as_limit = as_limit;
+    port = 0;
+    unlink(log_path); /* start_server must not read the previous server's port from the old log */
+    bool up = start_server();
+    server_extra[0] = NULL;
+    server_as_limit = 0;
+    return up;
+}
+
 /* ---- HTTP with libcurl ----------------------------------------------------------------------- */
 
 typedef struct http_resp {
@@ -653,10 +669,7 @@ static void test_nonfinite_serve(void) {
         fputs("{\"image_mean\": [-1e29, -1e29, -1e29], \"image_std\": [1.2e-38, 1.2e-38, 1.2e-38]}", f);
         fclose(f);
     }
-    server_model = dir;
-    port = 0;
-    unlink(log_path); /* start_server must not read the first server's port from the old log */
-    bool up = start_server();
+    bool up = restart_server(dir, NULL, 0);
     CHECK(up, "server on the NaN model started");
     if (up) {
         const char *img = "{\"id\": \"nan\", \"image\": \"images/demo.jpg\", \"question\": \"q\", \"answer\": \"a\"}";
@@ -775,19 +788,13 @@ static void test_library_token_check(void) {
  * refused quickly, and the server's peak RSS stays within 256 MB of what it had after starting. */
 static void test_admission_bounds(void) {
     static const char *extra[] = {"--max-tokens", "1000", "--max-body-mb", "8", "--max-batch-pixels", "30000", NULL};
-    memcpy(server_extra, extra, sizeof extra);
-    server_model = MODEL;
 #if defined(__SANITIZE_ADDRESS__)
     bool asan = true;
+    bool up = restart_server(MODEL, extra, 0);
 #else
     bool asan = false;
-    server_as_limit = 2ull << 30;
+    bool up = restart_server(MODEL, extra, 2ull << 30);
 #endif
-    port = 0;
-    unlink(log_path);
-    bool up = start_server();
-    server_extra[0] = NULL;
-    server_as_limit = 0;
     CHECK(up, "server with --max-tokens 1000 started under a 2 GiB address-space cap");
     if (!up) return;
     long rss0 = proc_status_kb(server_pid, "VmRSS");
@@ -903,12 +910,7 @@ static int stalling_listener(int *port_out) {
  * default of a server bound to 0.0.0.0: nothing is fetched. */
 static void test_remote_policy(void) {
     static const char *extra[] = {"--remote-images", "127.0.0.1/32", "--fetch-budget-s", "1", NULL};
-    memcpy(server_extra, extra, sizeof extra);
-    server_model = MODEL;
-    port = 0;
-    unlink(log_path);
-    bool up = start_server();
-    server_extra[0] = NULL;
+    bool up = restart_server(MODEL, extra, 0);
     CHECK(up, "server with --remote-images 127.0.0.1/32 started");
     if (!up) return;
     int stall_port = 0, stall = stalling_listener(&stall_port);
@@ -951,11 +953,7 @@ static void test_remote_policy(void) {
     static const char *off[] = {"--remote-images", "off", NULL}, *exposed[] = {"--host", "0.0.0.0", NULL};
     const char *const *variants[] = {off, exposed};
     for (int k = 0; k < 2; k++) {
-        memcpy(server_extra, variants[k], 3 * sizeof *off);
-        port = 0;
-        unlink(log_path);
-        up = start_server();
-        server_extra[0] = NULL;
+        up = restart_server(MODEL, variants[k], 0);
         CHECK(up, "server %d started", k);
         if (!up) continue;
         b.len = 0;
@@ -989,38 +987,27 @@ static int raw_connect(const char *src) {
     return fd;
 }
 
-/* Reads what the server sends until it closes the connection or `seconds` pass; true when it closed. */
-static bool read_until_close(int fd, double seconds, vlr_buf *out) {
-    double end = vlr_now() + seconds;
-    for (;;) {
-        int left = (int)((end - vlr_now()) * 1000);
-        if (left <= 0) return false;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, left) <= 0) continue;
-        char buf[4096];
-        ssize_t k = recv(fd, buf, sizeof buf, 0);
-        if (k <= 0) return true;
-        vlr_buf_append(out, buf, (size_t)k);
-    }
-}
-
-/* Reads one response (headers and a Content-Length body) without waiting for the close. */
-static bool read_response(int fd, double seconds, vlr_buf *out) {
+/* Reads what the server sends for at most `seconds`: until it closes the connection (one = false), or
+ * until one whole response, headers and Content-Length body, is in (one = true). True when that came. */
+static bool read_reply(int fd, double seconds, bool one, vlr_buf *out) {
     double end = vlr_now() + seconds;
     for (;;) {
         const char *h = out->data ? strstr(out->data, "\r\n\r\n") : NULL;
         const char *cl = out->data ? strcasestr(out->data, "Content-Length: ") : NULL;
-        if (h && cl && out->len >= (size_t)(h + 4 - out->data) + (size_t)atol(cl + 16)) return true;
+        if (one && h && cl && out->len >= (size_t)(h + 4 - out->data) + (size_t)atol(cl + 16)) return true;
         int left = (int)((end - vlr_now()) * 1000);
         if (left <= 0) return false;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, left) <= 0) continue;
         char buf[4096];
         ssize_t k = recv(fd, buf, sizeof buf, 0);
-        if (k <= 0) return false;
+        if (k <= 0) return !one;
         vlr_buf_append(out, buf, (size_t)k);
     }
 }
+
+static bool read_until_close(int fd, double seconds, vlr_buf *out) { return read_reply(fd, seconds, false, out); }
+static bool read_response(int fd, double seconds, vlr_buf *out) { return read_reply(fd, seconds, true, out); }
 
 static void send_text(int fd, const char *text) { (void)!send(fd, text, strlen(text), MSG_NOSIGNAL); }
 
@@ -1097,12 +1084,7 @@ static void *trickle_main(void *arg) {
  * the upload gets 503 and the server exits 0 at once. */
 static void test_slow_clients(void) {
     static const char *extra[] = {"--read-timeout", "2", "--max-connections", "16", "--max-connections-per-ip", "8", NULL};
-    memcpy(server_extra, extra, sizeof extra);
-    server_model = MODEL;
-    port = 0;
-    unlink(log_path);
-    bool up = start_server();
-    server_extra[0] = NULL;
+    bool up = restart_server(MODEL, extra, 0);
     CHECK(up, "server with --read-timeout 2 started");
     if (!up) return;
 
@@ -1177,12 +1159,7 @@ static void test_slow_clients(void) {
  * exits 1, saying so. */
 static void test_drain_timeout(void) {
     static const char *extra[] = {"--drain-timeout", "1", "--workers", "1", "--max-body-mb", "8", NULL};
-    memcpy(server_extra, extra, sizeof extra);
-    server_model = MODEL;
-    port = 0;
-    unlink(log_path);
-    bool up = start_server();
-    server_extra[0] = NULL;
+    bool up = restart_server(MODEL, extra, 0);
     CHECK(up, "server with --drain-timeout 1 started");
     if (!up) return;
     shutdown_client c = {0};
