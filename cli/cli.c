@@ -97,6 +97,7 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
     p.max_tokens = o->max_tokens;
     p.precision = o->precision;
     p.int8_cache = o->int8_cache;
+    p.max_image_pixels = o->max_image_pixels;
     char err[VLR_ERR_MSG_CAP];
     vlr_model *m = NULL;
     char *dir = NULL;

@@ -34,6 +34,7 @@ typedef struct cli_model_opts {
     int max_tokens;
     vlr_precision precision; /* VLR_PRECISION_AUTO unless --precision says otherwise */
     bool int8_cache;         /* --int8-cache */
+    uint64_t max_image_pixels; /* vlr_params.max_image_pixels (0: the library's default) */
 } cli_model_opts;
 #define CLI_MODEL_OPTS_INIT {.precision = VLR_PRECISION_AUTO}
 /* Parses --precision's value (auto, f32, bf16) into *out, or prints the usage error and returns

@@ -9,11 +9,14 @@
  * are those of `vlreward score` bit for bit (same library call, results independent of the thread
  * count and of the vision cache).
  *
- * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with sigwait.
- * The first closes the listening socket, answers requests that are already under way (adding
- * "Connection: close"), then stops and exits 0; a second exits at once with status 1.
+ * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with
+ * sigtimedwait, which also wakes it four times a second to enforce the read deadline. The first
+ * closes the listening socket, closes the connections whose request has not fully arrived, answers
+ * the requests that have (adding "Connection: close") within --drain-timeout, then stops and exits
+ * 0; a second signal, or the drain timeout, exits at once with status 1.
  *
- * Not here: the worker pool, body parsing and the image-path policy (serve.c). */
+ * Not here: the worker pool, body parsing and the image-path policy (serve.c); the connection
+ * registry behind the read deadline and the shutdown's cuts (serve_conns.c). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,28 +27,36 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fetch_policy.h"
 #include "serve.h"
+#include "serve_conns.h"
 
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
-    "                      [--image-root DIR] [--allow-any-path] [--max-body-mb 64] [--max-tokens N]\n"
-    "                      [--vision-cache MB] [--max-connections 64] [--idle-timeout 300] [--quiet]\n"
+    "                      [--image-root DIR] [--allow-any-path] [--remote-images off|on|LIST]\n"
+    "                      [--fetch-budget-mb 256] [--fetch-budget-s 120] [--max-body-mb 64] [--max-tokens N]\n"
+    "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
+    "                      [--vision-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
+    "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
     "\n"
     "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
     "  POST /score   one request ({\"id\", \"messages\"} or {\"id\", \"image\"|\"images\", \"question\",\n"
     "                \"answer\"}, as in `vlreward score`) -> 200 {\"id\", \"score\"}, or 422 {\"id\", \"error\"};\n"
     "                or {\"requests\": [...]} -> 200 {\"results\": [{\"id\", \"score\"} | {\"id\", \"error\"}, ...]}\n"
-    "                in order. Invalid JSON -> 400, body over the cap -> 413.\n"
+    "                in order. Invalid JSON -> 400; a body over --max-body-mb, a batch over --max-batch,\n"
+    "                images over --max-batch-pixels -> 413; a request not arrived in --read-timeout -> 408.\n"
     "  GET /health   {\"status\": \"ok\"}\n"
     "  GET /info     the object of `vlreward info --json` plus \"version\"\n"
     "  GET /stats    counters: workers, busy_workers, queued, in_flight, scored, failed, tokens, ...\n"
     "\n"
     "  --model DIR           model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --host ADDR           address to bind (default 127.0.0.1, loopback only); 0.0.0.0 or :: expose\n"
-    "                        the server, which reads local images and fetches URLs, to the network\n"
+    "                        the server, which reads local images (and fetches the URLs that\n"
+    "                        --remote-images allows), to the network\n"
     "  --port N              TCP port (default 8000; 0 picks a free one). Once ready the server prints\n"
     "                        \"listening on http://HOST:PORT\" on stderr\n"
     "  --workers N           requests scored at the same time, one session each (default 1: on a small\n"
@@ -53,21 +64,40 @@ static const char help[] =
     "  --threads N           threads per request (default: CPUs / workers); scores do not depend on it\n"
     "  --image-root DIR      folder that relative image paths resolve against (default: current)\n"
     "  --allow-any-path      also read local images outside the image root (absolute paths, \"..\")\n"
+    "  --remote-images P     http(s) images: off, on (public addresses only) or a comma-separated\n"
+    "                        allowlist of hosts and CIDR blocks (default: on when bound to loopback,\n"
+    "                        else off); checked on the address each connection goes to\n"
+    "  --fetch-budget-mb MB  http(s) bytes one body may fetch (default 256)\n"
+    "  --fetch-budget-s S    and seconds its fetches may take (default 120)\n"
     "  --max-body-mb MB      largest request body (default 64); larger ones get 413\n"
-    "  --max-tokens N        refuse requests longer than N tokens (default: the model's context)\n"
+    "  --max-tokens N        refuse requests longer than N tokens (default: the model's context); an\n"
+    "                        image's tokens are checked from its header, before it is decoded\n"
+    "  --max-batch N         requests in one body (default 1024); a larger batch gets 413\n"
+    "  --max-image-pixels N  refuse an image whose header declares more pixels (default 33554432 =\n"
+    "                        2^25, e.g. 8192x4096), or that would be resized to more\n"
+    "  --max-batch-pixels N  decoded + resized pixels of all images of one body, from their headers\n"
+    "                        (default 4294967296 = 2^32); a body that needs more gets 413\n"
     "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16, int8\n"
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
+    "  --max-connections-per-ip N  simultaneous connections from one address (default: half of\n"
+    "                        --max-connections); more are refused\n"
+    "  --read-timeout S      a request's headers and body must arrive within S seconds of its start\n"
+    "                        (default 30), however steadily the bytes trickle; later: 408, closed\n"
     "  --idle-timeout S      close a connection idle for S seconds (default 300, 0 = never)\n"
+    "  --drain-timeout S     on SIGINT/SIGTERM, wait at most S seconds for the requests that had fully\n"
+    "                        arrived (default 120), then exit 1\n"
     "  --quiet               no startup summary and no per-request log lines on stderr\n"
     "\n"
-    "SIGINT/SIGTERM: stop accepting, finish the requests under way, exit 0 (a second signal: exit 1).\n"
-    "exit status: 0 after a signal, 1 the model did not load or the address could not be bound,\n"
-    "2 usage error\n";
+    "SIGINT/SIGTERM: stop accepting, close the connections whose request has not fully arrived, finish\n"
+    "the others, exit 0 (a second signal, or --drain-timeout: exit 1).\n"
+    "exit status: 0 after a signal, 1 the model did not load, the address could not be bound or the\n"
+    "drain timed out, 2 usage error\n";
 
 typedef struct server {
     serve_pool *pool;
+    serve_conns *conns;    /* read deadlines and the shutdown's cuts (serve_conns.h) */
     size_t max_body;       /* bytes */
     long max_body_mb;
     bool quiet;
@@ -87,6 +117,7 @@ typedef struct conn_req {
     bool counted;    /* counted in server.scoring until answered */
     bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
     bool answered;   /* a response is queued */
+    bool close;      /* end the connection after the response (ambiguous framing) */
 } conn_req;
 
 /* ---- /info ----------------------------------------------------------------------------------- */
@@ -101,19 +132,12 @@ static char *info_json(const vlr_model *m) {
 
 /* ---- responses and the request log --------------------------------------------------------- */
 
-/* Copies s for the log with control bytes replaced, so a hostile URL cannot forge log lines. */
-static void log_safe(char *dst, size_t cap, const char *s) {
-    size_t i = 0;
-    for (; s && s[i] && i + 1 < cap; i++) dst[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    dst[i] = '\0';
-}
-
 static void log_request(const server *s, const char *method, const char *url, int status, const conn_req *r,
                         uint64_t tokens, const serve_reply *reply) {
     if (s->quiet) return;
     char m[16], u[256], batch[48] = "";
-    log_safe(m, sizeof m, method);
-    log_safe(u, sizeof u, url);
+    serve_log_safe(m, sizeof m, method);
+    serve_log_safe(u, sizeof u, url);
     if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
     /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
     fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
@@ -142,7 +166,7 @@ static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     /* while shutting down, let every kept-alive connection end with this response */
-    if (atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->close || atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
@@ -197,23 +221,65 @@ static route route_of(const char *url) {
     return ROUTE_NONE;
 }
 
-/* The first call for a request: headers are in, the body (if any) is not. Only a POST /score whose
- * declared length is over the cap is answered now, with 413, before its body is read (a client that
- * sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the connection after). The
- * rest is answered once the request is complete, which keeps the connection alive. */
+/* The framing headers of a request, as sent (libmicrohttpd keeps every header line). */
+typedef struct framing {
+    int content_length, transfer_encoding;
+    bool chunked_only; /* the (single) Transfer-Encoding is exactly "chunked" */
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        f->chunked_only = value && strcasecmp(value, "chunked") == 0;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 section 6.3: a message with both Transfer-Encoding and Content-Length, or with several
+ * Content-Length headers, has no reliable end; libmicrohttpd 0.9.75 would take the first header it
+ * finds (the rest of the bytes then read as a smuggled next request). Such a request gets 400 and the
+ * connection is closed after it, so nothing it carries is read as a request. NULL when the framing is
+ * sound. */
+static const char *framing_problem(struct MHD_Connection *c) {
+    framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.transfer_encoding && f.content_length)
+        return "both Transfer-Encoding and Content-Length: the body's end is ambiguous";
+    if (f.content_length > 1) return "more than one Content-Length header";
+    if (f.transfer_encoding > 1 || (f.transfer_encoding && !f.chunked_only))
+        return "a Transfer-Encoding other than a single \"chunked\"";
+    return NULL;
+}
+
+/* The first call for a request: headers are in, the body (if any) is not. Ambiguous framing and a
+ * POST /score whose declared length is over the cap are answered now (400, 413), before the body is
+ * read (a client that sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the
+ * connection after). The rest is answered once the request is complete, which keeps the connection
+ * alive. */
 static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
                                   const char *method) {
     r->route = route_of(url);
+    serve_conns_reading(s->conns, c);
+    const char *bad_framing = framing_problem(c);
+    if (bad_framing) {
+        r->close = true;
+        if (!serve_conns_answering(s->conns, c)) return MHD_NO;
+        return respond_error(s, c, r, method, url, 400, NULL, "bad request framing: %s", bad_framing);
+    }
     if (r->route != ROUTE_SCORE || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && n > s->max_body)
+        if (errno == 0 && end != cl && n > s->max_body) {
+            if (!serve_conns_answering(s->conns, c)) return MHD_NO;
             return respond_error(s, c, r, method, url, 413, NULL,
                                  "request body of %llu bytes is over the %ld MiB cap (--max-body-mb)", n,
                                  s->max_body_mb);
+        }
     }
     r->keep_body = true;
     r->counted = true;
@@ -274,12 +340,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
+    /* the whole request is in: from here on, no read deadline and the shutdown waits for it */
+    if (!serve_conns_answering(s->conns, c)) return MHD_NO;
     return on_complete_request(s, c, r, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     server *s = cls;
     conn_req *r = *con_cls;
+    serve_conns_idle(s->conns, c);
     if (!r) return;
     if (r->counted) atomic_fetch_sub(&s->scoring, 1);
     vlr_buf_free(&r->body);
@@ -310,8 +379,10 @@ static bool is_loopback(const struct sockaddr *sa) {
 int cmd_serve(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "serve"};
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
-    const char *host = "127.0.0.1", *image_root = ".";
+    const char *host = "127.0.0.1", *image_root = ".", *remote_arg = NULL;
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
+    long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
+    long per_ip = -1, read_s = 30, drain_s = 120, fetch_mb = 256, fetch_s = 120;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -319,6 +390,7 @@ int cmd_serve(int argc, char **argv) {
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_opt(&a, "--host", true, &host, &bad)) continue;
         if (cli_opt(&a, "--image-root", true, &image_root, &bad)) continue;
+        if (cli_opt(&a, "--remote-images", true, &remote_arg, &bad)) continue;
         if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
         if (cli_opt(&a, "--allow-any-path", false, &v, &bad)) { allow_any = true; continue; }
         struct { const char *name; long lo, hi, *dst; const char *what; } ints[] = {
@@ -328,6 +400,14 @@ int cmd_serve(int argc, char **argv) {
             {"--vision-cache", 0, 1L << 20, &cache_mb, "megabytes (0..1048576)"},
             {"--max-connections", 1, 10000, &max_conn, "1..10000"},
             {"--idle-timeout", 0, 86400, &idle_s, "seconds (0..86400)"},
+            {"--max-batch", 1, 1L << 20, &max_batch, "1..1048576"},
+            {"--max-image-pixels", 1, 1L << 31, &max_image_pixels, "1..2147483648"},
+            {"--max-batch-pixels", 1, 1L << 50, &max_batch_pixels, "1..2^50"},
+            {"--max-connections-per-ip", 1, 10000, &per_ip, "1..10000"},
+            {"--read-timeout", 1, 3600, &read_s, "seconds (1..3600)"},
+            {"--drain-timeout", 0, 86400, &drain_s, "seconds (0..86400)"},
+            {"--fetch-budget-mb", 1, 65536, &fetch_mb, "megabytes (1..65536)"},
+            {"--fetch-budget-s", 1, 86400, &fetch_s, "seconds (1..86400)"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -341,8 +421,17 @@ int cmd_serve(int argc, char **argv) {
     }
     if (bad) return EXIT_USAGE;
     if (!mo.model_dir) return cli_usage_error("serve", "--model DIR is required");
+    if (per_ip < 0) per_ip = max_conn > 1 ? max_conn / 2 : 1; /* one client never takes every slot */
+    vlr_fetch_policy *remote = NULL;
+    vlr_err e = {0};
+    if (remote_arg && vlr_fetch_policy_parse(remote_arg, &remote, &e) != VLR_OK)
+        return cli_usage_error("serve", "--remote-images: %s (expected off, on or a list of hosts and CIDR blocks)",
+                               e.msg);
     char *root = realpath(image_root, NULL);
-    if (!root) return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
+    if (!root) {
+        vlr_fetch_policy_free(remote);
+        return cli_usage_error("serve", "--image-root %s: %s", image_root, strerror(errno));
+    }
     /* Workers split the CPUs unless told otherwise: oversubscribed OpenMP teams only slow down. */
     if (mo.threads == 0 && workers > 1) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -369,29 +458,40 @@ int cmd_serve(int argc, char **argv) {
     s.t_start = vlr_now();
     struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
-    vlr_model *m = cli_load_model(&mo, "serve");
-    if (!m) goto done;
-    serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
-                     .image_root = root, .allow_any_path = allow_any};
-    vlr_err e = {0};
-    if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
-        fprintf(stderr, "vlreward serve: %s\n", e.msg);
-        goto done;
-    }
-    if (!(s.info_json = info_json(m))) {
-        fprintf(stderr, "vlreward serve: out of memory\n");
-        goto done;
-    }
-
+    vlr_model *m = NULL;
     char port_text[8];
     snprintf(port_text, sizeof port_text, "%ld", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int gai = getaddrinfo(host, port_text, &hints, &ai);
     if (gai) {
+        ai = NULL;
         fprintf(stderr, "vlreward serve: --host %s: %s\n", host, gai_strerror(gai));
         goto done;
     }
+    /* A server reachable from other machines fetches nothing unless told to: whoever can reach it
+     * would otherwise make it fetch from its network position. */
+    bool exposed = !is_loopback(ai->ai_addr);
+    if (!remote && vlr_fetch_policy_parse(exposed ? "off" : "on", &remote, &e) != VLR_OK) {
+        fprintf(stderr, "vlreward serve: %s\n", e.msg);
+        goto done;
+    }
+    mo.max_image_pixels = (uint64_t)max_image_pixels;
+    if (!(m = cli_load_model(&mo, "serve"))) goto done;
+    serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
+                     .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
+                     .max_batch_pixels = (uint64_t)max_batch_pixels, .remote = remote,
+                     .fetch_budget_bytes = (uint64_t)fetch_mb << 20, .fetch_budget_s = (double)fetch_s,
+                     .quiet = quiet};
+    if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
+        fprintf(stderr, "vlreward serve: %s\n", e.msg);
+        goto done;
+    }
+    if (!(s.conns = serve_conns_new((double)read_s)) || !(s.info_json = info_json(m))) {
+        fprintf(stderr, "vlreward serve: out of memory\n");
+        goto done;
+    }
+
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -399,7 +499,9 @@ int cmd_serve(int argc, char **argv) {
                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s,
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                         MHD_OPTION_NOTIFY_CONNECTION, serve_conns_notify, s.conns,
                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_ip,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
                          MHD_OPTION_END);
     char numeric[NI_MAXHOST];
@@ -412,29 +514,48 @@ int cmd_serve(int argc, char **argv) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     unsigned bound_port = di ? di->port : (unsigned)port;
     bool v6 = ai->ai_family == AF_INET6;
-    if (!is_loopback(ai->ai_addr))
+    const char *remote_text = remote_arg ? remote_arg : exposed ? "off" : "on";
+    if (exposed)
         fprintf(stderr, "vlreward serve: warning: %s is not a loopback address: anyone who can reach it can make "
-                        "the server read images under %s%s and fetch http(s) URLs\n",
-                numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "");
+                        "the server read images under %s%s%s\n",
+                numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "",
+                vlr_fetch_policy_off(remote) ? "" : " and fetch http(s) URLs (--remote-images)");
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
-                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB\n",
+                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
+                        "%ld pixels per image, %ld per batch, %d tokens per request, remote images %s%s\n",
                 mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels_name, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
-                allow_any ? " (any path allowed)" : "", max_body_mb);
+                allow_any ? " (any path allowed)" : "", max_body_mb, max_batch, max_image_pixels, max_batch_pixels,
+                m->max_tokens, remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
-    int sig = 0;
-    while (sigwait(&stop_signals, &sig) != 0) {}
+    /* The main thread waits for a signal and, four times a second, enforces the read deadline. */
+    int sig = -1;
+    const struct timespec sweep_tick = {0, 250 * 1000 * 1000};
+    while ((sig = sigtimedwait(&stop_signals, NULL, &sweep_tick)) <= 0) {
+        size_t late = serve_conns_sweep(s.conns);
+        if (late && !quiet)
+            fprintf(stderr, "vlreward serve: 408: closed %zu connection%s whose request did not arrive within %ld s "
+                            "(--read-timeout)\n", late, late == 1 ? "" : "s", read_s);
+    }
     atomic_store(&s.stopping, true);
     MHD_socket listen_fd = MHD_quiesce_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
-    long busy = atomic_load(&s.in_flight);
-    fprintf(stderr, "vlreward serve: %s: stopped accepting connections, finishing %ld request%s under way\n",
-            sig == SIGINT ? "SIGINT" : "SIGTERM", busy, busy == 1 ? "" : "s");
+    size_t cut = serve_conns_cut_unfinished(s.conns), busy = serve_conns_answering_count(s.conns);
+    fprintf(stderr, "vlreward serve: %s: stopped accepting connections, closed %zu whose request had not fully "
+                    "arrived (or idle), finishing %zu request%s under way\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", cut, busy, busy == 1 ? "" : "s");
     const struct timespec tick = {0, 20 * 1000 * 1000};
+    double drain_end = vlr_now() + (double)drain_s;
     while (atomic_load(&s.in_flight) > 0) {
         if (sigtimedwait(&stop_signals, NULL, &tick) > 0) {
             fprintf(stderr, "vlreward serve: second signal: exiting now\n");
+            _exit(EXIT_INPUT);
+        }
+        serve_conns_cut_unfinished(s.conns); /* a kept-alive client may have begun another request */
+        if (vlr_now() > drain_end) {
+            fprintf(stderr, "vlreward serve: %zu request%s still under way after %ld s (--drain-timeout): exiting now\n",
+                    serve_conns_answering_count(s.conns), serve_conns_answering_count(s.conns) == 1 ? "" : "s", drain_s);
             _exit(EXIT_INPUT);
         }
     }
@@ -446,6 +567,8 @@ done:
     if (d) MHD_stop_daemon(d);
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
+    serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
+    vlr_fetch_policy_free(remote); /* after the pool: admission reads it */
     free(s.info_json);
     vlr_model_free(m);
     curl_global_cleanup();

@@ -10,6 +10,9 @@
  * Not here: HTTP, routing, signals, logging (cmd_serve.c). */
 #include "serve.h"
 
+#include "admission.h"
+#include "base64.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,8 @@ typedef struct serve_group {
 
 typedef struct serve_job {
     const vlr_request *req;
+    char **fetched;       /* data: URIs of the http(s) images fetched at admission (the request points at them) */
+    size_t n_fetched;
     serve_group *group;
     struct serve_job *next;
     /* results, written by the worker before it decrements group->pending */
@@ -48,6 +53,13 @@ struct serve_pool {
     serve_worker *workers;
     const char *image_root;
     bool allow_any_path;
+    size_t max_batch, max_values;
+    uint64_t max_batch_pixels;
+    const vlr_model *model;
+    const vlr_fetch_policy *remote;
+    uint64_t fetch_budget_bytes;
+    double fetch_budget_s;
+    bool quiet;
 };
 
 static void run_job(vlr_session *s, serve_job *job) {
@@ -110,6 +122,14 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
     pthread_cond_init(&p->work, NULL);
     p->image_root = o->image_root;
     p->allow_any_path = o->allow_any_path;
+    p->model = o->model;
+    p->max_batch = o->max_batch;
+    p->max_values = (o->max_batch > 64 ? o->max_batch : 64) * (size_t)SERVE_VALUES_PER_REQUEST;
+    p->max_batch_pixels = o->max_batch_pixels;
+    p->remote = o->remote;
+    p->fetch_budget_bytes = o->fetch_budget_bytes;
+    p->fetch_budget_s = o->fetch_budget_s;
+    p->quiet = o->quiet;
     p->workers = vlr_calloc((size_t)o->workers, sizeof *p->workers, e);
     if (!p->workers) {
         rc = VLR_ERR_NOMEM;
@@ -270,6 +290,90 @@ static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
     pthread_cond_destroy(&g.done);
 }
 
+void serve_log_safe(char *dst, size_t cap, const char *s) {
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < cap; i++) dst[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    dst[i] = '\0';
+}
+
+/* What the admission of one body has spent of its fetch budget. */
+typedef struct fetch_budget {
+    uint64_t bytes;   /* fetched so far */
+    double deadline;  /* vlr_now() time by which every fetch of the body ends */
+} fetch_budget;
+
+/* Fetches the http(s) images of a request under the remote policy and the body's budget, and points
+ * the items at data: URIs of the bytes (owned by the job): the worker then reads them like any data:
+ * image. The client learns only that a fetch failed (libcurl's text would tell it which ports are
+ * open and which hosts answer); the reason goes to the log. */
+static vlr_status fetch_remote(serve_pool *p, vlr_parsed_request *pr, serve_job *job, fetch_budget *budget, vlr_err *e) {
+    const vlr_params *params = &p->model->params;
+    uint64_t per_image = params->max_download_bytes ? params->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
+    size_t index = 0;
+    for (size_t m = 0; m < pr->req.n_messages; m++) {
+        const vlr_message *msg = &pr->req.messages[m];
+        for (size_t i = 0; i < msg->n_items; i++) {
+            /* the items are pr->items, which the request owns: writable */
+            vlr_content_item *it = (vlr_content_item *)&msg->items[i];
+            if (it->kind != VLR_ITEM_IMAGE) continue;
+            index++;
+            if (strncmp(it->image, "http://", 7) != 0 && strncmp(it->image, "https://", 8) != 0) continue;
+            if (vlr_fetch_policy_off(p->remote))
+                return vlr_fail(e, VLR_ERR_UNSUPPORTED, "image %zu: remote images are off on this server (--remote-images; "
+                                "send the image as a data: URI)", index);
+            if (budget->bytes >= p->fetch_budget_bytes || vlr_now() >= budget->deadline)
+                return vlr_fail(e, VLR_ERR_LIMIT, "image %zu: not fetched: this body's fetch budget (%llu MiB, %.0f s: "
+                                "--fetch-budget-mb, --fetch-budget-s) is spent", index,
+                                (unsigned long long)(p->fetch_budget_bytes >> 20), p->fetch_budget_s);
+            uint64_t left = p->fetch_budget_bytes - budget->bytes;
+            vlr_image_limits lim = {.max_download_bytes = per_image < left ? per_image : left,
+                                    .timeout_s = params->download_timeout_s,
+                                    .remote = p->remote,
+                                    .fetch_deadline = budget->deadline};
+            uint8_t *bytes = NULL;
+            size_t n = 0;
+            vlr_err why = {0};
+            if (vlr_image_read_source(it->image, NULL, &lim, &bytes, &n, &why) != VLR_OK) {
+                if (!p->quiet) {
+                    char line[VLR_ERR_MSG_CAP];
+                    serve_log_safe(line, sizeof line, why.msg);
+                    fprintf(stderr, "vlreward serve: image fetch failed: %s\n", line);
+                }
+                return vlr_fail(e, VLR_ERR_NETWORK, "image %zu: cannot fetch the image URL (refused by the server's "
+                                "--remote-images policy, unreachable, or over a limit; the server's log says which)", index);
+            }
+            budget->bytes += n;
+            vlr_buf uri = {0};
+            vlr_buf_puts(&uri, "data:image/fetched;base64,");
+            vlr_base64_encode(&uri, bytes, n);
+            free(bytes);
+            char **list = uri.oom ? NULL : realloc(job->fetched, (job->n_fetched + 1) * sizeof *list);
+            if (!list) {
+                vlr_buf_free(&uri);
+                return vlr_fail(e, VLR_ERR_NOMEM, "image %zu: out of memory for the fetched image", index);
+            }
+            job->fetched = list;
+            job->fetched[job->n_fetched++] = uri.data;
+            it->image = uri.data;
+        }
+    }
+    return VLR_OK;
+}
+
+/* Admission of one parsed request: the image-path policy, its remote images fetched, then its images
+ * costed from their headers against the model's limits (nothing is decoded). */
+static vlr_status admit(serve_pool *p, vlr_parsed_request *pr, serve_job *job, fetch_budget *budget, vlr_cost *cost,
+                        vlr_err *e) {
+    memset(cost, 0, sizeof *cost);
+    vlr_status rc;
+    if (!p->allow_any_path && (rc = serve_check_image_paths(&pr->req, p->image_root, e))) return rc;
+    if ((rc = fetch_remote(p, pr, job, budget, e))) return rc;
+    vlr_image_limits lim = {.max_pixels = p->model->params.max_image_pixels,
+                            .max_download_bytes = p->model->params.max_download_bytes,
+                            .max_tokens = (uint64_t)p->model->max_tokens};
+    return vlr_request_cost(&pr->req, &p->model->cfg.preproc, &lim, cost, e);
+}
+
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out) {
     out->status = 200;
     out->tokens = 0;
@@ -279,10 +383,19 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
     vlr_parsed_request *parsed = NULL;
     serve_job *jobs = NULL;
     size_t n = 0;
-    vlr_json_doc *doc = vlr_json_parse(body, len, &e);
-    if (!doc) {
-        if (len == 0) plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
-        else plain_error(out, 400, "invalid JSON: %s", e.msg);
+    vlr_json_doc *doc = NULL;
+    if (len == 0) {
+        plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
+        goto done;
+    }
+    /* Each JSON value costs the parser ~50 bytes whatever its text: "0," is two bytes. */
+    if (vlr_json_value_bound(body, len) > p->max_values) {
+        plain_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
+                              "(--max-batch)", p->max_values, p->max_batch);
+        goto done;
+    }
+    if (!(doc = vlr_json_parse(body, len, &e))) {
+        plain_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
         goto done;
     }
     const vlr_json *root = vlr_json_root(doc);
@@ -302,6 +415,11 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
         out->batch = true;
         items = list->items;
         n = list->len;
+        if (n > p->max_batch) {
+            plain_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
+                        p->max_batch);
+            goto done;
+        }
     }
     out->n_requests = n;
     if (n) {
@@ -312,13 +430,22 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
             goto done;
         }
     }
+    uint64_t pixels = 0;
+    fetch_budget budget = {.deadline = vlr_now() + p->fetch_budget_s};
     for (size_t i = 0; i < n; i++) {
         serve_job *job = &jobs[i];
+        vlr_cost cost;
         vlr_status rc = vlr_request_from_json(&items[i], i, p->image_root, &parsed[i], &job->err);
-        if (rc == VLR_OK && !p->allow_any_path) rc = serve_check_image_paths(&parsed[i].req, p->image_root, &job->err);
+        if (rc == VLR_OK) rc = admit(p, &parsed[i], job, &budget, &cost, &job->err);
         job->err.code = rc;
         job->req = &parsed[i].req;
         job->queued = rc == VLR_OK;
+        if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
+            plain_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
+                        out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,
+                        out->batch ? ": split the batch" : "");
+            goto done;
+        }
     }
     run_group(p, jobs, n);
 
@@ -359,6 +486,10 @@ done:
         vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
     }
     for (size_t i = 0; parsed && i < n; i++) vlr_parsed_request_free(&parsed[i]);
+    for (size_t i = 0; jobs && i < n; i++) {
+        for (size_t k = 0; k < jobs[i].n_fetched; k++) free(jobs[i].fetched[k]);
+        free(jobs[i].fetched);
+    }
     free(parsed);
     free(jobs);
     vlr_json_free(doc);

@@ -8,6 +8,7 @@
 #define VLR_CLI_SERVE_H
 
 #include "cli.h"
+#include "fetch_policy.h"
 
 typedef struct serve_pool serve_pool;
 
@@ -17,6 +18,12 @@ typedef struct serve_opts {
     size_t vision_cache_bytes; /* per session; 0 = off */
     const char *image_root;    /* absolute folder that relative image paths resolve against */
     bool allow_any_path;       /* allow local images outside image_root */
+    size_t max_batch;          /* requests in one body (413 beyond); also sets the JSON value cap */
+    uint64_t max_batch_pixels; /* decoded + resized image pixels of one body, from the headers (413) */
+    const vlr_fetch_policy *remote; /* which http(s) images are fetched (must outlive the pool) */
+    uint64_t fetch_budget_bytes;    /* http(s) bytes one body may fetch */
+    double fetch_budget_s;          /* and the time its fetches may take */
+    bool quiet;                     /* no fetch failures in the log */
 } serve_opts;
 
 /* Creates the sessions and starts the workers. On failure nothing is left running. */
@@ -24,17 +31,28 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e);
 /* Lets the workers finish what is queued, joins them, frees the sessions. NULL is a no-op. */
 void serve_pool_stop(serve_pool *p);
 
+/* JSON values a body may hold per request of --max-batch (a request of the documented shapes has a
+ * few dozen), so that the parse of a body is bounded before it starts. */
+#define SERVE_VALUES_PER_REQUEST 1024
+
 typedef struct serve_reply {
-    int status;         /* HTTP status: 200, 400, 422, 500, 503 */
+    int status;         /* HTTP status: 200, 400, 413, 422, 500, 503 */
     vlr_buf body;       /* JSON object, no trailing newline */
     uint64_t tokens;    /* tokens scored (after image placeholder expansion) */
     size_t n_requests;  /* 1 for a single request, else the batch size */
     bool batch;
 } serve_reply;
 
-/* Handles a POST /score body: parses it, checks every request, queues them, waits for the workers
- * and writes {"id", "score"} / {"id", "error"} or {"results": [...]}. Blocks the calling thread
- * until its requests are scored. Thread-safe. out->body is owned by the caller. */
+/* Handles a POST /score body: bounds its JSON values (413), parses it, bounds a batch to max_batch
+ * requests (413), then admits the requests one by one: each is checked (fields, image paths), its
+ * http(s) images are fetched here, on the caller's thread, under the remote policy and the body's
+ * fetch budget (a worker never waits on the network; the client gets a generic error, the log the
+ * reason) and become data: URIs, and its images are costed from their headers (pixel cap, token
+ * limit: a request that fails gets its error, nothing decoded); the body's pixels are charged
+ * against max_batch_pixels (413 for the whole body when it runs out, before anything is queued). Then it queues what was admitted, waits for
+ * the workers and writes {"id", "score"} / {"id", "error"} or {"results": [...]}: the reply holds one
+ * short object per admitted request, so it is bounded by max_batch. Blocks the calling thread until
+ * its requests are scored. Thread-safe. out->body is owned by the caller. */
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out);
 
 /* Counters for GET /stats. */
@@ -54,5 +72,9 @@ void serve_pool_stats(serve_pool *p, serve_stats *out);
  * (http, https) and data: sources are not local reads and pass. Symbolic links under root are
  * trusted: whoever controls root's contents already chooses what the server can read. */
 vlr_status serve_check_image_paths(const vlr_request *req, const char *root, vlr_err *e);
+
+/* Copies s for the log, at most cap - 1 bytes, with control bytes replaced, so that a hostile URL
+ * cannot forge log lines. */
+void serve_log_safe(char *dst, size_t cap, const char *s);
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base64.h"
+
 bool vlr_eval_format_parse(const char *name, vlr_eval_format *out) {
     if (strcmp(name, "pairs") == 0) *out = VLR_EVAL_PAIRS;
     else if (strcmp(name, "vlrewardbench") == 0) *out = VLR_EVAL_VLREWARDBENCH;
@@ -138,38 +140,6 @@ static void write_text_message(vlr_buf *b, const char *role, const char *text, s
 
 /* ---- image sources ------------------------------------------------------------------------- */
 
-static int b64_value(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-static bool b64_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-/* Decodes up to cap bytes from the start of base64 text (whitespace skipped). */
-static size_t b64_head(const char *s, size_t len, uint8_t *out, size_t cap) {
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (size_t i = 0; i < len && n < cap; i++) {
-        int v = b64_value((unsigned char)s[i]);
-        if (v < 0) {
-            if (b64_space((unsigned char)s[i])) continue;
-            break;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return n;
-}
-
 /* The MIME type of encoded image bytes from their magic, NULL when unknown. */
 static const char *sniff_mime(const uint8_t *m, size_t n) {
     if (n >= 8 && memcmp(m, "\x89PNG\r\n\x1a\n", 8) == 0) return "image/png";
@@ -180,15 +150,9 @@ static const char *sniff_mime(const uint8_t *m, size_t n) {
     return NULL;
 }
 
-static bool all_base64(const char *s, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        if (b64_value((unsigned char)s[i]) < 0 && s[i] != '=' && !b64_space((unsigned char)s[i])) return false;
-    return true;
-}
-
 static void write_data_uri(vlr_buf *out, const char *b64, size_t len) {
     uint8_t head[16];
-    const char *mime = sniff_mime(head, b64_head(b64, len, head, sizeof head));
+    const char *mime = sniff_mime(head, vlr_base64_decode_head(b64, len, head, sizeof head));
     vlr_buf_printf(out, "data:%s;base64,", mime ? mime : "image/png");
     vlr_buf_append(out, b64, len);
 }
@@ -212,10 +176,10 @@ vlr_status vlr_eval_image_source(const vlr_json *image, vlr_buf *out, vlr_err *e
     } else if (vlr_json_is(image, VLR_JSON_STRING) && image->len) {
         const char *s = image->str;
         uint8_t head[16];
-        size_t n = b64_head(s, image->len, head, sizeof head);
+        size_t n = vlr_base64_decode_head(s, image->len, head, sizeof head);
         /* Plain base64 when it is all base64 alphabet and decodes to a known image magic, or is too
          * long to be a file name; a path with a '.' or a URI with ':' never qualifies. */
-        if (!has_prefix(s, "data:") && image->len >= 16 && all_base64(s, image->len) &&
+        if (!has_prefix(s, "data:") && image->len >= 16 && vlr_base64_is_text(s, image->len) &&
             (sniff_mime(head, n) || image->len >= 1024))
             write_data_uri(out, s, image->len);
         else

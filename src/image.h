@@ -38,6 +38,13 @@ typedef struct vlr_image_limits {
     int n_threads;               /* OpenMP team of the resize and patchify loops, passed in their
                                     num_threads clause (the caller's OpenMP state is never set):
                                     default the OpenMP default team. Results never depend on it. */
+    uint64_t max_tokens;         /* placeholder tokens the image may take, checked from its header
+                                    before decoding (the request's token limit minus what its other
+                                    images took): default no check */
+    const struct vlr_fetch_policy *remote; /* http(s) sources: which addresses may be fetched
+                                    (fetch_policy.h); NULL = any */
+    double fetch_deadline;       /* http(s): vlr_now() time by which a fetch must end; 0 = none
+                                    (timeout_s applies either way) */
 } vlr_image_limits;
 
 #define VLR_IMAGE_DEFAULT_MAX_PIXELS 178956970ull
@@ -72,6 +79,19 @@ typedef struct vlr_image_opts {
 vlr_status vlr_image_read_source(const char *source, const char *base_dir, const vlr_image_limits *lim,
                                  uint8_t **bytes, size_t *n, vlr_err *e);
 
+/* The format and size of encoded bytes from their header alone, no pixel decoded: how an image is
+ * costed before it is admitted or decoded (info->mode is filled for JPEG only). The decoder reads the
+ * same fields, so decoding gives this size or fails. *need_more: the bytes end before the size is
+ * known (probe a longer prefix of the file). */
+vlr_status vlr_image_probe(const uint8_t *bytes, size_t n, const char *name, vlr_image_file_info *info,
+                           bool *need_more, vlr_err *e);
+
+/* The header of the image a reference points to, reading only what it takes: a prefix of a local
+ * file (all of it only when the header lies further in), a prefix of a data: URI's base64. http(s)
+ * sources are not read (VLR_ERR_UNSUPPORTED): fetch them first. */
+vlr_status vlr_image_probe_source(const char *source, const char *base_dir, const vlr_image_limits *lim,
+                                  vlr_image_file_info *info, vlr_err *e);
+
 /* Decodes encoded bytes (format sniffed from the bytes, not the name) into RGB8 exactly as
  * qwen_vl_utils.to_rgb(Image.open(...)) with Pillow 9.4: mode RGBA is pasted on white with alpha as
  * the mask; every other mode goes through convert("RGB"). name is used in messages only (may be
@@ -83,6 +103,24 @@ vlr_status vlr_image_decode(const uint8_t *bytes, size_t n, const char *name, co
  * [min_pixels, max_pixels], aspect kept; Python round-half-to-even. Errors for aspect > 200. */
 vlr_status vlr_smart_resize(int64_t height, int64_t width, int factor, int64_t min_pixels, int64_t max_pixels,
                             int64_t *out_h, int64_t *out_w, vlr_err *e);
+
+/* The sizes an image of height x width gets, and what it costs, before any pixel is touched. */
+typedef struct vlr_image_plan {
+    int64_t fetch_h, fetch_w;     /* after qwen_vl_utils.fetch_image's smart_resize (opts) */
+    int64_t resized_h, resized_w; /* after the processor's own smart_resize: the final size */
+    uint64_t n_patches;           /* (resized_h / patch) * (resized_w / patch) */
+    uint64_t n_tokens;            /* n_patches / merge^2: the image's placeholder tokens */
+    uint64_t pixels;              /* decoded + resized pixels: the work of decoding and resizing */
+} vlr_image_plan;
+
+/* Plans an image of the given size with the item's opts (may be NULL): both smart_resize steps of
+ * vlr_image_prepare, and the pixel cap (max_pixels, 0 = Pillow's) on the decoded size and on each
+ * resized size (VLR_ERR_LIMIT). */
+vlr_status vlr_image_plan_size(int64_t height, int64_t width, const vlr_image_opts *opts,
+                               const vlr_preproc_config *pp, uint64_t max_pixels, vlr_image_plan *out, vlr_err *e);
+
+/* VLR_ERR_LIMIT when the planned image takes more than max_tokens placeholder tokens (0 = no check). */
+vlr_status vlr_image_check_tokens(const vlr_image_plan *plan, uint64_t max_tokens, vlr_err *e);
 
 /* Pillow 9.4 Image.resize((out_w, out_h), Image.BICUBIC) on an RGB image, byte-exact. A same-size
  * resize is a copy. dst gets a new buffer (dst must not alias src). */
@@ -101,11 +139,12 @@ typedef struct vlr_prepared_image {
 } vlr_prepared_image;
 void vlr_prepared_image_free(vlr_prepared_image *p); /* NULL is a no-op; leaves *p zeroed */
 
-/* The whole chain for one image item: read the source, decode + to_rgb, qwen_vl_utils fetch_image
- * sizing (opts override the defaults; opts may be NULL), bicubic resize, then the processor's own
- * smart_resize with pp->min/max_pixels (resizing again only when the size differs), rescale,
- * normalise, repeat to temporal_patch_size, patchify. lim may be NULL (defaults). Messages name
- * the source. */
+/* The whole chain for one image item: read the source; probe its header and plan it, so that the
+ * pixel cap and lim->max_tokens are checked before any pixel is decoded; decode + to_rgb;
+ * qwen_vl_utils fetch_image sizing (opts override the defaults; opts may be NULL), bicubic resize,
+ * then the processor's own smart_resize with pp->min/max_pixels (resizing again only when the size
+ * differs), rescale, normalise, repeat to temporal_patch_size, patchify. lim may be NULL
+ * (defaults). Messages name the source. */
 vlr_status vlr_image_prepare(const char *source, const char *base_dir, const vlr_image_opts *opts,
                              const vlr_preproc_config *pp, const vlr_image_limits *lim,
                              vlr_prepared_image *out, vlr_err *e);

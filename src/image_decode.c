@@ -519,6 +519,27 @@ typedef enum bmp_layout {
     BL_BGRA, BL_ABGR, BL_RGBA /* 32-bit with alpha ("RGBA", composited) */
 } bmp_layout;
 
+/* The size in a BMP header (info header of 12, 40, 64, 108 or 124 bytes, as BmpImagePlugin reads
+ * them): 1 found, 0 the bytes end first, -1 another header type. */
+static int bmp_size(const uint8_t *d, size_t n, uint64_t *width, uint64_t *height, bool *top_down) {
+    if (n < 18) return 0;
+    uint32_t header_size = le32(d + 14);
+    const uint8_t *h = d + 18;
+    *top_down = false;
+    if (header_size == 12) {
+        if (n < 22) return 0;
+        *width = le16(h);
+        *height = le16(h + 2);
+        return 1;
+    }
+    if (header_size != 40 && header_size != 64 && header_size != 108 && header_size != 124) return -1;
+    if (n < 26) return 0;
+    *top_down = h[7] == 0xff; /* negative height, as Pillow tests it */
+    *width = le32(h);
+    *height = *top_down ? (1ull << 32) - le32(h + 4) : le32(h + 4);
+    return 1;
+}
+
 static vlr_status decode_bmp(const uint8_t *d, size_t n, const char *name, uint64_t cap, vlr_image *out,
                              vlr_image_file_info *info, vlr_err *e) {
     if (n < 18) return vlr_fail(e, VLR_ERR_FORMAT, "%s: BMP data is truncated (header)", name);
@@ -532,16 +553,13 @@ static vlr_status decode_bmp(const uint8_t *d, size_t n, const char *name, uint6
     size_t pos = 14 + (size_t)header_size; /* where the palette (or the 3 masks) starts */
     int pal_entry = 4;
     bool top_down = false;
+    if (bmp_size(d, n, &width, &height, &top_down) != 1)
+        return vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: unsupported BMP header type (%u)", name, header_size);
     if (header_size == 12) {
-        width = le16(h);
-        height = le16(h + 2);
         bits = le16(h + 6);
         compression = 0;
         pal_entry = 3;
-    } else if (header_size == 40 || header_size == 64 || header_size == 108 || header_size == 124) {
-        top_down = h[7] == 0xff; /* negative height, as Pillow tests it */
-        width = le32(h);
-        height = top_down ? (1ull << 32) - le32(h + 4) : le32(h + 4);
+    } else {
         bits = le16(h + 10);
         compression = le32(h + 12);
         colors = le32(h + 28);
@@ -554,8 +572,6 @@ static vlr_status decode_bmp(const uint8_t *d, size_t n, const char *name, uint6
                 pos += 12;
             }
         }
-    } else {
-        return vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: unsupported BMP header type (%u)", name, header_size);
     }
     if (bits > 32) return vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: unsupported BMP pixel depth (%u)", name, bits);
     uint64_t n_colors = colors ? colors : 1ull << bits;
@@ -667,6 +683,98 @@ static vlr_status decode_bmp(const uint8_t *d, size_t n, const char *name, uint6
     return VLR_OK;
 }
 
+/* ---- header probe -------------------------------------------------------------------------- */
+
+/* The error for bytes that are none of the four formats. */
+static vlr_status unknown_format(const uint8_t *bytes, size_t n, const char *name, vlr_err *e) {
+    if (n >= 6 && (memcmp(bytes, "GIF87a", 6) == 0 || memcmp(bytes, "GIF89a", 6) == 0))
+        return vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: GIF images are not supported (use PNG, JPEG or WebP)", name);
+    return vlr_fail(e, VLR_ERR_FORMAT, "%s: not a recognised image (JPEG, PNG, WebP or BMP)", name);
+}
+
+/* The first frame header (SOFn) of a JPEG, walking the marker segments the way libjpeg's
+ * read_markers does: bytes before a 0xFF are skipped (libjpeg warns and goes on), fill 0xFF bytes
+ * too, RSTn and TEM carry no length, every other segment is skipped by its length. 1 found, 0 the
+ * bytes end first, -1 no frame header can follow. */
+static int jpeg_size(const uint8_t *d, size_t n, uint64_t *width, uint64_t *height, int *comps) {
+    size_t pos = 2; /* after SOI */
+    for (;;) {
+        while (pos < n && d[pos] != 0xff) pos++;
+        while (pos < n && d[pos] == 0xff) pos++;
+        if (pos >= n) return 0;
+        unsigned m = d[pos++];
+        if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd7)) continue; /* stuffed byte, TEM, RSTn */
+        if (m == 0xd8 || m == 0xd9 || m == 0xda) return -1; /* second SOI, EOI or SOS before a frame */
+        if (n - pos < 2) return 0;
+        size_t len = (size_t)d[pos] << 8 | d[pos + 1];
+        if (len < 2) return -1;
+        bool sof = m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc;
+        if (sof) {
+            if (len < 8) return -1;
+            if (n - pos < 8) return 0;
+            *height = (uint64_t)d[pos + 3] << 8 | d[pos + 4];
+            *width = (uint64_t)d[pos + 5] << 8 | d[pos + 6];
+            *comps = d[pos + 7];
+            return 1;
+        }
+        if (n - pos < len) return 0;
+        pos += len;
+    }
+}
+
+vlr_status vlr_image_probe(const uint8_t *bytes, size_t n, const char *name, vlr_image_file_info *info,
+                           bool *need_more, vlr_err *e) {
+    memset(info, 0, sizeof *info);
+    *need_more = false;
+    if (!name) name = "image";
+    uint64_t w = 0, h = 0;
+    int found;
+    const char *format;
+    if (n >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) {
+        int comps = 0;
+        format = "JPEG";
+        found = jpeg_size(bytes, n, &w, &h, &comps);
+        if (found == 1) snprintf(info->mode, sizeof info->mode, "%s", comps == 1 ? "L" : comps == 4 ? "CMYK" : "RGB");
+    } else if (n >= 8 && memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0) {
+        format = "PNG"; /* IHDR must come first: length 13, type, width, height */
+        found = n < 24 ? 0 : be32(bytes + 8) == 13 && memcmp(bytes + 12, "IHDR", 4) == 0 ? 1 : -1;
+        if (found == 1) {
+            w = be32(bytes + 16);
+            h = be32(bytes + 20);
+        }
+    } else if (n >= 12 && memcmp(bytes, "RIFF", 4) == 0 && memcmp(bytes + 8, "WEBP", 4) == 0) {
+        WebPBitstreamFeatures f;
+        VP8StatusCode st = WebPGetFeatures(bytes, n, &f);
+        format = "WEBP";
+        found = st == VP8_STATUS_NOT_ENOUGH_DATA ? 0 : st == VP8_STATUS_OK && f.width > 0 && f.height > 0 ? 1 : -1;
+        if (found == 1) {
+            w = (uint64_t)f.width;
+            h = (uint64_t)f.height;
+        }
+    } else if (n >= 2 && bytes[0] == 'B' && bytes[1] == 'M') {
+        bool top_down;
+        format = "BMP";
+        found = bmp_size(bytes, n, &w, &h, &top_down);
+    } else if (n < 12) {
+        *need_more = true; /* too short to tell the format */
+        return vlr_fail(e, VLR_ERR_FORMAT, "%s: %zu bytes are too few to tell the image format", name, n);
+    } else {
+        return unknown_format(bytes, n, name, e);
+    }
+    if (found == 0) {
+        *need_more = true;
+        return vlr_fail(e, VLR_ERR_FORMAT, "%s: %s data is truncated (header)", name, format);
+    }
+    if (found < 0) return vlr_fail(e, VLR_ERR_FORMAT, "%s: corrupt %s header", name, format);
+    snprintf(info->format, sizeof info->format, "%s", format);
+    if (w > INT32_MAX || h > INT32_MAX)
+        return vlr_fail(e, VLR_ERR_LIMIT, "%s: image is %llux%llu pixels, too large", name, (unsigned long long)w,
+                        (unsigned long long)h);
+    info->width = (int)w;
+    info->height = (int)h;
+    return VLR_OK;
+}
+
 /* ---- entry --------------------------------------------------------------------------------- */
 
 vlr_status vlr_image_decode(const uint8_t *bytes, size_t n, const char *name, const vlr_image_limits *lim,
@@ -687,10 +795,8 @@ vlr_status vlr_image_decode(const uint8_t *bytes, size_t n, const char *name, co
         rc = decode_webp(bytes, n, name, cap, out, info, e);
     else if (n >= 2 && bytes[0] == 'B' && bytes[1] == 'M')
         rc = decode_bmp(bytes, n, name, cap, out, info, e);
-    else if (n >= 6 && (memcmp(bytes, "GIF87a", 6) == 0 || memcmp(bytes, "GIF89a", 6) == 0))
-        rc = vlr_fail(e, VLR_ERR_UNSUPPORTED, "%s: GIF images are not supported (use PNG, JPEG or WebP)", name);
     else
-        rc = vlr_fail(e, VLR_ERR_FORMAT, "%s: not a recognised image (JPEG, PNG, WebP or BMP)", name);
+        rc = unknown_format(bytes, n, name, e);
     if (rc) {
         vlr_image_free(out);
         memset(info, 0, sizeof *info);

@@ -546,14 +546,19 @@ vlr_status vlr_image_patchify(const vlr_image *rgb, const vlr_preproc_config *pp
 
 /* ---- the chain ----------------------------------------------------------------------------- */
 
-static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts *opts, const vlr_preproc_config *pp,
-                                     uint64_t cap, int n_threads, vlr_prepared_image *out, vlr_err *e) {
+vlr_status vlr_image_plan_size(int64_t height, int64_t width, const vlr_image_opts *opts,
+                               const vlr_preproc_config *pp, uint64_t max_pixels, vlr_image_plan *out, vlr_err *e) {
     memset(out, 0, sizeof *out);
-    vlr_image first = {0}, second = {0};
     vlr_status rc = check_preproc(pp, e);
     if (rc) return rc;
-    if (!rgb || !rgb->rgb || rgb->width <= 0 || rgb->height <= 0)
-        return vlr_fail(e, VLR_ERR_INPUT, "empty image");
+    const uint64_t cap = max_pixels ? max_pixels : VLR_IMAGE_DEFAULT_MAX_PIXELS;
+    if (height <= 0 || width <= 0) return vlr_fail(e, VLR_ERR_FORMAT, "image has zero width or height");
+    if ((uint64_t)height > cap || (uint64_t)width > cap || (uint64_t)height * (uint64_t)width > cap)
+        return vlr_fail(e, VLR_ERR_LIMIT, "image is %lldx%lld = %llu pixels, more than the limit of %llu",
+                        (long long)width, (long long)height,
+                        (unsigned long long)((uint64_t)height > cap || (uint64_t)width > cap ? UINT64_MAX
+                                                                                          : (uint64_t)height * (uint64_t)width),
+                        (unsigned long long)cap);
     const int factor = pp->patch_size * pp->merge_size;
     vlr_image_opts o = {0};
     if (opts) o = *opts;
@@ -562,30 +567,57 @@ static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts 
 
     /* qwen_vl_utils.fetch_image: resized_height/width when both are given (with the default
      * min/max), else the image size with the item's min/max_pixels. */
-    int64_t h1, w1;
+    int64_t h1, w1, h2, w2;
     if (o.resized_height > 0 && o.resized_width > 0)
         rc = vlr_smart_resize(o.resized_height, o.resized_width, factor, VLR_QWEN_MIN_PIXELS, VLR_QWEN_MAX_PIXELS,
                               &h1, &w1, e);
     else
-        rc = vlr_smart_resize(rgb->height, rgb->width, factor, o.min_pixels ? o.min_pixels : VLR_QWEN_MIN_PIXELS,
+        rc = vlr_smart_resize(height, width, factor, o.min_pixels ? o.min_pixels : VLR_QWEN_MIN_PIXELS,
                               o.max_pixels ? o.max_pixels : VLR_QWEN_MAX_PIXELS, &h1, &w1, e);
     if (rc) return rc;
     if (h1 > INT32_MAX || w1 > INT32_MAX || (uint64_t)h1 * (uint64_t)w1 > cap)
         return vlr_fail(e, VLR_ERR_LIMIT, "resized image %lldx%lld has more than %llu pixels", (long long)w1,
                         (long long)h1, (unsigned long long)cap);
-    if ((rc = resize_bicubic(rgb, (int)w1, (int)h1, &first, true, n_threads, e))) goto done;
-
     /* The processor's own smart_resize; a no-op for the default limits. */
-    int64_t h2, w2;
-    if ((rc = vlr_smart_resize(h1, w1, factor, pp->min_pixels, pp->max_pixels, &h2, &w2, e))) goto done;
+    if ((rc = vlr_smart_resize(h1, w1, factor, pp->min_pixels, pp->max_pixels, &h2, &w2, e))) return rc;
+    if (h2 > INT32_MAX || w2 > INT32_MAX || (uint64_t)h2 * (uint64_t)w2 > cap)
+        return vlr_fail(e, VLR_ERR_LIMIT, "processor size %lldx%lld has more than %llu pixels", (long long)w2,
+                        (long long)h2, (unsigned long long)cap);
+    out->fetch_h = h1;
+    out->fetch_w = w1;
+    out->resized_h = h2;
+    out->resized_w = w2;
+    out->n_patches = (uint64_t)(h2 / pp->patch_size) * (uint64_t)(w2 / pp->patch_size);
+    out->n_tokens = out->n_patches / ((uint64_t)pp->merge_size * (uint64_t)pp->merge_size);
+    out->pixels = (uint64_t)height * (uint64_t)width + (uint64_t)h1 * (uint64_t)w1 +
+                  (h2 != h1 || w2 != w1 ? (uint64_t)h2 * (uint64_t)w2 : 0);
+    return VLR_OK;
+}
+
+vlr_status vlr_image_check_tokens(const vlr_image_plan *plan, uint64_t max_tokens, vlr_err *e) {
+    if (!max_tokens || plan->n_tokens <= max_tokens) return VLR_OK;
+    return vlr_fail(e, VLR_ERR_LIMIT,
+                    "the image takes %llu tokens (resized to %lldx%lld), more than the %llu left of the token limit "
+                    "(--max-tokens / max_position_embeddings)",
+                    (unsigned long long)plan->n_tokens, (long long)plan->resized_w, (long long)plan->resized_h,
+                    (unsigned long long)max_tokens);
+}
+
+static vlr_status prepare_rgb_capped(const vlr_image *rgb, const vlr_image_opts *opts, const vlr_preproc_config *pp,
+                                     const vlr_image_limits *lim, vlr_prepared_image *out, vlr_err *e) {
+    memset(out, 0, sizeof *out);
+    vlr_image first = {0}, second = {0};
+    if (!rgb || !rgb->rgb || rgb->width <= 0 || rgb->height <= 0)
+        return vlr_fail(e, VLR_ERR_INPUT, "empty image");
+    int n_threads = lim ? lim->n_threads : 0;
+    vlr_image_plan plan;
+    vlr_status rc = vlr_image_plan_size(rgb->height, rgb->width, opts, pp, lim ? lim->max_pixels : 0, &plan, e);
+    if (rc || (rc = vlr_image_check_tokens(&plan, lim ? lim->max_tokens : 0, e))) return rc;
+    if ((rc = resize_bicubic(rgb, (int)plan.fetch_w, (int)plan.fetch_h, &first, true, n_threads, e))) goto done;
     const vlr_image *final = &first;
-    if (h2 != h1 || w2 != w1) {
-        if (h2 > INT32_MAX || w2 > INT32_MAX || (uint64_t)h2 * (uint64_t)w2 > cap) {
-            rc = vlr_fail(e, VLR_ERR_LIMIT, "processor size %lldx%lld has more than %llu pixels", (long long)w2,
-                          (long long)h2, (unsigned long long)cap);
+    if (plan.resized_h != plan.fetch_h || plan.resized_w != plan.fetch_w) {
+        if ((rc = resize_bicubic(&first, (int)plan.resized_w, (int)plan.resized_h, &second, true, n_threads, e)))
             goto done;
-        }
-        if ((rc = resize_bicubic(&first, (int)w2, (int)h2, &second, true, n_threads, e))) goto done;
         final = &second;
     }
     if ((rc = patchify(final, pp, n_threads, out, e))) goto done;
@@ -599,7 +631,7 @@ done:
 
 vlr_status vlr_image_prepare_rgb(const vlr_image *rgb, const vlr_image_opts *opts, const vlr_preproc_config *pp,
                                  vlr_prepared_image *out, vlr_err *e) {
-    return prepare_rgb_capped(rgb, opts, pp, VLR_IMAGE_DEFAULT_MAX_PIXELS, 0, out, e);
+    return prepare_rgb_capped(rgb, opts, pp, NULL, out, e);
 }
 
 /* A short form of the source for messages: data: URIs are cut after their media type. */
@@ -627,13 +659,21 @@ vlr_status vlr_image_prepare(const char *source, const char *base_dir, const vlr
     vlr_image_file_info info;
     char label[256];
     source_label(source, label, sizeof label);
-    uint64_t cap = lim && lim->max_pixels ? lim->max_pixels : VLR_IMAGE_DEFAULT_MAX_PIXELS;
+    bool need_more;
+    vlr_image_plan plan;
     vlr_status rc = vlr_image_read_source(source, base_dir, lim, &bytes, &n, e);
     if (rc) goto done;
+    /* The limits from the header first: a few hundred bytes may declare gigapixels. */
+    if ((rc = vlr_image_probe(bytes, n, label, &info, &need_more, e))) goto done;
+    if ((rc = vlr_image_plan_size(info.height, info.width, opts, pp, lim ? lim->max_pixels : 0, &plan, e)) ||
+        (rc = vlr_image_check_tokens(&plan, lim ? lim->max_tokens : 0, e))) {
+        vlr_err_prefix(e, "%s: ", label);
+        goto done;
+    }
     if ((rc = vlr_image_decode(bytes, n, label, lim, &img, &info, e))) goto done;
     free(bytes);
     bytes = NULL;
-    if ((rc = prepare_rgb_capped(&img, opts, pp, cap, lim ? lim->n_threads : 0, out, e))) {
+    if ((rc = prepare_rgb_capped(&img, opts, pp, lim, out, e))) {
         vlr_err_prefix(e, "%s: ", label);
         goto done;
     }

@@ -328,6 +328,8 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
     /* the image code's parallel loops run on the model's thread count (lim.n_threads), never on
      * the caller's OpenMP settings, which stay as they are (a Python host has its own) */
     vlr_image_limits lim = image_limits(m);
+    uint64_t image_tokens = 0; /* the images' placeholders so far: each next image is checked against the
+                                  rest of max_tokens from its header, before it is decoded */
     for (size_t i = 0; i < req->n_messages; i++) {
         const vlr_message *msg = &req->messages[i];
         for (size_t j = 0; j < msg->n_items; j++) {
@@ -335,12 +337,20 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
             if (it->kind != VLR_ITEM_IMAGE) continue;
             vlr_image_opts opts = {.min_pixels = it->min_pixels, .max_pixels = it->max_pixels,
                                    .resized_height = it->resized_height, .resized_width = it->resized_width};
+            if (image_tokens >= (uint64_t)m->max_tokens) {
+                rc = vlr_fail(e, VLR_ERR_LIMIT, "image %zu: the images before it take all %d tokens of the limit "
+                              "(--max-tokens / max_position_embeddings)", out->n_images + 1, m->max_tokens);
+                break;
+            }
+            lim.max_tokens = (uint64_t)m->max_tokens - image_tokens;
             rc = vlr_image_prepare(it->image, req->base_dir, &opts, &m->cfg.preproc, &lim,
                                    &out->images[out->n_images], e);
             if (rc) {
                 vlr_err_prefix(e, "image %zu: ", out->n_images + 1);
                 break;
             }
+            image_tokens += out->images[out->n_images].n_patches / (uint64_t)m->cfg.vision.spatial_merge_size /
+                            (uint64_t)m->cfg.vision.spatial_merge_size;
             out->n_images++;
         }
         if (rc) break;

@@ -28,6 +28,9 @@
 #include <png.h>
 #include <webp/encode.h>
 
+#include "base64.h"
+#include "eval.h"
+#include "fetch_policy.h"
 #include "image.h"
 #include "json.h"
 #include "test.h"
@@ -1002,17 +1005,65 @@ static void test_hostile(void) {
 /* ---- sources ---------------------------------------------------------------------------------- */
 
 static char *base64(const uint8_t *d, size_t n) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *o = malloc(4 * ((n + 2) / 3) + 1), *p = o;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
-        *p++ = tab[v >> 18];
-        *p++ = tab[(v >> 12) & 63];
-        *p++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        *p++ = i + 2 < n ? tab[v & 63] : '=';
+    vlr_buf b = {0};
+    vlr_base64_encode(&b, d, n);
+    return b.data;
+}
+
+/* One codec for every reader of base64 (data: URIs, eval's image bytes): the RFC 4648 vectors both
+ * ways, and the six ASCII whitespace characters skipped by the strict decoder, by the head decoder and
+ * by eval's plain-base64 detection alike (two copies used to disagree on \v and \f). */
+static void test_base64(void) {
+    static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    vlr_err e = {0};
+    for (size_t i = 0; i < 7; i++) {
+        char *t = base64((const uint8_t *)plain[i], strlen(plain[i]));
+        CHECK(t && strcmp(t, coded[i]) == 0, "encode \"%s\": %s", plain[i], t ? t : "(null)");
+        free(t);
+        uint8_t *out = NULL;
+        size_t n = 0;
+        if (i) {
+            CHECK(vlr_base64_decode(coded[i], strlen(coded[i]), 100, "t", &out, &n, &e) == VLR_OK && n == strlen(plain[i]) &&
+                      memcmp(out, plain[i], n) == 0,
+                  "decode %s: %s", coded[i], e.msg);
+            free(out);
+        }
     }
-    *p = '\0';
-    return o;
+    const char spaces[] = " \t\n\v\f\r";
+    for (size_t k = 0; k < 6; k++) {
+        char text[64], uri[96], eval_text[2100];
+        snprintf(text, sizeof text, "Zm9v%cYmFy", spaces[k]);
+        uint8_t *out = NULL, head[8];
+        size_t n = 0;
+        CHECK(vlr_base64_decode(text, strlen(text), 100, "t", &out, &n, &e) == VLR_OK && n == 6 && memcmp(out, "foobar", 6) == 0,
+              "whitespace 0x%02x skipped by the strict decoder: %s", spaces[k], e.msg);
+        free(out);
+        CHECK(vlr_base64_decode_head(text, strlen(text), head, sizeof head) == 6 && memcmp(head, "foobar", 6) == 0,
+              "whitespace 0x%02x skipped by the head decoder", spaces[k]);
+        snprintf(uri, sizeof uri, "data:image/png;base64,%s", text);
+        out = NULL;
+        CHECK(vlr_image_read_source(uri, NULL, NULL, &out, &n, &e) == VLR_OK && n == 6, "data URI with 0x%02x: %s",
+              spaces[k], e.msg);
+        free(out);
+        /* eval: plain base64 long enough to be data, with the whitespace inside, becomes a data URI */
+        memset(eval_text, 'A', 1500);
+        eval_text[700] = spaces[k];
+        eval_text[1500] = '\0';
+        vlr_json_doc *d = NULL;
+        vlr_buf json = {0}, src = {0};
+        vlr_buf_puts(&json, "{\"image\": ");
+        vlr_buf_json_string(&json, eval_text, 1500);
+        vlr_buf_puts(&json, "}");
+        d = vlr_json_parse(json.data, json.len, &e);
+        CHECK(d && vlr_eval_image_source(vlr_json_get(vlr_json_root(d), "image"), &src, &e) == VLR_OK && src.data &&
+                  strncmp(src.data, "data:image/png;base64,", 22) == 0,
+              "eval reads base64 with 0x%02x as image bytes: %.40s", spaces[k], src.data ? src.data : e.msg);
+        vlr_json_free(d);
+        vlr_buf_free(&json);
+        vlr_buf_free(&src);
+    }
+    CHECK(!vlr_base64_is_text("QUJD*", 5) && vlr_base64_is_text("QU JD==", 7), "is_text");
 }
 
 static void test_sources(void) {
@@ -1163,6 +1214,10 @@ static void *http_server_main(void *arg) {
             snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n"
                      "Connection: close\r\n\r\n", srv->file_url);
             send_str(fd, head);
+        } else if (strcmp(path, "/to-literal") == 0) { /* to the loopback literal of this very server */
+            snprintf(head, sizeof head, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/ok.png\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n", srv->port);
+            send_str(fd, head);
         } else if (strcmp(path, "/loop") == 0) {
             send_str(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         } else if (strcmp(path, "/big-unsized") == 0) { /* no Content-Length: only the streaming cap stops it */
@@ -1270,6 +1325,57 @@ static void test_http(void) {
           took);
     free(got), got = NULL;
 
+    /* The remote-image policy (issue 16): "on" refuses every spelling of loopback, checked on the
+     * address libcurl connects to; an allowlist admits its hosts and blocks, and is applied again on
+     * every redirect hop; the request's deadline ends a fetch whatever its own timeout. */
+    vlr_fetch_policy *on = NULL, *by_cidr = NULL, *by_name = NULL;
+    CHECK(vlr_fetch_policy_parse("on", &on, &e) == VLR_OK && vlr_fetch_policy_parse("127.0.0.1/32", &by_cidr, &e) == VLR_OK &&
+              vlr_fetch_policy_parse(" LOCALHOST ", &by_name, &e) == VLR_OK,
+          "policies: %s", e.msg);
+    lim.timeout_s = 5;
+    static const char *spellings[] = {"127.0.0.1", "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[::1]",
+                                      "[::ffff:127.0.0.1]", "localhost", "0x7f.1"};
+    for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+        lim.remote = on;
+        snprintf(url, sizeof url, "http://%s:%d/ok.png", spellings[i], srv.port);
+        rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+        CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "refused by the remote-image policy") &&
+                  strstr(e.msg, "loopback"),
+              "policy on, %s: %d %s", url, (int)rc, e.msg);
+        free(got), got = NULL;
+    }
+    lim.remote = by_cidr;
+    rc = FETCH("/ok.png");
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist 127.0.0.1/32 fetches 127.0.0.1: %s", e.msg);
+    free(got), got = NULL;
+    snprintf(url, sizeof url, "http://localhost:%d/ok.png", srv.port);
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist 127.0.0.1/32 fetches localhost (resolved there): %s", e.msg);
+    free(got), got = NULL;
+    lim.remote = by_name;
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_OK && n == srv.png_len, "allowlist localhost fetches localhost: %s", e.msg);
+    free(got), got = NULL;
+    snprintf(url, sizeof url, "http://localhost:%d/to-literal", srv.port);
+    rc = vlr_image_read_source(url, NULL, &lim, &got, &n, &e);
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && strstr(e.msg, "neither 127.0.0.1 nor its address 127.0.0.1 is in the allowlist"),
+          "a redirect from a listed host to an unlisted one is refused: %s", e.msg);
+    free(got), got = NULL;
+    lim.remote = NULL;
+    lim.fetch_deadline = vlr_now() + 1;
+    t0 = vlr_now();
+    rc = FETCH("/stall");
+    took = vlr_now() - t0;
+    CHECK(rc == VLR_ERR_NETWORK && got == NULL && took < 3, "the request's deadline ends a stalled fetch: %.1f s, %s", took,
+          e.msg);
+    free(got), got = NULL;
+    rc = FETCH("/ok.png");
+    CHECK(rc == VLR_ERR_NETWORK && strstr(e.msg, "out of time (the request's fetch budget)"), "after the deadline: %s", e.msg);
+    lim.fetch_deadline = 0;
+    vlr_fetch_policy_free(on);
+    vlr_fetch_policy_free(by_cidr);
+    vlr_fetch_policy_free(by_name);
+
 #undef FETCH
     shutdown(srv.listen_fd, SHUT_RDWR); /* wakes the accept() of the server thread */
     pthread_join(th, NULL);
@@ -1353,6 +1459,7 @@ int main(void) {
     TEST_RUN(test_jpeg_variants);
     TEST_RUN(test_webp_bmp);
     TEST_RUN(test_hostile);
+    TEST_RUN(test_base64);
     TEST_RUN(test_sources);
     TEST_RUN(test_http);
     const char *b = getenv("VLR_IMAGE_BENCH"); /* a measurement, not a test: opt-in */
