@@ -116,8 +116,8 @@ typedef struct vlr_model_info {
     const char *config_layout; /* "flat" or "nested" */
     int n_shards;
     const char *kernels;   /* the kernel table in use: "ref", "avx2", "avx512" or "avx512_bf16"; in
-                            * int8 precision followed by " + " and the int8 kernel ("avx512_vnni",
-                            * "avx2" or "ref") and " (int8)" */
+                            * int8 precision followed by ", int8 " and the int8 kernel ("avx512_vnni",
+                            * "avx2" or "ref") */
     const char *precision; /* the precision in use, resolved: "f32", "bf16" or "int8", never "auto" */
     const char *precision_reason; /* why: "requested", or what `auto` saw on this CPU */
     const char *float_precision;  /* the layers not in int8: "f32" or "bf16" (= precision outside int8) */

@@ -115,7 +115,7 @@ vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_m
     if (m->n_threads < 1) m->n_threads = 1;
     snprintf(m->kernels_name, sizeof m->kernels_name, "%s", m->kernels.isa);
     if (precision == VLR_PRECISION_INT8) {
-        snprintf(m->kernels_name, sizeof m->kernels_name, "%s + %s (int8)", m->kernels.isa, m->kernels.isa_i8);
+        snprintf(m->kernels_name, sizeof m->kernels_name, "%s, int8 %s", m->kernels.isa, m->kernels.isa_i8);
         if (m->params.int8_cache)
             rc = vlr_weights_int8_cached(&m->weights, &m->cfg, m->dir, m->n_threads, true, m->int8_cache_note,
                                          sizeof m->int8_cache_note, &e);
