@@ -224,8 +224,9 @@ static void result_id(const vlr_json *root, vlr_buf *id) {
     else vlr_request_id_json(root, 0, id);
 }
 
-/* Counts the ids of an existing output file; cuts a half-written last line away. */
-static int load_done_ids(const cli_batch_opts *o, id_counts *done) {
+/* Counts the ids of an existing output file (handing each kept line to o->resumed); cuts a
+ * half-written last line away. */
+static int load_done_ids(const cli_batch_opts *o, void *ctx, id_counts *done) {
     int fd = open(o->output, O_RDWR);
     if (fd < 0) {
         if (errno == ENOENT) return 0; /* nothing done yet */
@@ -265,6 +266,10 @@ static int load_done_ids(const cli_batch_opts *o, id_counts *done) {
         id.len = 0;
         result_id(vlr_json_root(d), &id);
         vlr_json_free(d);
+        if (o->resumed && !o->resumed(r.line, trim_eol(r.line, r.len), ctx)) {
+            rc = -1;
+            break;
+        }
         if (id.oom || !id_counts_add(done, id.data, id.len)) {
             fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
             rc = -1;
@@ -393,6 +398,39 @@ bool cli_batch_opt(cli_args *a, cli_batch_opts *o, long *cache_mb, bool *bad) {
     return false;
 }
 
+int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc) {
+    struct stat sb;
+    *doc = NULL;
+    if (!o->input || strcmp(o->input, "-") == 0 || stat(o->input, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
+    int fd = open(o->input, O_RDONLY);
+    if (fd < 0) {
+        fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", o->cmd, o->input, strerror(errno));
+        return -1;
+    }
+    line_reader r;
+    int rc = 0;
+    line_status st = LINE_EOF;
+    if (!reader_init(&r, fd, max_line_bytes(o))) {
+        fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
+        rc = -1;
+    }
+    while (rc == 0 && (st = reader_next(&r)) != LINE_EOF) {
+        if (st == LINE_READ_ERROR || st == LINE_STOPPED) {
+            fprintf(stderr, "vlreward %s: %s: read error: %s\n", o->cmd, o->input, strerror(r.err));
+            rc = -1;
+        } else if (st == LINE_OK && !cli_is_blank(r.line, r.len)) {
+            vlr_err e;
+            *doc = vlr_json_parse(r.line, trim_eol(r.line, r.len), &e);
+            rc = 1;
+        } else if (st != LINE_OK) {
+            rc = 1; /* a first line too long to hold: no format from it */
+        }
+    }
+    reader_free(&r);
+    close(fd);
+    return rc;
+}
+
 /* ---- the loop ------------------------------------------------------------------------------ */
 
 /* Writes one result line (result + '\n') whole and flushed: an interruption leaves whole lines, or
@@ -442,7 +480,7 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
                         "start over\n", o->cmd, o->output);
         return -1;
     }
-    if (o->resume && load_done_ids(o, &done)) {
+    if (o->resume && load_done_ids(o, ctx, &done)) {
         id_counts_free(&done);
         return -1;
     }

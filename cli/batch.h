@@ -24,6 +24,9 @@ typedef struct cli_batch_opts {
     bool quiet;
     double log_every_s; /* plain progress lines when stderr is not a terminal; 0 = 5 s */
     uint64_t max_line_bytes; /* the longest input line held (its end of line not counted); 0 = the default */
+    /* With resume: called with each result line the output file keeps (without its end of line),
+     * before the run, with the run's ctx; returning false refuses to resume (it prints why). */
+    bool (*resumed)(const char *line, size_t len, void *ctx);
 } cli_batch_opts;
 
 /* --max-line-bytes default: the server's default body cap (--max-body-mb 64). */
@@ -58,6 +61,11 @@ typedef struct cli_batch_line {
 /* Handles one line: appends exactly one JSON object (no newline) to out, adds the tokens it
  * processed to *tokens, returns false when the line failed (an error object was written). */
 typedef bool (*cli_batch_fn)(const cli_batch_line *line, void *ctx, vlr_buf *out, uint64_t *tokens);
+
+/* The first non-blank line of a regular input file, parsed (*doc NULL when it is not JSON): 1 when
+ * there is one, 0 when the input is not a regular file or has no such line, -1 on a read error
+ * (message printed). For commands that read the format from the data before the run. */
+int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc);
 
 /* Runs the loop. Returns 0 when the run completed (see stats for line errors), -1 when it could not
  * start, the input could not be read or the output could not be written (message printed), 1 when
