@@ -11,6 +11,7 @@
 
 #include "batch.h"
 #include "eval.h"
+#include "eval_compare.h"
 #include "model_identity.h"
 
 static const char help[] =
@@ -44,6 +45,10 @@ static const char help[] =
     "                       else the folder's name)\n"
     "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
     "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact) or bf16\n"
+    "  --compare-precision A,B  score every pair at both precisions (A's scores are the result lines'\n"
+    "                       own, B's go in their \"compare\" object) and report how often the pair\n"
+    "                       decision agrees, the Spearman rank correlation of the scores and the\n"
+    "                       distribution of the score differences, e.g. f32,bf16\n"
     "  --max-tokens N       refuse requests longer than N tokens (default: the model's context)\n"
     "  --vision-cache MB    reuse vision-tower outputs of identical images, e.g. the two sides of a pair\n"
     "                       (default 512, 0 = off); scores are bit-identical either way\n"
@@ -55,6 +60,9 @@ static const char help[] =
 
 typedef struct eval_ctx {
     vlr_session *session;
+    vlr_session *session_b;   /* --compare-precision: the second precision's */
+    const char *prec_a, *prec_b; /* their resolved names */
+    vlr_eval_compare compare; /* every pair scored at both: resumed and this run's */
     const char *base_dir;
     vlr_eval_format format;
     bool format_known;     /* --format auto: false until a row shows which */
@@ -71,15 +79,35 @@ static const char format_fields[] =
     "pairs (\"chosen\", \"rejected\"), vlrewardbench (\"response\", \"human_ranking\") or rewardbench (\"prompt\", "
     "\"chosen\", \"rejected\", \"subset\")";
 
-/* Scores one side; on failure writes the message into msg and returns false. */
-static bool score_side(vlr_session *session, const vlr_parsed_request *r, const char *side, double *score,
-                       char *msg, size_t cap, uint64_t *tokens) {
+/* Scores one side; on failure writes the message into msg (prefixed with the precision when two
+ * run) and returns false. */
+static bool score_side(vlr_session *session, const char *precision, const vlr_parsed_request *r, const char *side,
+                       double *score, char *msg, size_t cap, uint64_t *tokens) {
     vlr_status rc = vlr_score(session, &r->req, score);
     if (rc == VLR_OK) *tokens += vlr_session_last_n_tokens(session);
-    if (rc != VLR_OK) vlr_snprintf_utf8(msg, cap, "%s: %s", side, vlr_session_errmsg(session));
-    else if (!isfinite(*score)) snprintf(msg, cap, "%s: the score is not a finite number", side);
+    const char *p = precision ? precision : "", *colon = precision ? ": " : "";
+    if (rc != VLR_OK) vlr_snprintf_utf8(msg, cap, "%s%s%s: %s", p, colon, side, vlr_session_errmsg(session));
+    else if (!isfinite(*score)) snprintf(msg, cap, "%s%s%s: the score is not a finite number", p, colon, side);
     else return true;
     return false;
+}
+
+/* Both sides of a pair with one session. */
+static bool score_pair(vlr_session *session, const char *precision, const vlr_eval_pair *pair, double *chosen,
+                       double *rejected, char *msg, size_t cap, uint64_t *tokens) {
+    return score_side(session, precision, &pair->chosen, "chosen", chosen, msg, cap, tokens) &&
+           score_side(session, precision, &pair->rejected, "rejected", rejected, msg, cap, tokens);
+}
+
+/* --compare-precision: B's scores of a result line, {"precision", "chosen_score", "rejected_score",
+ * "correct"}, appended inside the line's object. */
+static void append_compare(vlr_buf *out, const char *precision, double chosen, double rejected) {
+    if (out->len && out->data[out->len - 1] == '}') out->len--;
+    vlr_buf_printf(out, ", \"compare\": {\"precision\": \"%s\", \"chosen_score\": ", precision);
+    vlr_buf_json_double(out, chosen);
+    vlr_buf_puts(out, ", \"rejected_score\": ");
+    vlr_buf_json_double(out, rejected);
+    vlr_buf_puts(out, chosen > rejected ? ", \"correct\": true}}" : ", \"correct\": false}}");
 }
 
 /* Counts a pair that could not be scored (pair NULL: a row of unknown category). */
@@ -109,8 +137,9 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
     }
     vlr_eval_pair pair;
     vlr_err e = {0};
-    double chosen = 0, rejected = 0;
+    double chosen = 0, rejected = 0, chosen_b = 0, rejected_b = 0;
     bool ok = false;
+    const char *prec_a = ctx->session_b ? ctx->prec_a : NULL;
     if (vlr_eval_pair_from_json(ctx->format, line->root, line->line_no, ctx->base_dir, &ctx->opt, &pair, &e)) {
         /* a row of another format fails on a missing field: say which format it looks like */
         if (seen_known && seen != ctx->format)
@@ -118,12 +147,18 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
                      vlr_eval_format_name(ctx->format));
         else
             snprintf(msg, sizeof msg, "%s", e.msg);
-    } else if (score_side(ctx->session, &pair.chosen, "chosen", &chosen, msg, sizeof msg, tokens) &&
-               score_side(ctx->session, &pair.rejected, "rejected", &rejected, msg, sizeof msg, tokens)) {
+    } else if (score_pair(ctx->session, prec_a, &pair, &chosen, &rejected, msg, sizeof msg, tokens) &&
+               (!ctx->session_b ||
+                score_pair(ctx->session_b, ctx->prec_b, &pair, &chosen_b, &rejected_b, msg, sizeof msg, tokens))) {
         vlr_eval_result_line(ctx->format, line->id_json, pair.label, chosen, rejected, out);
         ok = true;
         if (vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected, &e))
             ctx->summary_failed = true;
+        if (ctx->session_b) {
+            append_compare(out, ctx->prec_b, chosen_b, rejected_b);
+            if (vlr_eval_compare_add(&ctx->compare, chosen, rejected, chosen_b, rejected_b, &e))
+                ctx->summary_failed = true;
+        }
     }
     if (!ok) {
         vlr_eval_error_line(ctx->format, line->id_json, pair.label_known, pair.label, msg, out);
@@ -132,6 +167,28 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
     }
     vlr_eval_pair_free(&pair);
     return ok;
+}
+
+/* --compare-precision: the two precisions' scores of a resumed result line (error lines have none). */
+static vlr_status resumed_compare(eval_ctx *ctx, const char *line, size_t len, vlr_err *e) {
+    vlr_json_doc *d = vlr_json_parse(line, len, e);
+    if (!d) return VLR_ERR_FORMAT;
+    const vlr_json *r = vlr_json_root(d), *cmp = vlr_json_get(r, "compare");
+    const vlr_json *prec = vlr_json_get(cmp, "precision");
+    const vlr_json *ca = vlr_json_get(r, "chosen_score"), *ra = vlr_json_get(r, "rejected_score");
+    const vlr_json *cb = vlr_json_get(cmp, "chosen_score"), *rb = vlr_json_get(cmp, "rejected_score");
+    vlr_status rc = VLR_OK;
+    if (vlr_json_get(r, "error")) {
+        /* a failed pair: in no comparison */
+    } else if (!vlr_json_is(prec, VLR_JSON_STRING) || strcmp(prec->str, ctx->prec_b) != 0 ||
+               !vlr_json_is(cb, VLR_JSON_NUMBER) || !vlr_json_is(rb, VLR_JSON_NUMBER)) {
+        rc = vlr_fail(e, VLR_ERR_FORMAT, "no \"compare\" scores at %s (the line was written by another run)",
+                      ctx->prec_b);
+    } else {
+        rc = vlr_eval_compare_add(&ctx->compare, ca->number, ra->number, cb->number, rb->number, e);
+    }
+    vlr_json_free(d);
+    return rc;
 }
 
 /* A line --resume keeps: counted in the summary. */
@@ -144,9 +201,24 @@ static bool eval_resumed(const char *line, size_t len, void *vctx) {
         return false;
     }
     vlr_err e = {0};
-    if (vlr_eval_summary_add_line(&ctx->summary, line, len, &e) == VLR_OK) return true;
+    if (vlr_eval_summary_add_line(&ctx->summary, line, len, &e) == VLR_OK &&
+        (!ctx->session_b || resumed_compare(ctx, line, len, &e) == VLR_OK))
+        return true;
     fprintf(stderr, "vlreward eval: %s: line %zu: %s; refusing to resume into it\n", ctx->output, ctx->resumed_lines,
             e.msg);
+    return false;
+}
+
+/* "f32,bf16" -> the two precisions; false after a usage error. */
+static bool parse_compare(const char *v, vlr_precision out[2]) {
+    const char *comma = strchr(v, ',');
+    char first[32];
+    if (comma && (size_t)(comma - v) < sizeof first) {
+        snprintf(first, sizeof first, "%.*s", (int)(comma - v), v);
+        if (vlr_precision_parse(first, &out[0]) && vlr_precision_parse(comma + 1, &out[1])) return true;
+    }
+    cli_usage_error("eval", "--compare-precision: expected two precisions as A,B (names as for --precision), got '%s'",
+                    v);
     return false;
 }
 
@@ -177,7 +249,7 @@ static bool detect_format(const cli_batch_opts *bo, eval_ctx *ctx) {
 int cmd_eval(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "eval"};
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
-    const char *format_name = "auto", *summary_path = NULL, *model_name_opt = NULL, *v = NULL;
+    const char *format_name = "auto", *summary_path = NULL, *model_name_opt = NULL, *v = NULL, *compare = NULL;
     cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed};
     eval_ctx ctx = {0};
     bool bad = false;
@@ -189,6 +261,7 @@ int cmd_eval(int argc, char **argv) {
         if (cli_opt(&a, "--format", true, &format_name, &bad)) continue;
         if (cli_opt(&a, "--summary-json", true, &summary_path, &bad)) continue;
         if (cli_opt(&a, "--model-name", true, &model_name_opt, &bad)) continue;
+        if (cli_opt(&a, "--compare-precision", true, &compare, &bad)) continue;
         if (cli_opt(&a, "--keep-image-tag", false, &v, &bad)) {
             ctx.opt.keep_image_tag = true;
             continue;
@@ -205,24 +278,44 @@ int cmd_eval(int argc, char **argv) {
     if (!bo.input) return cli_usage_error("eval", "--input FILE is required");
     bool to_stdout = !bo.output || strcmp(bo.output, "-") == 0;
     if (bo.resume && to_stdout) return cli_usage_error("eval", "--resume needs --output FILE");
+    vlr_precision precisions[2];
+    if (compare && mo.precision != VLR_PRECISION_AUTO)
+        return cli_usage_error("eval", "--compare-precision names both precisions: drop --precision");
+    if (compare && !parse_compare(compare, precisions)) return EXIT_USAGE;
     if (!ctx.format_known && !detect_format(&bo, &ctx)) return EXIT_USAGE;
     ctx.output = bo.output;
 
-    vlr_model *m = cli_load_model(&mo, "eval");
+    if (compare) mo.precision = precisions[0];
+    vlr_model *m = cli_load_model(&mo, "eval"), *m_b = NULL;
     if (!m) return EXIT_USAGE;
     int status = EXIT_USAGE;
     char *base = cli_input_dir(bo.input), *model_name = NULL, *revision = NULL;
     vlr_eval_summary_init(&ctx.summary, ctx.format);
     vlr_buf report = {0}, json = {0};
+    vlr_model_info in, in_b;
+    vlr_model_get_info(m, &in);
+    ctx.prec_a = in.precision;
+    if (compare) {
+        /* the same weights a second time: mapped, so the page cache holds them once */
+        cli_model_opts mo_b = mo;
+        mo_b.precision = precisions[1];
+        if (!(m_b = cli_load_model(&mo_b, "eval"))) goto done;
+        vlr_model_get_info(m_b, &in_b);
+        ctx.prec_b = in_b.precision;
+        if (strcmp(ctx.prec_a, ctx.prec_b) == 0)
+            fprintf(stderr, "vlreward eval: --compare-precision %s: both resolve to %s on this CPU\n", compare,
+                    ctx.prec_a);
+    }
     ctx.base_dir = base;
     if (!base || !cli_model_identity(mo.model_dir, &model_name, &revision) ||
-        vlr_session_init(m, &ctx.session) != VLR_OK) {
+        vlr_session_init(m, &ctx.session) != VLR_OK || (m_b && vlr_session_init(m_b, &ctx.session_b) != VLR_OK)) {
         fprintf(stderr, "vlreward eval: out of memory\n");
         goto done;
     }
     /* The two answers of a pair share their images: the second side finds the vision-tower outputs
      * of the first in the cache (bit-identical scores either way). */
-    if (vlr_session_set_vision_cache(ctx.session, (size_t)cache_mb << 20) != VLR_OK) {
+    if (vlr_session_set_vision_cache(ctx.session, (size_t)cache_mb << 20) != VLR_OK ||
+        (ctx.session_b && vlr_session_set_vision_cache(ctx.session_b, (size_t)cache_mb << 20) != VLR_OK)) {
         fprintf(stderr, "vlreward eval: %s\n", vlr_session_errmsg(ctx.session));
         goto done;
     }
@@ -233,21 +326,34 @@ int cmd_eval(int argc, char **argv) {
     for (uint64_t i = ctx.own_errors; i < st.errors; i++) count_failure(&ctx, NULL);
     uint64_t hits = 0, misses = 0;
     vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
-    char extra[96];
-    snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses", (unsigned long long)hits,
-             (unsigned long long)misses);
+    char extra[160];
+    snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses%s%s", (unsigned long long)hits,
+             (unsigned long long)misses, ctx.session_b ? ", compared with precision " : "",
+             ctx.session_b ? ctx.prec_b : "");
     cli_batch_print_summary(&bo, &st, m, extra);
     if (ctx.summary_failed) {
         fprintf(stderr, "vlreward eval: out of memory in the summary\n");
         goto done;
     }
-    vlr_model_info in;
-    vlr_model_get_info(m, &in);
     vlr_eval_meta meta = {model_name_opt ? model_name_opt : model_name, mo.model_dir, revision, VLR_VERSION,
-                          in.precision, in.kernels, ctx.opt.keep_image_tag};
+                          in.precision, in.kernels, ctx.opt.keep_image_tag, NULL};
+    vlr_eval_compare_stats cs;
+    vlr_buf compare_json = {0};
+    vlr_err ce = {0};
+    if (ctx.session_b) {
+        if (vlr_eval_compare_compute(&ctx.compare, &cs, &ce)) {
+            fprintf(stderr, "vlreward eval: %s\n", ce.msg);
+            goto done;
+        }
+        vlr_eval_compare_json(&cs, ctx.prec_a, ctx.prec_b, &compare_json);
+        meta.compare_json = compare_json.data;
+    }
     vlr_eval_summary_markdown(&ctx.summary, &meta, &report);
+    if (ctx.session_b) vlr_eval_compare_markdown(&cs, ctx.prec_a, ctx.prec_b, &report);
     vlr_eval_summary_json(&ctx.summary, &meta, &json);
-    if (report.oom || json.oom) {
+    bool meta_oom = compare_json.oom;
+    vlr_buf_free(&compare_json);
+    if (report.oom || json.oom || meta_oom) {
         fprintf(stderr, "vlreward eval: out of memory in the summary\n");
         goto done;
     }
@@ -259,8 +365,11 @@ done:
     vlr_buf_free(&report);
     vlr_buf_free(&json);
     vlr_eval_summary_free(&ctx.summary);
+    vlr_eval_compare_free(&ctx.compare);
     vlr_session_free(ctx.session);
+    vlr_session_free(ctx.session_b);
     vlr_model_free(m);
+    vlr_model_free(m_b);
     free(base);
     free(model_name);
     free(revision);

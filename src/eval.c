@@ -999,5 +999,6 @@ void vlr_eval_summary_json(const vlr_eval_summary *s, const vlr_eval_meta *m, vl
         json_key_number(out, "macro_average", p.macro);
         json_table(out, "categories", &s->labels, s->format, false);
     }
+    if (m && m->compare_json) vlr_buf_printf(out, ",\n  \"compare_precision\": %s", m->compare_json);
     vlr_buf_puts(out, "\n}\n");
 }

@@ -221,6 +221,7 @@ typedef struct vlr_eval_meta {
     const char *precision;      /* resolved: "f32", "bf16", ... */
     const char *kernels;
     bool image_tag_kept;        /* vlrewardbench: queries kept their "<image>\n" */
+    const char *compare_json;   /* a JSON object the JSON summary carries as "compare_precision" */
 } vlr_eval_meta;
 
 /* The summary as markdown tables (the layout of the model card for the benchmarks, then per

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "eval_compare.h"
 #include "test.h"
 #include "test_eval_helpers.h"
 
@@ -678,6 +679,64 @@ static void test_failures(void) {
     CHECK(isnan(lo) && isnan(hi), "no trials: NaN");
 }
 
+/* ---- two precisions compared (src/eval_compare.c) ------------------------------------------ */
+
+static void test_compare_math(void) {
+    /* scipy.stats.spearmanr([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) = 0.8207826816681233 (ties in y) */
+    const double x[5] = {1, 2, 3, 4, 5}, y[5] = {5, 6, 7, 8, 7};
+    void *scratch = malloc(vlr_spearman_scratch_bytes(5));
+    CHECK_NEAR(vlr_spearman(x, y, 5, scratch), 0.8207826816681233, 1e-15, "spearman with ties");
+    const double c[3] = {2, 2, 2};
+    CHECK(isnan(vlr_spearman(x, c, 3, scratch)) && isnan(vlr_spearman(x, y, 1, scratch)), "constant or too short: NaN");
+    free(scratch);
+    /* numpy.percentile([0, 1, 3, 7], [50, 90, 99]) = [2.0, 5.8, 6.88] */
+    const double s[4] = {0, 1, 3, 7};
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.5), 2.0, 1e-15, "median");
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.9), 5.8, 1e-14, "p90");
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.99), 6.88, 1e-14, "p99");
+    CHECK(vlr_quantile_sorted(s, 1, 0.99) == 0 && isnan(vlr_quantile_sorted(s, 0, 0.5)), "one value, none");
+
+    /* Three pairs (chosen, rejected) at A and at B:
+     *   A (1, 0) correct, B (0.5, 0.75) wrong   -> decisions differ; diffs -0.5, +0.75
+     *   A (0, 2) wrong,   B (0, 2) wrong        -> same;            diffs 0, 0
+     *   A (3, 1) correct, B (3.25, 1) correct   -> same;            diffs +0.25, 0
+     * |diffs| sorted: 0 0 0 0.25 0.5 0.75: mean 1.5/6 = 0.25, median 0.125, max 0.75;
+     * p90: position 4.5 -> 0.625; signed mean 0.5/6. The scores in order (chosen, rejected, ...):
+     * A = [1, 0, 0, 2, 3, 1], B = [0.5, 0.75, 0, 2, 3.25, 1]. */
+    vlr_eval_compare cmp = {0};
+    vlr_err e = {0};
+    CHECK(vlr_eval_compare_add(&cmp, 1, 0, 0.5, 0.75, &e) == VLR_OK && vlr_eval_compare_add(&cmp, 0, 2, 0, 2, &e) == VLR_OK &&
+              vlr_eval_compare_add(&cmp, 3, 1, 3.25, 1, &e) == VLR_OK, "add");
+    CHECK(vlr_eval_compare_add(&cmp, NAN, 1, 1, 1, &e) != VLR_OK, "a NaN score is refused");
+    vlr_eval_compare_stats st;
+    CHECK(vlr_eval_compare_compute(&cmp, &st, &e) == VLR_OK, "compute");
+    CHECK(st.pairs == 3 && st.same_decision == 2 && st.correct_a == 2 && st.correct_b == 1, "decisions");
+    CHECK_NEAR(st.abs_mean, 0.25, 1e-15, "mean |diff|");
+    CHECK_NEAR(st.abs_median, 0.125, 1e-15, "median |diff|");
+    CHECK_NEAR(st.abs_p90, 0.625, 1e-15, "p90 |diff|");
+    CHECK_NEAR(st.abs_max, 0.75, 0, "max |diff|");
+    CHECK_NEAR(st.diff_mean, 0.5 / 6, 1e-15, "mean diff");
+    /* ranks A: 0,0 -> 1.5; 1,1 -> 3.5; 2 -> 5; 3 -> 6: [3.5 1.5 1.5 5 6 3.5]
+     * ranks B: 0 -> 1; 0.5 -> 2; 0.75 -> 3; 1 -> 4; 2 -> 5; 3.25 -> 6: [2 3 1 5 6 4]
+     * deviations from 3.5: A [0 -2 -2 1.5 2.5 0], B [-1.5 -0.5 -2.5 1.5 2.5 0.5]
+     * sxy = 0 + 1 + 5 + 2.25 + 6.25 + 0 = 14.5; sxx = 4 + 4 + 2.25 + 6.25 = 16.5; syy = 17.5 */
+    CHECK_NEAR(st.spearman, 14.5 / sqrt(16.5 * 17.5), 1e-15, "spearman of the scores");
+    vlr_buf md = {0}, js = {0};
+    vlr_eval_compare_markdown(&st, "f32", "bf16", &md);
+    vlr_eval_compare_json(&st, "f32", "bf16", &js);
+    CHECK(md.data && strstr(md.data, "| same decision (chosen > rejected) | 2 (66.67%) |") &&
+              strstr(md.data, "| accuracy f32 / bf16 | 66.7 / 33.3 |"), "markdown:\n%s", md.data);
+    vlr_json_doc *d = js.data ? vlr_json_parse(js.data, js.len, &e) : NULL;
+    CHECK(d && num(vlr_json_root(d), "same_decision") == 2 && num(vlr_json_get(vlr_json_root(d), "diff"), "abs_max") == 0.75,
+          "json: %s", js.data);
+    vlr_json_free(d);
+    vlr_buf_free(&md);
+    vlr_buf_free(&js);
+    vlr_eval_compare_free(&cmp);
+    CHECK(vlr_eval_compare_compute(&cmp, &st, &e) == VLR_OK && st.pairs == 0 && isnan(st.spearman) && isnan(st.abs_max),
+          "no pairs: NaN");
+}
+
 /* ---- end to end ---------------------------------------------------------------------------- */
 
 /* Appends one JSON member "key": <string> with a leading ", " unless first. */
@@ -1125,6 +1184,7 @@ int main(void) {
     TEST_RUN(test_vlrb_image_tag);
     TEST_RUN(test_format_detect);
     TEST_RUN(test_failures);
+    TEST_RUN(test_compare_math);
 
     if (!eval_test_setup("vlr_eval")) return test_report();
     TEST_RUN(test_cli_usage);

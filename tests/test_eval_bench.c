@@ -9,7 +9,9 @@
  *     resumed gives the uninterrupted output and summary byte for byte, duplicated id included;
  *   - --output /dev/null gives the same summary; a wrong --format says which one the rows look
  *     like; a failed pair is counted in its group, outside the accuracies;
- *   - a Hugging Face cache snapshot is named ORG/NAME with its commit as the revision. */
+ *   - a Hugging Face cache snapshot is named ORG/NAME with its commit as the revision;
+ *   - --compare-precision f32,bf16 scores each pair at both precisions exactly as two plain runs do,
+ *     and its agreement, Spearman's rho and score differences match those recomputed here. */
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -448,6 +450,125 @@ static void test_model_identity(void) {
     vlr_json_free(fd);
 }
 
+/* Spearman's rho computed the slow, plain way: each value's rank counts the values below it and
+ * half of its equals (its average rank), then Pearson's r of the ranks. */
+static double spearman_by_hand(const double *x, const double *y, size_t n) {
+    double rx[64], ry[64], mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (size_t i = 0; i < n; i++) {
+        double bx = 1, by = 1;
+        for (size_t j = 0; j < n; j++) {
+            if (j == i) continue;
+            bx += x[j] < x[i] ? 1 : x[j] == x[i] ? 0.5 : 0;
+            by += y[j] < y[i] ? 1 : y[j] == y[i] ? 0.5 : 0;
+        }
+        rx[i] = bx, ry[i] = by, mx += bx / (double)n, my += by / (double)n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sxy += (rx[i] - mx) * (ry[i] - my);
+        sxx += (rx[i] - mx) * (rx[i] - mx);
+        syy += (ry[i] - my) * (ry[i] - my);
+    }
+    return sxy / sqrt(sxx * syy);
+}
+
+/* --compare-precision f32,bf16 on the real rows: A's scores are those of a plain f32 run, B's those of
+ * a plain bf16 run; agreement, Spearman and the differences are recomputed here from the lines. */
+static void test_compare_precision(void) {
+    char outp[300], sum[300], bf16_out[300], args[1024], *out;
+    snprintf(outp, sizeof outp, "%s/compare.jsonl", tmpdir);
+    snprintf(sum, sizeof sum, "%s/compare.summary.json", tmpdir);
+    snprintf(bf16_out, sizeof bf16_out, "%s/bf16.jsonl", tmpdir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --threads 1 --quiet --input " SAMPLE " --output %s "
+             "--summary-json %s --model-name tiny/a --compare-precision f32,bf16", bin, outp, sum);
+    int rc = run(cmd, &out);
+    CHECK(rc == 0 && strstr(out, "| bf16 against f32 | |") && strstr(out, "| same decision (chosen > rejected) |"),
+          "compare run (rc %d):\n%s", rc, out);
+    char *compare_stdout = out;
+    snprintf(args, sizeof args, "--input " SAMPLE " --output %s", bf16_out);
+    char plain[2048];
+    snprintf(plain, sizeof plain, "%s eval --model " MODEL " --precision bf16 --threads 1 --quiet %s", bin, args);
+    CHECK(run(plain, &out) == 0, "plain bf16 run");
+    free(out);
+    char *c_text = slurp(outp), *f_text = slurp(full_out), *b_text = slurp(bf16_out);
+    lines c = parse_lines(c_text ? c_text : ""), f = parse_lines(f_text ? f_text : ""), b = parse_lines(b_text ? b_text : "");
+    CHECK(c.n == N_SAMPLE && f.n == N_SAMPLE && b.n == N_SAMPLE, "line counts %zu %zu %zu", c.n, f.n, b.n);
+    double xa[2 * N_SAMPLE], xb[2 * N_SAMPLE], abs_sum = 0, abs_max = 0, diff_sum = 0;
+    size_t same = 0, n = 0;
+    for (size_t i = 0; i < c.n && i < N_SAMPLE && f.n == N_SAMPLE && b.n == N_SAMPLE; i++) {
+        const vlr_json *l = line_at(&c, i), *cmp = vlr_json_get(l, "compare");
+        CHECK(cmp && str(cmp, "precision") && strcmp(str(cmp, "precision"), "bf16") == 0, "line %zu: compare object", i);
+        for (int side = 0; side < 2; side++) {
+            const char *key = side ? "rejected_score" : "chosen_score";
+            CHECK(num(l, key) == num(line_at(&f, i), key), "line %zu %s: A = the f32 run", i, key);
+            CHECK(num(cmp, key) == num(line_at(&b, i), key), "line %zu %s: B = the bf16 run", i, key);
+            xa[n] = num(l, key);
+            xb[n] = num(cmp, key);
+            double d = xb[n] - xa[n];
+            diff_sum += d;
+            abs_sum += fabs(d);
+            if (fabs(d) > abs_max) abs_max = fabs(d);
+            n++;
+        }
+        bool da = num(l, "chosen_score") > num(l, "rejected_score"), db = num(cmp, "chosen_score") > num(cmp, "rejected_score");
+        same += da == db;
+        CHECK((vlr_json_get(cmp, "correct")->type == VLR_JSON_TRUE) == db, "line %zu: compare.correct", i);
+    }
+    vlr_json_doc *sd = read_summary(sum);
+    const vlr_json *cp = sd ? vlr_json_get(vlr_json_root(sd), "compare_precision") : NULL, *diff = vlr_json_get(cp, "diff");
+    CHECK(cp && num(cp, "pairs") == N_SAMPLE && num(cp, "same_decision") == (double)same, "agreement %zu of %d", same,
+          N_SAMPLE);
+    CHECK_NEAR(num(cp, "agreement"), (double)same / N_SAMPLE, 1e-15, "agreement fraction");
+    CHECK(n == 2 * N_SAMPLE, "%zu scores", n);
+    if (n == 2 * N_SAMPLE) CHECK_NEAR(num(cp, "spearman"), spearman_by_hand(xa, xb, n), 1e-12, "spearman");
+    CHECK_NEAR(num(diff, "abs_max"), abs_max, 0, "max |diff|");
+    CHECK_NEAR(num(diff, "abs_mean"), abs_sum / (double)n, 1e-15, "mean |diff|");
+    CHECK_NEAR(num(diff, "mean"), diff_sum / (double)n, 1e-15, "mean diff");
+    CHECK(abs_max > 0 && num(diff, "abs_median") <= num(diff, "abs_p90") && num(diff, "abs_p90") <= num(diff, "abs_p99") &&
+              num(diff, "abs_p99") <= abs_max, "bf16 moves the scores; the quantiles are ordered");
+    CHECK_NEAR(num(vlr_json_get(cp, "accuracy"), "f32"), num(vlr_json_root(sd), "accuracy"), 0, "accuracy at A");
+    vlr_json_free(sd);
+    free_lines(&c);
+    free_lines(&f);
+    free_lines(&b);
+    free(b_text);
+    free(f_text);
+
+    /* Cut after 5 lines and resumed: the same lines, the same comparison. */
+    char part[300], part_sum[300];
+    snprintf(part, sizeof part, "%s/compare.part.jsonl", tmpdir);
+    snprintf(part_sum, sizeof part_sum, "%s/compare.part.summary.json", tmpdir);
+    if (c_text) write_file(part, c_text, after_lines(c_text, 5));
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --threads 1 --quiet --input " SAMPLE " --output %s "
+             "--summary-json %s --model-name tiny/a --compare-precision f32,bf16 --resume", bin, part, part_sum);
+    rc = run(cmd, &out);
+    CHECK(rc == 0 && same_file(part, outp) && same_file(part_sum, sum) && strcmp(out, compare_stdout) == 0,
+          "a compare run cut after 5 lines and resumed equals the whole run (rc %d)", rc);
+    free(out);
+    free(c_text);
+    free(compare_stdout);
+    /* Resuming a file written without the comparison is refused: its lines have no B scores. */
+    char *plain_text = slurp(full_out);
+    if (plain_text) write_file(part, plain_text, after_lines(plain_text, 3));
+    free(plain_text);
+    rc = run(cmd, &out);
+    free(out);
+    char err_path[300];
+    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
+    char *err = slurp(err_path);
+    CHECK(rc == 2 && err && strstr(err, "line 1: no \"compare\" scores at bf16"), "refused (rc %d): %s", rc, err ? err : "");
+    free(err);
+    /* usage errors */
+    static const char *const bad[] = {"--compare-precision f32", "--compare-precision f32,fp7",
+                                      "--compare-precision f32,bf16 --precision bf16"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --input " SAMPLE " --output /dev/null %s", bin, bad[i]);
+        rc = run(cmd, &out);
+        CHECK(rc == 2, "%s: usage error (rc %d)", bad[i], rc);
+        free(out);
+    }
+}
+
 int main(void) {
     if (!eval_test_setup("vlr_eval_bench")) return test_report();
     if (!TEST_RUN(test_sample_full)) full_run(); /* passed over: the tests below compare with it */
@@ -457,6 +578,7 @@ int main(void) {
     TEST_RUN(test_format_hint);
     TEST_RUN(test_failed_row);
     TEST_RUN(test_model_identity);
+    TEST_RUN(test_compare_precision);
     free(full_stdout);
     eval_test_cleanup();
     return test_report();
