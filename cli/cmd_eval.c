@@ -12,6 +12,7 @@
 #include "batch.h"
 #include "eval.h"
 #include "eval_compare.h"
+#include "eval_report.h"
 #include "model_identity.h"
 
 static const char help[] =
@@ -41,6 +42,8 @@ static const char help[] =
     "  --overwrite          replace a non-empty --output file (refused otherwise)\n"
     "  --max-line-bytes N   longer input lines become error lines (default 64 MiB)\n"
     "  --summary-json FILE  write the summary numbers, counts, failures and what ran as JSON\n"
+    "  --report DIR         write DIR/index.html: the tables, per category the accuracy with its 95%\n"
+    "                       interval and a histogram of the chosen - rejected margins (self-contained)\n"
     "  --model-name NAME    the table's Model Name (default: ORG/NAME of a Hugging Face cache snapshot,\n"
     "                       else the folder's name)\n"
     "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
@@ -250,6 +253,7 @@ int cmd_eval(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "eval"};
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *format_name = "auto", *summary_path = NULL, *model_name_opt = NULL, *v = NULL, *compare = NULL;
+    const char *report_dir = NULL;
     cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed};
     eval_ctx ctx = {0};
     bool bad = false;
@@ -262,6 +266,7 @@ int cmd_eval(int argc, char **argv) {
         if (cli_opt(&a, "--summary-json", true, &summary_path, &bad)) continue;
         if (cli_opt(&a, "--model-name", true, &model_name_opt, &bad)) continue;
         if (cli_opt(&a, "--compare-precision", true, &compare, &bad)) continue;
+        if (cli_opt(&a, "--report", true, &report_dir, &bad)) continue;
         if (cli_opt(&a, "--keep-image-tag", false, &v, &bad)) {
             ctx.opt.keep_image_tag = true;
             continue;
@@ -283,6 +288,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "--compare-precision names both precisions: drop --precision");
     if (compare && !parse_compare(compare, precisions)) return EXIT_USAGE;
     if (!ctx.format_known && !detect_format(&bo, &ctx)) return EXIT_USAGE;
+    if (report_dir && !eval_report_prepare(report_dir)) return EXIT_USAGE;
     ctx.output = bo.output;
 
     if (compare) mo.precision = precisions[0];
@@ -291,7 +297,7 @@ int cmd_eval(int argc, char **argv) {
     int status = EXIT_USAGE;
     char *base = cli_input_dir(bo.input), *model_name = NULL, *revision = NULL;
     vlr_eval_summary_init(&ctx.summary, ctx.format);
-    vlr_buf report = {0}, json = {0};
+    vlr_buf report = {0}, json = {0}, html = {0};
     vlr_model_info in, in_b;
     vlr_model_get_info(m, &in);
     ctx.prec_a = in.precision;
@@ -351,19 +357,22 @@ int cmd_eval(int argc, char **argv) {
     vlr_eval_summary_markdown(&ctx.summary, &meta, &report);
     if (ctx.session_b) vlr_eval_compare_markdown(&cs, ctx.prec_a, ctx.prec_b, &report);
     vlr_eval_summary_json(&ctx.summary, &meta, &json);
+    if (report_dir) eval_report_html(&ctx.summary, &meta, ctx.session_b ? &cs : NULL, ctx.prec_a, ctx.prec_b, &html);
     bool meta_oom = compare_json.oom;
     vlr_buf_free(&compare_json);
-    if (report.oom || json.oom || meta_oom) {
+    if (report.oom || json.oom || meta_oom || html.oom) {
         fprintf(stderr, "vlreward eval: out of memory in the summary\n");
         goto done;
     }
     fputs(report.data, to_stdout ? stderr : stdout);
     fflush(stdout);
     if (summary_path && !write_text_file(summary_path, &json)) goto done;
+    if (report_dir && !eval_report_write(report_dir, &html)) goto done;
     status = (run == 0 && ctx.summary.errors == 0) ? EXIT_OK : EXIT_INPUT;
 done:
     vlr_buf_free(&report);
     vlr_buf_free(&json);
+    vlr_buf_free(&html);
     vlr_eval_summary_free(&ctx.summary);
     vlr_eval_compare_free(&ctx.compare);
     vlr_session_free(ctx.session);

@@ -11,11 +11,14 @@
  *     like; a failed pair is counted in its group, outside the accuracies;
  *   - a Hugging Face cache snapshot is named ORG/NAME with its commit as the revision;
  *   - --compare-precision f32,bf16 scores each pair at both precisions exactly as two plain runs do,
- *     and its agreement, Spearman's rho and score differences match those recomputed here. */
+ *     and its agreement, Spearman's rho and score differences match those recomputed here;
+ *   - --report DIR writes a self-contained page whose histograms hold exactly the output's margins,
+ *     and Debian's headless Chromium renders it (skipped, saying so, where chromium is absent). */
 #include <signal.h>
 #include <sys/stat.h>
 
 #include "eval.h"
+#include "image.h"
 #include "test.h"
 #include "test_eval_helpers.h"
 
@@ -569,6 +572,128 @@ static void test_compare_precision(void) {
     }
 }
 
+/* The sum of the data-count="N" attributes of the bars of one section of the report whose class
+ * starts with cls ("bar " for all, "bar correct" for the right of zero). */
+static double bar_counts(const char *section, const char *end, const char *cls, int bins[], size_t *n_bins) {
+    double sum = 0;
+    char needle[64];
+    snprintf(needle, sizeof needle, "<rect class=\"%s", cls);
+    for (const char *p = section; (p = strstr(p, needle)) && p < end; p++) {
+        const char *bin = strstr(p, "data-bin=\""), *count = strstr(p, "data-count=\"");
+        if (!bin || !count) break;
+        sum += strtod(count + 12, NULL);
+        if (bins) bins[(*n_bins)++] = atoi(bin + 10);
+    }
+    return sum;
+}
+
+/* The bin of a margin as the report's caption defines it: 24 bins over [-half, half], each (lo, hi],
+ * the outermost ones holding whatever lies beyond. */
+static int bin_of(double m, double half) {
+    double w = 2 * half / 24;
+    int k = (int)ceil((m + half) / w) - 1;
+    return k < 0 ? 0 : k > 23 ? 23 : k;
+}
+
+/* --report DIR: a self-contained page whose histograms hold exactly the margins of the output lines,
+ * rendered by Debian's headless Chromium to a PNG in which both bar colours appear. */
+static void test_html_report(void) {
+    char dir[300], page[400], outp[300], png[400], cmd[8192], *out;
+    snprintf(dir, sizeof dir, "%s/report", tmpdir);
+    snprintf(page, sizeof page, "%s/index.html", dir);
+    snprintf(outp, sizeof outp, "%s/report_run.jsonl", tmpdir);
+    snprintf(png, sizeof png, "%s/report.png", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s eval --model " MODEL " --threads 1 --quiet --input " SAMPLE " --output %s "
+             "--model-name 'tiny <a> & b' --compare-precision f32,bf16 --report %s", bin, outp, dir);
+    int rc = run(cmd, &out);
+    free(out);
+    char *html = slurp(page), *lines_text = slurp(outp);
+    CHECK(rc == 0 && html && lines_text, "report written (rc %d)", rc);
+    if (!html || !lines_text) {
+        free(html);
+        free(lines_text);
+        return;
+    }
+    /* nothing fetched: no script, no link, no external resource of any kind */
+    static const char *const external[] = {"<script", "src=", "href=", "url(", "@import", "http:", "https:", "<link",
+                                           "<img", "<iframe"};
+    for (size_t i = 0; i < sizeof external / sizeof external[0]; i++)
+        CHECK(!strstr(html, external[i]), "self-contained: no %s", external[i]);
+    CHECK(strstr(html, "<title>vlreward eval: tiny &lt;a&gt; &amp; b</title>") && !strstr(html, "tiny <a>"),
+          "the model name is escaped");
+    CHECK(strstr(html, "<h2>Precision comparison</h2>") && strstr(html, "bf16 against f32"), "the comparison");
+    const char *half_at = strstr(html, "data-half=\"");
+    double half = half_at ? strtod(half_at + 11, NULL) : NAN;
+    lines o = parse_lines(lines_text);
+    /* per group: the bins the output lines' margins fall in, recomputed here */
+    const char *groups[3] = {"general", "hallucination", "reasoning"};
+    size_t sections = 0;
+    for (const char *p = html; (p = strstr(p, "<section class=\"category\"")); p++) sections++;
+    CHECK(sections == 3, "one histogram per group (%zu)", sections);
+    for (int g = 0; g < 3; g++) {
+        char title[64];
+        snprintf(title, sizeof title, "<h3>%s</h3>", groups[g]);
+        const char *sec = strstr(html, title), *end = sec ? strstr(sec, "</section>") : NULL;
+        if (!sec || !end) {
+            CHECK(0, "section %s", groups[g]);
+            continue;
+        }
+        int want[24] = {0}, got_bins[24];
+        double pairs = 0, correct = 0;
+        for (size_t i = 0; i < o.n; i++) {
+            const vlr_json *l = line_at(&o, i);
+            if (!str(l, "category") || strcmp(str(l, "category"), groups[g]) != 0) continue;
+            double m = num(l, "chosen_score") - num(l, "rejected_score");
+            want[bin_of(m, half)]++;
+            pairs++;
+            correct += m > 0;
+            CHECK(fabs(m) <= half, "margin %g within the scale %g", m, half);
+        }
+        size_t n_bins = 0;
+        double all = bar_counts(sec, end, "bar ", got_bins, &n_bins);
+        CHECK(all == pairs && bar_counts(sec, end, "bar correct", NULL, NULL) == correct,
+              "%s: %g bars' pairs (%g), %g right of zero (%g)", groups[g], all, pairs,
+              bar_counts(sec, end, "bar correct", NULL, NULL), correct);
+        for (size_t k = 0; k < n_bins; k++) {
+            char attr[64];
+            snprintf(attr, sizeof attr, "data-bin=\"%d\" data-count=\"%d\"", got_bins[k], want[got_bins[k]]);
+            CHECK(strstr(sec, attr) != NULL, "%s: bin %d holds %d margins", groups[g], got_bins[k], want[got_bins[k]]);
+        }
+    }
+    free_lines(&o);
+    free(lines_text);
+    free(html);
+
+    if (system("command -v chromium >/dev/null 2>&1") != 0) {
+        SKIP(4, "chromium is not installed here (scripts/install-deps installs it; CI runs this check)");
+        return;
+    }
+    char real[PATH_MAX];
+    if (!realpath(page, real)) return;
+    snprintf(cmd, sizeof cmd, "timeout 120 chromium --headless --no-sandbox --disable-gpu --user-data-dir=%s/chromium "
+             "--window-size=1000,2200 --screenshot=%s file://%s >%s/chromium.log 2>&1", tmpdir, png, real, tmpdir);
+    rc = system(cmd);
+    CHECK(rc == 0, "chromium renders the report (status %d; %s/chromium.log)", rc, tmpdir);
+    char *bytes;
+    size_t n;
+    vlr_err e = {0};
+    vlr_image img = {0};
+    bool read = vlr_read_file(png, 1 << 26, &bytes, &n, &e) == VLR_OK;
+    CHECK(read && vlr_image_decode((const uint8_t *)bytes, n, png, NULL, &img, NULL, &e) == VLR_OK,
+          "the screenshot is a PNG: %s", e.msg);
+    if (read) free(bytes);
+    /* the histograms' bars are drawn: both colours cover whole areas */
+    size_t blue = 0, orange = 0;
+    for (size_t i = 0; img.rgb && i < (size_t)img.width * (size_t)img.height; i++) {
+        const uint8_t *p = img.rgb + 3 * i;
+        blue += p[0] == 0x2a && p[1] == 0x7a && p[2] == 0xb0;
+        orange += p[0] == 0xd9 && p[1] == 0x82 && p[2] == 0x2b;
+    }
+    CHECK(img.width == 1000 && img.height == 2200, "the window's size: %dx%d", img.width, img.height);
+    CHECK(blue > 2000 && orange > 2000, "the bars are on the page: %zu blue, %zu orange pixels", blue, orange);
+    vlr_image_free(&img);
+}
+
 int main(void) {
     if (!eval_test_setup("vlr_eval_bench")) return test_report();
     if (!TEST_RUN(test_sample_full)) full_run(); /* passed over: the tests below compare with it */
@@ -579,6 +704,7 @@ int main(void) {
     TEST_RUN(test_failed_row);
     TEST_RUN(test_model_identity);
     TEST_RUN(test_compare_precision);
+    TEST_RUN(test_html_report);
     free(full_stdout);
     eval_test_cleanup();
     return test_report();
