@@ -216,6 +216,37 @@ static size_t max_line_bytes(const cli_batch_opts *o) {
     return o->max_line_bytes ? (size_t)o->max_line_bytes : CLI_BATCH_MAX_LINE_BYTES;
 }
 
+/* Opens a file read before the run (the input's line count and first row, the output to resume):
+ * 1 when open, 0 when it does not exist and missing_ok, -1 after a message. */
+static int file_reader_open(const cli_batch_opts *o, const char *path, int flags, bool missing_ok, line_reader *r) {
+    int fd = open(path, flags);
+    if (fd < 0) {
+        if (missing_ok && errno == ENOENT) return 0;
+        fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", o->cmd, path, strerror(errno));
+        return -1;
+    }
+    if (!reader_init(r, fd, max_line_bytes(o))) {
+        fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
+        close(fd);
+        reader_free(r);
+        return -1;
+    }
+    return 1;
+}
+
+static void file_reader_close(line_reader *r) {
+    close(r->fd);
+    reader_free(r);
+}
+
+/* The next line of such a file; LINE_READ_ERROR (after a message) for any failure to read. */
+static line_status file_reader_next(const cli_batch_opts *o, const char *path, line_reader *r) {
+    line_status st = reader_next(r);
+    if (st != LINE_READ_ERROR && st != LINE_STOPPED) return st;
+    fprintf(stderr, "vlreward %s: %s: read error: %s\n", o->cmd, path, strerror(r->err));
+    return LINE_READ_ERROR;
+}
+
 /* The id of a result line as the input side computes it: a line too long to read was answered with
  * "id": null. */
 static void result_id(const vlr_json *root, vlr_buf *id) {
@@ -227,25 +258,16 @@ static void result_id(const vlr_json *root, vlr_buf *id) {
 /* Counts the ids of an existing output file (handing each kept line to o->resumed); cuts a
  * half-written last line away. */
 static int load_done_ids(const cli_batch_opts *o, void *ctx, id_counts *done) {
-    int fd = open(o->output, O_RDWR);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0; /* nothing done yet */
-        fprintf(stderr, "vlreward %s: %s: cannot open for resuming: %s\n", o->cmd, o->output, strerror(errno));
-        return -1;
-    }
     line_reader r;
+    int opened = file_reader_open(o, o->output, O_RDWR, true, &r); /* absent: nothing done yet */
+    if (opened <= 0) return opened;
     size_t line_no = 0;
     off_t good_end = 0;
     int rc = 0;
     vlr_buf id = {0};
-    if (!reader_init(&r, fd, max_line_bytes(o))) {
-        fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
-        rc = -1;
-    }
     line_status st;
-    while (rc == 0 && (st = reader_next(&r)) != LINE_EOF) {
-        if (st == LINE_READ_ERROR || st == LINE_STOPPED) {
-            fprintf(stderr, "vlreward %s: %s: read error: %s\n", o->cmd, o->output, strerror(r.err));
+    while ((st = file_reader_next(o, o->output, &r)) != LINE_EOF) {
+        if (st == LINE_READ_ERROR) {
             rc = -1;
             break;
         }
@@ -278,42 +300,28 @@ static int load_done_ids(const cli_batch_opts *o, void *ctx, id_counts *done) {
         good_end += (off_t)r.len;
         line_no++;
     }
-    if (rc == 0 && ftruncate(fd, good_end) != 0) {
+    if (rc == 0 && ftruncate(r.fd, good_end) != 0) {
         fprintf(stderr, "vlreward %s: %s: cannot truncate the half-written last line: %s\n", o->cmd, o->output,
                 strerror(errno));
         rc = -1;
     }
-    reader_free(&r);
+    file_reader_close(&r);
     vlr_buf_free(&id);
-    close(fd);
     return rc;
 }
 
 /* Counts the non-blank lines of a regular input file (for the progress bar's total and ETA). */
 static int count_input_lines(const cli_batch_opts *o, uint64_t *total) {
-    int fd = open(o->input, O_RDONLY);
-    if (fd < 0) {
-        fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", o->cmd, o->input, strerror(errno));
-        return -1;
-    }
     line_reader r;
-    int rc = 0;
     *total = 0;
-    if (!reader_init(&r, fd, max_line_bytes(o))) {
-        fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
-        rc = -1;
-    }
+    if (file_reader_open(o, o->input, O_RDONLY, false, &r) < 0) return -1;
+    int rc = 0;
     line_status st;
-    while (rc == 0 && (st = reader_next(&r)) != LINE_EOF) {
-        if (st == LINE_READ_ERROR || st == LINE_STOPPED) {
-            fprintf(stderr, "vlreward %s: %s: read error: %s\n", o->cmd, o->input, strerror(r.err));
-            rc = -1;
-        } else if (st != LINE_OK || !cli_is_blank(r.line, r.len)) {
-            (*total)++; /* a line too long to hold is answered with an error line: it counts */
-        }
+    while (rc == 0 && (st = file_reader_next(o, o->input, &r)) != LINE_EOF) {
+        if (st == LINE_READ_ERROR) rc = -1;
+        else if (st != LINE_OK || !cli_is_blank(r.line, r.len)) (*total)++; /* a line too long to hold counts */
     }
-    reader_free(&r);
-    close(fd);
+    file_reader_close(&r);
     return rc;
 }
 
@@ -402,21 +410,12 @@ int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc) {
     struct stat sb;
     *doc = NULL;
     if (!o->input || strcmp(o->input, "-") == 0 || stat(o->input, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
-    int fd = open(o->input, O_RDONLY);
-    if (fd < 0) {
-        fprintf(stderr, "vlreward %s: %s: cannot open: %s\n", o->cmd, o->input, strerror(errno));
-        return -1;
-    }
     line_reader r;
+    if (file_reader_open(o, o->input, O_RDONLY, false, &r) < 0) return -1;
     int rc = 0;
-    line_status st = LINE_EOF;
-    if (!reader_init(&r, fd, max_line_bytes(o))) {
-        fprintf(stderr, "vlreward %s: out of memory\n", o->cmd);
-        rc = -1;
-    }
-    while (rc == 0 && (st = reader_next(&r)) != LINE_EOF) {
-        if (st == LINE_READ_ERROR || st == LINE_STOPPED) {
-            fprintf(stderr, "vlreward %s: %s: read error: %s\n", o->cmd, o->input, strerror(r.err));
+    line_status st;
+    while (rc == 0 && (st = file_reader_next(o, o->input, &r)) != LINE_EOF) {
+        if (st == LINE_READ_ERROR) {
             rc = -1;
         } else if (st == LINE_OK && !cli_is_blank(r.line, r.len)) {
             vlr_err e;
@@ -426,8 +425,7 @@ int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc) {
             rc = 1; /* a first line too long to hold: no format from it */
         }
     }
-    reader_free(&r);
-    close(fd);
+    file_reader_close(&r);
     return rc;
 }
 
