@@ -69,7 +69,6 @@ typedef struct eval_ctx {
     const char *base_dir;
     vlr_eval_format format;
     bool format_known;     /* --format auto: false until a row shows which */
-    bool format_given;     /* --format named it */
     vlr_eval_options opt;
     vlr_eval_summary summary; /* every pair of the output: resumed lines and this run's */
     uint64_t own_errors;   /* error lines written here (the driver writes those of unreadable lines) */
@@ -274,11 +273,10 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "unknown option '%s'", argv[a.i]);
     }
     if (bad) return EXIT_USAGE;
-    ctx.format_given = strcmp(format_name, "auto") != 0;
-    if (ctx.format_given && !vlr_eval_format_parse(format_name, &ctx.format))
+    ctx.format_known = strcmp(format_name, "auto") != 0;
+    if (ctx.format_known && !vlr_eval_format_parse(format_name, &ctx.format))
         return cli_usage_error("eval", "--format: expected auto, pairs, vlrewardbench or rewardbench, got '%s'",
                                format_name);
-    ctx.format_known = ctx.format_given;
     if (!mo.model_dir) return cli_usage_error("eval", "--model DIR is required");
     if (!bo.input) return cli_usage_error("eval", "--input FILE is required");
     bool to_stdout = !bo.output || strcmp(bo.output, "-") == 0;
