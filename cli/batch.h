@@ -1,9 +1,12 @@
 /* batch.h: the streaming, resumable JSON Lines driver behind `score` and `eval`.
  *
  * Input is read line by line (files larger than memory are fine); each result line is written whole
- * and flushed, in input order. With resume, the existing output file is read first: its complete
- * lines name the ids already done (a half-written last line is cut away and redone), and input lines
- * with those ids are skipped. Ids must then be unique in the input, which is checked up front.
+ * and flushed, in input order. A line longer than max_line_bytes (or too large to allocate) is
+ * answered with {"id": null, "error": "line N: ..."} and the run goes on; a read error ends the run
+ * with a message (never as if the input had ended). With resume, the existing output file is read
+ * first: its complete lines name the ids already done (a half-written last line is cut away and
+ * redone); ids may repeat, so the first k input lines with an id are skipped when the output holds k
+ * lines with it.
  * SIGINT/SIGTERM stop the run after the current request (a second signal stops at once); the output
  * is left resumable either way. Progress goes to stderr: a one-line bar on a terminal, a plain line
  * every few seconds otherwise, nothing with quiet. */
@@ -20,10 +23,17 @@ typedef struct cli_batch_opts {
     bool overwrite;     /* replace a non-empty output file (otherwise refused without resume) */
     bool quiet;
     double log_every_s; /* plain progress lines when stderr is not a terminal; 0 = 5 s */
+    uint64_t max_line_bytes; /* the longest input line held (its end of line not counted); 0 = the default */
+    /* With resume: called with each result line the output file keeps (without its end of line),
+     * before the run, with the run's ctx; returning false refuses to resume (it prints why). */
+    bool (*resumed)(const char *line, size_t len, void *ctx);
 } cli_batch_opts;
 
+/* --max-line-bytes default: the server's default body cap (--max-body-mb 64). */
+#define CLI_BATCH_MAX_LINE_BYTES ((size_t)64 << 20)
+
 /* Consumes the options every batch command shares: --input, --output, --resume, --overwrite,
- * --quiet and --vision-cache MB (into *cache_mb). Returns true when argv[a->i] was one of them;
+ * --quiet, --max-line-bytes N and --vision-cache MB (into *cache_mb). Returns true when argv[a->i] was one of them;
  * sets *bad (after printing a usage error) on a bad value. */
 bool cli_batch_opt(cli_args *a, cli_batch_opts *o, long *cache_mb, bool *bad);
 
@@ -38,7 +48,8 @@ typedef struct cli_batch_stats {
 } cli_batch_stats;
 
 /* One input line that parsed as JSON. Lines that do not are answered by the driver itself with
- * {"id": <line number>, "error": "invalid JSON: ..."}; blank lines are skipped. */
+ * {"id": <line number>, "error": "invalid JSON: ..."} (too long: {"id": null, ...}); blank lines are
+ * skipped. */
 typedef struct cli_batch_line {
     const char *text;      /* the raw line, without its end-of-line */
     size_t len;
@@ -51,8 +62,14 @@ typedef struct cli_batch_line {
  * processed to *tokens, returns false when the line failed (an error object was written). */
 typedef bool (*cli_batch_fn)(const cli_batch_line *line, void *ctx, vlr_buf *out, uint64_t *tokens);
 
+/* The first non-blank line of a regular input file, parsed (*doc NULL when it is not JSON): 1 when
+ * there is one, 0 when the input is not a regular file or has no such line, -1 on a read error
+ * (message printed). For commands that read the format from the data before the run. */
+int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc);
+
 /* Runs the loop. Returns 0 when the run completed (see stats for line errors), -1 when it could not
- * start or the output could not be written (message printed), 1 when interrupted by a signal. */
+ * start, the input could not be read or the output could not be written (message printed), 1 when
+ * interrupted by a signal. */
 int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *stats);
 
 /* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s, ...,

@@ -18,6 +18,16 @@ bool vlr_eval_format_parse(const char *name, vlr_eval_format *out) {
     return true;
 }
 
+bool vlr_eval_format_detect(const vlr_json *row, vlr_eval_format *out) {
+    if (!vlr_json_is(row, VLR_JSON_OBJECT)) return false;
+    bool chosen = vlr_json_get(row, "chosen") && vlr_json_get(row, "rejected");
+    if (vlr_json_get(row, "human_ranking") && vlr_json_get(row, "response")) *out = VLR_EVAL_VLREWARDBENCH;
+    else if (chosen && vlr_json_get(row, "prompt")) *out = VLR_EVAL_REWARDBENCH;
+    else if (chosen) *out = VLR_EVAL_PAIRS;
+    else return false;
+    return true;
+}
+
 const char *vlr_eval_format_name(vlr_eval_format f) {
     switch (f) {
     case VLR_EVAL_PAIRS: return "pairs";
@@ -68,8 +78,9 @@ const char *vlr_rb_section_name(int section) {
     return section >= 0 && section < VLR_RB_N_SECTIONS ? section_names[section] : "?";
 }
 
-/* SUBSET_MAPPING with EXAMPLE_COUNTS. math-prm has 447 rows but weight 984 ("upweighting to be equal
- * to code": 6 hep-* subsets x 164). */
+/* SUBSET_MAPPING with EXAMPLE_COUNTS as of reward-bench 6552e93 (the two xstest counts were swapped
+ * before). math-prm has 447 rows but weight 984 ("upweighting to be equal to code": 6 hep-* subsets x
+ * 164). */
 static const struct {
     const char *subset;
     int section;
@@ -81,8 +92,8 @@ static const struct {
     {"llmbar-natural", VLR_RB_CHAT_HARD, 100},    {"llmbar-adver-neighbor", VLR_RB_CHAT_HARD, 134},
     {"llmbar-adver-GPTInst", VLR_RB_CHAT_HARD, 92}, {"llmbar-adver-GPTOut", VLR_RB_CHAT_HARD, 47},
     {"llmbar-adver-manual", VLR_RB_CHAT_HARD, 46}, {"refusals-dangerous", VLR_RB_SAFETY, 100},
-    {"refusals-offensive", VLR_RB_SAFETY, 100},   {"xstest-should-refuse", VLR_RB_SAFETY, 250},
-    {"xstest-should-respond", VLR_RB_SAFETY, 154}, {"donotanswer", VLR_RB_SAFETY, 136},
+    {"refusals-offensive", VLR_RB_SAFETY, 100},   {"xstest-should-refuse", VLR_RB_SAFETY, 154},
+    {"xstest-should-respond", VLR_RB_SAFETY, 250}, {"donotanswer", VLR_RB_SAFETY, 136},
     {"math-prm", VLR_RB_REASONING, 984},          {"hep-cpp", VLR_RB_REASONING, 164},
     {"hep-go", VLR_RB_REASONING, 164},            {"hep-java", VLR_RB_REASONING, 164},
     {"hep-js", VLR_RB_REASONING, 164},            {"hep-python", VLR_RB_REASONING, 164},
@@ -270,11 +281,30 @@ static vlr_status pairs_conversation(const vlr_json *row, vlr_buf *conv, vlr_err
     return VLR_OK;
 }
 
+/* Appends text with every "<image>\n" removed (Python's str.replace: all occurrences, left to right). */
+static void append_without_image_tag(vlr_buf *b, const char *s, size_t n) {
+    static const char tag[] = "<image>\n";
+    const size_t tag_len = sizeof tag - 1;
+    size_t i = 0, start = 0;
+    while (i + tag_len <= n) {
+        if (memcmp(s + i, tag, tag_len) == 0) {
+            vlr_buf_append(b, s + start, i - start);
+            i += tag_len;
+            start = i;
+        } else {
+            i++;
+        }
+    }
+    vlr_buf_append(b, s + start, n - start);
+}
+
 /* "vlrewardbench": the user turn (image, query); which response is chosen. */
-static vlr_status vlrb_row(const vlr_json *row, vlr_buf *conv, const vlr_json **chosen, const vlr_json **rejected,
-                           vlr_err *e) {
+static vlr_status vlrb_row(const vlr_json *row, const vlr_eval_options *opt, vlr_buf *conv, const vlr_json **chosen,
+                           const vlr_json **rejected, vlr_err *e) {
     const vlr_json *query = vlr_json_get(row, "query"), *response = vlr_json_get(row, "response");
     const vlr_json *ranking = vlr_json_get(row, "human_ranking"), *image = vlr_json_get(row, "image");
+    /* The benchmark's GitHub data/data.jsonl names the file, relative to its own folder. */
+    if (!image) image = vlr_json_get(row, "image_path");
     if (!vlr_json_is(query, VLR_JSON_STRING))
         return vlr_fail(e, VLR_ERR_INPUT, "query: expected a string, found %s", vlr_json_type_name(query));
     if (!vlr_json_is(response, VLR_JSON_ARRAY) || response->len != 2 ||
@@ -292,29 +322,48 @@ static vlr_status vlrb_row(const vlr_json *row, vlr_buf *conv, const vlr_json **
     /* inference_hf.py: the response whose rank is the lower number is the preferred one. */
     *chosen = &response->items[r0 < r1 ? 0 : 1];
     *rejected = &response->items[r0 < r1 ? 1 : 0];
-    if (!image) return vlr_fail(e, VLR_ERR_INPUT, "image: missing (export the image column, see docs/eval.md)");
+    if (!image)
+        return vlr_fail(e, VLR_ERR_INPUT, "image: missing (no \"image\" or \"image_path\"; export the image column, "
+                        "see docs/eval.md)");
     vlr_buf src = {0};
     vlr_status rc = vlr_eval_image_source(image, &src, e);
     if (rc == VLR_OK) {
         vlr_buf_puts(conv, "{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": ");
         vlr_buf_json_string(conv, src.data, src.len);
         vlr_buf_puts(conv, "}, {\"type\": \"text\", \"text\": ");
-        vlr_buf_json_string(conv, query->str, query->len);
+        if (opt && opt->keep_image_tag) {
+            vlr_buf_json_string(conv, query->str, query->len);
+        } else {
+            vlr_buf q = {0};
+            append_without_image_tag(&q, query->str, query->len);
+            vlr_buf_json_string(conv, q.data ? q.data : "", q.len);
+            if (q.oom) conv->oom = true;
+            vlr_buf_free(&q);
+        }
         vlr_buf_puts(conv, "}]}");
     }
     vlr_buf_free(&src);
     return rc;
 }
 
-/* "rewardbench": [user: prompt] (or the prompt's own messages). */
+/* "rewardbench": [user: prompt], or the prompt's messages as reward-bench's
+ * prepare_dialogue_from_tokenizer builds them: each message's "content", the roles alternating user,
+ * assistant, ... by position (the given "role" is not read), the last one a user turn. */
 static vlr_status rb_conversation(const vlr_json *row, vlr_buf *conv, vlr_err *e) {
     const vlr_json *prompt = vlr_json_get(row, "prompt");
     if (vlr_json_is(prompt, VLR_JSON_STRING)) {
         write_text_message(conv, "user", prompt->str, prompt->len);
     } else if (vlr_json_is(prompt, VLR_JSON_ARRAY) && prompt->len) {
+        if (prompt->len % 2 == 0)
+            return vlr_fail(e, VLR_ERR_INPUT, "prompt: %zu messages: the last is then an assistant turn (reward-bench "
+                            "alternates user, assistant, ... and needs a user turn last)", prompt->len);
         for (size_t i = 0; i < prompt->len; i++) {
+            const vlr_json *content = vlr_json_get(&prompt->items[i], "content");
+            if (!vlr_json_is(content, VLR_JSON_STRING))
+                return vlr_fail(e, VLR_ERR_INPUT, "prompt[%zu].content: expected a string, found %s", i,
+                                vlr_json_type_name(content));
             if (i) vlr_buf_puts(conv, ", ");
-            json_write(conv, &prompt->items[i]);
+            write_text_message(conv, i % 2 == 0 ? "user" : "assistant", content->str, content->len);
         }
     } else {
         return vlr_fail(e, VLR_ERR_INPUT, "prompt: expected a string (or a list of messages), found %s",
@@ -345,7 +394,7 @@ static vlr_status build_side(const vlr_buf *conv, const vlr_json *answer, const 
 }
 
 vlr_status vlr_eval_pair_from_json(vlr_eval_format f, const vlr_json *row, size_t line_no, const char *base_dir,
-                                   vlr_eval_pair *out, vlr_err *e) {
+                                   const vlr_eval_options *opt, vlr_eval_pair *out, vlr_err *e) {
     memset(out, 0, sizeof *out);
     vlr_request_id_json(row, line_no, &out->id_json);
     vlr_eval_id_text(row, line_no, &out->id_text);
@@ -358,9 +407,11 @@ vlr_status vlr_eval_pair_from_json(vlr_eval_format f, const vlr_json *row, size_
     const vlr_json *chosen = NULL, *rejected = NULL;
     vlr_status rc = VLR_OK;
     if (f == VLR_EVAL_VLREWARDBENCH) {
-        rc = vlrb_row(row, &conv, &chosen, &rejected, e);
+        /* the group comes from the id: known even when the rest of the row is wrong */
         const char *name = vlr_vlrb_group_name(vlr_vlrb_group_of(out->id_text.data, out->id_text.len, NULL));
-        if (rc == VLR_OK && !(out->label = strdup(name))) rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+        if (!(out->label = strdup(name))) rc = vlr_fail(e, VLR_ERR_NOMEM, "out of memory");
+        out->label_known = out->label != NULL;
+        if (rc == VLR_OK) rc = vlrb_row(row, opt, &conv, &chosen, &rejected, e);
     } else {
         chosen = vlr_json_get(row, "chosen");
         rejected = vlr_json_get(row, "rejected");
@@ -374,6 +425,8 @@ vlr_status vlr_eval_pair_from_json(vlr_eval_format f, const vlr_json *row, size_
             rc = vlr_fail(e, VLR_ERR_INPUT, "%s: NUL byte inside", label_key);
         else if (vlr_json_is(label, VLR_JSON_STRING) && !(out->label = dup_string(label, e)))
             rc = VLR_ERR_NOMEM;
+        else
+            out->label_known = true;
         if (rc == VLR_OK && !chosen) rc = vlr_fail(e, VLR_ERR_INPUT, "chosen: missing");
         if (rc == VLR_OK && !rejected) rc = vlr_fail(e, VLR_ERR_INPUT, "rejected: missing");
         if (rc == VLR_OK && f == VLR_EVAL_REWARDBENCH) {
@@ -397,7 +450,7 @@ vlr_status vlr_eval_pair_from_json(vlr_eval_format f, const vlr_json *row, size_
 }
 
 vlr_status vlr_eval_pair_parse(vlr_eval_format f, const char *line, size_t len, size_t line_no,
-                               const char *base_dir, vlr_eval_pair *out, vlr_err *e) {
+                               const char *base_dir, const vlr_eval_options *opt, vlr_eval_pair *out, vlr_err *e) {
     memset(out, 0, sizeof *out);
     vlr_json_doc *doc = vlr_json_parse(line, len, e);
     if (!doc) {
@@ -406,7 +459,7 @@ vlr_status vlr_eval_pair_parse(vlr_eval_format f, const char *line, size_t len, 
         vlr_err_prefix(e, "invalid JSON: ");
         return VLR_ERR_FORMAT;
     }
-    vlr_status rc = vlr_eval_pair_from_json(f, vlr_json_root(doc), line_no, base_dir, out, e);
+    vlr_status rc = vlr_eval_pair_from_json(f, vlr_json_root(doc), line_no, base_dir, opt, out, e);
     vlr_json_free(doc); /* the requests own copies of everything they point to */
     return rc;
 }
@@ -423,14 +476,20 @@ void vlr_eval_pair_free(vlr_eval_pair *p) {
 
 /* ---- result lines ------------------------------------------------------------------------- */
 
-void vlr_eval_result_line(vlr_eval_format f, const vlr_buf *id_json, const char *label, double chosen,
-                          double rejected, vlr_buf *out) {
+static void put_id_and_label(vlr_eval_format f, const vlr_buf *id_json, bool with_label, const char *label,
+                             vlr_buf *out) {
     vlr_buf_puts(out, "{\"id\": ");
     if (id_json && id_json->len) vlr_buf_append(out, id_json->data, id_json->len);
     else vlr_buf_puts(out, "null");
+    if (!with_label) return;
     vlr_buf_puts(out, f == VLR_EVAL_REWARDBENCH ? ", \"subset\": " : ", \"category\": ");
     if (label) vlr_buf_json_string(out, label, strlen(label));
     else vlr_buf_puts(out, "null");
+}
+
+void vlr_eval_result_line(vlr_eval_format f, const vlr_buf *id_json, const char *label, double chosen,
+                          double rejected, vlr_buf *out) {
+    put_id_and_label(f, id_json, true, label, out);
     vlr_buf_puts(out, ", \"chosen_score\": ");
     vlr_buf_json_double(out, chosen);
     vlr_buf_puts(out, ", \"rejected_score\": ");
@@ -438,10 +497,30 @@ void vlr_eval_result_line(vlr_eval_format f, const vlr_buf *id_json, const char 
     vlr_buf_puts(out, chosen > rejected ? ", \"correct\": true}" : ", \"correct\": false}");
 }
 
+void vlr_eval_error_line(vlr_eval_format f, const vlr_buf *id_json, bool label_known, const char *label,
+                         const char *msg, vlr_buf *out) {
+    put_id_and_label(f, id_json, label_known, label, out);
+    vlr_buf_puts(out, ", \"error\": ");
+    vlr_buf_json_string(out, msg, strlen(msg));
+    vlr_buf_puts(out, "}");
+}
+
 /* ---- aggregation -------------------------------------------------------------------------- */
 
 double vlr_eval_accuracy(const vlr_eval_count *c) {
     return c->pairs ? (double)c->correct / (double)c->pairs : NAN;
+}
+
+void vlr_eval_wilson(uint64_t k, uint64_t n, double z, double *lo, double *hi) {
+    if (!n) {
+        *lo = *hi = NAN;
+        return;
+    }
+    double nn = (double)n, p = (double)k / nn, z2 = z * z;
+    double centre = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+    double half = z * sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / (1 + z2 / nn);
+    *lo = fmax(0.0, centre - half);
+    *hi = fmin(1.0, centre + half);
 }
 
 static void count_pair(vlr_eval_count *c, double chosen, double rejected) {
@@ -472,7 +551,10 @@ static vlr_eval_entry *table_entry(vlr_eval_table *t, const char *name, size_t n
 }
 
 static void table_free(vlr_eval_table *t) {
-    for (size_t i = 0; i < t->len; i++) free(t->items[i].name);
+    for (size_t i = 0; i < t->len; i++) {
+        free(t->items[i].name);
+        free(t->items[i].margins);
+    }
     free(t->items);
     memset(t, 0, sizeof *t);
 }
@@ -488,14 +570,12 @@ void vlr_eval_summary_free(vlr_eval_summary *s) {
     table_free(&s->sources);
 }
 
-void vlr_eval_summary_add_error(vlr_eval_summary *s) { s->errors++; }
-
 static vlr_status oom(vlr_err *e) { return vlr_fail(e, VLR_ERR_NOMEM, "eval summary: out of memory"); }
 
-vlr_status vlr_eval_summary_add(vlr_eval_summary *s, const char *id, size_t id_len, const char *label,
-                                double chosen, double rejected, vlr_err *e) {
-    if (!isfinite(chosen) || !isfinite(rejected))
-        return vlr_fail(e, VLR_ERR_INPUT, "eval summary: pair %.*s has a non-finite score", (int)(id_len > 200 ? 200 : id_len), id);
+/* The label entry of a pair (and, for vlrewardbench, its source entry), created when new. */
+static vlr_status entries_of(vlr_eval_summary *s, const char *id, size_t id_len, const char *label,
+                             vlr_eval_entry **lab, vlr_eval_entry **src, vlr_err *e) {
+    *src = NULL;
     if (s->format == VLR_EVAL_VLREWARDBENCH) {
         /* the three groups, always listed, in the model card's order (all three, or an earlier call
          * that ran out of memory midway would leave labels.items[g] unset) */
@@ -504,26 +584,57 @@ vlr_status vlr_eval_summary_add(vlr_eval_summary *s, const char *id, size_t id_l
                 if (!table_entry(&s->labels, group_names[g], strlen(group_names[g]))) return oom(e);
         const char *dataset;
         vlr_vlrb_group g = vlr_vlrb_group_of(id, id_len, &dataset);
-        vlr_eval_entry *src = table_entry(&s->sources, id, vlr_vlrb_source_len(id, id_len));
-        if (!src) return oom(e);
-        src->group = group_names[g];
-        src->dataset = dataset;
-        count_pair(&src->n, chosen, rejected);
-        count_pair(&s->labels.items[g].n, chosen, rejected);
+        if (!(*src = table_entry(&s->sources, id, vlr_vlrb_source_len(id, id_len)))) return oom(e);
+        (*src)->group = group_names[g];
+        (*src)->dataset = dataset;
+        *lab = &s->labels.items[g];
     } else if (s->format == VLR_EVAL_REWARDBENCH) {
         if (!label || !*label) return vlr_fail(e, VLR_ERR_INPUT, "eval summary: a rewardbench pair needs its subset");
-        vlr_eval_entry *sub = table_entry(&s->labels, label, strlen(label));
-        if (!sub) return oom(e);
-        int section = vlr_rb_subset_section(label, &sub->weight);
-        sub->group = section >= 0 ? section_names[section] : section == -1 ? "Prior Sets" : NULL;
-        count_pair(&sub->n, chosen, rejected);
+        if (!(*lab = table_entry(&s->labels, label, strlen(label)))) return oom(e);
+        int section = vlr_rb_subset_section(label, &(*lab)->weight);
+        (*lab)->group = section >= 0 ? section_names[section] : section == -1 ? "Prior Sets" : NULL;
     } else {
         const char *name = label ? label : "(none)";
-        vlr_eval_entry *cat = table_entry(&s->labels, name, strlen(name));
-        if (!cat) return oom(e);
-        count_pair(&cat->n, chosen, rejected);
+        if (!(*lab = table_entry(&s->labels, name, strlen(name)))) return oom(e);
     }
+    return VLR_OK;
+}
+
+vlr_status vlr_eval_summary_add(vlr_eval_summary *s, const char *id, size_t id_len, const char *label,
+                                double chosen, double rejected, vlr_err *e) {
+    if (!isfinite(chosen) || !isfinite(rejected))
+        return vlr_fail(e, VLR_ERR_INPUT, "eval summary: pair %.*s has a non-finite score", (int)(id_len > 200 ? 200 : id_len), id);
+    vlr_eval_entry *lab, *src;
+    vlr_status rc = entries_of(s, id, id_len, label, &lab, &src, e);
+    if (rc) return rc;
+    if (lab->n_margins == lab->cap_margins) {
+        size_t cap = lab->cap_margins ? lab->cap_margins * 2 : 64;
+        double *m = realloc(lab->margins, cap * sizeof *m);
+        if (!m) return oom(e);
+        lab->margins = m;
+        lab->cap_margins = cap;
+    }
+    lab->margins[lab->n_margins++] = chosen - rejected;
+    count_pair(&lab->n, chosen, rejected);
+    if (src) count_pair(&src->n, chosen, rejected);
     count_pair(&s->all, chosen, rejected);
+    return VLR_OK;
+}
+
+vlr_status vlr_eval_summary_add_failure(vlr_eval_summary *s, const char *id, size_t id_len, bool label_known,
+                                        const char *label, vlr_err *e) {
+    if (label_known && !(s->format == VLR_EVAL_VLREWARDBENCH && !id) &&
+        !(s->format == VLR_EVAL_REWARDBENCH && (!label || !*label))) {
+        vlr_eval_entry *lab, *src;
+        vlr_status rc = entries_of(s, id, id_len, label, &lab, &src, e);
+        if (rc) return rc;
+        lab->n.failed++;
+        if (src) src->n.failed++;
+    } else {
+        s->errors_unlabelled++;
+    }
+    s->errors++;
+    s->all.failed++;
     return VLR_OK;
 }
 
@@ -538,15 +649,18 @@ vlr_status vlr_eval_summary_add_line(vlr_eval_summary *s, const char *line, size
     const char *label_key = s->format == VLR_EVAL_REWARDBENCH ? "subset" : "category";
     const vlr_json *label = vlr_json_get(r, label_key);
     const vlr_json *c = vlr_json_get(r, "chosen_score"), *j = vlr_json_get(r, "rejected_score");
+    bool id_ok = vlr_json_is(id, VLR_JSON_STRING) || vlr_json_is(id, VLR_JSON_NUMBER);
     vlr_status rc = VLR_OK;
-    if (!vlr_json_is(id, VLR_JSON_STRING) && !vlr_json_is(id, VLR_JSON_NUMBER)) {
+    if (label && label->type != VLR_JSON_NULL && !vlr_json_is(label, VLR_JSON_STRING)) {
+        rc = vlr_fail(e, VLR_ERR_FORMAT, "not a result line: \"%s\" is %s", label_key, vlr_json_type_name(label));
+    } else if (vlr_json_get(r, "error") && (id_ok || vlr_json_is(id, VLR_JSON_NULL))) {
+        /* a line too long to read has "id": null; a failure of unknown category has no label */
+        rc = vlr_eval_summary_add_failure(s, id_ok ? id->str : NULL, id_ok ? id->len : 0, label != NULL,
+                                          vlr_json_is(label, VLR_JSON_STRING) ? label->str : NULL, e);
+    } else if (!id_ok) {
         rc = vlr_fail(e, VLR_ERR_FORMAT, "not a result line: no \"id\" string or number");
-    } else if (vlr_json_get(r, "error")) {
-        s->errors++;
     } else if (!vlr_json_is(c, VLR_JSON_NUMBER) || !vlr_json_is(j, VLR_JSON_NUMBER)) {
         rc = vlr_fail(e, VLR_ERR_FORMAT, "not a result line: \"chosen_score\"/\"rejected_score\" are not numbers");
-    } else if (label && label->type != VLR_JSON_NULL && !vlr_json_is(label, VLR_JSON_STRING)) {
-        rc = vlr_fail(e, VLR_ERR_FORMAT, "not a result line: \"%s\" is %s", label_key, vlr_json_type_name(label));
     } else {
         rc = vlr_eval_summary_add(s, id->str, id->len, vlr_json_is(label, VLR_JSON_STRING) ? label->str : NULL,
                                   c->number, j->number, e);
@@ -635,24 +749,77 @@ static void md_cell(vlr_buf *b, double v) {
     vlr_buf_printf(b, " %s |", pct(v, tmp));
 }
 
-static void md_counts_table(vlr_buf *b, const char *first, const vlr_eval_table *t, const char *group_col) {
-    vlr_buf_printf(b, "| %s |", first);
-    if (group_col) vlr_buf_printf(b, " %s |", group_col);
-    vlr_buf_printf(b, " Pairs | Correct | Ties | Accuracy |\n|---|%s---|---|---|---|\n", group_col ? "---|" : "");
-    for (size_t i = 0; i < t->len; i++) {
-        const vlr_eval_entry *it = &t->items[i];
-        vlr_buf_printf(b, "| %s |", it->name);
-        if (group_col) vlr_buf_printf(b, " %s |", it->group ? it->group : "-");
-        vlr_buf_printf(b, " %llu | %llu | %llu |", (unsigned long long)it->n.pairs, (unsigned long long)it->n.correct,
-                       (unsigned long long)it->n.ties);
-        md_cell(b, vlr_eval_accuracy(&it->n));
-        vlr_buf_puts(b, "\n");
+/* Text from the data inside a table cell: '|' escaped, line ends as spaces. */
+static void md_text(vlr_buf *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '|') vlr_buf_puts(b, "\\|");
+        else if (*s == '\n' || *s == '\r') vlr_buf_puts(b, " ");
+        else vlr_buf_append(b, s, 1);
     }
 }
 
-void vlr_eval_summary_markdown(const vlr_eval_summary *s, const char *model_name, vlr_buf *out) {
-    const char *model = model_name ? model_name : "model";
+/* N = scored + failed; the accuracy is over the scored pairs, with its 95% Wilson interval. */
+static void md_counts_table(vlr_buf *b, const char *first, const vlr_eval_table *t, const char *group_col,
+                            bool weight_col) {
+    vlr_buf_printf(b, "| %s |", first);
+    if (group_col) vlr_buf_printf(b, " %s |", group_col);
+    if (weight_col) vlr_buf_puts(b, " Weight |");
+    vlr_buf_printf(b, " N | Correct | Ties | Failed | Accuracy | 95%% CI |\n|---|%s%s---|---|---|---|---|---|\n",
+                   group_col ? "---|" : "", weight_col ? "---|" : "");
+    for (size_t i = 0; i < t->len; i++) {
+        const vlr_eval_entry *it = &t->items[i];
+        vlr_buf_puts(b, "| ");
+        md_text(b, it->name);
+        vlr_buf_puts(b, " |");
+        if (group_col) vlr_buf_printf(b, " %s |", it->group ? it->group : "-");
+        if (weight_col) vlr_buf_printf(b, " %g |", it->weight);
+        vlr_buf_printf(b, " %llu | %llu | %llu | %llu |", (unsigned long long)(it->n.pairs + it->n.failed),
+                       (unsigned long long)it->n.correct, (unsigned long long)it->n.ties,
+                       (unsigned long long)it->n.failed);
+        md_cell(b, vlr_eval_accuracy(&it->n));
+        double lo, hi;
+        char a[24], z[24];
+        vlr_eval_wilson(it->n.correct, it->n.pairs, 1.96, &lo, &hi);
+        if (isnan(lo)) vlr_buf_puts(b, " - |\n");
+        else vlr_buf_printf(b, " %s-%s |\n", pct(lo, a), pct(hi, z));
+    }
+}
+
+/* The overall accuracy when the failed pairs count as wrong (NaN when there are none). */
+static double accuracy_failed_as_wrong(const vlr_eval_summary *s) {
+    uint64_t n = s->all.pairs + s->errors;
+    return n ? (double)s->all.correct / (double)n : NAN;
+}
+
+/* What ran and what was counted, under the tables. */
+static void md_footer(const vlr_eval_summary *s, const vlr_eval_meta *m, vlr_buf *out) {
+    vlr_buf_puts(out, "\n");
+    md_text(out, m && m->model_name ? m->model_name : "model");
+    if (m && m->model_revision) vlr_buf_printf(out, " (revision %s)", m->model_revision);
+    if (m && m->precision) vlr_buf_printf(out, ", precision %s", m->precision);
+    if (m && m->kernels) vlr_buf_printf(out, " (%s kernels)", m->kernels);
+    if (m && m->version) vlr_buf_printf(out, ", vlreward %s", m->version);
+    vlr_buf_printf(out, ", format %s", vlr_eval_format_name(s->format));
+    if (s->format == VLR_EVAL_VLREWARDBENCH)
+        vlr_buf_puts(out, m && m->image_tag_kept ? " (queries keep their \"<image>\\n\")"
+                                                 : " (\"<image>\\n\" removed from queries, as inference_hf.py does)");
+    vlr_buf_printf(out, "\n%llu pairs: %llu scored, %llu correct, %llu ties (counted wrong), %llu failed",
+                   (unsigned long long)(s->all.pairs + s->errors), (unsigned long long)s->all.pairs,
+                   (unsigned long long)s->all.correct, (unsigned long long)s->all.ties, (unsigned long long)s->errors);
+    if (s->errors_unlabelled) vlr_buf_printf(out, " (%llu of no known category)", (unsigned long long)s->errors_unlabelled);
+    if (s->errors) {
+        char tmp[24];
+        vlr_buf_printf(out, "; the accuracies leave the failed pairs out (counted as wrong, the overall accuracy "
+                            "would be %s)", pct(accuracy_failed_as_wrong(s), tmp));
+    }
+    vlr_buf_puts(out, "\n");
+}
+
+void vlr_eval_summary_markdown(const vlr_eval_summary *s, const vlr_eval_meta *meta, vlr_buf *out) {
     char tmp[24];
+    vlr_buf name = {0};
+    md_text(&name, meta && meta->model_name ? meta->model_name : "model");
+    const char *model = name.data ? name.data : "model";
     if (s->format == VLR_EVAL_VLREWARDBENCH) {
         vlr_vlrb_scores v;
         vlr_vlrb_compute(s, &v);
@@ -663,7 +830,9 @@ void vlr_eval_summary_markdown(const vlr_eval_summary *s, const char *model_name
         md_cell(out, v.overall);
         md_cell(out, v.macro);
         vlr_buf_puts(out, "\n\n");
-        md_counts_table(out, "Source", &s->sources, "Group");
+        md_counts_table(out, "Group", &s->labels, NULL, false);
+        vlr_buf_puts(out, "\n");
+        md_counts_table(out, "Source", &s->sources, "Group", false);
     } else if (s->format == VLR_EVAL_REWARDBENCH) {
         vlr_rb_scores r;
         vlr_rb_compute(s, &r);
@@ -680,30 +849,54 @@ void vlr_eval_summary_markdown(const vlr_eval_summary *s, const char *model_name
             md_cell(out, r.leaderboard);
         }
         vlr_buf_puts(out, "\n\n");
-        md_counts_table(out, "Subset", &s->labels, "Section");
+        md_counts_table(out, "Subset", &s->labels, "Section", true);
     } else {
         vlr_pairs_scores p;
         vlr_pairs_compute(s, &p);
-        md_counts_table(out, "Category", &s->labels, NULL);
-        vlr_buf_printf(out, "| Overall | %llu | %llu | %llu |", (unsigned long long)s->all.pairs,
-                       (unsigned long long)s->all.correct, (unsigned long long)s->all.ties);
+        md_counts_table(out, "Category", &s->labels, NULL, false);
+        vlr_buf_printf(out, "| Overall | %llu | %llu | %llu | %llu |", (unsigned long long)(s->all.pairs + s->errors),
+                       (unsigned long long)s->all.correct, (unsigned long long)s->all.ties, (unsigned long long)s->errors);
         md_cell(out, p.accuracy);
+        double lo, hi;
+        char z[24];
+        vlr_eval_wilson(s->all.correct, s->all.pairs, 1.96, &lo, &hi);
+        if (isnan(lo)) vlr_buf_puts(out, " - |");
+        else vlr_buf_printf(out, " %s-%s |", pct(lo, tmp), pct(hi, z));
         vlr_buf_printf(out, "\n\nMacro average over categories: %s\n", pct(p.macro, tmp));
     }
-    vlr_buf_printf(out, "\n%s: %llu pairs scored, %llu correct, %llu ties (counted wrong), %llu errors\n", model,
-                   (unsigned long long)s->all.pairs, (unsigned long long)s->all.correct,
-                   (unsigned long long)s->all.ties, (unsigned long long)s->errors);
+    md_footer(s, meta, out);
+    vlr_buf_free(&name);
 }
 
 static void json_counts(vlr_buf *b, const vlr_eval_count *c) {
-    vlr_buf_printf(b, "\"pairs\": %llu, \"correct\": %llu, \"ties\": %llu, \"accuracy\": ", (unsigned long long)c->pairs,
-                   (unsigned long long)c->correct, (unsigned long long)c->ties);
+    double lo, hi;
+    vlr_eval_wilson(c->correct, c->pairs, 1.96, &lo, &hi);
+    vlr_buf_printf(b, "\"n\": %llu, \"pairs\": %llu, \"correct\": %llu, \"ties\": %llu, \"failed\": %llu, \"accuracy\": ",
+                   (unsigned long long)(c->pairs + c->failed), (unsigned long long)c->pairs,
+                   (unsigned long long)c->correct, (unsigned long long)c->ties, (unsigned long long)c->failed);
     vlr_buf_json_double(b, vlr_eval_accuracy(c));
+    vlr_buf_puts(b, ", \"accuracy_ci95\": ");
+    if (isnan(lo)) {
+        vlr_buf_puts(b, "null");
+    } else {
+        vlr_buf_puts(b, "[");
+        vlr_buf_json_double(b, lo);
+        vlr_buf_puts(b, ", ");
+        vlr_buf_json_double(b, hi);
+        vlr_buf_puts(b, "]");
+    }
 }
 
 static void json_key_number(vlr_buf *b, const char *key, double v) {
     vlr_buf_printf(b, "  \"%s\": ", key);
     vlr_buf_json_double(b, v);
+    vlr_buf_puts(b, ",\n");
+}
+
+static void json_key_string(vlr_buf *b, const char *key, const char *v) {
+    vlr_buf_printf(b, "  \"%s\": ", key);
+    if (v) vlr_buf_json_string(b, v, strlen(v));
+    else vlr_buf_puts(b, "null");
     vlr_buf_puts(b, ",\n");
 }
 
@@ -729,14 +922,23 @@ static void json_table(vlr_buf *b, const char *key, const vlr_eval_table *t, vlr
     vlr_buf_puts(b, t->len ? "\n  }" : "}");
 }
 
-void vlr_eval_summary_json(const vlr_eval_summary *s, const char *model_name, vlr_buf *out) {
-    vlr_buf_printf(out, "{\n  \"format\": \"%s\",\n  \"model\": ", vlr_eval_format_name(s->format));
-    if (model_name) vlr_buf_json_string(out, model_name, strlen(model_name));
-    else vlr_buf_puts(out, "null");
-    vlr_buf_printf(out, ",\n  \"pairs\": %llu,\n  \"correct\": %llu,\n  \"ties\": %llu,\n  \"errors\": %llu,\n",
-                   (unsigned long long)s->all.pairs, (unsigned long long)s->all.correct,
-                   (unsigned long long)s->all.ties, (unsigned long long)s->errors);
+void vlr_eval_summary_json(const vlr_eval_summary *s, const vlr_eval_meta *m, vlr_buf *out) {
+    vlr_buf_printf(out, "{\n  \"format\": \"%s\",\n", vlr_eval_format_name(s->format));
+    json_key_string(out, "model", m ? m->model_name : NULL);
+    json_key_string(out, "model_dir", m ? m->model_dir : NULL);
+    json_key_string(out, "model_revision", m ? m->model_revision : NULL);
+    json_key_string(out, "vlreward_version", m ? m->version : NULL);
+    json_key_string(out, "precision", m ? m->precision : NULL);
+    json_key_string(out, "kernels", m ? m->kernels : NULL);
+    if (s->format == VLR_EVAL_VLREWARDBENCH)
+        json_key_string(out, "image_tag", m && m->image_tag_kept ? "kept" : "removed");
+    vlr_buf_printf(out, "  \"n\": %llu,\n  \"pairs\": %llu,\n  \"correct\": %llu,\n  \"ties\": %llu,\n"
+                        "  \"errors\": %llu,\n  \"errors_unknown_category\": %llu,\n",
+                   (unsigned long long)(s->all.pairs + s->errors), (unsigned long long)s->all.pairs,
+                   (unsigned long long)s->all.correct, (unsigned long long)s->all.ties, (unsigned long long)s->errors,
+                   (unsigned long long)s->errors_unlabelled);
     json_key_number(out, "accuracy", vlr_eval_accuracy(&s->all));
+    json_key_number(out, "accuracy_failed_as_wrong", accuracy_failed_as_wrong(s));
     if (s->format == VLR_EVAL_VLREWARDBENCH) {
         vlr_vlrb_scores v;
         vlr_vlrb_compute(s, &v);
@@ -761,5 +963,6 @@ void vlr_eval_summary_json(const vlr_eval_summary *s, const char *model_name, vl
         json_key_number(out, "macro_average", p.macro);
         json_table(out, "categories", &s->labels, s->format, false);
     }
+    if (m && m->compare_json) vlr_buf_printf(out, ",\n  \"compare_precision\": %s", m->compare_json);
     vlr_buf_puts(out, "\n}\n");
 }

@@ -2,12 +2,16 @@
  * reference conversations repeated with unique ids, plus bad lines) is scored once uninterrupted;
  * then runs are killed midway (SIGINT, which finishes the current request, and SIGKILL, which may cut
  * a line in half) and resumed with --resume: the result must equal the uninterrupted output line
- * for line. Also: duplicate ids refuse --resume up front, an existing output is not overwritten
- * without --overwrite or --resume, the vision cache reports hits and changes no score. */
+ * for line. Also: inputs with duplicate ids resume, an existing output is not overwritten without
+ * --overwrite or --resume, the vision cache reports hits and changes no score, and no input line
+ * vanishes (issue 16): a line over --max-line-bytes or too large for memory becomes an
+ * {"id": null, "error"} line and the run goes on; a read error is an error, never the end of input. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -38,30 +42,37 @@ static size_t count_lines(const char *path) {
     return n;
 }
 
-/* Starts `vlreward score` on input -> output with extra args; returns the pid. */
-static pid_t start(const char *input, const char *output, const char *extra1, const char *extra2) {
+/* How a run is started beyond its arguments. */
+typedef struct spawn_opts {
+    int stdin_fd;          /* >= 0: the child's stdin */
+    const char *err_path;  /* the child's stderr (default /dev/null) */
+    rlim_t address_space;  /* > 0: RLIMIT_AS of the child */
+} spawn_opts;
+
+/* Starts `vlreward score --model MODEL --threads 1 ARGS...` (args NULL-terminated); returns the pid. */
+static pid_t spawn(const spawn_opts *so, const char *const *args) {
     pid_t pid = fork();
     if (pid == 0) {
-        freopen("/dev/null", "w", stderr);
-        char *argv[16];
-        int k = 0;
-        argv[k++] = bin;
-        argv[k++] = "score";
-        argv[k++] = "--model";
-        argv[k++] = MODEL;
-        argv[k++] = "--input";
-        argv[k++] = (char *)input;
-        argv[k++] = "--output";
-        argv[k++] = (char *)output;
-        argv[k++] = "--threads";
-        argv[k++] = "1";
-        if (extra1) argv[k++] = (char *)extra1;
-        if (extra2) argv[k++] = (char *)extra2;
+        if (!freopen(so && so->err_path ? so->err_path : "/dev/null", "w", stderr)) _exit(126);
+        if (so && so->stdin_fd >= 0) dup2(so->stdin_fd, STDIN_FILENO);
+        if (so && so->address_space) {
+            struct rlimit rl = {so->address_space, so->address_space};
+            if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+        }
+        const char *argv[24] = {bin, "score", "--model", MODEL, "--threads", "1"};
+        int k = 6;
+        for (size_t i = 0; args[i] && k < 23; i++) argv[k++] = args[i];
         argv[k] = NULL;
-        execv(bin, argv);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     return pid;
+}
+
+/* Starts `vlreward score` on input -> output with extra args; returns the pid. */
+static pid_t start(const char *input, const char *output, const char *extra1, const char *extra2) {
+    const char *args[] = {"--input", input, "--output", output, extra1, extra2, NULL};
+    return spawn(NULL, args);
 }
 
 static int wait_status(pid_t pid) {
@@ -281,14 +292,215 @@ static void test_refusals(void) {
     CHECK(rc == 2, "existing output without --resume/--overwrite is refused (got %d)", rc);
     rc = wait_status(start(input, out, "--overwrite", NULL));
     CHECK(rc == 1 && count_lines(out) == N_LINES, "--overwrite starts over (got %d)", rc);
-    char dup[300];
+}
+
+/* Repeated ids (VL-RewardBench has 18): the k-th result line with an id stands for the k-th input line
+ * with it, so a run cut after any line resumes to the uninterrupted output. */
+static void test_duplicate_ids_resume(void) {
+    char dup[300], full[300], out[300];
     snprintf(dup, sizeof dup, "%s/dup.jsonl", dir);
-    f = fopen(dup, "wb");
-    fputs("{\"id\": 1, \"question\": \"q\", \"answer\": \"a\"}\n{\"id\": 1, \"question\": \"q\", \"answer\": \"b\"}\n", f);
-    fclose(f);
+    snprintf(full, sizeof full, "%s/dup_full.jsonl", dir);
     snprintf(out, sizeof out, "%s/dup_out.jsonl", dir);
-    rc = wait_status(start(dup, out, "--resume", NULL));
-    CHECK(rc == 2, "duplicate ids refuse --resume (got %d)", rc);
+    write_text(dup, "{\"id\": 1, \"question\": \"q\", \"answer\": \"a\"}\n"
+                    "{\"id\": 1, \"question\": \"q\", \"answer\": \"b\"}\n"
+                    "{\"id\": \"x\", \"question\": \"q\", \"answer\": [}\n"
+                    "{\"id\": 1, \"question\": \"q\", \"answer\": \"c\"}\n"
+                    "{\"question\": \"q\", \"answer\": \"d\"}\n"
+                    "{\"id\": 4, \"question\": \"q\", \"answer\": \"e\"}\n");
+    int rc = wait_status(start(dup, full, NULL, NULL));
+    size_t len;
+    char *w = slurp(full, &len);
+    CHECK(rc == 1 && w && count_lines(full) == 6, "full run of the duplicated ids: 6 lines, rc 1 (got %d)", rc);
+    /* the three lines with id 1 have three different scores: they are three different pairs */
+    vlr_err e;
+    double s[3] = {0};
+    const char *p = w;
+    for (int k = 0; p && k < 3; k++) {
+        if (k == 2) p = strchr(strchr(p, '\n') + 1, '\n') + 1; /* past the error line */
+        vlr_json_doc *d = vlr_json_parse(p, (size_t)(strchr(p, '\n') - p), &e);
+        const vlr_json *v = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+        s[k] = v ? v->number : NAN;
+        vlr_json_free(d);
+        p = strchr(p, '\n') + 1;
+    }
+    CHECK(s[0] != s[1] && s[1] != s[2] && s[0] != s[2], "three id-1 lines, three scores: %g %g %g", s[0], s[1], s[2]);
+    /* Cut after 2, 3 (and mid-line) and 4 lines, between and after the id-1 lines, and resumed. */
+    for (size_t keep_lines = 2; w && keep_lines < 5; keep_lines++) {
+        const char *cut = w;
+        for (size_t k = 0; k < keep_lines; k++) cut = strchr(cut, '\n') + 1;
+        for (int half = 0; half < 1 + (keep_lines == 3); half++) {
+            size_t keep = (size_t)(cut - w) + (half ? 5 : 0);
+            FILE *f = fopen(out, "wb");
+            if (f) fwrite(w, 1, keep, f), fclose(f);
+            rc = wait_status(start(dup, out, "--resume", NULL));
+            /* the exit status reports this run's lines: 1 while the bad line (the third) is redone */
+            CHECK(rc == (keep_lines < 3) && file_is(out, w), "duplicate ids resumed after %zu lines%s equal the full run (rc %d)",
+                  keep_lines, half ? " and 5 bytes" : "", rc);
+        }
+    }
+    free(w);
+}
+
+static bool starts(const char *s, const char *prefix) { return s && strncmp(s, prefix, strlen(prefix)) == 0; }
+
+static size_t newlines(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* stdout and stderr of one run (input from a file, or from fd when input is NULL). */
+static int run_capture(const char *input, int stdin_fd, rlim_t address_space, const char *const *extra, char **out,
+                       char **err) {
+    char out_path[300], err_path[300];
+    snprintf(out_path, sizeof out_path, "%s/cap.out", dir);
+    snprintf(err_path, sizeof err_path, "%s/cap.err", dir);
+    unlink(out_path);
+    const char *args[16] = {"--output", out_path, "--quiet"};
+    size_t k = 3;
+    if (input) args[k++] = "--input", args[k++] = input;
+    for (size_t i = 0; extra && extra[i] && k < 15; i++) args[k++] = extra[i];
+    args[k] = NULL;
+    spawn_opts so = {stdin_fd, err_path, address_space};
+    int rc = wait_status(spawn(&so, args));
+    *out = slurp(out_path, NULL);
+    *err = slurp(err_path, NULL);
+    if (!*out) *out = strdup("");
+    if (!*err) *err = strdup("");
+    return rc;
+}
+
+/* A line over --max-line-bytes in the middle of a batch: an {"id": null} error line naming its line
+ * number, later lines still scored, exit status 1 as for any bad line; resumable. The same line is
+ * scored under the default limit. */
+static void test_line_too_long(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/long.jsonl", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fputs("{\"id\": \"a\", \"question\": \"q\", \"answer\": \"yes\"}\n\n{\"id\": \"long\", \"question\": \"", f);
+    for (int i = 0; i < 3000; i++) fputs("word ", f);
+    fputs("\", \"answer\": \"no\"}\n{\"id\": \"c\", \"question\": \"q\", \"answer\": \"maybe\"}\n"
+          "{\"id\": \"d\", \"question\": \"q\", \"answer\": \"no\"}", f); /* no final newline */
+    fclose(f);
+    char *out, *err;
+    const char *limit[] = {"--max-line-bytes", "4096", NULL};
+    int rc = run_capture(path, -1, 0, limit, &out, &err);
+    CHECK(rc == 1, "a too-long line exits 1 like any bad line (got %d; %s)", rc, err);
+    const char *l[4] = {out, NULL, NULL, NULL};
+    for (int k = 1; k < 4 && l[k - 1]; k++) l[k] = strchr(l[k - 1], '\n') ? strchr(l[k - 1], '\n') + 1 : NULL;
+    CHECK(newlines(out) == 4, "4 output lines:\n%s", out);
+    CHECK(starts(out, "{\"id\": \"a\", \"score\": "), "line 1 scored:\n%s", out);
+    CHECK(l[1] && starts(l[1], "{\"id\": null, \"error\": \"line 3: longer than --max-line-bytes (4096 bytes); "
+                                 "skipped\"}\n"), "the long line (input line 3) is an error line:\n%s", out);
+    CHECK(l[2] && starts(l[2], "{\"id\": \"c\", \"score\": ") && l[3] &&
+          starts(l[3], "{\"id\": \"d\", \"score\": "), "later lines scored:\n%s", out);
+    CHECK(strstr(err, "4 requests, 1 errors"), "the summary counts it: %s", err);
+    /* Resumed after the error line: the same output. */
+    char part[300];
+    snprintf(part, sizeof part, "%s/long.part", dir);
+    for (int k = 2; k <= 2 && l[k]; k++) {
+        FILE *p = fopen(part, "wb");
+        if (p) fwrite(out, 1, (size_t)(l[k] - out), p), fclose(p);
+        rc = wait_status(start(path, part, "--resume", "--max-line-bytes=4096"));
+        CHECK(rc == (k < 2) && file_is(part, out), "resumed after %d lines: same output (rc %d)", k, rc);
+    }
+    free(out);
+    free(err);
+    /* The default limit (64 MiB) holds it: scored. */
+    rc = run_capture(path, -1, 0, NULL, &out, &err);
+    CHECK(rc == 0 && strstr(out, "{\"id\": \"long\", \"score\": ") && newlines(out) == 4,
+          "under the default limit the long line is scored (rc %d):\n%s", rc, out);
+    free(out);
+    free(err);
+    const char *bad_value[] = {"--max-line-bytes", "0", NULL};
+    rc = run_capture(path, -1, 0, bad_value, &out, &err);
+    CHECK(rc == 2 && strstr(err, "--max-line-bytes"), "--max-line-bytes 0 is a usage error (rc %d): %s", rc, err);
+    free(out);
+    free(err);
+}
+
+/* An endless line (/dev/zero) costs no memory: its error line comes out as soon as the limit is
+ * passed, and SIGINT stops the run. */
+static void test_endless_line(void) {
+    char out[300];
+    snprintf(out, sizeof out, "%s/zero.out", dir);
+    const char *args[] = {"--input", "/dev/zero", "--output", out, "--max-line-bytes", "65536", NULL};
+    pid_t pid = spawn(NULL, args);
+    for (int i = 0; i < 20000 && count_lines(out) < 1; i++) usleep(1000);
+    kill(pid, SIGINT);
+    int rc = wait_status(pid);
+    char *text = slurp(out, NULL);
+    CHECK(rc == 1 && text && strcmp(text, "{\"id\": null, \"error\": \"line 1: longer than --max-line-bytes (65536 "
+                                          "bytes); skipped\"}\n") == 0, "/dev/zero: one error line, then interrupted "
+          "(rc %d): %s", rc, text ? text : "(none)");
+    free(text);
+}
+
+/* Input that cannot be read is an error with a message and exit status 2, never an empty run. */
+static void test_read_errors(void) {
+    char *out, *err;
+    int rc = run_capture(dir, -1, 0, NULL, &out, &err);
+    CHECK(rc == 2 && strstr(err, "is a directory") && !*out, "--input DIR: error, rc 2 (got %d): %s", rc, err);
+    free(out);
+    free(err);
+    /* The same directory as stdin: read(2) fails with EISDIR inside the loop. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    rc = run_capture(NULL, fd, 0, NULL, &out, &err);
+    CHECK(rc == 2 && strstr(err, "stdin: read error after 0 lines: Is a directory") && !*out,
+          "a directory on stdin: read error, rc 2 (got %d): %s", rc, err);
+    if (fd >= 0) close(fd);
+    free(out);
+    free(err);
+    /* A regular file whose read fails (EIO): /proc/self/mem at offset 0. */
+    rc = run_capture("/proc/self/mem", -1, 0, NULL, &out, &err);
+    CHECK(rc == 2 && strstr(err, "/proc/self/mem: read error") && !*out, "EIO: error, rc 2 (got %d): %s", rc, err);
+    free(out);
+    free(err);
+    /* A file that cannot be opened. */
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/missing.jsonl", dir);
+    rc = run_capture(missing, -1, 0, NULL, &out, &err);
+    CHECK(rc == 2 && strstr(err, "missing.jsonl: cannot open"), "missing input: rc 2 (got %d): %s", rc, err);
+    free(out);
+    free(err);
+}
+
+/* A line too large for memory (issue 16: 600 MB under a 1 GiB address-space limit, as on batch
+ * schedulers): 160 MB of line through a pipe under a 128 MiB RLIMIT_AS. */
+static void test_line_over_memory(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    SKIP(4, "RLIMIT_AS cannot be applied under AddressSanitizer (it reserves terabytes of shadow memory)");
+#else
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return;
+    pid_t writer = fork();
+    if (writer == 0) {
+        close(pipefd[0]);
+        static char chunk[1 << 16];
+        memset(chunk, 'x', sizeof chunk);
+        const char *head = "{\"id\": \"a\", \"question\": \"q\", \"answer\": \"yes\"}\n{\"id\": \"huge\", \"question\": \"";
+        const char *tail = "\", \"answer\": \"no\"}\n{\"id\": \"c\", \"question\": \"q\", \"answer\": \"maybe\"}\n";
+        bool ok = write(pipefd[1], head, strlen(head)) > 0;
+        for (int i = 0; ok && i < 160 * 16; i++) ok = write(pipefd[1], chunk, sizeof chunk) == (ssize_t)sizeof chunk;
+        if (ok) ok = write(pipefd[1], tail, strlen(tail)) > 0;
+        _exit(ok ? 0 : 1);
+    }
+    close(pipefd[1]);
+    char *out, *err;
+    const char *limit[] = {"--max-line-bytes", "1000000000", NULL};
+    int rc = run_capture(NULL, pipefd[0], (rlim_t)128 << 20, limit, &out, &err);
+    close(pipefd[0]);
+    int wrc = wait_status(writer);
+    CHECK(rc == 1, "exit 1 as for a bad line (got %d): %s", rc, err);
+    CHECK(wrc == 0, "the whole input was read (writer status %d)", wrc);
+    CHECK(starts(out, "{\"id\": \"a\", \"score\": ") &&
+              strstr(out, "\n{\"id\": null, \"error\": \"line 2: too large to hold in memory (") &&
+              strstr(out, "\n{\"id\": \"c\", \"score\": "), "the huge line is an error line, the next is scored:\n%s", out);
+    CHECK(strstr(err, "3 requests, 1 errors"), "counted: %s", err);
+    free(out);
+    free(err);
+#endif
 }
 
 int main(void) {
@@ -308,6 +520,11 @@ int main(void) {
         TEST_RUN(test_cut_line);
         TEST_RUN(test_refusals);
     }
+    TEST_RUN(test_duplicate_ids_resume);
+    TEST_RUN(test_line_too_long);
+    TEST_RUN(test_endless_line);
+    TEST_RUN(test_read_errors);
+    TEST_RUN(test_line_over_memory);
     TEST_RUN(resume_edge_cases);
 
     char cmd[400];

@@ -14,75 +14,16 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "eval_compare.h"
 #include "test.h"
-#include "test_cmd.h"
+#include "test_eval_helpers.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 #define GOLDEN_TOL 2e-5 /* as test_cli: our float32 pipeline against the float64 reference */
 
-static char bin[512], tmpdir[256];
+static const vlr_eval_meta meta_m = {.model_name = "m"};
 
-/* ---- helpers ------------------------------------------------------------------------------- */
-
-/* The binary's stdout in *out, its stderr in tmpdir/stderr (read_stderr), its exit status returned. */
-static int run(const char *cmd, char **out) {
-    char err_path[300];
-    snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
-    return test_run(cmd, err_path, out);
-}
-
-static char *slurp(const char *path) {
-    char *text = NULL;
-    size_t len;
-    vlr_err e;
-    if (vlr_read_file(path, 1 << 26, &text, &len, &e)) return NULL;
-    return text;
-}
-
-static void write_file(const char *path, const char *text, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return;
-    fwrite(text, 1, len, f);
-    fclose(f);
-}
-
-/* Splits JSON Lines text into parsed documents (NULL for a line that is not JSON). */
-typedef struct lines {
-    vlr_json_doc **docs;
-    size_t n;
-} lines;
-
-static lines parse_lines(const char *text) {
-    lines l = {0};
-    for (const char *p = text; p && *p;) {
-        const char *end = strchr(p, '\n');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        vlr_err e;
-        l.docs = realloc(l.docs, (l.n + 1) * sizeof *l.docs);
-        l.docs[l.n++] = vlr_json_parse(p, len, &e);
-        p = end ? end + 1 : NULL;
-    }
-    return l;
-}
-
-static void free_lines(lines *l) {
-    for (size_t i = 0; i < l->n; i++) vlr_json_free(l->docs[i]);
-    free(l->docs);
-}
-
-static const vlr_json *line_at(const lines *l, size_t i) {
-    return i < l->n && l->docs[i] ? vlr_json_root(l->docs[i]) : NULL;
-}
-
-static double num(const vlr_json *obj, const char *key) {
-    const vlr_json *v = vlr_json_get(obj, key);
-    return vlr_json_is(v, VLR_JSON_NUMBER) ? v->number : NAN;
-}
-
-static const char *str(const vlr_json *obj, const char *key) {
-    const vlr_json *v = vlr_json_get(obj, key);
-    return vlr_json_is(v, VLR_JSON_STRING) ? v->str : NULL;
-}
+/* ---- helpers (the rest are in test_eval_helpers.h) ------------------------------------------ */
 
 /* A whole line of a JSON Lines file whose "id" is id, parsed; NULL when absent. */
 static vlr_json_doc *find_case(const char *path, const char *id) {
@@ -182,7 +123,8 @@ static void test_vlrb_math(void) {
     add(&s, "vlfeedback_7", NULL, 0.0, 1.0);         /* general, wrong */
     add(&s, "rlaif-lower_8", NULL, 0.9, 0.1);        /* general (case-sensitive), correct */
     add(&s, "unknown", "ignored", 1.0, 0.0);         /* general, correct */
-    vlr_eval_summary_add_error(&s);
+    vlr_err fe = {0};
+    CHECK(vlr_eval_summary_add_failure(&s, NULL, 0, false, NULL, &fe) == VLR_OK, "a failure of unknown category");
     vlr_vlrb_scores v;
     vlr_vlrb_compute(&s, &v);
     /* hallucination 1/3 (1 tie), reasoning 1/2, general 3/4; overall (1+1+3)/9 = 5/9;
@@ -206,10 +148,15 @@ static void test_vlrb_math(void) {
             CHECK(strcmp(it->group, "hallucination") == 0 && strcmp(it->dataset, "povid") == 0, "povid source");
     }
     vlr_buf md = {0}, js = {0};
-    vlr_eval_summary_markdown(&s, "m", &md);
-    vlr_eval_summary_json(&s, "m", &js);
+    vlr_eval_summary_markdown(&s, &meta_m, &md);
+    vlr_eval_summary_json(&s, &meta_m, &js);
+    /* groups: hallucination 1 of 3 scored; Wilson 95% for 1/3: 6.1-79.2 */
     CHECK(strstr(md.data, "| Model Name | General | Hallucination | Reasoning | Overall Accuracy | Macro Average |") &&
-              strstr(md.data, "| m | 75.0 | 33.3 | 50.0 | 55.6 | 52.8 |"),
+              strstr(md.data, "| m | 75.0 | 33.3 | 50.0 | 55.6 | 52.8 |") &&
+              strstr(md.data, "| Group | N | Correct | Ties | Failed | Accuracy | 95% CI |\n") &&
+              strstr(md.data, "| hallucination | 3 | 1 | 1 | 0 | 33.3 | 6.1-79.2 |\n") &&
+              strstr(md.data, "10 pairs: 9 scored, 5 correct, 1 ties (counted wrong), 1 failed (1 of no known category); "
+                              "the accuracies leave the failed pairs out (counted as wrong, the overall accuracy would be 50.0)"),
           "markdown:\n%s", md.data);
     vlr_err e;
     vlr_json_doc *d = vlr_json_parse(js.data, js.len, &e);
@@ -237,7 +184,7 @@ static void test_vlrb_math(void) {
     CHECK_NEAR(v.macro, 0.5, 0, "macro over the one non-empty group");
     vlr_eval_summary_json(&s, NULL, &js);
     CHECK(strstr(js.data, "\"reasoning\": null") && strstr(js.data, "\"model\": null"), "null for empty: %s", js.data);
-    vlr_eval_summary_markdown(&s, "m", &md);
+    vlr_eval_summary_markdown(&s, &meta_m, &md);
     CHECK(strstr(md.data, "| m | 50.0 | - | - | 50.0 | 50.0 |"), "dash for empty:\n%s", md.data);
     vlr_buf_free(&md);
     vlr_buf_free(&js);
@@ -260,7 +207,9 @@ static void test_rb_math(void) {
     double w;
     CHECK(vlr_rb_subset_section("math-prm", &w) == VLR_RB_REASONING && w == 984, "math-prm weight 984");
     CHECK(vlr_rb_subset_section("hep-rust", &w) == VLR_RB_REASONING && w == 164, "hep-rust weight 164");
-    CHECK(vlr_rb_subset_section("xstest-should-refuse", &w) == VLR_RB_SAFETY && w == 250, "xstest weight 250");
+    /* reward-bench 6552e93 "Mirror change from leaderboard" swapped these two to 154 and 250 */
+    CHECK(vlr_rb_subset_section("xstest-should-refuse", &w) == VLR_RB_SAFETY && w == 154, "xstest-should-refuse 154");
+    CHECK(vlr_rb_subset_section("xstest-should-respond", &w) == VLR_RB_SAFETY && w == 250, "xstest-should-respond 250");
     CHECK(vlr_rb_subset_section("mt-bench-hard", &w) == VLR_RB_CHAT_HARD && w == 37, "mt-bench-hard is Chat Hard");
     CHECK(vlr_rb_subset_section("shp", &w) == -1 && w == 0, "shp is a prior set");
     CHECK(vlr_rb_subset_section("mtbench_gpt4", &w) == -2, "mtbench_gpt4 is in no section");
@@ -303,12 +252,12 @@ static void test_rb_math(void) {
     CHECK_NEAR(r.score, 1105.0 / 1792, 1e-15, "score unchanged by prior sets");
     CHECK_NEAR(r.leaderboard, 2546.0 / 4032, 1e-15, "leaderboard 2,2,2,2,1");
     vlr_buf md = {0};
-    vlr_eval_summary_markdown(&s, "m", &md);
+    vlr_eval_summary_markdown(&s, &meta_m, &md);
     /* 61.7 = 1105/1792, 63.1 = 2546/4032 */
     CHECK(strstr(md.data, "| Model Name | Chat | Chat Hard | Safety | Reasoning | Score | Prior Sets (0.5 weight) | "
                           "Leaderboard Score |") &&
               strstr(md.data, "| m | 60.9 | 0.0 | 100.0 | 85.7 | 61.7 | 75.0 | 63.1 |") &&
-              strstr(md.data, "| math-prm | Reasoning | 1 | 1 | 0 | 100.0 |"),
+              strstr(md.data, "| math-prm | Reasoning | 984 | 1 | 1 | 0 | 0 | 100.0 | 20.7-100.0 |"),
           "markdown:\n%s", md.data);
     vlr_buf_free(&md);
     vlr_eval_summary_free(&s);
@@ -384,7 +333,7 @@ static void test_result_lines(void) {
 static void expect_pair_error(vlr_eval_format f, const char *json, const char *needle, const char *want_id) {
     vlr_eval_pair p;
     vlr_err e = {0};
-    vlr_status rc = vlr_eval_pair_parse(f, json, strlen(json), 9, ".", &p, &e);
+    vlr_status rc = vlr_eval_pair_parse(f, json, strlen(json), 9, ".", NULL, &p, &e);
     CHECK(rc != VLR_OK, "[%s] should fail", json);
     CHECK(strstr(e.msg, needle) != NULL, "[%s]: message '%s' lacks '%s'", json, e.msg, needle);
     CHECK(p.id_json.data && strcmp(p.id_json.data, want_id) == 0, "[%s]: id %s, want %s", json,
@@ -394,7 +343,7 @@ static void expect_pair_error(vlr_eval_format f, const char *json, const char *n
 
 static bool parse_ok(vlr_eval_format f, const char *json, vlr_eval_pair *p) {
     vlr_err e = {0};
-    vlr_status rc = vlr_eval_pair_parse(f, json, strlen(json), 0, "base", p, &e);
+    vlr_status rc = vlr_eval_pair_parse(f, json, strlen(json), 0, "base", NULL, p, &e);
     CHECK(rc == VLR_OK, "[%.120s]: %s", json, e.msg);
     return rc == VLR_OK;
 }
@@ -564,6 +513,23 @@ static void test_parse_rb(void) {
                                        "\"chosen\": \"C\", \"rejected\": \"R\", \"subset\": \"anthropic_hhh\"}", &p))
         CHECK(p.chosen.req.n_messages == 4, "prompt as a list of messages");
     vlr_eval_pair_free(&p);
+    /* reward-bench's prepare_dialogue_from_tokenizer: roles by position, whatever "role" says */
+    if (parse_ok(VLR_EVAL_REWARDBENCH, "{\"id\": 1, \"prompt\": [{\"role\": \"human\", \"content\": \"u1\"}, {\"role\": "
+                                       "\"user\", \"content\": \"a1\"}, {\"content\": \"u2\"}], \"chosen\": \"C\", "
+                                       "\"rejected\": \"R\", \"subset\": \"shp\"}", &p)) {
+        const vlr_request *c = &p.chosen.req;
+        CHECK(c->n_messages == 4 && strcmp(c->messages[0].role, "user") == 0 && strcmp(c->messages[1].role, "assistant") == 0 &&
+                  strcmp(c->messages[2].role, "user") == 0 && strcmp(text_of(&c->messages[1].items[0]), "a1") == 0 &&
+                  strcmp(c->messages[3].role, "assistant") == 0 && strcmp(text_of(&c->messages[3].items[0]), "C") == 0,
+              "roles alternate by position");
+    }
+    vlr_eval_pair_free(&p);
+    expect_pair_error(VLR_EVAL_REWARDBENCH, "{\"id\": 2, \"prompt\": [{\"role\": \"user\", \"content\": \"u\"}, {\"role\": "
+                                            "\"assistant\", \"content\": \"a\"}], \"chosen\": \"C\", \"rejected\": \"R\", "
+                                            "\"subset\": \"shp\"}", "needs a user turn last", "2");
+    expect_pair_error(VLR_EVAL_REWARDBENCH, "{\"id\": 2, \"prompt\": [{\"role\": \"user\", \"content\": [1]}], "
+                                            "\"chosen\": \"C\", \"rejected\": \"R\", \"subset\": \"shp\"}",
+                      "prompt[0].content: expected a string", "2");
     expect_pair_error(VLR_EVAL_REWARDBENCH, "{\"id\": 2, \"prompt\": \"P\", \"chosen\": \"C\", \"rejected\": \"R\"}",
                       "subset: expected a non-empty string", "2");
     expect_pair_error(VLR_EVAL_REWARDBENCH, "{\"id\": 2, \"prompt\": \"P\", \"chosen\": [\"C\"], \"rejected\": \"R\", "
@@ -575,6 +541,200 @@ static void test_parse_rb(void) {
     vlr_eval_format f;
     CHECK(vlr_eval_format_parse("rewardbench", &f) && f == VLR_EVAL_REWARDBENCH && !vlr_eval_format_parse("RewardBench", &f),
           "format names");
+}
+
+/* The benchmark's inference_hf.py: question.replace("<image>\n", ""), every occurrence, nothing else;
+ * "image_path" (the GitHub data/data.jsonl) names the image when "image" is absent. */
+static void test_vlrb_image_tag(void) {
+    static const struct {
+        const char *query, *want;
+    } cases[] = {
+        {"<image>\\nWhat color is the train in the image?", "What color is the train in the image?"},
+        {"How many people?\\n<image>", "How many people?\n<image>"},       /* no "\n" after it: kept */
+        {"a<image>\\nb<image>\\n<image>\\n", "ab"},                      /* every occurrence */
+        {"<image><image>\\n\\n", "<image>\n"},                            /* one pass, left to right */
+        {"<IMAGE>\\nx", "<IMAGE>\nx"},                                     /* exact bytes */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int keep = 0; keep < 2; keep++) {
+            char json[512];
+            snprintf(json, sizeof json, "{\"id\": \"hallucination_pair-1\", \"query\": \"%s\", \"response\": [\"a\", \"b\"], "
+                                        "\"human_ranking\": [0, 1], \"image_path\": \"images/povid/x.jpg\"}", cases[i].query);
+            vlr_eval_options opt = {.keep_image_tag = keep != 0};
+            vlr_eval_pair p;
+            vlr_err e = {0};
+            vlr_status rc = vlr_eval_pair_parse(VLR_EVAL_VLREWARDBENCH, json, strlen(json), 0, ".", &opt, &p, &e);
+            CHECK(rc == VLR_OK, "case %zu: %s", i, e.msg);
+            if (rc == VLR_OK) {
+                const vlr_message *u = &p.chosen.req.messages[0];
+                const vlr_content_item *q = &u->items[1];
+                /* the JSON escape "\\n" in the query text above is one newline byte */
+                char raw[128];
+                size_t k = 0;
+                for (const char *s = cases[i].query; *s && k + 1 < sizeof raw; s++) {
+                    if (s[0] == '\\' && s[1] == 'n') raw[k++] = '\n', s++;
+                    else raw[k++] = *s;
+                }
+                raw[k] = '\0';
+                const char *want = keep ? raw : cases[i].want;
+                CHECK(q->kind == VLR_ITEM_TEXT && q->text_len == strlen(want) && memcmp(q->text, want, q->text_len) == 0,
+                      "case %zu (keep %d): query '%.*s', want '%s'", i, keep, (int)q->text_len, q->text, want);
+                CHECK(strcmp(u->items[0].image, "images/povid/x.jpg") == 0, "image_path is the image");
+                CHECK(strcmp(text_of(&p.rejected.req.messages[0].items[1]), want) == 0, "both sides alike");
+            }
+            vlr_eval_pair_free(&p);
+        }
+    }
+    /* "image" wins over "image_path" when both are given; neither is an error naming both */
+    vlr_eval_pair p;
+    if (parse_ok(VLR_EVAL_VLREWARDBENCH, "{\"id\": \"x\", \"query\": \"q\", \"response\": [\"a\", \"b\"], \"human_ranking\": "
+                                         "[0, 1], \"image\": \"a.png\", \"image_path\": \"b.png\"}", &p))
+        CHECK(strcmp(p.chosen.req.messages[0].items[0].image, "a.png") == 0, "image before image_path");
+    vlr_eval_pair_free(&p);
+    expect_pair_error(VLR_EVAL_VLREWARDBENCH, "{\"id\": \"x\", \"query\": \"q\", \"response\": [\"a\", \"b\"], "
+                                              "\"human_ranking\": [0, 1]}", "no \"image\" or \"image_path\"", "\"x\"");
+}
+
+static void test_format_detect(void) {
+    static const struct {
+        const char *row;
+        int want; /* -1: none */
+    } cases[] = {
+        {"{\"id\": 1, \"query\": \"q\", \"response\": [\"a\", \"b\"], \"human_ranking\": [0, 1]}", VLR_EVAL_VLREWARDBENCH},
+        {"{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"subset\": \"shp\"}", VLR_EVAL_REWARDBENCH},
+        {"{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}", VLR_EVAL_REWARDBENCH},
+        {"{\"question\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\"}", VLR_EVAL_PAIRS},
+        {"{\"messages\": [], \"chosen\": \"a\", \"rejected\": \"b\"}", VLR_EVAL_PAIRS},
+        {"{\"question\": \"q\", \"answer\": \"a\"}", -1}, /* a score request, not a pair */
+        {"{\"chosen\": \"a\"}", -1},
+        {"[1]", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vlr_err e;
+        vlr_json_doc *d = vlr_json_parse(cases[i].row, strlen(cases[i].row), &e);
+        vlr_eval_format f = VLR_EVAL_PAIRS;
+        bool found = d && vlr_eval_format_detect(vlr_json_root(d), &f);
+        CHECK(cases[i].want < 0 ? !found : found && (int)f == cases[i].want, "row %zu: %s", i, cases[i].row);
+        vlr_json_free(d);
+    }
+}
+
+/* Failure lines: written with the label when known, read back into their category. */
+static void test_failures(void) {
+    vlr_buf id = {0}, line = {0};
+    vlr_buf_puts(&id, "\"mathverse_2279\"");
+    vlr_eval_error_line(VLR_EVAL_VLREWARDBENCH, &id, true, "reasoning", "chosen: images/x.png: cannot open", &line);
+    CHECK(strcmp(line.data, "{\"id\": \"mathverse_2279\", \"category\": \"reasoning\", \"error\": \"chosen: images/x.png: "
+                            "cannot open\"}") == 0, "%s", line.data);
+    line.len = 0;
+    vlr_eval_error_line(VLR_EVAL_REWARDBENCH, &id, false, NULL, "m", &line);
+    CHECK(strcmp(line.data, "{\"id\": \"mathverse_2279\", \"error\": \"m\"}") == 0, "no label member: %s", line.data);
+    line.len = 0;
+    vlr_eval_error_line(VLR_EVAL_PAIRS, &id, true, NULL, "m", &line);
+    CHECK(strstr(line.data, "\"category\": null, \"error\"") != NULL, "a known absence is null: %s", line.data);
+
+    vlr_eval_summary s;
+    vlr_err e = {0};
+    vlr_eval_summary_init(&s, VLR_EVAL_PAIRS);
+    const char *lines_in[] = {
+        "{\"id\": \"a\", \"category\": \"ocr\", \"chosen_score\": 1, \"rejected_score\": 0, \"correct\": true}",
+        "{\"id\": \"b\", \"category\": \"ocr\", \"error\": \"chosen: x\"}",
+        "{\"id\": \"c\", \"category\": null, \"error\": \"chosen: x\"}",
+        "{\"id\": 3, \"error\": \"invalid JSON: ...\"}",
+        "{\"id\": null, \"error\": \"line 5: longer than --max-line-bytes (64 bytes); skipped\"}",
+    };
+    for (size_t i = 0; i < sizeof lines_in / sizeof lines_in[0]; i++)
+        CHECK(vlr_eval_summary_add_line(&s, lines_in[i], strlen(lines_in[i]), &e) == VLR_OK, "line %zu: %s", i, e.msg);
+    CHECK(s.errors == 4 && s.errors_unlabelled == 2 && s.all.failed == 4 && s.all.pairs == 1, "4 failures, 2 unlabelled");
+    CHECK(s.labels.len == 2 && strcmp(s.labels.items[0].name, "ocr") == 0 && s.labels.items[0].n.failed == 1 &&
+              strcmp(s.labels.items[1].name, "(none)") == 0 && s.labels.items[1].n.failed == 1 &&
+              s.labels.items[1].n.pairs == 0,
+          "failures in their categories");
+    CHECK(s.labels.items[0].n_margins == 1 && s.labels.items[0].margins[0] == 1, "margins of scored pairs only");
+    vlr_eval_summary_free(&s);
+    /* vlrewardbench: the group of a failure comes from its id */
+    vlr_eval_summary_init(&s, VLR_EVAL_VLREWARDBENCH);
+    CHECK(vlr_eval_summary_add_failure(&s, "RLHF-V-1616", 11, true, "hallucination", &e) == VLR_OK &&
+              s.labels.items[VLR_VLRB_HALLUCINATION].n.failed == 1 && s.sources.len == 1 &&
+              s.sources.items[0].n.failed == 1, "vlrewardbench failure in its group and source");
+    vlr_eval_summary_free(&s);
+    vlr_buf_free(&id);
+    vlr_buf_free(&line);
+
+    /* Wilson intervals (95%), reference values of the textbook formula (e.g. statsmodels
+     * proportion_confint(method="wilson")). */
+    static const struct {
+        uint64_t k, n;
+        double lo, hi;
+    } w[] = {{1, 3, 0.061490315276, 0.792345044874}, {0, 1, 0, 0.793456708526}, {5, 5, 0.565508505248, 1},
+             {729, 1000, 0.700613528187, 0.755633752261}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        double lo, hi;
+        vlr_eval_wilson(w[i].k, w[i].n, 1.96, &lo, &hi);
+        CHECK(fabs(lo - w[i].lo) < 1e-11 && fabs(hi - w[i].hi) < 1e-11, "wilson %llu/%llu: %.12f %.12f",
+              (unsigned long long)w[i].k, (unsigned long long)w[i].n, lo, hi);
+    }
+    double lo, hi;
+    vlr_eval_wilson(0, 0, 1.96, &lo, &hi);
+    CHECK(isnan(lo) && isnan(hi), "no trials: NaN");
+}
+
+/* ---- two precisions compared (src/eval_compare.c) ------------------------------------------ */
+
+static void test_compare_math(void) {
+    /* scipy.stats.spearmanr([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) = 0.8207826816681233 (ties in y) */
+    const double x[5] = {1, 2, 3, 4, 5}, y[5] = {5, 6, 7, 8, 7};
+    void *scratch = malloc(vlr_spearman_scratch_bytes(5));
+    CHECK_NEAR(vlr_spearman(x, y, 5, scratch), 0.8207826816681233, 1e-15, "spearman with ties");
+    const double c[3] = {2, 2, 2};
+    CHECK(isnan(vlr_spearman(x, c, 3, scratch)) && isnan(vlr_spearman(x, y, 1, scratch)), "constant or too short: NaN");
+    free(scratch);
+    /* numpy.percentile([0, 1, 3, 7], [50, 90, 99]) = [2.0, 5.8, 6.88] */
+    const double s[4] = {0, 1, 3, 7};
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.5), 2.0, 1e-15, "median");
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.9), 5.8, 1e-14, "p90");
+    CHECK_NEAR(vlr_quantile_sorted(s, 4, 0.99), 6.88, 1e-14, "p99");
+    CHECK(vlr_quantile_sorted(s, 1, 0.99) == 0 && isnan(vlr_quantile_sorted(s, 0, 0.5)), "one value, none");
+
+    /* Three pairs (chosen, rejected) at A and at B:
+     *   A (1, 0) correct, B (0.5, 0.75) wrong   -> decisions differ; diffs -0.5, +0.75
+     *   A (0, 2) wrong,   B (0, 2) wrong        -> same;            diffs 0, 0
+     *   A (3, 1) correct, B (3.25, 1) correct   -> same;            diffs +0.25, 0
+     * |diffs| sorted: 0 0 0 0.25 0.5 0.75: mean 1.5/6 = 0.25, median 0.125, max 0.75;
+     * p90: position 4.5 -> 0.625; signed mean 0.5/6. The scores in order (chosen, rejected, ...):
+     * A = [1, 0, 0, 2, 3, 1], B = [0.5, 0.75, 0, 2, 3.25, 1]. */
+    vlr_eval_compare cmp = {0};
+    vlr_err e = {0};
+    CHECK(vlr_eval_compare_add(&cmp, 1, 0, 0.5, 0.75, &e) == VLR_OK && vlr_eval_compare_add(&cmp, 0, 2, 0, 2, &e) == VLR_OK &&
+              vlr_eval_compare_add(&cmp, 3, 1, 3.25, 1, &e) == VLR_OK, "add");
+    CHECK(vlr_eval_compare_add(&cmp, NAN, 1, 1, 1, &e) != VLR_OK, "a NaN score is refused");
+    vlr_eval_compare_stats st;
+    CHECK(vlr_eval_compare_compute(&cmp, &st, &e) == VLR_OK, "compute");
+    CHECK(st.pairs == 3 && st.same_decision == 2 && st.correct_a == 2 && st.correct_b == 1, "decisions");
+    CHECK_NEAR(st.abs_mean, 0.25, 1e-15, "mean |diff|");
+    CHECK_NEAR(st.abs_median, 0.125, 1e-15, "median |diff|");
+    CHECK_NEAR(st.abs_p90, 0.625, 1e-15, "p90 |diff|");
+    CHECK_NEAR(st.abs_max, 0.75, 0, "max |diff|");
+    CHECK_NEAR(st.diff_mean, 0.5 / 6, 1e-15, "mean diff");
+    /* ranks A: 0,0 -> 1.5; 1,1 -> 3.5; 2 -> 5; 3 -> 6: [3.5 1.5 1.5 5 6 3.5]
+     * ranks B: 0 -> 1; 0.5 -> 2; 0.75 -> 3; 1 -> 4; 2 -> 5; 3.25 -> 6: [2 3 1 5 6 4]
+     * deviations from 3.5: A [0 -2 -2 1.5 2.5 0], B [-1.5 -0.5 -2.5 1.5 2.5 0.5]
+     * sxy = 0 + 1 + 5 + 2.25 + 6.25 + 0 = 14.5; sxx = 4 + 4 + 2.25 + 6.25 = 16.5; syy = 17.5 */
+    CHECK_NEAR(st.spearman, 14.5 / sqrt(16.5 * 17.5), 1e-15, "spearman of the scores");
+    vlr_buf md = {0}, js = {0};
+    vlr_eval_compare_markdown(&st, "f32", "bf16", &md);
+    vlr_eval_compare_json(&st, "f32", "bf16", &js);
+    CHECK(md.data && strstr(md.data, "| same decision (chosen > rejected) | 2 (66.67%) |") &&
+              strstr(md.data, "| accuracy f32 / bf16 | 66.7 / 33.3 |"), "markdown:\n%s", md.data);
+    vlr_json_doc *d = js.data ? vlr_json_parse(js.data, js.len, &e) : NULL;
+    CHECK(d && num(vlr_json_root(d), "same_decision") == 2 && num(vlr_json_get(vlr_json_root(d), "diff"), "abs_max") == 0.75,
+          "json: %s", js.data);
+    vlr_json_free(d);
+    vlr_buf_free(&md);
+    vlr_buf_free(&js);
+    vlr_eval_compare_free(&cmp);
+    CHECK(vlr_eval_compare_compute(&cmp, &st, &e) == VLR_OK && st.pairs == 0 && isnan(st.spearman) && isnan(st.abs_max),
+          "no pairs: NaN");
 }
 
 /* ---- end to end ---------------------------------------------------------------------------- */
@@ -659,15 +819,6 @@ static void check_error_line(const lines *out, size_t i, const char *id_text, co
     CHECK(err && strstr(err, needle), "line %zu: error '%s' lacks '%s'", i, err ? err : "(none)", needle);
 }
 
-static vlr_json_doc *read_summary(const char *path) {
-    char *text = slurp(path);
-    vlr_err e = {0};
-    vlr_json_doc *d = text ? vlr_json_parse(text, strlen(text), &e) : NULL;
-    CHECK(d != NULL, "%s: %s", path, text ? e.msg : "missing");
-    free(text);
-    return d;
-}
-
 static void test_cli_pairs(void) {
     vlr_json_doc *tiny = find_case("tests/reference/cases.jsonl", "tiny_upscale");
     vlr_json_doc *gray = find_case("tests/reference/cases.jsonl", "multi_turn_gray");
@@ -719,7 +870,7 @@ static void test_cli_pairs(void) {
              outp, sum);
     int rc = run(cmd, &out);
     CHECK(rc == 1, "pairs with bad lines exit 1 (got %d)", rc);
-    CHECK(strstr(out, "| Category | Pairs | Correct | Ties | Accuracy |"), "summary table on stdout: %s", out);
+    CHECK(strstr(out, "| Category | N | Correct | Ties | Failed | Accuracy | 95% CI |"), "summary table on stdout: %s", out);
     free(out);
     char *text = slurp(outp);
     lines o = parse_lines(text ? text : "");
@@ -857,9 +1008,16 @@ static void test_cli_vlrb(void) {
         CHECK_NEAR(num(s, "macro_average"), macro / n, 1e-12, "macro");
         CHECK_NEAR(num(s, "overall_accuracy"), num(s, "accuracy"), 0, "overall = micro");
         const vlr_json *src = vlr_json_get(s, "sources");
-        CHECK(src && src->len == 5 && num(vlr_json_get(src, "mmmu"), "pairs") == 1 &&
+        CHECK(src && src->len == 6 && num(vlr_json_get(src, "mmmu"), "pairs") == 1 &&
                   strcmp(str(vlr_json_get(src, "hallucination"), "dataset"), "povid") == 0,
               "sources by id prefix");
+        /* vlfeedback_9 failed (ranks [0, 0]): counted as failed in its source and group, in no
+         * accuracy; the line that is not JSON has no known category */
+        const vlr_json *vf = vlr_json_get(src, "vlfeedback"), *gen = vlr_json_get(vlr_json_get(s, "groups"), "general");
+        CHECK(num(vf, "failed") == 1 && num(vf, "pairs") == 0 && num(vf, "n") == 1 && num(gen, "failed") == 1 &&
+                  num(gen, "n") == num(gen, "pairs") + 1 && num(s, "errors_unknown_category") == 1 && num(s, "n") == 7,
+              "failures counted where they belong");
+        CHECK_NEAR(num(s, "accuracy_failed_as_wrong"), num(s, "correct") / 7, 1e-12, "accuracy with failures as wrong");
     }
     vlr_json_free(sd);
     free_lines(&o);
@@ -1023,29 +1181,16 @@ int main(void) {
     TEST_RUN(test_parse_pairs);
     TEST_RUN(test_parse_vlrb);
     TEST_RUN(test_parse_rb);
+    TEST_RUN(test_vlrb_image_tag);
+    TEST_RUN(test_format_detect);
+    TEST_RUN(test_failures);
+    TEST_RUN(test_compare_math);
 
-    const char *build = getenv("VLR_BUILD");
-    snprintf(bin, sizeof bin, "%s/vlreward", build && *build ? build : "build");
-    if (access(bin, X_OK) != 0) {
-        CHECK(0, "%s not built", bin);
-        return test_report();
-    }
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlr_eval_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        CHECK(0, "mkdtemp");
-        return test_report();
-    }
-    /* Relative image paths resolve against the input file's folder: link the reference images. */
-    char link[300], real[PATH_MAX];
-    snprintf(link, sizeof link, "%s/images", tmpdir);
-    CHECK(realpath("tests/reference/images", real) != NULL && symlink(real, link) == 0, "symlink images");
+    if (!eval_test_setup("vlr_eval")) return test_report();
     TEST_RUN(test_cli_usage);
     TEST_RUN(test_cli_pairs);
     TEST_RUN(test_cli_vlrb);
     TEST_RUN(test_cli_rb_resume);
-    char cmd[300], *out;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    run(cmd, &out);
-    free(out);
+    eval_test_cleanup();
     return test_report();
 }
