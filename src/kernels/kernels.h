@@ -248,7 +248,7 @@ typedef struct vlr_attention_tiling {
 } vlr_attention_tiling;
 void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr_attention_tiling *t);
 
-/* The ISA-neutral half of the int8 GEMM (int8.c). The weights come packed (vlr_qweight), so only x
+/* The ISA-neutral half of the int8 GEMM (kernels.c). The weights come packed (vlr_qweight), so only x
  * is packed per call: vlr_gemm_i8_run quantizes it once for all threads, tile by tile of mr rows
  * (pack_x: the tile's rows as [k4/4][rows] groups of 4 bytes, in the ISA's own encoding, plus their
  * scales), then hands out the weight panels; each panel meets every x tile (tile: one mr × 32 block
