@@ -907,6 +907,20 @@ static void test_workspace(void) {
                   "%s gemm: the stack-buffer fallback differs", set[t].name);
         }
     }
+    /* int8: the packed x comes from the workspace, or per call, or (none to be had) the reference */
+    vlr_qweight wq;
+    vlr_err err = {0};
+    CHECK(vlr_qweight_quantize(&wq, w, VLR_DT_BF16, n, k, 2, &err) == VLR_OK, "int8 weights: %s", err.msg);
+    for (int t = 1; t < n_impls_i8 && wq.packed; t++)
+        for (int i = 0; i < 3; i++) {
+            vlr_gemm_args a = {.y = y[i], .ldy = (size_t)n, .x = x, .ldx = (size_t)k, .wq = &wq, .m = m, .n = n, .k = k};
+            const vlr_exec e = {.k = &impls_i8[t].k, .n_threads = 2, .ws = sources[i]};
+            impls_i8[t].k.gemm_i8(&a, &e);
+            if (i > 0)
+                CHECK(memcmp(y[0], y[i], (size_t)m * n * sizeof(float)) == 0, "%s gemm_i8: %s differs", impls_i8[t].name,
+                      i == 1 ? "per-call scratch" : "the reference fallback");
+        }
+    vlr_qweight_free(&wq);
     for (int i = 0; i < 3; i++) free(y[i]);
     free(x), free(wv), free(w);
 
