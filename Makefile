@@ -10,7 +10,9 @@ LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
 # The CLI adds the HTTP server (serve) and libcrypto's SHA-256 (pull verifies downloaded weights).
 PKGS    := $(LIB_PKGS) libmicrohttpd libcrypto
 OPT     ?= -O2
-CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
+# -fvisibility=hidden: libvlreward.so exports only what include/vlreward.h marks VLR_API (the CLI and
+# the tests link the static archive, where visibility does not apply).
+CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp -fvisibility=hidden \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
@@ -62,8 +64,15 @@ $(BUILD)/libvlreward.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libvlreward.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
+# The shared library: the real file carries the SONAME libvlreward.so.0 (bumped when the ABI breaks),
+# libvlreward.so is the link-time name pointing at it.
+VERSION := $(shell sed -n 's/^\#define VLR_VERSION "\(.*\)"/\1/p' include/vlreward.h)
+SONAME  := libvlreward.so.0
+$(BUILD)/$(SONAME): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LIB_LDLIBS)
+
+$(BUILD)/libvlreward.so: $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 $(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
@@ -113,14 +122,17 @@ install: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so
 	install -m 755 $(BUILD)/vlreward $(DESTDIR)$(PREFIX)/bin/vlreward
 	install -m 644 include/vlreward.h $(DESTDIR)$(PREFIX)/include/vlreward.h
 	install -m 644 $(BUILD)/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.a
-	install -m 755 $(BUILD)/libvlreward.so $(DESTDIR)$(PREFIX)/lib/libvlreward.so
+	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME).$(VERSION)
+	ln -sf $(SONAME).$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so
 	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: vlreward\nDescription: Skywork-VL-Reward inference engine\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lvlreward\nLibs.private: -fopenmp -lm -lpthread\n' \
-	    "$(PREFIX)" "$$(sed -n 's/^#define VLR_VERSION "\(.*\)"/\1/p' include/vlreward.h)" "$(LIB_PKGS)" \
+	    "$(PREFIX)" "$(VERSION)" "$(LIB_PKGS)" \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/vlreward $(DESTDIR)$(PREFIX)/include/vlreward.h \
 	      $(DESTDIR)$(PREFIX)/lib/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.so \
+	      $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME).$(VERSION) \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 # libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,

@@ -20,7 +20,7 @@
 #include "vision_cache.h"
 
 struct vlr_session {
-    vlr_model *model;
+    const vlr_model *model;
     vlr_err err;
     vlr_exec exec;          /* the model's table and threads, this session's workspace, cancel
                              * flag and trace: what vision.c and text.c run on */
@@ -38,6 +38,8 @@ struct vlr_session {
     vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
     size_t prev_n_images;
 };
+
+const char *vlr_version(void) { return VLR_VERSION; }
 
 vlr_params vlr_default_params(void) {
     vlr_params p;
@@ -184,7 +186,7 @@ void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
 
 /* ---- sessions ------------------------------------------------------------------------------ */
 
-vlr_status vlr_session_init(vlr_model *m, vlr_session **out) {
+vlr_status vlr_session_init(const vlr_model *m, vlr_session **out) {
     *out = NULL;
     vlr_session *s = calloc(1, sizeof *s);
     if (!s) return VLR_ERR_NOMEM;
