@@ -122,8 +122,8 @@ install: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so
 	install -m 755 $(BUILD)/vlreward $(DESTDIR)$(PREFIX)/bin/vlreward
 	install -m 644 include/vlreward.h $(DESTDIR)$(PREFIX)/include/vlreward.h
 	install -m 644 $(BUILD)/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.a
-	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME).$(VERSION)
-	ln -sf $(SONAME).$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so.$(VERSION)
+	ln -sf libvlreward.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so
 	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: vlreward\nDescription: Skywork-VL-Reward inference engine\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lvlreward\nLibs.private: -fopenmp -lm -lpthread\n' \
 	    "$(PREFIX)" "$(VERSION)" "$(LIB_PKGS)" \
@@ -132,7 +132,7 @@ install: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/vlreward $(DESTDIR)$(PREFIX)/include/vlreward.h \
 	      $(DESTDIR)$(PREFIX)/lib/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.so \
-	      $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/$(SONAME).$(VERSION) \
+	      $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so.$(VERSION) \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 # libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,
