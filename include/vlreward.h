@@ -147,14 +147,30 @@ VLR_API const char *vlr_session_errmsg(const vlr_session *s);
 VLR_API vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir,
                           double *score);
 
-/* The same request as C structs. */
-typedef enum vlr_item_kind { VLR_ITEM_TEXT = 0, VLR_ITEM_IMAGE = 1 } vlr_item_kind;
+/* The same request as C structs. vlr_score checks it as the JSON reader does (the same errors): at
+ * least one message, known roles, the last message the assistant's, every item complete. */
+/* An image comes as a reference (VLR_ITEM_IMAGE), as the bytes of an encoded file
+ * (VLR_ITEM_IMAGE_BYTES: JPEG, PNG, WebP or BMP, sniffed from the bytes) or as decoded 8-bit RGB
+ * pixels (VLR_ITEM_IMAGE_PIXELS). All three go through the same decoding rules and preprocessing:
+ * the same image gives the same score whichever way it comes. The memory is only read, and only
+ * during the call. */
+typedef enum vlr_item_kind {
+    VLR_ITEM_TEXT = 0,
+    VLR_ITEM_IMAGE = 1,
+    VLR_ITEM_IMAGE_BYTES = 2,
+    VLR_ITEM_IMAGE_PIXELS = 3
+} vlr_item_kind;
 typedef struct vlr_content_item {
     vlr_item_kind kind;
     const char *text;  /* VLR_ITEM_TEXT: UTF-8, text_len bytes (may contain NUL) */
     size_t text_len;
     const char *image; /* VLR_ITEM_IMAGE: path, file://..., data:image/...;base64,..., http(s)://... */
-    int64_t min_pixels, max_pixels, resized_height, resized_width; /* 0 = default */
+    int64_t min_pixels, max_pixels, resized_height, resized_width; /* 0 = default; every image kind */
+    const uint8_t *image_bytes; /* VLR_ITEM_IMAGE_BYTES: the file's bytes, image_len of them */
+    size_t image_len;
+    const uint8_t *pixels;      /* VLR_ITEM_IMAGE_PIXELS: height rows of width R,G,B byte triples, */
+    int width, height;          /* rows stride bytes apart (stride >= 3 * width; 0 = 3 * width) */
+    size_t stride;
 } vlr_content_item;
 typedef struct vlr_message {
     const char *role; /* "system", "user" or "assistant" */
@@ -173,6 +189,20 @@ typedef struct vlr_request {
  * and *score is left unset. It is not the request's fault, so the server answers it with 500, and
  * batch and eval runs write it as an error line like any other failed request. */
 VLR_API vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
+
+/* The outcome of one request of a batch. */
+typedef struct vlr_batch_result {
+    vlr_status status;  /* VLR_OK, or why this request failed */
+    double score;       /* set when status is VLR_OK */
+    char message[1024]; /* "" when status is VLR_OK, else the error message */
+} vlr_batch_result;
+
+/* Scores n requests in order on this session (consecutive requests sharing a prefix reuse it, as
+ * with single calls), results[i] for reqs[i]. A failed request does not stop the others; a
+ * cancellation (vlr_session_set_cancel_flag) does: the request under way and every later one get
+ * VLR_ERR_INTERRUPTED. Returns VLR_OK when every request scored, else the status of the first
+ * failure; the scores are those of n separate vlr_score calls, bit for bit. */
+VLR_API vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results);
 
 /* Number of tokens of the last request this session scored (after image placeholder expansion),
  * and how many of them were reused from the previous request: consecutive requests that share a
