@@ -41,7 +41,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HDRS     := $(wildcard include/*.h src/*.h src/kernels/*.h cli/*.h tests/*.h)
 
-.PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall
+.PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall python
 all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score \
      $(BUILD)/bench_gemm
 
@@ -99,12 +99,18 @@ demo: deps
 	@$(BUILD)/vlreward score --model tests/reference/models/tiny-a \
 	    --image tests/reference/images/demo.jpg --question "$$(printf '$(DEMO_Q)')" --answer "The answer is: B"
 
+# The Python package (python/, docs/python.md), built in place against $(BUILD)/libvlreward.a;
+# tests/test_python.c runs its tests with the same interpreter.
+PYTHON ?= python3
+python: $(BUILD)/libvlreward.a
+	cd python && VLREWARD_BUILD=$(abspath $(BUILD)) $(PYTHON) setup.py -q build_ext --inplace
+
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all python
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT=-O1 all
 	@scripts/run-tests $(BUILD) build-asan
 
-test-fast: all
+test-fast: all python
 	@scripts/run-tests $(BUILD)
 
 test-asan:
@@ -112,7 +118,7 @@ test-asan:
 	@scripts/run-tests build-asan
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz python/build python/vlreward/*.so
 
 # `make install PREFIX=/usr/local` (DESTDIR honoured): the CLI, the header, both libraries and a
 # pkg-config file, so `pkg-config --cflags --libs vlreward` builds programs against the library.
