@@ -103,7 +103,7 @@ demo: deps
 # tests/test_python.c runs its tests with the same interpreter.
 PYTHON ?= python3
 python: $(BUILD)/libvlreward.a
-	cd python && VLREWARD_BUILD=$(abspath $(BUILD)) $(PYTHON) setup.py -q build_ext --inplace
+	cd python && VLREWARD_BUILD=$(abspath $(BUILD)) $(PYTHON) setup.py -q build_ext --inplace --force
 
 test: deps
 	@$(MAKE) --no-print-directory all python
