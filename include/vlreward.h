@@ -197,7 +197,7 @@ typedef struct vlr_batch_result {
     char message[1024]; /* "" when status is VLR_OK, else the error message */
 } vlr_batch_result;
 
-/* Scores n requests in order on this session (consecutive requests sharing a prefix reuse it, as
+/* Scores n requests (reqs and results hold n entries each) in order on this session (consecutive requests sharing a prefix reuse it, as
  * with single calls), results[i] for reqs[i]. A failed request does not stop the others; a
  * cancellation (vlr_session_set_cancel_flag) does: the request under way and every later one get
  * VLR_ERR_INTERRUPTED. Returns VLR_OK when every request scored, else the status of the first

@@ -570,6 +570,8 @@ vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score) {
 }
 
 vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results) {
+    if (n && (!reqs || !results))
+        return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_score_batch: %zu requests but reqs or results is NULL", n);
     vlr_status first = VLR_OK;
     bool interrupted = false;
     for (size_t i = 0; i < n; i++) {

@@ -265,6 +265,8 @@ static void test_batch(void) {
     }
     CHECK(want[0] != want[2], "the two answers score differently (%.17g)", want[0]);
     CHECK(vlr_score_batch(s, reqs, 0, res) == VLR_OK, "empty batch");
+    CHECK(vlr_score_batch(s, NULL, 2, res) == VLR_ERR_INPUT && strstr(vlr_session_errmsg(s), "reqs or results is NULL"),
+          "NULL requests: %s", vlr_session_errmsg(s));
     vlr_request good[2] = {reqs[0], reqs[2]};
     CHECK(vlr_score_batch(s, good, 2, res) == VLR_OK && res[0].score == want[0] && res[1].score == want[2],
           "all-good batch");
