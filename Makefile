@@ -10,7 +10,9 @@ LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
 # The CLI adds the HTTP server (serve) and libcrypto's SHA-256 (pull verifies downloaded weights).
 PKGS    := $(LIB_PKGS) libmicrohttpd libcrypto
 OPT     ?= -O2
-CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp \
+# -fvisibility=hidden: libvlreward.so exports only what include/vlreward.h marks VLR_API (the CLI and
+# the tests link the static archive, where visibility does not apply).
+CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fopenmp -fvisibility=hidden \
                -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
@@ -39,7 +41,7 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 HDRS     := $(wildcard include/*.h src/*.h src/kernels/*.h cli/*.h tests/*.h)
 
-.PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall
+.PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall python
 all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score \
      $(BUILD)/bench_gemm
 
@@ -62,8 +64,15 @@ $(BUILD)/libvlreward.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libvlreward.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LIB_LDLIBS)
+# The shared library: the real file carries the SONAME libvlreward.so.0 (bumped when the ABI breaks),
+# libvlreward.so is the link-time name pointing at it.
+VERSION := $(shell sed -n 's/^\#define VLR_VERSION "\(.*\)"/\1/p' include/vlreward.h)
+SONAME  := libvlreward.so.0
+$(BUILD)/$(SONAME): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LIB_LDLIBS)
+
+$(BUILD)/libvlreward.so: $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 $(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
@@ -90,12 +99,18 @@ demo: deps
 	@$(BUILD)/vlreward score --model tests/reference/models/tiny-a \
 	    --image tests/reference/images/demo.jpg --question "$$(printf '$(DEMO_Q)')" --answer "The answer is: B"
 
+# The Python package (python/, docs/python.md), built in place against $(BUILD)/libvlreward.a;
+# tests/test_python.c runs its tests with the same interpreter.
+PYTHON ?= python3
+python: $(BUILD)/libvlreward.a
+	cd python && VLREWARD_BUILD=$(abspath $(BUILD)) $(PYTHON) setup.py -q build_ext --inplace --force
+
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all python
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 OPT=-O1 all
 	@scripts/run-tests $(BUILD) build-asan
 
-test-fast: all
+test-fast: all python
 	@scripts/run-tests $(BUILD)
 
 test-asan:
@@ -103,7 +118,7 @@ test-asan:
 	@scripts/run-tests build-asan
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz python/build python/vlreward/*.so
 
 # `make install PREFIX=/usr/local` (DESTDIR honoured): the CLI, the header, both libraries and a
 # pkg-config file, so `pkg-config --cflags --libs vlreward` builds programs against the library.
@@ -113,14 +128,17 @@ install: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so
 	install -m 755 $(BUILD)/vlreward $(DESTDIR)$(PREFIX)/bin/vlreward
 	install -m 644 include/vlreward.h $(DESTDIR)$(PREFIX)/include/vlreward.h
 	install -m 644 $(BUILD)/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.a
-	install -m 755 $(BUILD)/libvlreward.so $(DESTDIR)$(PREFIX)/lib/libvlreward.so
+	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so.$(VERSION)
+	ln -sf libvlreward.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so
 	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: vlreward\nDescription: Skywork-VL-Reward inference engine\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lvlreward\nLibs.private: -fopenmp -lm -lpthread\n' \
-	    "$(PREFIX)" "$$(sed -n 's/^#define VLR_VERSION "\(.*\)"/\1/p' include/vlreward.h)" "$(LIB_PKGS)" \
+	    "$(PREFIX)" "$(VERSION)" "$(LIB_PKGS)" \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/vlreward $(DESTDIR)$(PREFIX)/include/vlreward.h \
 	      $(DESTDIR)$(PREFIX)/lib/libvlreward.a $(DESTDIR)$(PREFIX)/lib/libvlreward.so \
+	      $(DESTDIR)$(PREFIX)/lib/$(SONAME) $(DESTDIR)$(PREFIX)/lib/libvlreward.so.$(VERSION) \
 	      $(DESTDIR)$(PREFIX)/lib/pkgconfig/vlreward.pc
 
 # libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,

@@ -38,6 +38,14 @@ extern "C" {
 
 #define VLR_VERSION "0.1.0"
 
+/* Marks the public functions: the library is built with -fvisibility=hidden, so only these are
+ * exported from libvlreward.so (its SONAME is libvlreward.so.0). */
+#if defined(__GNUC__) || defined(__clang__)
+#define VLR_API __attribute__((visibility("default")))
+#else
+#define VLR_API
+#endif
+
 typedef enum vlr_status {
     VLR_OK = 0,
     VLR_ERR_IO,          /* a file could not be opened / read / mapped */
@@ -54,8 +62,11 @@ typedef enum vlr_status {
     VLR_ERR_NUMERIC      /* the model computed a non-finite score (NaN, +inf or -inf) */
 } vlr_status;
 
+/* The library's version, VLR_VERSION when the header and the library match. Never NULL. */
+VLR_API const char *vlr_version(void);
+
 /* A short constant name for a status ("format error", ...). Never NULL. */
-const char *vlr_status_str(vlr_status s);
+VLR_API const char *vlr_status_str(vlr_status s);
 
 /* The arithmetic of every linear layer (the decoder's, the vision tower's, the merger's). Norms,
  * RoPE, softmax, attention products, the residual stream and the KV cache are fp32 in every mode. */
@@ -72,9 +83,9 @@ typedef enum vlr_precision {
 } vlr_precision;
 
 /* "f32", "bf16", "auto", "int8"; NULL for a value outside the enum. */
-const char *vlr_precision_name(vlr_precision p);
+VLR_API const char *vlr_precision_name(vlr_precision p);
 /* Parses those names; false (and *out untouched) for anything else. */
-bool vlr_precision_parse(const char *name, vlr_precision *out);
+VLR_API bool vlr_precision_parse(const char *name, vlr_precision *out);
 
 typedef struct vlr_params {
     int n_threads;               /* 0 = all online CPUs */
@@ -88,7 +99,7 @@ typedef struct vlr_params {
                                   * 7.2 GB for the 7B model), 0 = quantize at every load (default) */
 } vlr_params;
 
-vlr_params vlr_default_params(void);
+VLR_API vlr_params vlr_default_params(void);
 
 typedef struct vlr_model vlr_model;     /* weights + tokenizer: immutable after load, shared */
 typedef struct vlr_session vlr_session; /* activations, KV cache, scratch: one per thread */
@@ -96,9 +107,9 @@ typedef struct vlr_session vlr_session; /* activations, KV cache, scratch: one p
 /* Loads a Hugging Face model directory (config.json, model.safetensors or sharded
  * model.safetensors.index.json, value_head.safetensors, tokenizer.json, preprocessor_config.json).
  * Weights are memory-mapped and used in place. On failure *out is NULL and err holds the reason. */
-vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_model **out,
+VLR_API vlr_status vlr_model_load(const char *model_dir, const vlr_params *params, vlr_model **out,
                           char *err, size_t err_cap);
-void vlr_model_free(vlr_model *m); /* NULL is a no-op */
+VLR_API void vlr_model_free(vlr_model *m); /* NULL is a no-op */
 
 /* Architecture summary, as printed by `vlreward info`. */
 typedef struct vlr_model_info {
@@ -128,27 +139,44 @@ typedef struct vlr_model_info {
                                    * ("int8 weights read from ...", "... written to ...", "... not cached:
                                    * why"); else NULL */
 } vlr_model_info;
-void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
+VLR_API void vlr_model_get_info(const vlr_model *m, vlr_model_info *info);
 
-vlr_status vlr_session_init(vlr_model *m, vlr_session **out);
-void vlr_session_free(vlr_session *s); /* NULL is a no-op */
+/* The session only reads the model: any number of sessions may share one. */
+VLR_API vlr_status vlr_session_init(const vlr_model *m, vlr_session **out);
+VLR_API void vlr_session_free(vlr_session *s); /* NULL is a no-op */
 /* The message of the last failure of this session; "" when none. Never NULL. */
-const char *vlr_session_errmsg(const vlr_session *s);
+VLR_API const char *vlr_session_errmsg(const vlr_session *s);
 
 /* Scores one request given as JSON text (the format of `vlreward score` input lines:
  * {"messages": [...]} or the shorthand {"image"|"images", "question", "answer"}). Relative image
  * paths resolve against base_dir (NULL = current directory). */
-vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir,
+VLR_API vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir,
                           double *score);
 
-/* The same request as C structs. */
-typedef enum vlr_item_kind { VLR_ITEM_TEXT = 0, VLR_ITEM_IMAGE = 1 } vlr_item_kind;
+/* The same request as C structs. vlr_score checks it as the JSON reader does (the same errors): at
+ * least one message, known roles, the last message the assistant's, every item complete. */
+/* An image comes as a reference (VLR_ITEM_IMAGE), as the bytes of an encoded file
+ * (VLR_ITEM_IMAGE_BYTES: JPEG, PNG, WebP or BMP, sniffed from the bytes) or as decoded 8-bit RGB
+ * pixels (VLR_ITEM_IMAGE_PIXELS). All three go through the same decoding rules and preprocessing:
+ * the same image gives the same score whichever way it comes. The memory is only read, and only
+ * during the call. */
+typedef enum vlr_item_kind {
+    VLR_ITEM_TEXT = 0,
+    VLR_ITEM_IMAGE = 1,
+    VLR_ITEM_IMAGE_BYTES = 2,
+    VLR_ITEM_IMAGE_PIXELS = 3
+} vlr_item_kind;
 typedef struct vlr_content_item {
     vlr_item_kind kind;
     const char *text;  /* VLR_ITEM_TEXT: UTF-8, text_len bytes (may contain NUL) */
     size_t text_len;
     const char *image; /* VLR_ITEM_IMAGE: path, file://..., data:image/...;base64,..., http(s)://... */
-    int64_t min_pixels, max_pixels, resized_height, resized_width; /* 0 = default */
+    int64_t min_pixels, max_pixels, resized_height, resized_width; /* 0 = default; every image kind */
+    const uint8_t *image_bytes; /* VLR_ITEM_IMAGE_BYTES: the file's bytes, image_len of them */
+    size_t image_len;
+    const uint8_t *pixels;      /* VLR_ITEM_IMAGE_PIXELS: height rows of width R,G,B byte triples, */
+    int width, height;          /* rows stride bytes apart (stride >= 3 * width; 0 = 3 * width) */
+    size_t stride;
 } vlr_content_item;
 typedef struct vlr_message {
     const char *role; /* "system", "user" or "assistant" */
@@ -166,14 +194,28 @@ typedef struct vlr_request {
  * VLR_ERR_NUMERIC and the message "the score is not finite (NaN): ..." (or "(inf)", "(-inf)"),
  * and *score is left unset. It is not the request's fault, so the server answers it with 500, and
  * batch and eval runs write it as an error line like any other failed request. */
-vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
+VLR_API vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score);
+
+/* The outcome of one request of a batch. */
+typedef struct vlr_batch_result {
+    vlr_status status;  /* VLR_OK, or why this request failed */
+    double score;       /* set when status is VLR_OK */
+    char message[1024]; /* "" when status is VLR_OK, else the error message */
+} vlr_batch_result;
+
+/* Scores n requests (reqs and results hold n entries each) in order on this session (consecutive requests sharing a prefix reuse it, as
+ * with single calls), results[i] for reqs[i]. A failed request does not stop the others; a
+ * cancellation (vlr_session_set_cancel_flag) does: the request under way and every later one get
+ * VLR_ERR_INTERRUPTED. Returns VLR_OK when every request scored, else the status of the first
+ * failure; the scores are those of n separate vlr_score calls, bit for bit. */
+VLR_API vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results);
 
 /* Number of tokens of the last request this session scored (after image placeholder expansion),
  * and how many of them were reused from the previous request: consecutive requests that share a
  * prefix (same system turn, images and question; different answers) compute that prefix and its
  * images once. Scores are bit-identical with and without reuse. */
-size_t vlr_session_last_n_tokens(const vlr_session *s);
-size_t vlr_session_last_reused_tokens(const vlr_session *s);
+VLR_API size_t vlr_session_last_n_tokens(const vlr_session *s);
+VLR_API size_t vlr_session_last_reused_tokens(const vlr_session *s);
 
 /* Cancellation: while flag is set (NULL clears it), a score call on this session checks *flag
  * between vision-tower blocks, between decoder layers and between decoder chunks of 512 tokens;
@@ -181,13 +223,13 @@ size_t vlr_session_last_reused_tokens(const vlr_session *s);
  * session stays usable: the next call gives the same score as a fresh session would (no partial
  * work is reused). The flag is typically written by another thread (a signal handler, a host's
  * timeout); the caller clears it before scoring again, and keeps it alive while it is set. */
-vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag);
+VLR_API vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag);
 
 /* Reuse of vision-tower outputs across the requests of this session: an identical preprocessed
  * image (same pixels and grid) is looked up in an LRU cache of at most max_bytes instead of running
  * the tower again; the score is bit-identical. 0 disables it (the default). */
-vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes);
-void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses);
+VLR_API vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes);
+VLR_API void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses);
 
 #ifdef __cplusplus
 }

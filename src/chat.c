@@ -36,7 +36,7 @@ vlr_status vlr_chat_render(const vlr_request *req, vlr_buf *out, size_t *n_image
         vlr_buf_puts(out, "\n");
         for (size_t j = 0; j < m->n_items; j++) {
             const vlr_content_item *it = &m->items[j];
-            if (it->kind == VLR_ITEM_IMAGE) {
+            if (it->kind == VLR_ITEM_IMAGE || it->kind == VLR_ITEM_IMAGE_BYTES || it->kind == VLR_ITEM_IMAGE_PIXELS) {
                 vlr_buf_puts(out, "<|vision_start|>" VLR_TOKEN_IMAGE_PAD "<|vision_end|>");
                 (*n_images)++;
             } else if (it->kind == VLR_ITEM_TEXT) {

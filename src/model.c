@@ -20,7 +20,7 @@
 #include "vision_cache.h"
 
 struct vlr_session {
-    vlr_model *model;
+    const vlr_model *model;
     vlr_err err;
     vlr_exec exec;          /* the model's table and threads, this session's workspace, cancel
                              * flag and trace: what vision.c and text.c run on */
@@ -38,6 +38,8 @@ struct vlr_session {
     vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
     size_t prev_n_images;
 };
+
+const char *vlr_version(void) { return VLR_VERSION; }
 
 vlr_params vlr_default_params(void) {
     vlr_params p;
@@ -190,7 +192,7 @@ void vlr_model_get_info(const vlr_model *m, vlr_model_info *info) {
 
 /* ---- sessions ------------------------------------------------------------------------------ */
 
-vlr_status vlr_session_init(vlr_model *m, vlr_session **out) {
+vlr_status vlr_session_init(const vlr_model *m, vlr_session **out) {
     *out = NULL;
     vlr_session *s = calloc(1, sizeof *s);
     if (!s) return VLR_ERR_NOMEM;
@@ -308,6 +310,35 @@ static vlr_status expand_image_pads(const vlr_ids *in, const vlr_prepared *p, in
     return VLR_OK;
 }
 
+/* An image given in memory: encoded bytes are decoded as a file's would be, pixels are copied into a
+ * packed RGB8 image; then the same chain as vlr_image_prepare from the RGB image on. */
+static vlr_status prepare_memory_image(const vlr_content_item *it, const vlr_image_opts *opts,
+                                       const vlr_preproc_config *pp, const vlr_image_limits *lim,
+                                       vlr_prepared_image *out, vlr_err *e) {
+    vlr_image img = {0};
+    vlr_image_file_info info = {0};
+    vlr_status rc;
+    uint64_t cap = lim->max_pixels ? lim->max_pixels : VLR_IMAGE_DEFAULT_MAX_PIXELS;
+    if (it->kind == VLR_ITEM_IMAGE_BYTES) {
+        rc = vlr_image_decode(it->image_bytes, it->image_len, "image bytes", lim, &img, &info, e);
+    } else {
+        if ((uint64_t)it->width * (uint64_t)it->height > cap)
+            return vlr_fail(e, VLR_ERR_LIMIT, "image pixels: %dx%d is more than the limit of %llu pixels", it->width,
+                            it->height, (unsigned long long)cap);
+        size_t row = (size_t)it->width * 3, stride = it->stride ? it->stride : row;
+        img.width = it->width;
+        img.height = it->height;
+        img.rgb = vlr_malloc(row * (size_t)it->height, e);
+        if (!img.rgb) return VLR_ERR_NOMEM;
+        for (int y = 0; y < it->height; y++) memcpy(img.rgb + (size_t)y * row, it->pixels + (size_t)y * stride, row);
+        info = (vlr_image_file_info){.format = "RAW", .mode = "RGB", .width = it->width, .height = it->height};
+        rc = VLR_OK;
+    }
+    if (rc == VLR_OK && (rc = vlr_image_prepare_rgb(&img, opts, pp, out, e)) == VLR_OK) out->file = info;
+    vlr_image_free(&img);
+    return rc;
+}
+
 vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
     const vlr_model *m = s->model;
     vlr_err *e = &s->err;
@@ -318,6 +349,7 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
     e->msg[0] = '\0';
 
     size_t n_images = 0;
+    if ((rc = vlr_request_validate(req, e))) goto done;
     if ((rc = vlr_chat_render(req, &out->prompt, &n_images, e))) goto done;
 
     /* Images, in order of appearance. */
@@ -334,7 +366,7 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
         const vlr_message *msg = &req->messages[i];
         for (size_t j = 0; j < msg->n_items; j++) {
             const vlr_content_item *it = &msg->items[j];
-            if (it->kind != VLR_ITEM_IMAGE) continue;
+            if (it->kind == VLR_ITEM_TEXT) continue;
             vlr_image_opts opts = {.min_pixels = it->min_pixels, .max_pixels = it->max_pixels,
                                    .resized_height = it->resized_height, .resized_width = it->resized_width};
             if (image_tokens >= (uint64_t)m->max_tokens) {
@@ -343,8 +375,11 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
                 break;
             }
             lim.max_tokens = (uint64_t)m->max_tokens - image_tokens;
-            rc = vlr_image_prepare(it->image, req->base_dir, &opts, &m->cfg.preproc, &lim,
-                                   &out->images[out->n_images], e);
+            if (it->kind == VLR_ITEM_IMAGE)
+                rc = vlr_image_prepare(it->image, req->base_dir, &opts, &m->cfg.preproc, &lim,
+                                       &out->images[out->n_images], e);
+            else
+                rc = prepare_memory_image(it, &opts, &m->cfg.preproc, &lim, &out->images[out->n_images], e);
             if (rc) {
                 vlr_err_prefix(e, "image %zu: ", out->n_images + 1);
                 break;
@@ -548,6 +583,23 @@ vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score) {
     vlr_prepared_free(&p);
     if (rc) s->err.code = rc;
     return rc;
+}
+
+vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results) {
+    if (n && (!reqs || !results))
+        return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_score_batch: %zu requests but reqs or results is NULL", n);
+    vlr_status first = VLR_OK;
+    bool interrupted = false;
+    for (size_t i = 0; i < n; i++) {
+        vlr_batch_result *r = &results[i];
+        r->score = 0;
+        r->message[0] = '\0';
+        r->status = interrupted ? VLR_ERR_INTERRUPTED : vlr_score(s, &reqs[i], &r->score);
+        if (r->status == VLR_ERR_INTERRUPTED) interrupted = true;
+        if (r->status) snprintf(r->message, sizeof r->message, "%s", interrupted ? "interrupted" : s->err.msg);
+        if (r->status && !first) first = r->status;
+    }
+    return first;
 }
 
 vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir, double *score) {

@@ -241,7 +241,52 @@ vlr_status vlr_request_from_json(const vlr_json *obj, size_t line_no, const char
     }
     if (rc) return rc;
     out->req.base_dir = base_dir;
-    const vlr_message *last = &out->req.messages[out->req.n_messages - 1];
+    return vlr_request_validate(&out->req, e);
+}
+
+static vlr_status validate_item(const vlr_content_item *it, size_t i, size_t j, vlr_err *e) {
+    switch (it->kind) {
+    case VLR_ITEM_TEXT:
+        if (!it->text && it->text_len)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: text is NULL but text_len is %zu", i, j,
+                            it->text_len);
+        return VLR_OK;
+    case VLR_ITEM_IMAGE:
+        if (!it->image)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: image item without a source", i, j);
+        return VLR_OK;
+    case VLR_ITEM_IMAGE_BYTES:
+        if (!it->image_bytes || !it->image_len)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: image bytes item without bytes", i, j);
+        return VLR_OK;
+    case VLR_ITEM_IMAGE_PIXELS:
+        if (!it->pixels || it->width <= 0 || it->height <= 0)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: image pixels item needs pixels and a "
+                            "positive width and height (got %dx%d)", i, j, it->width, it->height);
+        if (it->stride && it->stride / 3 < (size_t)it->width)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: stride %zu is less than 3 * width (%d)", i,
+                            j, it->stride, it->width);
+        return VLR_OK;
+    }
+    return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].content[%zu]: unknown item kind %d", i, j, (int)it->kind);
+}
+
+vlr_status vlr_request_validate(const vlr_request *req, vlr_err *e) {
+    if (!req || !req->n_messages) return vlr_fail(e, VLR_ERR_INPUT, "messages: empty conversation");
+    if (!req->messages) return vlr_fail(e, VLR_ERR_INPUT, "messages: NULL with n_messages %zu", req->n_messages);
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const vlr_message *m = &req->messages[i];
+        if (!m->role || (strcmp(m->role, "system") && strcmp(m->role, "user") && strcmp(m->role, "assistant")))
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu].role: unknown role \"%s\" (expected system, user or "
+                            "assistant)", i, m->role ? m->role : "(null)");
+        if (!m->items && m->n_items)
+            return vlr_fail(e, VLR_ERR_INPUT, "messages[%zu]: items is NULL but n_items is %zu", i, m->n_items);
+        for (size_t j = 0; j < m->n_items; j++) {
+            vlr_status rc = validate_item(&m->items[j], i, j, e);
+            if (rc) return rc;
+        }
+    }
+    const vlr_message *last = &req->messages[req->n_messages - 1];
     if (strcmp(last->role, "assistant") != 0)
         return vlr_fail(e, VLR_ERR_INPUT,
                         "the last message is a %s turn: it must be the assistant turn to score", last->role);

@@ -33,6 +33,10 @@ vlr_status vlr_request_from_json(const vlr_json *obj, size_t line_no, const char
                                  vlr_parsed_request *out, vlr_err *e);
 void vlr_parsed_request_free(vlr_parsed_request *r);
 
+/* The checks every request gets, from JSON or from the C structs: at least one message, known
+ * roles, complete items, and the last message the assistant turn whose last token is scored. */
+vlr_status vlr_request_validate(const vlr_request *req, vlr_err *e);
+
 /* Writes the id of obj as JSON text (string re-escaped, number as written) or line_no. */
 void vlr_request_id_json(const vlr_json *obj, size_t line_no, vlr_buf *out);
 

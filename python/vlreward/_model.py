@@ -1,0 +1,77 @@
+"""vlreward.Model: the C library in this process."""
+import os
+
+from ._batch import run_batch
+from ._errors import ModelError, from_status
+from ._request import IMAGE_OPTIONS, normalize
+
+try:
+    from . import _vlreward as _core
+except ImportError as e:  # reported when a Model is made, so that Client works without the extension
+    _core = None
+    _import_error = e
+
+
+def _item_tuple(x):
+    """(kind, payload, width, height, stride, min_pixels, max_pixels, resized_height, resized_width)"""
+    if isinstance(x, str):
+        return (_core.ITEM_TEXT, x, 0, 0, 0, 0, 0, 0, 0)
+    opts = tuple(x.options.get(k, 0) for k in IMAGE_OPTIONS)
+    if x.source is not None:
+        return (_core.ITEM_IMAGE, x.source, 0, 0, 0) + opts
+    if x.data is not None:
+        return (_core.ITEM_IMAGE_BYTES, x.data, 0, 0, 0) + opts
+    return (_core.ITEM_IMAGE_PIXELS, x.pixels, x.width, x.height, x.width * 3) + opts
+
+
+class Model:
+    """A loaded model. `path` is a model directory; threads=None uses every online CPU; precision is
+    "auto", "f32", "bf16" or "int8"; vision_cache_mb caps each session's cache of vision-tower
+    outputs (0 disables it); max_tokens=None is the model's context length. Relative image paths
+    resolve against base_dir (None: the current directory)."""
+
+    def __init__(self, path, *, threads=None, precision="auto", vision_cache_mb=512, max_tokens=None,
+                 base_dir=None):
+        if _core is None:
+            raise ImportError(f"vlreward's extension is not built ({_import_error}): run `make python`")
+        self.path = os.fspath(path)
+        self.base_dir = base_dir
+        try:
+            self._m = _core.Model(self.path, threads or 0, precision, int(vision_cache_mb), max_tokens or 0)
+        except OSError as e:
+            if len(e.args) == 2 and isinstance(e.args[0], int):
+                raise from_status(e.args[0], f"{self.path}: {e.args[1]}", _core.status_str(e.args[0])) from None
+            raise
+
+    def score(self, request, *, base_dir=None):
+        """The reward of one request (a dict in the `vlreward score` line format) as a float."""
+        messages = [(role, [_item_tuple(x) for x in items]) for role, items in normalize(request)]
+        status, score, message = self._m.score(messages, base_dir if base_dir is not None else self.base_dir)
+        if status != _core.OK:
+            raise from_status(status, message, _core.status_str(status))
+        return score
+
+    def score_batch(self, requests, *, errors="raise", progress=False, base_dir=None):
+        """Scores of the requests, in order. errors="raise" raises the first failure (its message
+        names the request's index); errors="return" puts the vlreward.Error in its place."""
+        return run_batch(lambda r: self.score(r, base_dir=base_dir), requests, errors, progress)
+
+    def info(self):
+        """The architecture and compute summary: the dict `vlreward info --json` prints."""
+        return self._m.info()
+
+    def close(self):
+        """Frees the weights now instead of when the Model is garbage-collected."""
+        self._m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"vlreward.Model({self.path!r})"
+
+
+__all__ = ["Model", "ModelError"]

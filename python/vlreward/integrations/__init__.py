@@ -1,0 +1,1 @@
+"""Reward functions in the shapes RL frameworks call: trl (GRPOTrainer) and verl."""

@@ -1,0 +1,262 @@
+"""The vlreward Python package against the CLI on the tiny model: scores bit for bit on the golden
+cases, every image input type, batches, threads, errors, info, the HTTP client and the TRL / verl
+reward functions. Runs under unittest (tests/test_python.c does it in `make test`) or pytest.
+Environment: PYTHONPATH holding python/ with the extension built, VLR_BUILD the build folder."""
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import unittest
+
+import vlreward
+from vlreward._request import png_rgb8
+from vlreward.integrations import trl as vtrl
+from vlreward.integrations import verl as vverl
+
+BUILD = os.environ.get("VLR_BUILD") or "build"
+CLI = os.path.join(BUILD, "vlreward")
+MODEL = "tests/reference/models/tiny-a"
+REF = "tests/reference"
+DEMO = "tests/reference/images/demo.jpg"
+QUESTION = "Is Purple the highest value?"
+
+try:
+    import numpy
+except ImportError:
+    numpy = None
+try:
+    from PIL import Image as PILImage
+except ImportError:
+    PILImage = None
+
+_model = None
+
+
+def model():
+    global _model
+    if _model is None:
+        _model = vlreward.Model(MODEL, threads=2)
+    return _model
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([CLI] + list(args), input=stdin, capture_output=True, text=True, check=True).stdout
+
+
+def cli_score(image, question, answer):
+    return float(cli("score", "--model", MODEL, "--threads", "2", "--image", image, "--question", question,
+                     "--answer", answer))
+
+
+def synthetic_rgb(width, height):
+    """A deterministic RGB8 image with gradients and edges (so resizing has work to do)."""
+    out = bytearray()
+    for y in range(height):
+        for x in range(width):
+            out += bytes(((x * 7 + y * 3) % 256, (x * y) % 251, 255 if (x // 5 + y // 4) % 2 else 0))
+    return bytes(out)
+
+
+class Package(unittest.TestCase):
+    def test_version(self):
+        with open("include/vlreward.h") as f:
+            header = re.search(r'#define VLR_VERSION "(.*)"', f.read()).group(1)
+        self.assertEqual(vlreward.__version__, header)
+
+    def test_golden_cases_equal_cli(self):
+        with open(os.path.join(REF, "cases.jsonl")) as f:
+            cases = [json.loads(line) for line in f if line.strip()]
+        lines = cli("score", "--model", MODEL, "--threads", "2", "--input", os.path.join(REF, "cases.jsonl"))
+        want = {r["id"]: r for r in map(json.loads, lines.splitlines())}
+        got = model().score_batch(cases, errors="return", base_dir=REF)
+        self.assertEqual(len(got), len(cases))
+        scored = 0
+        for case, score in zip(cases, got):
+            w = want[case["id"]]
+            if "score" in w:
+                self.assertEqual(score, w["score"], case["id"])  # bit for bit: the CLI prints round-trip digits
+                scored += 1
+            else:
+                self.assertIsInstance(score, vlreward.Error, case["id"])
+                self.assertEqual(score.message, w["error"], case["id"])
+        self.assertGreater(scored, 5)
+
+    def test_one_off_equals_cli(self):
+        want = cli_score(DEMO, QUESTION, "No.")
+        request = {"image": DEMO, "question": QUESTION, "answer": "No."}
+        self.assertEqual(model().score(request), want)
+        with open(DEMO, "rb") as f:
+            data = f.read()
+        self.assertEqual(model().score(dict(request, image=data)), want)
+        self.assertEqual(model().score(dict(request, image=bytearray(data))), want)
+        import pathlib
+
+        self.assertEqual(model().score(dict(request, image=pathlib.Path(DEMO))), want)
+        messages = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": DEMO}},
+                                                              {"type": "text", "text": QUESTION}]},
+                                 {"role": "assistant", "content": "No."}]}
+        self.assertEqual(model().score(messages), want)
+
+    def test_pixels_equal_file(self):
+        """A PNG the CLI reads from disk, and the same pixels as a NumPy array, a PIL image and the
+        PNG's bytes: one score."""
+        w, h = 61, 45
+        rgb = synthetic_rgb(w, h)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "synthetic.png")
+            png = png_rgb8(rgb, w, h)
+            with open(path, "wb") as f:
+                f.write(png)
+            want = cli_score(path, QUESTION, "Yes.")
+            request = {"question": QUESTION, "answer": "Yes."}
+            self.assertEqual(model().score(dict(request, image=path)), want)
+            self.assertEqual(model().score(dict(request, image=png)), want)
+            self.assertEqual(model().score(dict(request, images=[vlreward._request.Image(pixels=rgb, width=w,
+                                                                                         height=h)])), want)
+            if numpy is not None:
+                arr = numpy.frombuffer(rgb, numpy.uint8).reshape(h, w, 3)
+                self.assertEqual(model().score(dict(request, image=arr)), want)
+                wide = numpy.zeros((h, w + 9, 3), numpy.uint8)
+                wide[:, :w] = arr
+                self.assertEqual(model().score(dict(request, image=wide[:, :w])), want)  # a strided view
+            if PILImage is not None:
+                self.assertEqual(model().score(dict(request, image=PILImage.frombytes("RGB", (w, h), rgb))), want)
+            if numpy is None or PILImage is None:
+                print("note: NumPy or Pillow absent, their image inputs not tested", flush=True)
+
+    def test_batch_and_threads(self):
+        answers = ["No.", "Yes.", "The answer is: B", "Purple is not the highest."]
+        requests = [{"image": DEMO, "question": QUESTION, "answer": a} for a in answers]
+        sequential = [model().score(r) for r in requests]
+        self.assertEqual(model().score_batch(requests), sequential)
+        self.assertEqual(len(set(sequential)), len(answers))
+        results = {}
+
+        def worker(k):
+            results[k] = [model().score(r) for r in requests[k:] + requests[:k]]
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(4):
+            self.assertEqual(results[k], sequential[k:] + sequential[:k])
+
+    def test_errors(self):
+        m = model()
+        with self.assertRaises(vlreward.InputError) as ctx:
+            m.score({"messages": [{"role": "user", "content": "hi"}]})
+        self.assertIn("the last message is a user turn", str(ctx.exception))
+        self.assertEqual(ctx.exception.status, "input error")
+        with self.assertRaises(vlreward.FileError):
+            m.score({"image": "no/such/image.png", "question": "q", "answer": "a"})
+        with self.assertRaises(vlreward.FormatError):
+            m.score({"image": b"this is not an image", "question": "q", "answer": "a"})
+        with self.assertRaises(vlreward.InputError):
+            m.score({"image": 42, "question": "q", "answer": "a"})
+        with self.assertRaises(vlreward.InputError):
+            m.score({"question": "q"})
+        with self.assertRaises(vlreward.InputError):
+            m.score("not a dict")
+        if numpy is not None:
+            with self.assertRaises(vlreward.InputError):
+                m.score({"image": numpy.zeros((4, 4), numpy.uint8), "question": "q", "answer": "a"})
+        good = {"image": DEMO, "question": QUESTION, "answer": "No."}
+        bad = {"messages": [{"role": "robot", "content": "x"}]}
+        with self.assertRaises(vlreward.InputError) as ctx:
+            m.score_batch([good, bad])
+        self.assertIn("request 1: ", str(ctx.exception))
+        mixed = m.score_batch([good, bad, good], errors="return")
+        self.assertEqual(mixed[0], mixed[2])
+        self.assertIsInstance(mixed[1], vlreward.InputError)
+        self.assertIn('unknown role "robot"', mixed[1].message)
+        with self.assertRaises(ValueError):
+            m.score_batch([good], errors="ignore")
+        with self.assertRaises(vlreward.FileError):
+            vlreward.Model("no/such/model")
+        with self.assertRaises(ValueError):
+            vlreward.Model(MODEL, precision="fp8")
+
+    def test_info_equals_cli(self):
+        self.assertEqual(model().info(), json.loads(cli("info", "--model", MODEL, "--json")))
+
+    def test_close(self):
+        m = vlreward.Model(MODEL, threads=1, vision_cache_mb=0)
+        m.close()
+        with self.assertRaises(ValueError):
+            m.score({"image": DEMO, "question": QUESTION, "answer": "No."})
+
+
+class Integrations(unittest.TestCase):
+    def test_trl_conversational(self):
+        with open(DEMO, "rb") as f:
+            data = f.read()
+        prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+        completions = [[{"role": "assistant", "content": "No."}], [{"role": "assistant", "content": "Yes."}]]
+        fn = vtrl.reward_function(model())
+        # what GRPOTrainer passes: the dataset's other columns, one value per completion, and its state
+        got = fn(prompts=[prompt, prompt], completions=completions, completion_ids=[[1], [2]],
+                 images=[[DEMO], [data]], trainer_state=None)
+        want = [model().score({"image": DEMO, "question": QUESTION, "answer": a}) for a in ("No.", "Yes.")]
+        self.assertEqual(got, want)
+        self.assertEqual(fn.__name__, "vlreward_reward")
+
+    def test_trl_plain_and_failures(self):
+        fn = vtrl.reward_function(model(), failed=-99.0)
+        got = fn(prompts=[QUESTION, QUESTION], completions=["No.", "Yes."], image=[DEMO, "missing.png"])
+        self.assertEqual(got, [model().score({"image": DEMO, "question": QUESTION, "answer": "No."}), -99.0])
+
+    def test_verl(self):
+        fn = vverl.make_compute_score(model())
+        got = fn("chartqa", "No.", "B", extra_info={"question": QUESTION, "image": DEMO})
+        self.assertEqual(got, cli_score(DEMO, QUESTION, "No."))
+
+
+class HttpClient(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = subprocess.Popen([CLI, "serve", "--model", MODEL, "--port", "0", "--threads", "2",
+                                       "--image-root", ".", "--quiet"], stderr=subprocess.PIPE, text=True)
+        line = ""
+        while "listening on" not in line:
+            line = cls.server.stderr.readline()
+            if not line:
+                raise RuntimeError("vlreward serve exited before listening")
+        cls.url = re.search(r"(http://\S+)", line).group(1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(timeout=30)
+        cls.server.stderr.close()
+
+    def test_scores_equal_model(self):
+        client = vlreward.Client(self.url)
+        with open(DEMO, "rb") as f:
+            data = f.read()
+        requests = [{"image": DEMO, "question": QUESTION, "answer": "No."},
+                    {"image": data, "question": QUESTION, "answer": "Yes."},
+                    {"messages": [{"role": "user", "content": "hi"}]}]
+        want = model().score_batch(requests, errors="return")
+        self.assertEqual(client.score(requests[0]), want[0])
+        got = client.score_batch(requests, errors="return")
+        self.assertEqual(got[:2], want[:2])
+        self.assertIsInstance(got[2], vlreward.Error)
+        self.assertEqual(got[2].message, want[2].message)
+        with self.assertRaises(vlreward.InputError):
+            client.score(requests[2])
+        if numpy is not None:
+            w, h = 33, 29
+            arr = numpy.frombuffer(synthetic_rgb(w, h), numpy.uint8).reshape(h, w, 3)
+            request = {"image": arr, "question": QUESTION, "answer": "No."}
+            self.assertEqual(client.score(request), model().score(request))
+        self.assertEqual(client.info()["text"], model().info()["text"])
+        with self.assertRaises(vlreward.NetworkError):
+            vlreward.Client("http://127.0.0.1:9").score(requests[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
