@@ -104,14 +104,17 @@ void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_til
     if (a->m <= 0 || a->n <= 0) return;
     const vlr_qweight *q = a->wq;
     const int mr = t->mr, n_tiles = (a->m + mr - 1) / mr, n_panels = (a->n + VLR_I8_NR - 1) / VLR_I8_NR;
-    const size_t tile_words = (size_t)(q->k4 / 4) * (size_t)mr;
-    /* one block: the packed tiles, their scales, the bias widened to fp32 and zero padded */
-    size_t xp_bytes, bytes;
+    const int kq = q->k4 / 4, n_kb = (kq + VLR_I8_KQ - 1) / VLR_I8_KQ, kb_len = (kq + n_kb - 1) / n_kb;
+    const size_t tile_words = (size_t)kq * (size_t)mr, tile_acc = (size_t)mr * VLR_I8_NR;
+    /* one block: the packed tiles, their scales, the bias widened to fp32 and zero padded, and with
+     * several k blocks every tile's partial sums */
+    size_t xp_bytes, acc_bytes = 0, bytes;
     void *owned = NULL;
     char *buf = NULL;
     if (vlr_mul_ok(tile_words * 4, (size_t)n_tiles, &xp_bytes) &&
-        vlr_add_ok(round_up(xp_bytes, 64), round_up((size_t)n_tiles * (size_t)mr * 4, 64) +
-                                               (size_t)n_panels * VLR_I8_NR * 4, &bytes))
+        (n_kb == 1 || vlr_mul_ok(tile_acc * 4 * (size_t)n_tiles, (size_t)n_panels, &acc_bytes)) &&
+        vlr_add_ok(round_up(xp_bytes, 64) + acc_bytes, round_up((size_t)n_tiles * (size_t)mr * 4, 64) +
+                                                            (size_t)n_panels * VLR_I8_NR * 4, &bytes))
         buf = call_scratch(x, bytes, &owned);
     if (!buf) { /* no room for the packed x: the reference, which needs none (same bits) */
         vlr_kernels ref;
@@ -120,7 +123,8 @@ void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_til
         return;
     }
     uint32_t *xp = (uint32_t *)buf;
-    float *sx = (float *)(buf + round_up(xp_bytes, 64));
+    int32_t *acc = (int32_t *)(buf + round_up(xp_bytes, 64));
+    float *sx = (float *)(buf + round_up(xp_bytes, 64) + acc_bytes);
     float *bias = NULL;
     if (a->bias) {
         bias = sx + round_up((size_t)n_tiles * (size_t)mr, 16);
@@ -134,14 +138,20 @@ void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_til
             const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
             t->pack_x(xp + (size_t)tile * tile_words, sx + i0, a->x + (size_t)i0 * a->ldx, a->ldx, rows, a->k, q->k4);
         }
-        /* (the loop's implicit barrier: every tile is packed before any panel starts) */
+        /* (each loop's implicit barrier: every tile is packed before any panel starts, and a k
+         * block is done everywhere before the next one begins) */
+        for (int b = 0; b < n_kb; b++) {
 #pragma omp for schedule(dynamic, 1)
-        for (int panel = 0; panel < n_panels; panel++)
-            for (int tile = 0; tile < n_tiles; tile++) {
-                const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
-                t->tile(a, xp + (size_t)tile * tile_words, sx + i0, rows, i0, panel,
-                        bias ? bias + (size_t)panel * VLR_I8_NR : NULL);
-            }
+            for (int panel = 0; panel < n_panels; panel++)
+                for (int tile = 0; tile < n_tiles; tile++) {
+                    const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
+                    const int q1 = (b + 1) * kb_len < kq ? (b + 1) * kb_len : kq;
+                    const vlr_i8_kblock kb = {b * kb_len, q1, acc + ((size_t)panel * n_tiles + tile) * tile_acc,
+                                              b == 0, b == n_kb - 1};
+                    t->tile(a, xp + (size_t)tile * tile_words, sx + i0, rows, i0, panel,
+                            bias ? bias + (size_t)panel * VLR_I8_NR : NULL, &kb);
+                }
+        }
     }
     free(owned);
 }

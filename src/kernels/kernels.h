@@ -251,13 +251,22 @@ void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr
 /* The ISA-neutral half of the int8 GEMM (kernels.c). The weights come packed (vlr_qweight), so only x
  * is packed per call: vlr_gemm_i8_run quantizes it once for all threads, tile by tile of mr rows
  * (pack_x: the tile's rows as [k4/4][rows] groups of 4 bytes, in the ISA's own encoding, plus their
- * scales), then hands out the weight panels; each panel meets every x tile (tile: one mr × 32 block
- * over the whole k, its epilogue included). Integer sums are exact, so the split changes nothing. */
+ * scales), then hands out the weight panels; each panel meets every x tile (tile: one mr × 32 block,
+ * its epilogue included). A long k is cut into blocks of at most VLR_I8_KQ groups of 4, each pass
+ * over all panels and tiles, so that one block of x stays in the last-level cache while the panels
+ * stream past it (the tile keeps its int32 sums between blocks). Integer sums are exact, so neither
+ * split changes a bit. */
+#define VLR_I8_KQ 1024 /* groups of 4 k per block: x blocks of 4 KiB per row, W blocks of 128 KiB */
+typedef struct vlr_i8_kblock {
+    int q0, q1;   /* groups of 4 k [q0, q1) */
+    int32_t *acc; /* [mr][32] the tile's partial sums between blocks; unused when first and last */
+    bool first, last;
+} vlr_i8_kblock;
 typedef struct vlr_i8_tiling {
     int mr;
     void (*pack_x)(uint32_t *dst, float *sx, const float *x, size_t ldx, int rows, int k, int k4);
     void (*tile)(const vlr_gemm_args *a, const uint32_t *xp, const float *sx, int rows, int i0, int panel,
-                 const float *bias);
+                 const float *bias, const vlr_i8_kblock *kb);
 } vlr_i8_tiling;
 void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_tiling *t);
 

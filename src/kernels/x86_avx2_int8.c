@@ -24,9 +24,12 @@ static void avx2_pack_x_i8(uint32_t *dst, float *sx, const float *x, size_t ldx,
 static inline __attribute__((always_inline)) void half_panel(const int mr, int h, int kq, const uint32_t *xp,
                                                              const int8_t *wp, float *c, size_t ldc, int n_cols,
                                                              const float *sx, const float *sw, const float *bias,
-                                                             bool accumulate) {
+                                                             bool accumulate, const vlr_i8_kblock *kb) {
     __m256i acc[A2_I8_MR][2];
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < 2; v++)
+            acc[i][v] = kb->first ? _mm256_setzero_si256()
+                                  : _mm256_load_si256((const __m256i *)(kb->acc + 32 * i + 16 * h + 8 * v));
     const __m256i ones = _mm256_set1_epi16(1);
     wp += 64 * h;
     for (int q = 0; q < kq; q++) {
@@ -38,6 +41,11 @@ static inline __attribute__((always_inline)) void half_panel(const int mr, int h
         }
         xp += mr;
         wp += 4 * VLR_I8_NR;
+    }
+    if (!kb->last) { /* more k blocks to come */
+        for (int i = 0; i < mr; i++)
+            for (int v = 0; v < 2; v++) _mm256_store_si256((__m256i *)(kb->acc + 32 * i + 16 * h + 8 * v), acc[i][v]);
+        return;
     }
     for (int v = 0; v < 2; v++) {
         const int col0 = 16 * h + 8 * v; /* within the panel */
@@ -61,16 +69,17 @@ static inline __attribute__((always_inline)) void half_panel(const int mr, int h
 }
 
 static void avx2_tile_i8(const vlr_gemm_args *a, const uint32_t *xp, const float *sx, int rows, int i0, int panel,
-                         const float *bias) {
+                         const float *bias, const vlr_i8_kblock *kb) {
     const vlr_qweight *q = a->wq;
-    const int kq = q->k4 / 4, c0 = panel * VLR_I8_NR;
+    const int kq = kb->q1 - kb->q0, c0 = panel * VLR_I8_NR;
     const int n_cols = a->n - c0 < VLR_I8_NR ? a->n - c0 : VLR_I8_NR;
-    const int8_t *wp = q->packed + (size_t)panel * (size_t)q->k4 * VLR_I8_NR;
+    const int8_t *wp = q->packed + (size_t)panel * (size_t)q->k4 * VLR_I8_NR + (size_t)kb->q0 * 4 * VLR_I8_NR;
+    xp += (size_t)kb->q0 * (size_t)rows;
     float *c = a->y + (size_t)i0 * a->ldy + c0;
     for (int h = 0; h < 2 && 16 * h < n_cols; h++) {
         switch (rows) {
 #define A2_I8_CASE(R) \
-    case R: half_panel(R, h, kq, xp, wp, c, a->ldy, n_cols, sx, q->scale + c0, bias, a->accumulate); break;
+    case R: half_panel(R, h, kq, xp, wp, c, a->ldy, n_cols, sx, q->scale + c0, bias, a->accumulate, kb); break;
             A2_I8_CASE(1) A2_I8_CASE(2) A2_I8_CASE(3) A2_I8_CASE(4)
 #undef A2_I8_CASE
         default: break;

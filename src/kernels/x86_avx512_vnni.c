@@ -10,9 +10,9 @@
  * reference's bits (kernels.h).
  *
  * Micro-kernel: 14 rows × 32 channels, 28 accumulators, per 4 k two weight loads and 14 broadcasts
- * of one row's 4 bytes. The whole k runs in registers (no k blocking: integer sums need no block
- * order, and the epilogue runs once): a panel (32 × k bytes, 112-592 KiB at 7B widths) stays in L2
- * while every x tile of the call streams past it. */
+ * of one row's 4 bytes, over one k block of the driver (kernels.h: up to 4,096 k, so a panel's block
+ * of at most 128 KiB stays in L2 while every x tile streams past it); between blocks the sums wait in
+ * the driver's int32 buffer, and the epilogue runs after the last. */
 #include "exec.h"
 #include "x86_avx512_common.h"
 
@@ -62,13 +62,16 @@ static inline __attribute__((always_inline)) void ukernel(const int mr, int kq, 
                                                           const int8_t *restrict wp, float *c, size_t ldc,
                                                           int n_cols, const float *sx, const float *sw,
                                                           const int32_t *offset_sum, const float *bias,
-                                                          bool accumulate) {
+                                                          bool accumulate, const vlr_i8_kblock *kb) {
     /* channels 0-15 and 16-31 of the panel, as GCC's own int32 vectors: with __m512i (64-bit lanes)
      * every vpdpbusd goes through a lane-type conversion and GCC 12 then copies each accumulator
      * through the stack */
     __v16si acc0[I8_MR], acc1[I8_MR];
 #pragma GCC unroll 14
-    for (int i = 0; i < mr; i++) acc0[i] = acc1[i] = (__v16si)_mm512_setzero_si512();
+    for (int i = 0; i < mr; i++) {
+        acc0[i] = kb->first ? (__v16si)_mm512_setzero_si512() : (__v16si)_mm512_load_si512(kb->acc + 32 * i);
+        acc1[i] = kb->first ? (__v16si)_mm512_setzero_si512() : (__v16si)_mm512_load_si512(kb->acc + 32 * i + 16);
+    }
     /* (not unrolled: GCC 12 then shuffles the accumulators through the stack) */
 #pragma GCC unroll 1
     for (int q = 0; q < kq; q++) {
@@ -81,6 +84,14 @@ static inline __attribute__((always_inline)) void ukernel(const int mr, int kq, 
         }
         xp += mr;
         wp += 4 * VLR_I8_NR;
+    }
+    if (!kb->last) { /* more k blocks to come */
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            _mm512_store_si512(kb->acc + 32 * i, (__m512i)acc0[i]);
+            _mm512_store_si512(kb->acc + 32 * i + 16, (__m512i)acc1[i]);
+        }
+        return;
     }
     /* the epilogue, row by row: y = (float(acc - offset) · (sx · sw)) + bias [+ y] */
     const __mmask16 mk0 = tail_mask(n_cols), mk1 = tail_mask(n_cols > 16 ? n_cols - 16 : 0);
@@ -96,15 +107,16 @@ static inline __attribute__((always_inline)) void ukernel(const int mr, int kq, 
 }
 
 static void vnni_tile(const vlr_gemm_args *a, const uint32_t *xp, const float *sx, int rows, int i0, int panel,
-                      const float *bias) {
+                      const float *bias, const vlr_i8_kblock *kb) {
     const vlr_qweight *q = a->wq;
-    const int kq = q->k4 / 4, c0 = panel * VLR_I8_NR;
+    const int kq = kb->q1 - kb->q0, c0 = panel * VLR_I8_NR;
     const int n_cols = a->n - c0 < VLR_I8_NR ? a->n - c0 : VLR_I8_NR;
-    const int8_t *wp = q->packed + (size_t)panel * (size_t)q->k4 * VLR_I8_NR;
+    const int8_t *wp = q->packed + (size_t)panel * (size_t)q->k4 * VLR_I8_NR + (size_t)kb->q0 * 4 * VLR_I8_NR;
+    xp += (size_t)kb->q0 * (size_t)rows;
     float *c = a->y + (size_t)i0 * a->ldy + c0;
     switch (rows) {
 #define I8_CASE(R) \
-    case R: ukernel(R, kq, xp, wp, c, a->ldy, n_cols, sx, q->scale + c0, q->offset_sum + c0, bias, a->accumulate); break;
+    case R: ukernel(R, kq, xp, wp, c, a->ldy, n_cols, sx, q->scale + c0, q->offset_sum + c0, bias, a->accumulate, kb); break;
         I8_CASE(1) I8_CASE(2) I8_CASE(3) I8_CASE(4) I8_CASE(5) I8_CASE(6) I8_CASE(7)
         I8_CASE(8) I8_CASE(9) I8_CASE(10) I8_CASE(11) I8_CASE(12) I8_CASE(13) I8_CASE(14)
 #undef I8_CASE
