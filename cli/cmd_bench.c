@@ -220,7 +220,7 @@ static vlr_status run_calibration(bench *b, stage *st) {
     a.wq = int8 ? &q : NULL;
     for (int r = 0; r < o->repeat; r++) {
         const double t0 = vlr_now();
-        if (int8) b->k.gemm_i8(&a, &b->exec);
+        if (int8) b->k.gemm_i8(&a, 1, &b->exec);
         else b->k.gemm(&a, &b->exec);
         b->times[r] = vlr_now() - t0;
     }

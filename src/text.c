@@ -157,15 +157,20 @@ vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, cons
     return VLR_OK;
 }
 
-/* y [m, n] (=|+=) x [m, k] · wᵀ (+ b), n = w.shape[0], k = w.shape[1]. */
+/* The product y [m, n] (=|+=) x [m, k] · wᵀ (+ b), n = w.shape[0], k = w.shape[1]; run by
+ * vlr_exec_linears, alone or with others of the same x. */
+static vlr_gemm_args product(float *y, size_t ldy, const float *x, size_t ldx, int m, const vlr_tensor *w,
+                             const vlr_tensor *b, bool accumulate) {
+    return (vlr_gemm_args){.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
+                           .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
+                           .m = m, .n = (int)w->shape[0], .k = (int)w->shape[1],
+                           .accumulate = accumulate, .wq = w->q};
+}
+
 static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *x, size_t ldx,
                    int m, const vlr_tensor *w, const vlr_tensor *b, bool accumulate) {
-    vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
-                       .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
-                       .m = m, .n = (int)w->shape[0], .k = (int)w->shape[1],
-                       .accumulate = accumulate, .wq = w->q};
-    if (w->q) st->k->gemm_i8(&a, st->exec);
-    else st->k->gemm(&a, st->exec);
+    const vlr_gemm_args a = product(y, ldy, x, ldx, m, w, b, accumulate);
+    vlr_exec_linears(st->exec, &a, 1);
 }
 
 /* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written
@@ -176,9 +181,10 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
     const int n0 = (int)st->n_cached;
     float *k_new = kc + (size_t)n0 * KV, *v_new = vc + (size_t)n0 * KV;
     st->k->rmsnorm(st->xn, st->x, m, D, l->input_norm.data, l->input_norm.dtype, st->eps); /* [m, D] */
-    linear(st, st->q, QD, st->xn, D, m, &l->q_w, &l->q_b, false);          /* q [m, H*hd] */
-    linear(st, k_new, KV, st->xn, D, m, &l->k_w, &l->k_b, false);          /* k [m, KVH*hd] */
-    linear(st, v_new, KV, st->xn, D, m, &l->v_w, &l->v_b, false);          /* v [m, KVH*hd] */
+    const vlr_gemm_args qkv[3] = {product(st->q, QD, st->xn, D, m, &l->q_w, &l->q_b, false), /* q [m, H*hd] */
+                                  product(k_new, KV, st->xn, D, m, &l->k_w, &l->k_b, false), /* k [m, KVH*hd] */
+                                  product(v_new, KV, st->xn, D, m, &l->v_w, &l->v_b, false)}; /* v [m, KVH*hd] */
+    vlr_exec_linears(st->exec, qkv, 3);
     st->k->rope(st->q, QD, m, st->heads, st->hd, st->cos_tab, st->sin_tab);
     st->k->rope(k_new, KV, m, st->kv_heads, st->hd, st->cos_tab, st->sin_tab);
     vlr_attention_args a = {.out = st->att, .ld_out = QD, .q = st->q, .ld_q = QD, .k = kc,
@@ -188,8 +194,9 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
     st->k->attention(&a, st->exec);                                          /* att [m, H*hd] */
     linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
     st->k->rmsnorm(st->xn, st->x, m, D, l->post_norm.data, l->post_norm.dtype, st->eps);
-    linear(st, st->gate, F, st->xn, D, m, &l->gate_w, NULL, false);        /* [m, F] */
-    linear(st, st->up, F, st->xn, D, m, &l->up_w, NULL, false);            /* [m, F] */
+    const vlr_gemm_args gate_up[2] = {product(st->gate, F, st->xn, D, m, &l->gate_w, NULL, false), /* [m, F] */
+                                      product(st->up, F, st->xn, D, m, &l->up_w, NULL, false)};    /* [m, F] */
+    vlr_exec_linears(st->exec, gate_up, 2);
     st->k->silu_mul(st->gate, st->up, (size_t)m * F);
     linear(st, st->x, D, st->gate, F, m, &l->down_w, NULL, true);          /* x += down */
 }

@@ -86,16 +86,21 @@ vlr_status vlr_vision_windows(const vlr_config *cfg, vlr_grid_thw g, int32_t *wi
     return VLR_OK;
 }
 
-/* y [m, n] (=|+=) x [m, k] · wᵀ + b, with n = w.shape[0] and k = numel / n (patch_embed is 5-D). */
+/* The product y [m, n] (=|+=) x [m, k] · wᵀ + b, with n = w.shape[0] and k = numel / n (patch_embed
+ * is 5-D); run by vlr_exec_linears, alone or with others of the same x. */
+static vlr_gemm_args product(float *y, size_t ldy, const float *x, size_t ldx, int m, const vlr_tensor *w,
+                             const vlr_tensor *b, bool accumulate) {
+    const int n = (int)w->shape[0];
+    return (vlr_gemm_args){.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
+                           .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
+                           .m = m, .n = n, .k = (int)(vlr_tensor_numel(w) / n),
+                           .accumulate = accumulate, .wq = w->q};
+}
+
 static void linear(const vision_ctx *c, float *y, size_t ldy, const float *x, size_t ldx, int m,
                    const vlr_tensor *w, const vlr_tensor *b, bool accumulate) {
-    const int n = (int)w->shape[0];
-    vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w->data, .w_dtype = w->dtype,
-                       .bias = b ? b->data : NULL, .bias_dtype = b ? b->dtype : VLR_DT_F32,
-                       .m = m, .n = n, .k = (int)(vlr_tensor_numel(w) / n),
-                       .accumulate = accumulate, .wq = w->q};
-    if (w->q) c->k->gemm_i8(&a, c->exec);
-    else c->k->gemm(&a, c->exec);
+    const vlr_gemm_args a = product(y, ldy, x, ldx, m, w, b, accumulate);
+    vlr_exec_linears(c->exec, &a, 1);
 }
 
 /* Block-diagonal attention: each segment (a window, or a whole frame) attends only to itself. One
@@ -126,8 +131,9 @@ static void vision_block(const vision_ctx *c, const vlr_vision_block_weights *b,
     for (int r0 = 0; r0 < N; r0 += VISION_MLP_ROWS) {
         const int rows = N - r0 < VISION_MLP_ROWS ? N - r0 : VISION_MLP_ROWS;
         const float *h = c->xn + (size_t)r0 * C;
-        linear(c, c->gate, c->inter, h, C, rows, &b->gate_w, &b->gate_b, false);  /* [rows, I] */
-        linear(c, c->up, c->inter, h, C, rows, &b->up_w, &b->up_b, false);        /* [rows, I] */
+        const vlr_gemm_args gate_up[2] = {product(c->gate, c->inter, h, C, rows, &b->gate_w, &b->gate_b, false),
+                                          product(c->up, c->inter, h, C, rows, &b->up_w, &b->up_b, false)};
+        vlr_exec_linears(c->exec, gate_up, 2);                                    /* [rows, I] each */
         c->k->silu_mul(c->gate, c->up, (size_t)rows * c->inter);
         linear(c, c->x + (size_t)r0 * C, C, c->gate, c->inter, rows, &b->down_w, &b->down_b,
                true);                                                             /* x += */

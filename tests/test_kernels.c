@@ -385,7 +385,7 @@ static float *i8_run(const impl *im, const i8_case *c, const float *x, const vlr
     vlr_gemm_args a = {.y = y, .ldy = ldy, .x = x, .ldx = (size_t)c->k + c->pad_x, .wq = q, .bias = bias,
                        .bias_dtype = VLR_DT_F32, .m = c->m, .n = c->n, .k = c->k, .accumulate = c->accumulate};
     const vlr_exec ex = ctx(&im->k, n_threads);
-    im->k.gemm_i8(&a, &ex);
+    im->k.gemm_i8(&a, 1, &ex);
     bool ok = sentinel_intact(y + ny, SENTINEL_FLOATS);
     for (int i = 0; i < c->m && ok; i++) ok = sentinel_intact(y + i * ldy + c->n, (size_t)c->pad_y);
     CHECK(ok, "%s gemm_i8 m=%d n=%d k=%d: wrote outside its output", im->name, c->m, c->n, c->k);
@@ -508,6 +508,46 @@ out:
     free(w);
     free(bias);
     free(y0);
+}
+
+/* Three products of one x in one call (q/k/v): each the bits of its own call, the k blocks included. */
+static void test_gemm_i8_group(void) {
+    const int m = 23, k = 4200, ns[3] = {96, 33, 64};
+    float *x = malloc((size_t)m * k * sizeof(float));
+    fill_uniform(x, (size_t)m * k, 1.5f);
+    vlr_qweight q[3];
+    float *y[3], *y_alone[3], *bias[3];
+    vlr_err e = {0};
+    for (int i = 0; i < 3; i++) {
+        float *wv = malloc((size_t)ns[i] * k * sizeof(float));
+        void *w = make_weights(VLR_DT_BF16, (size_t)ns[i] * k, wv);
+        CHECK(vlr_qweight_quantize(&q[i], w, VLR_DT_BF16, ns[i], k, 2, &e) == VLR_OK, "weights: %s", e.msg);
+        free(wv), free(w);
+        bias[i] = malloc((size_t)ns[i] * sizeof(float));
+        fill_uniform(bias[i], (size_t)ns[i], 1.0f);
+        y[i] = calloc((size_t)m * ns[i] + SENTINEL_FLOATS, sizeof(float));
+        y_alone[i] = calloc((size_t)m * ns[i], sizeof(float));
+    }
+    for (int t = 0; t < n_impls_i8; t++) {
+        vlr_gemm_args a[3];
+        for (int i = 0; i < 3; i++) {
+            sentinel_fill(y[i] + (size_t)m * ns[i], SENTINEL_FLOATS);
+            a[i] = (vlr_gemm_args){.y = y[i], .ldy = (size_t)ns[i], .x = x, .ldx = (size_t)k, .wq = &q[i],
+                                   .bias = i == 1 ? NULL : bias[i], .bias_dtype = VLR_DT_F32, .m = m, .n = ns[i], .k = k};
+        }
+        const vlr_exec ex = ctx(&impls_i8[t].k, 2);
+        impls_i8[t].k.gemm_i8(a, 3, &ex);
+        for (int i = 0; i < 3; i++) {
+            vlr_gemm_args one = a[i];
+            one.y = y_alone[i];
+            impls_i8[t].k.gemm_i8(&one, 1, &ex);
+            CHECK(memcmp(y[i], y_alone[i], (size_t)m * ns[i] * sizeof(float)) == 0 &&
+                  sentinel_intact(y[i] + (size_t)m * ns[i], SENTINEL_FLOATS),
+                  "%s gemm_i8: product %d of a group differs from its own call", impls_i8[t].name, i);
+        }
+    }
+    for (int i = 0; i < 3; i++) vlr_qweight_free(&q[i]), free(y[i]), free(y_alone[i]), free(bias[i]);
+    free(x);
 }
 
 static void test_gemm_i8(void) {
@@ -915,7 +955,7 @@ static void test_workspace(void) {
         for (int i = 0; i < 3; i++) {
             vlr_gemm_args a = {.y = y[i], .ldy = (size_t)n, .x = x, .ldx = (size_t)k, .wq = &wq, .m = m, .n = n, .k = k};
             const vlr_exec e = {.k = &impls_i8[t].k, .n_threads = 2, .ws = sources[i]};
-            impls_i8[t].k.gemm_i8(&a, &e);
+            impls_i8[t].k.gemm_i8(&a, 1, &e);
             if (i > 0)
                 CHECK(memcmp(y[0], y[i], (size_t)m * n * sizeof(float)) == 0, "%s gemm_i8: %s differs", impls_i8[t].name,
                       i == 1 ? "per-call scratch" : "the reference fallback");
@@ -1014,6 +1054,7 @@ int main(void) {
     TEST_RUN(test_gemm);
     TEST_RUN(test_quantize_i8);
     TEST_RUN(test_gemm_i8);
+    TEST_RUN(test_gemm_i8_group);
     TEST_RUN(test_attention);
     TEST_RUN(test_attention_varlen);
     TEST_RUN(test_elementwise);

@@ -50,4 +50,21 @@ struct vlr_exec {
  * volatile read sees the write within a check or two, which is all that is promised. */
 static inline bool vlr_exec_cancelled(const vlr_exec *x) { return x->cancel && *x->cancel != 0; }
 
+/* n linear layers (a[i]: gemm arguments, wq set for an int8 weight) on the context's table: when
+ * every weight is int8 and they share x (q/k/v, gate/up), one gemm_i8 call that quantizes x once;
+ * otherwise each on its own slot. n <= VLR_I8_MAX_GROUP. */
+static inline void vlr_exec_linears(const vlr_exec *x, const vlr_gemm_args *a, int n) {
+    bool grouped = n > 1;
+    for (int i = 0; i < n; i++)
+        grouped = grouped && a[i].wq && a[i].x == a[0].x && a[i].ldx == a[0].ldx && a[i].m == a[0].m && a[i].k == a[0].k;
+    if (grouped) {
+        x->k->gemm_i8(a, n, x);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (a[i].wq) x->k->gemm_i8(&a[i], 1, x);
+        else x->k->gemm(&a[i], x);
+    }
+}
+
 #endif

@@ -100,14 +100,18 @@ void vlr_gemm_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_gemm_tili
     free(owned);
 }
 
-void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_tiling *t) {
-    if (a->m <= 0 || a->n <= 0) return;
-    const vlr_qweight *q = a->wq;
-    const int mr = t->mr, n_tiles = (a->m + mr - 1) / mr, n_panels = (a->n + VLR_I8_NR - 1) / VLR_I8_NR;
-    const int kq = q->k4 / 4, n_kb = (kq + VLR_I8_KQ - 1) / VLR_I8_KQ, kb_len = (kq + n_kb - 1) / n_kb;
+void vlr_gemm_i8_run(const vlr_gemm_args *g, int n_gemms, const vlr_exec *x, const vlr_i8_tiling *t) {
+    const vlr_gemm_args *a = g; /* x, ldx, m and k: the same in every g[i] */
+    if (n_gemms < 1 || n_gemms > VLR_I8_MAX_GROUP || a->m <= 0) return;
+    /* the panels of all the products, numbered one after the other */
+    int panel_start[VLR_I8_MAX_GROUP + 1] = {0};
+    for (int i = 0; i < n_gemms; i++) panel_start[i + 1] = panel_start[i] + (g[i].n + VLR_I8_NR - 1) / VLR_I8_NR;
+    const int mr = t->mr, n_tiles = (a->m + mr - 1) / mr, n_panels = panel_start[n_gemms];
+    if (n_panels == 0) return;
+    const int kq = a->wq->k4 / 4, n_kb = (kq + VLR_I8_KQ - 1) / VLR_I8_KQ, kb_len = (kq + n_kb - 1) / n_kb;
     const size_t tile_words = (size_t)kq * (size_t)mr, tile_acc = (size_t)mr * VLR_I8_NR;
-    /* one block: the packed tiles, their scales, the bias widened to fp32 and zero padded, and with
-     * several k blocks every tile's partial sums */
+    /* one block: the packed tiles, with several k blocks every tile's partial sums, the tiles' scales,
+     * and the biases widened to fp32 and zero padded */
     size_t xp_bytes, acc_bytes = 0, bytes;
     void *owned = NULL;
     char *buf = NULL;
@@ -119,38 +123,42 @@ void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_til
     if (!buf) { /* no room for the packed x: the reference, which needs none (same bits) */
         vlr_kernels ref;
         vlr_kernels_fill_ref(&ref, VLR_PRECISION_F32);
-        ref.gemm_i8(a, x);
+        ref.gemm_i8(g, n_gemms, x);
         return;
     }
     uint32_t *xp = (uint32_t *)buf;
     int32_t *acc = (int32_t *)(buf + round_up(xp_bytes, 64));
     float *sx = (float *)(buf + round_up(xp_bytes, 64) + acc_bytes);
-    float *bias = NULL;
-    if (a->bias) {
-        bias = sx + round_up((size_t)n_tiles * (size_t)mr, 16);
-        for (int j = 0; j < n_panels * VLR_I8_NR; j++)
-            bias[j] = j < a->n ? vlr_dtype_load(a->bias, a->bias_dtype, (size_t)j) : 0.0f;
-    }
+    float *bias = sx + round_up((size_t)n_tiles * (size_t)mr, 16); /* [n_panels][32] */
+    for (int i = 0; i < n_gemms; i++)
+        for (int j = 0; g[i].bias && j < (panel_start[i + 1] - panel_start[i]) * VLR_I8_NR; j++)
+            bias[(size_t)panel_start[i] * VLR_I8_NR + j] =
+                j < g[i].n ? vlr_dtype_load(g[i].bias, g[i].bias_dtype, (size_t)j) : 0.0f;
 #pragma omp parallel num_threads(x->n_threads > 0 ? x->n_threads : 1)
     {
 #pragma omp for schedule(static)
         for (int tile = 0; tile < n_tiles; tile++) {
             const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
-            t->pack_x(xp + (size_t)tile * tile_words, sx + i0, a->x + (size_t)i0 * a->ldx, a->ldx, rows, a->k, q->k4);
+            t->pack_x(xp + (size_t)tile * tile_words, sx + i0, a->x + (size_t)i0 * a->ldx, a->ldx, rows, a->k,
+                      a->wq->k4);
         }
         /* (each loop's implicit barrier: every tile is packed before any panel starts, and a k
          * block is done everywhere before the next one begins) */
         for (int b = 0; b < n_kb; b++) {
 #pragma omp for schedule(dynamic, 1)
-            for (int panel = 0; panel < n_panels; panel++)
+            for (int p = 0; p < n_panels; p++) {
+                int gi = 0;
+                while (p >= panel_start[gi + 1]) gi++;
+                const int panel = p - panel_start[gi];
                 for (int tile = 0; tile < n_tiles; tile++) {
                     const int i0 = tile * mr, rows = a->m - i0 < mr ? a->m - i0 : mr;
                     const int q1 = (b + 1) * kb_len < kq ? (b + 1) * kb_len : kq;
-                    const vlr_i8_kblock kb = {b * kb_len, q1, acc + ((size_t)panel * n_tiles + tile) * tile_acc,
+                    const vlr_i8_kblock kb = {b * kb_len, q1, acc + ((size_t)p * n_tiles + tile) * tile_acc,
                                               b == 0, b == n_kb - 1};
-                    t->tile(a, xp + (size_t)tile * tile_words, sx + i0, rows, i0, panel,
-                            bias ? bias + (size_t)panel * VLR_I8_NR : NULL, &kb);
+                    t->tile(&g[gi], xp + (size_t)tile * tile_words, sx + i0, rows, i0, panel,
+                            g[gi].bias ? bias + (size_t)p * VLR_I8_NR : NULL, &kb);
                 }
+            }
         }
     }
     free(owned);

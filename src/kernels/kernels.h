@@ -174,8 +174,10 @@ typedef struct vlr_kernels {
     vlr_precision float_precision; /* the gemm slot's: precision, or for INT8 the CPU's float choice */
 
     void (*gemm)(const vlr_gemm_args *a, const vlr_exec *x);
-    /* int8 weights (a->wq) in any table, for the layers quantized at load */
-    void (*gemm_i8)(const vlr_gemm_args *a, const vlr_exec *x);
+    /* int8 weights (a->wq) in any table, for the layers quantized at load: n_gemms (1 ..
+     * VLR_I8_MAX_GROUP) products of one x (the same x, ldx, m and k in every a[i]) with as many
+     * weights, x quantized once for all of them (q/k/v, gate/up) */
+    void (*gemm_i8)(const vlr_gemm_args *a, int n_gemms, const vlr_exec *x);
     const char *isa_i8;      /* who fills gemm_i8: "ref", "avx2", "avx512_vnni" */
     void (*attention)(const vlr_attention_args *a, const vlr_exec *x);
 
@@ -257,6 +259,7 @@ void vlr_attention_run(const vlr_attention_args *a, const vlr_exec *x, const vlr
  * stream past it (the tile keeps its int32 sums between blocks). Integer sums are exact, so neither
  * split changes a bit. */
 #define VLR_I8_KQ 1024 /* groups of 4 k per block: x blocks of 4 KiB per row, W blocks of 128 KiB */
+#define VLR_I8_MAX_GROUP 4
 typedef struct vlr_i8_kblock {
     int q0, q1;   /* groups of 4 k [q0, q1) */
     int32_t *acc; /* [mr][32] the tile's partial sums between blocks; unused when first and last */
@@ -268,7 +271,7 @@ typedef struct vlr_i8_tiling {
     void (*tile)(const vlr_gemm_args *a, const uint32_t *xp, const float *sx, int rows, int i0, int panel,
                  const float *bias, const vlr_i8_kblock *kb);
 } vlr_i8_tiling;
-void vlr_gemm_i8_run(const vlr_gemm_args *a, const vlr_exec *x, const vlr_i8_tiling *t);
+void vlr_gemm_i8_run(const vlr_gemm_args *a, int n_gemms, const vlr_exec *x, const vlr_i8_tiling *t);
 
 typedef enum vlr_isa {
     VLR_ISA_AUTO = 0, VLR_ISA_REF, VLR_ISA_AVX2, VLR_ISA_AVX512,

@@ -55,7 +55,7 @@ static void ref_gemm_bf16(const vlr_gemm_args *a, const vlr_exec *x) { ref_gemm(
 /* int8 (kernels.h): each row's scale, then for each output the exact integer sum and the epilogue,
  * quantizing x again for every output rather than holding it anywhere (the oracle allocates
  * nothing; its speed does not matter). */
-static void ref_gemm_i8(const vlr_gemm_args *a, const vlr_exec *x) {
+static void ref_gemm_i8_one(const vlr_gemm_args *a, const vlr_exec *x) {
     const vlr_qweight *q = a->wq;
     const int m = a->m, n = a->n, k = a->k;
     const int n_threads = ref_threads(x);
@@ -79,6 +79,10 @@ static void ref_gemm_i8(const vlr_gemm_args *a, const vlr_exec *x) {
             *y = a->accumulate ? *y + v : v;
         }
     }
+}
+
+static void ref_gemm_i8(const vlr_gemm_args *a, int n_gemms, const vlr_exec *x) {
+    for (int i = 0; i < n_gemms; i++) ref_gemm_i8_one(&a[i], x);
 }
 
 static float ref_dot(const float *a, const float *b, int n) {

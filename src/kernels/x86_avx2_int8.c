@@ -89,7 +89,9 @@ static void avx2_tile_i8(const vlr_gemm_args *a, const uint32_t *xp, const float
 
 static const vlr_i8_tiling avx2_i8_tiling = {A2_I8_MR, avx2_pack_x_i8, avx2_tile_i8};
 
-static void avx2_gemm_i8(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_i8_run(a, x, &avx2_i8_tiling); }
+static void avx2_gemm_i8(const vlr_gemm_args *a, int n_gemms, const vlr_exec *x) {
+    vlr_gemm_i8_run(a, n_gemms, x, &avx2_i8_tiling);
+}
 
 void vlr_kernels_fill_avx2_int8(vlr_kernels *k) {
     k->gemm_i8 = avx2_gemm_i8;

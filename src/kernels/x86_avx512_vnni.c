@@ -126,7 +126,9 @@ static void vnni_tile(const vlr_gemm_args *a, const uint32_t *xp, const float *s
 
 static const vlr_i8_tiling vnni_tiling = {I8_MR, vnni_pack_x, vnni_tile};
 
-static void avx512_vnni_gemm_i8(const vlr_gemm_args *a, const vlr_exec *x) { vlr_gemm_i8_run(a, x, &vnni_tiling); }
+static void avx512_vnni_gemm_i8(const vlr_gemm_args *a, int n_gemms, const vlr_exec *x) {
+    vlr_gemm_i8_run(a, n_gemms, x, &vnni_tiling);
+}
 
 void vlr_kernels_fill_avx512_vnni(vlr_kernels *k) {
     k->gemm_i8 = avx512_vnni_gemm_i8;
