@@ -48,6 +48,7 @@ static const char help[] =
     "                       else the folder's name)\n"
     "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
     "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16 or int8\n"
+    "  --int8-cache         int8: keep the quantized weights in DIR/vlreward-int8.bin (see score --help)\n"
     "  --compare-precision A,B  score every pair at both precisions (A's scores are the result lines'\n"
     "                       own, B's go in their \"compare\" object) and report how often the pair\n"
     "                       decision agrees, the Spearman rank correlation of the scores and the\n"

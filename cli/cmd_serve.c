@@ -78,6 +78,7 @@ static const char help[] =
     "  --max-batch-pixels N  decoded + resized pixels of all images of one body, from their headers\n"
     "                        (default 4294967296 = 2^32); a body that needs more gets 413\n"
     "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16, int8\n"
+    "  --int8-cache          int8: keep the quantized weights in DIR/vlreward-int8.bin (see score --help)\n"
     "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
     "                        0 = off); scores are bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
