@@ -180,6 +180,40 @@ class Package(unittest.TestCase):
         with self.assertRaises(ValueError):
             vlreward.Model(MODEL, precision="fp8")
 
+    def test_model_from_the_hub_cache(self):
+        """ORG/NAME[@REV] resolves in the Hugging Face cache as `vlreward --model` does; absent, the
+        error names `vlreward pull`."""
+        commit = "0123456789abcdef0123456789abcdef01234567"
+        with tempfile.TemporaryDirectory() as cache:
+            base = os.path.join(cache, "models--tiny--tiny-a")
+            os.makedirs(os.path.join(base, "refs"))
+            os.makedirs(os.path.join(base, "snapshots", commit))
+            with open(os.path.join(base, "refs", "main"), "w") as f:
+                f.write(commit)
+            for name in os.listdir(MODEL):
+                os.symlink(os.path.abspath(os.path.join(MODEL, name)), os.path.join(base, "snapshots", commit, name))
+            saved = os.environ.get("HF_HUB_CACHE")
+            os.environ["HF_HUB_CACHE"] = cache
+            try:
+                request = {"image": DEMO, "question": QUESTION, "answer": "No."}
+                want = model().score(request)
+                for name in ("tiny/tiny-a", "tiny/tiny-a@main", "tiny/tiny-a@" + commit):
+                    m = vlreward.Model(name, threads=2)
+                    self.assertEqual(m.score(request), want)
+                    self.assertEqual(os.path.realpath(m.path), os.path.realpath(os.path.join(base, "snapshots", commit)))
+                    m.close()
+                with self.assertRaises(vlreward.FileError) as ctx:
+                    vlreward.Model("tiny/absent")
+                self.assertIn("vlreward pull tiny/absent", str(ctx.exception))
+                with self.assertRaises(vlreward.FileError) as ctx:
+                    vlreward.Model("tiny/tiny-a@v9")
+                self.assertIn("vlreward pull tiny/tiny-a --revision v9", str(ctx.exception))
+            finally:
+                if saved is None:
+                    del os.environ["HF_HUB_CACHE"]
+                else:
+                    os.environ["HF_HUB_CACHE"] = saved
+
     def test_info_equals_cli(self):
         self.assertEqual(model().info(), json.loads(cli("info", "--model", MODEL, "--json")))
 

@@ -1,8 +1,9 @@
 """vlreward.Model: the C library in this process."""
 import os
+import re
 
 from ._batch import run_batch
-from ._errors import ModelError, from_status
+from ._errors import FileError, ModelError, from_status
 from ._request import IMAGE_OPTIONS, normalize
 
 try:
@@ -24,8 +25,42 @@ def _item_tuple(x):
     return (_core.ITEM_IMAGE_PIXELS, x.pixels, x.width, x.height, x.width * 3) + opts
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_REVISION = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def resolve_model_dir(path):
+    """A model directory as given, or ORG/NAME[@REV] looked up in the Hugging Face cache the way
+    `vlreward --model` does it (the cache only, no network; HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME):
+    refs/REV names the commit whose snapshots/COMMIT folder is returned."""
+    if os.path.isdir(path):
+        return path
+    repo, _, rev = path.partition("@")
+    rev = rev or "main"
+    if not _REPO_ID.fullmatch(repo) or ".." in repo or not _REVISION.fullmatch(rev) or ".." in rev:
+        return path  # not a repository id: the loader says which file it cannot open
+    env = lambda name: os.environ.get(name) or None
+    home = env("HF_HOME") or os.path.join(env("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    cache = os.path.expanduser(env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub"))
+    base = os.path.join(cache, "models--" + repo.replace("/", "--"))
+    commit = rev if re.fullmatch(r"[0-9a-f]{40}", rev) else None
+    if commit is None:
+        try:
+            with open(os.path.join(base, "refs", rev)) as f:
+                commit = f.read().strip()
+        except OSError:
+            commit = None
+    snapshot = os.path.join(base, "snapshots", commit) if commit else None
+    if snapshot and os.path.isdir(snapshot):
+        return snapshot
+    pull = f"vlreward pull {repo}" + (f" --revision {rev}" if "@" in path else "")
+    raise FileError(f"'{path}' is not a directory, and {repo}@{rev} is not in the Hugging Face cache ({cache}); "
+                    f"download it with `{pull}`", "file error")
+
+
 class Model:
-    """A loaded model. `path` is a model directory; threads=None uses every online CPU; precision is
+    """A loaded model. `path` is a model directory, or ORG/NAME[@REV] of the Hugging Face cache (after
+    `vlreward pull ORG/NAME`); threads=None uses every online CPU; precision is
     "auto", "f32", "bf16" or "int8"; vision_cache_mb caps each session's cache of vision-tower
     outputs (0 disables it); max_tokens=None is the model's context length. Relative image paths
     resolve against base_dir (None: the current directory)."""
@@ -34,7 +69,7 @@ class Model:
                  base_dir=None):
         if _core is None:
             raise ImportError(f"vlreward's extension is not built ({_import_error}): run `make python`")
-        self.path = os.fspath(path)
+        self.path = resolve_model_dir(os.fspath(path))
         self.base_dir = base_dir
         try:
             self._m = _core.Model(self.path, threads or 0, precision, int(vision_cache_mb), max_tokens or 0)
