@@ -39,11 +39,14 @@ CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Every fuzz target, also built with gcc around tests/fuzz/replay.c: test_fuzz_replay runs the committed
+# corpora through them in `make test` (and so under ASan/UBSan too).
+REPLAY_BIN := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/fuzz-replay/replay_%,$(wildcard tests/fuzz/fuzz_*.c))
 HDRS     := $(wildcard include/*.h src/*.h src/kernels/*.h cli/*.h tests/*.h)
 
 .PHONY: all deps demo test test-fast test-asan fuzz clean install uninstall python
 all: $(BUILD)/vlreward $(BUILD)/libvlreward.a $(BUILD)/libvlreward.so $(TEST_BIN) $(BUILD)/example_score \
-     $(BUILD)/bench_gemm
+     $(BUILD)/bench_gemm $(REPLAY_BIN)
 
 deps:
 	@scripts/install-deps
@@ -88,6 +91,10 @@ $(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 $(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)
+
+$(BUILD)/fuzz-replay/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libvlreward.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay.c $(BUILD)/libvlreward.a $(LDLIBS)
 
 DEMO_Q := Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\nQuestion: Is Purple the highest value?\nChoices:\n(A) no\n(B) yes
 demo: deps
