@@ -15,7 +15,11 @@ static const char help[] =
     "list of {\"type\": \"text\", \"text\": ...} / {\"type\": \"image\", \"image\": PATH|file://|data:|http(s)://}\n"
     "items, with optional min_pixels/max_pixels/resized_height/resized_width), or the shorthand\n"
     "{\"id\", \"image\"|\"images\", \"question\", \"answer\"}. The last message is the assistant turn scored.\n"
-    "Output lines: {\"id\": ..., \"score\": S} or {\"id\": ..., \"error\": \"...\"}.\n"
+    "A group: \"answers\": [A1, ..., AN] (strings or assistant content lists) in place of the assistant turn\n"
+    "(messages ending with the user turn, or the shorthand without \"answer\"): the prompt is prefilled once\n"
+    "and each answer scored after it, each score that of the answer alone.\n"
+    "Output lines: {\"id\": ..., \"score\": S}, {\"id\": ..., \"scores\": [S1, ...], \"best\": i} (index of the\n"
+    "highest) or {\"id\": ..., \"error\": \"...\"}.\n"
     "\n"
     "  --model DIR        model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --input FILE|-     JSON Lines requests (default stdin); relative image paths resolve against\n"
@@ -23,7 +27,8 @@ static const char help[] =
     "  --output FILE|-    results (default stdout)\n"
     "  --image PATH       one-off mode: an image of the user turn (repeatable)\n"
     "  --question TEXT    one-off mode: the user's question\n"
-    "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone\n"
+    "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone; repeat\n"
+    "                     it to score several answers to the question (one line each, in order)\n"
     "  --threads N        threads (default: all CPUs); scores do not depend on it\n"
     "  --max-tokens N     refuse requests longer than N tokens (default: the model's context)\n"
     "  --precision P      auto (default): bf16 where this CPU runs it faster, else f32; f32: exact,\n"
@@ -71,24 +76,59 @@ static void write_trace(score_ctx *ctx, const vlr_buf *id_json, vlr_trace *trace
     vlr_buf_free(&b);
 }
 
-static bool score_request(score_ctx *ctx, const vlr_request *req, const vlr_buf *id_json, vlr_buf *out) {
+/* Scores one conversation (with its trace line when asked); the session's message on failure. */
+static vlr_status score_one(score_ctx *ctx, const vlr_request *req, const vlr_buf *id_json, double *score) {
     vlr_trace trace;
     vlr_trace_init(&trace);
     if (ctx->trace_file) vlr_session_set_trace(ctx->session, &trace);
-    double score;
-    vlr_status rc = vlr_score(ctx->session, req, &score);
+    vlr_status rc = vlr_score(ctx->session, req, score);
     vlr_session_set_trace(ctx->session, NULL);
     if (rc == VLR_OK) write_trace(ctx, id_json, &trace);
     vlr_trace_free(&trace);
-    if (rc) {
-        cli_error_line(out, id_json, vlr_session_errmsg(ctx->session));
+    return rc;
+}
+
+/* {"id", "score"}, or for a group {"id", "scores": [...], "best": i}: its answers in turn on the
+ * session, each a suffix after the shared prefix (whose KV cache and vision rows the previous answer
+ * left), each score that of the answer alone. */
+static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *id_json, vlr_buf *out,
+                         uint64_t *tokens) {
+    const size_t n = r->n_answers ? r->n_answers : 1;
+    double *scores = malloc(n * sizeof *scores);
+    if (!scores) {
+        cli_error_line(out, id_json, "out of memory");
         return false;
+    }
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        vlr_parsed_request_answer(r, i);
+        if (score_one(ctx, &r->req, id_json, &scores[i]) != VLR_OK) {
+            char msg[VLR_ERR_MSG_CAP + 32];
+            if (r->n_answers) snprintf(msg, sizeof msg, "answers[%zu]: %s", i, vlr_session_errmsg(ctx->session));
+            else snprintf(msg, sizeof msg, "%s", vlr_session_errmsg(ctx->session));
+            cli_error_line(out, id_json, msg);
+            free(scores);
+            return false;
+        }
+        *tokens += vlr_session_last_n_tokens(ctx->session);
+        ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);
+        if (scores[i] > scores[best]) best = i;
     }
     vlr_buf_puts(out, "{\"id\": ");
     vlr_buf_append(out, id_json->data, id_json->len);
-    vlr_buf_puts(out, ", \"score\": ");
-    vlr_buf_json_double(out, score);
-    vlr_buf_puts(out, "}");
+    if (r->n_answers) {
+        vlr_buf_puts(out, ", \"scores\": [");
+        for (size_t i = 0; i < n; i++) {
+            if (i) vlr_buf_puts(out, ", ");
+            vlr_buf_json_double(out, scores[i]);
+        }
+        vlr_buf_printf(out, "], \"best\": %zu}", best);
+    } else {
+        vlr_buf_puts(out, ", \"score\": ");
+        vlr_buf_json_double(out, scores[0]);
+        vlr_buf_puts(out, "}");
+    }
+    free(scores);
     return true;
 }
 
@@ -102,22 +142,20 @@ static bool score_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uin
         cli_error_line(out, line->id_json, e.msg);
         ok = false;
     } else {
-        ok = score_request(ctx, &req.req, line->id_json, out);
-        if (ok) {
-            *tokens += vlr_session_last_n_tokens(ctx->session);
-            ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);
-        }
+        ok = score_parsed(ctx, &req, line->id_json, out, tokens);
     }
     vlr_parsed_request_free(&req);
     return ok;
 }
 
 #define MAX_ONE_OFF_IMAGES 64
+#define MAX_ONE_OFF_ANSWERS 1024
 
 int cmd_score(int argc, char **argv) {
     cli_args a = {argc, 1, argv, "score"};
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
-    const char *question = NULL, *answer = NULL, *trace_path = NULL;
+    const char *question = NULL, *trace_path = NULL, *answers[MAX_ONE_OFF_ANSWERS];
+    int n_answers = 0;
     cli_batch_opts bo = {.cmd = "score"};
     const char *images[MAX_ONE_OFF_IMAGES];
     int n_images = 0;
@@ -129,7 +167,11 @@ int cmd_score(int argc, char **argv) {
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
         if (cli_opt(&a, "--question", true, &question, &bad)) continue;
-        if (cli_opt(&a, "--answer", true, &answer, &bad)) continue;
+        if (cli_opt(&a, "--answer", true, &v, &bad)) {
+            if (v && n_answers == MAX_ONE_OFF_ANSWERS) return cli_usage_error("score", "at most %d --answer", MAX_ONE_OFF_ANSWERS);
+            if (v) answers[n_answers++] = v;
+            continue;
+        }
         if (cli_opt(&a, "--trace", true, &trace_path, &bad)) continue;
         if (cli_opt(&a, "--image", true, &v, &bad)) {
             if (v && n_images == MAX_ONE_OFF_IMAGES) return cli_usage_error("score", "at most %d --image", MAX_ONE_OFF_IMAGES);
@@ -140,8 +182,8 @@ int cmd_score(int argc, char **argv) {
     }
     if (bad) return EXIT_USAGE;
     if (!mo.model_dir) return cli_usage_error("score", "--model DIR is required");
-    bool one_off = question || answer || n_images;
-    if (one_off && (!question || !answer))
+    bool one_off = question || n_answers || n_images;
+    if (one_off && (!question || !n_answers))
         return cli_usage_error("score", "the one-off form needs both --question and --answer");
     if (one_off && (bo.input || bo.output || bo.resume || bo.overwrite))
         return cli_usage_error("score", "the one-off form (--question/--answer) prints its score: --input, "
@@ -163,6 +205,7 @@ int cmd_score(int argc, char **argv) {
         goto done;
     }
     if (one_off) {
+        /* one line per --answer, in order: the answers of one prompt share its prefix (a group) */
         vlr_content_item items[MAX_ONE_OFF_IMAGES + 2];
         memset(items, 0, sizeof items);
         for (int i = 0; i < n_images; i++) {
@@ -170,27 +213,24 @@ int cmd_score(int argc, char **argv) {
             items[i].image = images[i];
         }
         items[n_images] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = question, .text_len = strlen(question)};
-        items[n_images + 1] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = answer, .text_len = strlen(answer)};
         vlr_message msgs[2] = {{"user", items, (size_t)n_images + 1}, {"assistant", items + n_images + 1, 1}};
         vlr_request req = {msgs, 2, NULL};
         vlr_buf id = {0}, line = {0};
         vlr_buf_puts(&id, "\"one-off\"");
-        double score;
-        vlr_trace trace;
-        vlr_trace_init(&trace);
-        if (ctx.trace_file) vlr_session_set_trace(ctx.session, &trace);
-        vlr_status rc = vlr_score(ctx.session, &req, &score);
-        vlr_session_set_trace(ctx.session, NULL);
-        if (rc == VLR_OK) {
-            write_trace(&ctx, &id, &trace);
-            vlr_buf_json_double(&line, score);
-            printf("%s\n", line.data);
-            status = EXIT_OK;
-        } else {
-            fprintf(stderr, "vlreward score: %s\n", vlr_session_errmsg(ctx.session));
-            status = EXIT_INPUT;
+        status = EXIT_OK;
+        for (int i = 0; i < n_answers && status == EXIT_OK; i++) {
+            items[n_images + 1] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = answers[i], .text_len = strlen(answers[i])};
+            double score;
+            if (score_one(&ctx, &req, &id, &score) == VLR_OK) {
+                line.len = 0;
+                vlr_buf_json_double(&line, score);
+                printf("%s\n", line.data);
+            } else {
+                if (n_answers > 1) fprintf(stderr, "vlreward score: --answer %d: %s\n", i + 1, vlr_session_errmsg(ctx.session));
+                else fprintf(stderr, "vlreward score: %s\n", vlr_session_errmsg(ctx.session));
+                status = EXIT_INPUT;
+            }
         }
-        vlr_trace_free(&trace);
         vlr_buf_free(&id);
         vlr_buf_free(&line);
     } else {

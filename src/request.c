@@ -112,9 +112,10 @@ static size_t count_items(const vlr_json *messages) {
     return n;
 }
 
-static vlr_status parse_messages(const vlr_json *messages, vlr_parsed_request *r, vlr_err *e) {
+/* The messages, plus one empty slot at the end for a group's answers (extra = 1). */
+static vlr_status parse_messages(const vlr_json *messages, size_t extra, vlr_parsed_request *r, vlr_err *e) {
     if (messages->len == 0) return vlr_fail(e, VLR_ERR_INPUT, "messages: empty conversation");
-    r->messages = vlr_calloc(messages->len, sizeof *r->messages, e);
+    r->messages = vlr_calloc(messages->len + extra, sizeof *r->messages, e);
     r->items = vlr_calloc(count_items(messages), sizeof *r->items, e);
     if (!r->messages || !r->items) return VLR_ERR_NOMEM;
     size_t n_items = 0;
@@ -161,19 +162,20 @@ static vlr_status parse_messages(const vlr_json *messages, vlr_parsed_request *r
         }
     }
     r->req.messages = r->messages;
-    r->req.n_messages = messages->len;
+    r->req.n_messages = messages->len + extra;
     return VLR_OK;
 }
 
-/* Shorthand {"image"|"images", "question", "answer"}: user turn (images, question), assistant turn. */
-static vlr_status parse_shorthand(const vlr_json *obj, vlr_parsed_request *r, vlr_err *e) {
+/* Shorthand {"image"|"images", "question", "answer"}: user turn (images, question), assistant turn
+ * (for a group, an empty slot for its answers). */
+static vlr_status parse_shorthand(const vlr_json *obj, bool group, vlr_parsed_request *r, vlr_err *e) {
     const vlr_json *question = vlr_json_get(obj, "question");
     const vlr_json *answer = vlr_json_get(obj, "answer");
     const vlr_json *image = vlr_json_get(obj, "image");
     const vlr_json *images = vlr_json_get(obj, "images");
     if (!vlr_json_is(question, VLR_JSON_STRING))
         return vlr_fail(e, VLR_ERR_INPUT, "question: expected a string, found %s", vlr_json_type_name(question));
-    if (!vlr_json_is(answer, VLR_JSON_STRING))
+    if (!group && !vlr_json_is(answer, VLR_JSON_STRING))
         return vlr_fail(e, VLR_ERR_INPUT, "answer: expected a string (the assistant turn to score), found %s",
                         vlr_json_type_name(answer));
     if (image && images) return vlr_fail(e, VLR_ERR_INPUT, "give either \"image\" or \"images\", not both");
@@ -209,13 +211,55 @@ static vlr_status parse_shorthand(const vlr_json *obj, vlr_parsed_request *r, vl
     q->text = question->str;
     q->text_len = question->len;
     a->kind = VLR_ITEM_TEXT;
-    a->text = answer->str;
-    a->text_len = answer->len;
+    a->text = group ? "" : answer->str;
+    a->text_len = group ? 0 : answer->len;
     r->messages[0] = (vlr_message){.role = "user", .items = r->items, .n_items = n_images + 1};
-    r->messages[1] = (vlr_message){.role = "assistant", .items = a, .n_items = 1};
+    r->messages[1] = (vlr_message){.role = "assistant", .items = a, .n_items = group ? 0 : 1};
     r->req.messages = r->messages;
     r->req.n_messages = 2;
     return VLR_OK;
+}
+
+/* "answers": each a string or an assistant content list, as the assistant turns of a group. */
+static vlr_status parse_answers(const vlr_json *answers, vlr_parsed_request *r, vlr_err *e) {
+    if (!vlr_json_is(answers, VLR_JSON_ARRAY))
+        return vlr_fail(e, VLR_ERR_INPUT, "answers: expected a list, found %s", vlr_json_type_name(answers));
+    if (answers->len == 0 || answers->len > VLR_MAX_ANSWERS)
+        return vlr_fail(e, VLR_ERR_INPUT, "answers: %zu answers (a group has 1 to %d)", answers->len, VLR_MAX_ANSWERS);
+    size_t n_items = 0;
+    for (size_t i = 0; i < answers->len; i++)
+        n_items += vlr_json_is(&answers->items[i], VLR_JSON_ARRAY) ? answers->items[i].len : 1;
+    r->answers = vlr_calloc(answers->len, sizeof *r->answers, e);
+    r->answer_items = vlr_calloc(n_items ? n_items : 1, sizeof *r->answer_items, e);
+    if (!r->answers || !r->answer_items) return VLR_ERR_NOMEM;
+    size_t used = 0;
+    for (size_t i = 0; i < answers->len; i++) {
+        const vlr_json *a = &answers->items[i];
+        vlr_message *m = &r->answers[i];
+        *m = (vlr_message){.role = "assistant", .items = r->answer_items + used};
+        if (vlr_json_is(a, VLR_JSON_STRING)) {
+            r->answer_items[used++] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = a->str, .text_len = a->len};
+            m->n_items = 1;
+        } else if (vlr_json_is(a, VLR_JSON_ARRAY)) {
+            for (size_t j = 0; j < a->len; j++) {
+                char path[64];
+                snprintf(path, sizeof path, "answers[%zu][%zu]", i, j);
+                bool emitted;
+                vlr_status rc = parse_item(&a->items[j], path, &r->answer_items[used], &emitted, e);
+                if (rc) return rc;
+                if (emitted) used++, m->n_items++;
+            }
+        } else {
+            return vlr_fail(e, VLR_ERR_INPUT, "answers[%zu]: expected a string or a list of items, found %s", i,
+                            vlr_json_type_name(a));
+        }
+    }
+    r->n_answers = answers->len;
+    return VLR_OK;
+}
+
+void vlr_parsed_request_answer(vlr_parsed_request *r, size_t i) {
+    if (r->n_answers && i < r->n_answers) r->messages[r->req.n_messages - 1] = r->answers[i];
 }
 
 vlr_status vlr_request_from_json(const vlr_json *obj, size_t line_no, const char *base_dir,
@@ -228,19 +272,35 @@ vlr_status vlr_request_from_json(const vlr_json *obj, size_t line_no, const char
     if (id && id->type != VLR_JSON_STRING && id->type != VLR_JSON_NUMBER)
         return vlr_fail(e, VLR_ERR_INPUT, "id: expected a string or a number, found %s", vlr_json_type_name(id));
     const vlr_json *messages = vlr_json_get(obj, "messages");
+    const vlr_json *answers = vlr_json_get(obj, "answers");
+    if (answers && vlr_json_get(obj, "answer"))
+        return vlr_fail(e, VLR_ERR_INPUT, "give either \"answer\" or \"answers\", not both");
     vlr_status rc;
     if (messages) {
         if (!vlr_json_is(messages, VLR_JSON_ARRAY))
             return vlr_fail(e, VLR_ERR_INPUT, "messages: expected a list, found %s", vlr_json_type_name(messages));
-        rc = parse_messages(messages, out, e);
-    } else if (vlr_json_get(obj, "question") || vlr_json_get(obj, "answer")) {
-        rc = parse_shorthand(obj, out, e);
+        if (answers && messages->len > 0) {
+            const vlr_json *role = vlr_json_get(&messages->items[messages->len - 1], "role");
+            if (vlr_json_is(role, VLR_JSON_STRING) && strcmp(role->str, "assistant") == 0)
+                return vlr_fail(e, VLR_ERR_INPUT, "with \"answers\", the messages end with the user turn they answer "
+                                "(the last message is an assistant turn)");
+        }
+        rc = parse_messages(messages, answers ? 1 : 0, out, e);
+    } else if (vlr_json_get(obj, "question") || vlr_json_get(obj, "answer") || answers) {
+        rc = parse_shorthand(obj, answers != NULL, out, e);
     } else {
         return vlr_fail(e, VLR_ERR_INPUT,
                         "no \"messages\" and no \"question\"/\"answer\": nothing to score");
     }
+    if (!rc && answers) rc = parse_answers(answers, out, e);
     if (rc) return rc;
     out->req.base_dir = base_dir;
+    /* every answer in its place, then the first one left there */
+    for (size_t i = out->n_answers; i-- > 1;) {
+        vlr_parsed_request_answer(out, i);
+        if ((rc = vlr_request_validate(&out->req, e))) return vlr_err_prefix(e, "answers[%zu]: ", i), rc;
+    }
+    vlr_parsed_request_answer(out, 0);
     return vlr_request_validate(&out->req, e);
 }
 
@@ -312,5 +372,7 @@ void vlr_parsed_request_free(vlr_parsed_request *r) {
     vlr_buf_free(&r->id_json);
     free(r->messages);
     free(r->items);
+    free(r->answers);
+    free(r->answer_items);
     memset(r, 0, sizeof *r);
 }

@@ -21,7 +21,18 @@ typedef struct vlr_parsed_request {
     vlr_json_doc *doc;        /* owns every string the request points to */
     vlr_message *messages;
     vlr_content_item *items;
+    /* A group ("answers": [A1, ..., AN] in place of the final assistant turn): the N assistant turns,
+     * each put in turn as req's last message by vlr_parsed_request_answer (answers[0] after parsing).
+     * Scored one after the other on one session, they share the prefix's KV cache and its images'
+     * vision rows, and each score is that of the answer as a request of its own. NULL otherwise. */
+    vlr_message *answers;
+    size_t n_answers;
+    vlr_content_item *answer_items;
 } vlr_parsed_request;
+
+#define VLR_MAX_ANSWERS 1024 /* answers in one group */
+/* Makes answer i of a group the request's last message. */
+void vlr_parsed_request_answer(vlr_parsed_request *r, size_t i);
 
 /* Parses one request. line_no becomes the id when the object has none. On failure the id is still
  * filled whenever it could be read, so the caller can report {"id": ..., "error": ...}. */

@@ -327,6 +327,84 @@ static int trace_mismatches(const vlr_json *got, const vlr_json *want, const cha
     return bad;
 }
 
+/* Groups: {"answers": [...]} scores each answer as its own request would (the same bits, here those of
+ * separate lines on a fresh run), with "best" the index of the highest; the one-off form takes
+ * --answer again and prints one line per answer; malformed groups are error lines. */
+static void test_score_groups(void) {
+    char in[300], in_single[300], cmd[2048], *out = NULL, *single = NULL, *one_off = NULL;
+    snprintf(in, sizeof in, "%s/groups.jsonl", tmpdir);
+    snprintf(in_single, sizeof in_single, "%s/groups_single.jsonl", tmpdir);
+    write_file(in,
+               "{\"id\": \"g\", \"image\": \"images/demo.jpg\", \"question\": \"Is Purple the highest value?\", "
+               "\"answers\": [\"No.\", \"Yes.\", [{\"type\": \"text\", \"text\": \"B\"}]]}\n"
+               "{\"id\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+               "\"content\": \"2+2?\"}], \"answers\": [\"4\", \"5\"]}\n"
+               "{\"id\": \"empty\", \"question\": \"q\", \"answers\": []}\n"
+               "{\"id\": \"both\", \"question\": \"q\", \"answer\": \"a\", \"answers\": [\"b\"]}\n"
+               "{\"id\": \"ends-assistant\", \"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
+               "{\"role\": \"assistant\", \"content\": \"a\"}], \"answers\": [\"b\"]}\n"
+               "{\"id\": \"not-text\", \"question\": \"q\", \"answers\": [\"a\", 7]}\n");
+    write_file(in_single,
+               "{\"id\": 1, \"image\": \"images/demo.jpg\", \"question\": \"Is Purple the highest value?\", \"answer\": \"No.\"}\n"
+               "{\"id\": 2, \"image\": \"images/demo.jpg\", \"question\": \"Is Purple the highest value?\", \"answer\": \"Yes.\"}\n"
+               "{\"id\": 3, \"image\": \"images/demo.jpg\", \"question\": \"Is Purple the highest value?\", \"answer\": \"B\"}\n"
+               "{\"id\": 4, \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+               "\"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n"
+               "{\"id\": 5, \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+               "\"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"5\"}]}\n");
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --threads 2 --quiet --input %s", bin, in);
+    const int rc = run(cmd, &out);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --threads 2 --quiet --input %s", bin, in_single);
+    CHECK(rc == 1 && run(cmd, &single) == 0, "groups: exit %d (some lines fail)", rc);
+    /* each score of a group, as text, is the score of its answer's own line */
+    const char *want[5];
+    for (int i = 0; i < 5; i++) {
+        vlr_json_doc *d = line_doc(single, (size_t)i);
+        const vlr_json *s = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+        static char text[5][64];
+        snprintf(text[i], sizeof text[i], "%.17g", s ? s->number : NAN);
+        want[i] = text[i];
+        vlr_json_free(d);
+    }
+    for (int g = 0; g < 2; g++) {
+        vlr_json_doc *d = line_doc(out, (size_t)g);
+        const vlr_json *scores = d ? vlr_json_get(vlr_json_root(d), "scores") : NULL;
+        const vlr_json *best = d ? vlr_json_get(vlr_json_root(d), "best") : NULL;
+        const size_t n = g == 0 ? 3 : 2, first = g == 0 ? 0 : 3;
+        bool same = vlr_json_is(scores, VLR_JSON_ARRAY) && scores->len == n && vlr_json_is(best, VLR_JSON_NUMBER);
+        size_t top = 0;
+        for (size_t i = 0; same && i < n; i++) {
+            char text[64];
+            snprintf(text, sizeof text, "%.17g", scores->items[i].number);
+            same = strcmp(text, want[first + i]) == 0;
+            if (scores->items[i].number > scores->items[top].number) top = i;
+        }
+        CHECK(same && best->number == (double)top, "group %d: scores and best as the single lines give them: %s", g, out);
+        vlr_json_free(d);
+    }
+    const char *errors[4] = {"a group has 1 to", "not both", "end with the user turn", "answers[1]: expected a string"};
+    for (int i = 0; i < 4; i++) {
+        vlr_json_doc *d = line_doc(out, (size_t)(2 + i));
+        const vlr_json *err = d ? vlr_json_get(vlr_json_root(d), "error") : NULL;
+        CHECK(err && strstr(err->str, errors[i]), "bad group %d: error containing '%s' in %s", i, errors[i], out);
+        vlr_json_free(d);
+    }
+    /* the one-off form: --answer again, one line per answer, each the one-off score of that answer */
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --threads 2 --image tests/reference/images/demo.jpg "
+             "--question 'Is Purple the highest value?' --answer No. --answer Yes. --answer B", bin);
+    CHECK(run(cmd, &one_off) == 0, "one-off with three answers");
+    char lines[3][64] = {{0}};
+    CHECK(sscanf(one_off, "%63s %63s %63s", lines[0], lines[1], lines[2]) == 3, "three lines: %s", one_off);
+    for (int i = 0; i < 3; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "%.17g", strtod(lines[i], NULL));
+        CHECK(strcmp(text, want[i]) == 0, "one-off answer %d: %s, want %s", i, lines[i], want[i]);
+    }
+    free(out);
+    free(single);
+    free(one_off);
+}
+
 static void test_trace(void) {
     char cmd[8192], *out, trace[300];
     snprintf(trace, sizeof trace, "%s/trace.jsonl", tmpdir);
@@ -592,6 +670,7 @@ int main(void) {
     TEST_RUN(test_tokenize);
     TEST_RUN(test_prepare_dump);
     TEST_RUN(test_score_cli);
+    TEST_RUN(test_score_groups);
     TEST_RUN(test_trace);
     TEST_RUN(test_example_and_template_warning);
     TEST_RUN(test_omp_defaults);
