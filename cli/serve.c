@@ -25,6 +25,8 @@ typedef struct serve_group {
 
 typedef struct serve_job {
     const vlr_request *req;
+    vlr_parsed_request *parsed; /* req's owner: a group's answers are put in turn into req */
+    double *scores;       /* a group: [parsed->n_answers] (score: the best one's), else NULL */
     char **fetched;       /* data: URIs of the http(s) images fetched at admission (the request points at them) */
     size_t n_fetched;
     serve_group *group;
@@ -62,14 +64,44 @@ struct serve_pool {
     bool quiet;
 };
 
+/* One request, or a group's answers in turn on the same session (the prompt's KV cache and vision rows
+ * are reused by every answer after the first; each score is that of the answer alone). */
 static void run_job(vlr_session *s, serve_job *job) {
-    vlr_status rc = vlr_score(s, job->req, &job->score);
-    if (rc == VLR_OK) {
-        job->tokens = vlr_session_last_n_tokens(s);
+    const size_t n = job->scores ? job->parsed->n_answers : 1;
+    job->tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (job->scores) vlr_parsed_request_answer(job->parsed, i);
+        double score;
+        vlr_status rc = vlr_score(s, job->req, &score);
+        if (rc != VLR_OK) {
+            job->err.code = rc;
+            if (job->scores) snprintf(job->err.msg, sizeof job->err.msg, "answers[%zu]: %s", i, vlr_session_errmsg(s));
+            else snprintf(job->err.msg, sizeof job->err.msg, "%s", vlr_session_errmsg(s));
+            return;
+        }
+        job->tokens += vlr_session_last_n_tokens(s);
+        if (job->scores) job->scores[i] = score;
+        if (i == 0 || score > job->score) job->score = score;
+    }
+}
+
+/* {"id", "score"} or, for a group, {"id", "scores": [...], "best": i}. */
+static void result_object(vlr_buf *b, const char *id, const serve_job *job) {
+    vlr_buf_printf(b, "{\"id\": %s, ", id);
+    if (!job->scores) {
+        vlr_buf_puts(b, "\"score\": ");
+        vlr_buf_json_double(b, job->score);
+        vlr_buf_puts(b, "}");
         return;
     }
-    job->err.code = rc;
-    snprintf(job->err.msg, sizeof job->err.msg, "%s", vlr_session_errmsg(s));
+    size_t best = 0;
+    vlr_buf_puts(b, "\"scores\": [");
+    for (size_t i = 0; i < job->parsed->n_answers; i++) {
+        if (i) vlr_buf_puts(b, ", ");
+        vlr_buf_json_double(b, job->scores[i]);
+        if (job->scores[i] > job->scores[best]) best = i;
+    }
+    vlr_buf_printf(b, "], \"best\": %zu}", best);
 }
 
 static void *worker_main(void *arg) {
@@ -437,8 +469,12 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
         vlr_cost cost;
         vlr_status rc = vlr_request_from_json(&items[i], i, p->image_root, &parsed[i], &job->err);
         if (rc == VLR_OK) rc = admit(p, &parsed[i], job, &budget, &cost, &job->err);
+        if (rc == VLR_OK && parsed[i].n_answers &&
+            !(job->scores = calloc(parsed[i].n_answers, sizeof *job->scores)))
+            rc = vlr_fail(&job->err, VLR_ERR_NOMEM, "out of memory for %zu answers", parsed[i].n_answers);
         job->err.code = rc;
         job->req = &parsed[i].req;
+        job->parsed = &parsed[i];
         job->queued = rc == VLR_OK;
         if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
             plain_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
@@ -459,9 +495,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
             error_object(&out->body, id, jobs[0].err.msg);
         } else {
             out->tokens = jobs[0].tokens;
-            vlr_buf_printf(&out->body, "{\"id\": %s, \"score\": ", id);
-            vlr_buf_json_double(&out->body, jobs[0].score);
-            vlr_buf_puts(&out->body, "}");
+            result_object(&out->body, id, &jobs[0]);
         }
         goto done;
     }
@@ -474,9 +508,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
             continue;
         }
         out->tokens += jobs[i].tokens;
-        vlr_buf_printf(&out->body, "{\"id\": %s, \"score\": ", id);
-        vlr_buf_json_double(&out->body, jobs[i].score);
-        vlr_buf_puts(&out->body, "}");
+        result_object(&out->body, id, &jobs[i]);
     }
     vlr_buf_puts(&out->body, "]}");
 done:
@@ -489,6 +521,7 @@ done:
     for (size_t i = 0; jobs && i < n; i++) {
         for (size_t k = 0; k < jobs[i].n_fetched; k++) free(jobs[i].fetched[k]);
         free(jobs[i].fetched);
+        free(jobs[i].scores);
     }
     free(parsed);
     free(jobs);

@@ -400,6 +400,43 @@ static void test_single(void) {
     resp_free(&r);
 }
 
+/* A group in a request and in a batch: {"id", "scores", "best"}, each score the library's for that
+ * answer alone; a bad answer is the request's error. */
+static void test_groups(void) {
+    const char *answers[3] = {"Red and green.", "Blue.", "Nothing at all."};
+    double lib[3];
+    int best = 0;
+    for (int i = 0; i < 3; i++) {
+        char one[512];
+        snprintf(one, sizeof one, "{\"image\": \"images/tiny_30x20.png\", \"question\": \"What colours dominate?\", "
+                 "\"answer\": \"%s\"}", answers[i]);
+        lib[i] = library_score_json(one);
+        if (lib[i] > lib[best]) best = i;
+    }
+    const char *group = "{\"id\": \"g\", \"image\": \"images/tiny_30x20.png\", \"question\": \"What colours dominate?\", "
+                        "\"answers\": [\"Red and green.\", \"Blue.\", \"Nothing at all.\"]}";
+    char batch[2048];
+    snprintf(batch, sizeof batch, "{\"requests\": [%s, {\"id\": \"bad\", \"question\": \"q\", \"answers\": [3]}]}", group);
+    for (int form = 0; form < 2; form++) {
+        http_resp r;
+        post(form ? batch : group, &r);
+        vlr_json_doc *d = parse_body(&r);
+        const vlr_json *root = d ? vlr_json_root(d) : NULL;
+        const vlr_json *res = form ? (vlr_json_get(root, "results") ? &vlr_json_get(root, "results")->items[0] : NULL) : root;
+        const vlr_json *scores = res ? vlr_json_get(res, "scores") : NULL, *b = res ? vlr_json_get(res, "best") : NULL;
+        bool same = r.status == 200 && vlr_json_is(scores, VLR_JSON_ARRAY) && scores->len == 3 && b && b->number == best;
+        for (int i = 0; same && i < 3; i++) same = scores->items[i].number == lib[i];
+        CHECK(same, "group %s: %ld %s", form ? "in a batch" : "alone", r.status, r.body.data);
+        if (form) {
+            const vlr_json *bad = vlr_json_get(root, "results") && vlr_json_get(root, "results")->len == 2
+                                      ? vlr_json_get(&vlr_json_get(root, "results")->items[1], "error") : NULL;
+            CHECK(bad && strstr(bad->str, "answers[0]"), "bad group in a batch: %s", r.body.data);
+        }
+        vlr_json_free(d);
+        resp_free(&r);
+    }
+}
+
 static void test_batch(void) {
     int a = case_index("tiny_upscale"), b = case_index("text_only_code");
     char inside[PATH_MAX + 200], real[PATH_MAX];
@@ -1218,6 +1255,7 @@ int main(void) {
         TEST_RUN(test_health_info);
         TEST_RUN(test_single);
         TEST_RUN(test_batch);
+        TEST_RUN(test_groups);
         TEST_RUN(test_errors);
         TEST_RUN(test_framing);
         TEST_RUN(test_concurrent);
