@@ -102,6 +102,22 @@ static vlr_status parse_item(const vlr_json *it, const char *path, vlr_content_i
     return VLR_OK;
 }
 
+/* The items of a content list (path: its place, for messages) into out, the emitted ones only; their
+ * count in *n. */
+static vlr_status parse_content_list(const vlr_json *content, const char *path, vlr_content_item *out, size_t *n,
+                                     vlr_err *e) {
+    *n = 0;
+    for (size_t j = 0; j < content->len; j++) {
+        char item_path[160];
+        snprintf(item_path, sizeof item_path, "%s[%zu]", path, j);
+        bool emitted;
+        vlr_status rc = parse_item(&content->items[j], item_path, &out[*n], &emitted, e);
+        if (rc) return rc;
+        if (emitted) (*n)++;
+    }
+    return VLR_OK;
+}
+
 /* Counts the items a request needs so that one allocation holds them all. */
 static size_t count_items(const vlr_json *messages) {
     size_t n = 0;
@@ -145,17 +161,11 @@ static vlr_status parse_messages(const vlr_json *messages, size_t extra, vlr_par
             it->text_len = content->len;
             msg->n_items = 1;
         } else if (vlr_json_is(content, VLR_JSON_ARRAY)) {
-            for (size_t j = 0; j < content->len; j++) {
-                char item_path[128];
-                snprintf(item_path, sizeof item_path, "%s.content[%zu]", path, j);
-                bool emitted;
-                vlr_status rc = parse_item(&content->items[j], item_path, &r->items[n_items], &emitted, e);
-                if (rc) return rc;
-                if (emitted) {
-                    n_items++;
-                    msg->n_items++;
-                }
-            }
+            char list_path[128];
+            snprintf(list_path, sizeof list_path, "%s.content", path);
+            vlr_status rc = parse_content_list(content, list_path, &r->items[n_items], &msg->n_items, e);
+            if (rc) return rc;
+            n_items += msg->n_items;
         } else {
             return vlr_fail(e, VLR_ERR_INPUT, "%s.content: expected a string or a list of items, found %s",
                             path, vlr_json_type_name(content));
@@ -241,14 +251,11 @@ static vlr_status parse_answers(const vlr_json *answers, vlr_parsed_request *r, 
             r->answer_items[used++] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = a->str, .text_len = a->len};
             m->n_items = 1;
         } else if (vlr_json_is(a, VLR_JSON_ARRAY)) {
-            for (size_t j = 0; j < a->len; j++) {
-                char path[64];
-                snprintf(path, sizeof path, "answers[%zu][%zu]", i, j);
-                bool emitted;
-                vlr_status rc = parse_item(&a->items[j], path, &r->answer_items[used], &emitted, e);
-                if (rc) return rc;
-                if (emitted) used++, m->n_items++;
-            }
+            char path[64];
+            snprintf(path, sizeof path, "answers[%zu]", i);
+            vlr_status rc = parse_content_list(a, path, &r->answer_items[used], &m->n_items, e);
+            if (rc) return rc;
+            used += m->n_items;
         } else {
             return vlr_fail(e, VLR_ERR_INPUT, "answers[%zu]: expected a string or a list of items, found %s", i,
                             vlr_json_type_name(a));
