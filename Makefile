@@ -90,7 +90,9 @@ $(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 # The tests get the CLI's OpenMP default too (cli/omp_defaults.c: libgomp spins briefly, then sleeps).
 $(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS) $(TEST_WRAP)
+# test_alloc_fail makes the library's Nth allocation fail: its calls go through the test's wrappers
+$(BUILD)/tests/test_alloc_fail: TEST_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 
 $(BUILD)/fuzz-replay/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
