@@ -95,6 +95,19 @@ static vlr_model *load_tiny(void) {
     return m;
 }
 
+/* The tiny model and a session on it (NULL, the model freed, when either cannot be had). */
+static vlr_session *open_tiny(vlr_model **m) {
+    vlr_session *s = NULL;
+    *m = load_tiny();
+    if (!*m || vlr_session_init(*m, &s) != VLR_OK) {
+        CHECK(false, "session");
+        vlr_model_free(*m);
+        *m = NULL;
+        return NULL;
+    }
+    return s;
+}
+
 #define DEMO "tests/reference/images/demo.jpg"
 #define QUESTION "Is Purple the highest value?"
 
@@ -113,13 +126,9 @@ static void test_version(void) {
 
 /* vlr_score refuses what the JSON reader refuses, with the same message. */
 static void test_validation(void) {
-    vlr_model *m = load_tiny();
-    vlr_session *s = NULL;
-    if (!m || vlr_session_init(m, &s) != VLR_OK) {
-        CHECK(false, "session");
-        vlr_model_free(m);
-        return;
-    }
+    vlr_model *m;
+    vlr_session *s = open_tiny(&m);
+    if (!s) return;
     const char *json = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
     double score = 12345;
     vlr_status rc = vlr_score_json(s, json, strlen(json), NULL, &score);
@@ -199,13 +208,9 @@ static void check_memory_forms(vlr_session *s, const char *path) {
 }
 
 static void test_memory_images(void) {
-    vlr_model *m = load_tiny();
-    vlr_session *s = NULL;
-    if (!m || vlr_session_init(m, &s) != VLR_OK) {
-        CHECK(false, "session");
-        vlr_model_free(m);
-        return;
-    }
+    vlr_model *m;
+    vlr_session *s = open_tiny(&m);
+    if (!s) return;
     check_memory_forms(s, DEMO);
     check_memory_forms(s, "tests/reference/images/rocket_rgba.png");
 
@@ -227,13 +232,9 @@ static void test_memory_images(void) {
 }
 
 static void test_batch(void) {
-    vlr_model *m = load_tiny();
-    vlr_session *s = NULL;
-    if (!m || vlr_session_init(m, &s) != VLR_OK) {
-        CHECK(false, "session");
-        vlr_model_free(m);
-        return;
-    }
+    vlr_model *m;
+    vlr_session *s = open_tiny(&m);
+    if (!s) return;
     vlr_content_item image = {.kind = VLR_ITEM_IMAGE, .image = DEMO};
     vlr_content_item q = {.kind = VLR_ITEM_TEXT, .text = QUESTION, .text_len = strlen(QUESTION)};
     vlr_content_item user_items[2] = {image, q};
