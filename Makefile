@@ -37,6 +37,9 @@ LIB_SRC  := $(sort $(wildcard src/*.c src/kernels/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+# The CLI's own code (benchmark datasets, FLOP counts, the random-weight model, the server...) as an
+# archive the tests link too: none of it is in libvlreward, none of it is installed.
+CLI_LIB  := $(BUILD)/libvlreward-cli.a
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Every fuzz target, also built with gcc around tests/fuzz/replay.c: test_fuzz_replay runs the committed
@@ -77,6 +80,10 @@ $(BUILD)/$(SONAME): $(LIB_OBJ)
 $(BUILD)/libvlreward.so: $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $@
 
+$(CLI_LIB): $(filter-out %/main.o,$(CLI_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
 
@@ -87,10 +94,11 @@ $(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
 $(BUILD)/bench_gemm: bench/gemm.c $(BUILD)/libvlreward.a $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)
 
-# The tests get the CLI's OpenMP default too (cli/omp_defaults.c: libgomp spins briefly, then sleeps).
-$(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(HDRS)
+# The tests get the CLI's OpenMP default too (cli/omp_defaults.c: libgomp spins briefly, then sleeps),
+# and the CLI's code (eval, bench's model and FLOP counts) from its archive.
+$(BUILD)/tests/%: tests/%.c $(BUILD)/obj/cli/omp_defaults.o $(CLI_LIB) $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS) $(TEST_WRAP)
+	$(CC) $(ALL_CFLAGS) -Icli -o $@ $< $(BUILD)/obj/cli/omp_defaults.o $(CLI_LIB) $(BUILD)/libvlreward.a $(LDLIBS) $(TEST_LDLIBS) $(TEST_WRAP)
 # test_alloc_fail makes the library's Nth allocation fail: its calls go through the test's wrappers
 $(BUILD)/tests/test_alloc_fail: TEST_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 

@@ -112,8 +112,10 @@ vlr_model *cli_load_model(const cli_model_opts *o, const char *cmd) {
         fprintf(stderr, "vlreward %s: cannot load model %s: %s\n", cmd, o->model_dir, err);
         return NULL;
     }
-    if (m->template_warning[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, m->template_warning);
-    if (m->int8_cache_note[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, m->int8_cache_note);
+    vlr_model_info info;
+    vlr_model_get_info(m, &info);
+    if (vlr_model_template_warning(m)[0]) fprintf(stderr, "vlreward %s: %s\n", cmd, vlr_model_template_warning(m));
+    if (info.int8_cache) fprintf(stderr, "vlreward %s: %s\n", cmd, info.int8_cache);
     return m;
 }
 

@@ -6,8 +6,7 @@
 
 #include <stdio.h>
 
-#include "common.h"
-#include "model.h"
+#include "internal.h"
 
 enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_USAGE = 2 };
 

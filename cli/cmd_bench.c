@@ -15,14 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_flops.h"
 #include "bench_model.h"
 #include "cli.h"
-#include "image.h"
-#include "kernels/exec.h"
-#include "quantize.h"
-#include "rope.h"
-#include "text.h"
-#include "vision.h"
+#include "internal.h"
 
 static const char help[] =
     "usage: vlreward bench [--config FILE] [--image-size WxH] [--tokens N,N,...] [--repeat N]\n"

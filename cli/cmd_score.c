@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "batch.h"
-#include "trace.h"
+#include "internal.h"
 
 static const char help[] =
     "usage: vlreward score --model DIR [--input FILE|-] [--output FILE|-] [options]\n"

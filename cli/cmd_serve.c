@@ -31,7 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "fetch_policy.h"
+#include "internal.h"
 #include "serve.h"
 #include "serve_conns.h"
 
@@ -521,13 +521,15 @@ int cmd_serve(int argc, char **argv) {
                         "the server read images under %s%s%s\n",
                 numeric, root, allow_any ? " (and anywhere else: --allow-any-path)" : "",
                 vlr_fetch_policy_off(remote) ? "" : " and fetch http(s) URLs (--remote-images)");
+    vlr_model_info mi;
+    vlr_model_get_info(m, &mi);
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
                         "cache %ld MB per worker, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
                         "%ld pixels per image, %ld per batch, %d tokens per request, remote images %s%s\n",
-                mo.model_dir, vlr_precision_name(m->kernels.precision), m->kernels_name, workers, workers == 1 ? "" : "s", m->n_threads, cache_mb, root,
+                mo.model_dir, mi.precision, mi.kernels, workers, workers == 1 ? "" : "s", vlr_model_n_threads(m), cache_mb, root,
                 allow_any ? " (any path allowed)" : "", max_body_mb, max_batch, max_image_pixels, max_batch_pixels,
-                m->max_tokens, remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
+                vlr_model_max_tokens(m), remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
     /* The main thread waits for a signal and, four times a second, enforces the read deadline. */

@@ -48,7 +48,7 @@ static bool tokenize_line(const cli_batch_line *line, void *vctx, vlr_buf *out, 
             cli_error_line(out, id, "\"text\": expected a string");
             goto done;
         }
-        if (vlr_tok_encode(ctx->model->tokenizer, ctx->cache, t->str, t->len, &ids, &e)) {
+        if (vlr_tok_encode(vlr_model_tokenizer(ctx->model), ctx->cache, t->str, t->len, &ids, &e)) {
             cli_error_line(out, id, e.msg);
             goto done;
         }
@@ -65,7 +65,7 @@ static bool tokenize_line(const cli_batch_line *line, void *vctx, vlr_buf *out, 
         }
         for (size_t i = 0; i < arr->len; i++) {
             int64_t v;
-            if (!vlr_json_int(&arr->items[i], &v) || v < 0 || (size_t)v >= vlr_tok_vocab_size(ctx->model->tokenizer)) {
+            if (!vlr_json_int(&arr->items[i], &v) || v < 0 || (size_t)v >= vlr_tok_vocab_size(vlr_model_tokenizer(ctx->model))) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "ids[%zu]: not a token id of this tokenizer", i);
                 cli_error_line(out, id, msg);
@@ -73,7 +73,7 @@ static bool tokenize_line(const cli_batch_line *line, void *vctx, vlr_buf *out, 
             }
             vlr_ids_push(&ids, (int32_t)v);
         }
-        if (vlr_tok_decode(ctx->model->tokenizer, ids.data, ids.len, ctx->skip_special, &text, &e)) {
+        if (vlr_tok_decode(vlr_model_tokenizer(ctx->model), ids.data, ids.len, ctx->skip_special, &text, &e)) {
             cli_error_line(out, id, e.msg);
             goto done;
         }

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "common.h"
+#include "internal.h"
 
 #define HUB_DEFAULT_ENDPOINT "https://huggingface.co"
 

@@ -7,7 +7,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 
-#include "json.h"
+#include "internal.h"
 
 #define API_MAX_BYTES (16u << 20) /* the file list of a repository with some 100,000 files */
 

@@ -10,8 +10,7 @@
  * Not here: HTTP, routing, signals, logging (cmd_serve.c). */
 #include "serve.h"
 
-#include "admission.h"
-#include "base64.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -339,7 +338,7 @@ typedef struct fetch_budget {
  * image. The client learns only that a fetch failed (libcurl's text would tell it which ports are
  * open and which hosts answer); the reason goes to the log. */
 static vlr_status fetch_remote(serve_pool *p, vlr_parsed_request *pr, serve_job *job, fetch_budget *budget, vlr_err *e) {
-    const vlr_params *params = &p->model->params;
+    const vlr_params *params = vlr_model_params(p->model);
     uint64_t per_image = params->max_download_bytes ? params->max_download_bytes : VLR_IMAGE_DEFAULT_MAX_DOWNLOAD;
     size_t index = 0;
     for (size_t m = 0; m < pr->req.n_messages; m++) {
@@ -400,10 +399,11 @@ static vlr_status admit(serve_pool *p, vlr_parsed_request *pr, serve_job *job, f
     vlr_status rc;
     if (!p->allow_any_path && (rc = serve_check_image_paths(&pr->req, p->image_root, e))) return rc;
     if ((rc = fetch_remote(p, pr, job, budget, e))) return rc;
-    vlr_image_limits lim = {.max_pixels = p->model->params.max_image_pixels,
-                            .max_download_bytes = p->model->params.max_download_bytes,
-                            .max_tokens = (uint64_t)p->model->max_tokens};
-    return vlr_request_cost(&pr->req, &p->model->cfg.preproc, &lim, cost, e);
+    const vlr_params *params = vlr_model_params(p->model);
+    vlr_image_limits lim = {.max_pixels = params->max_image_pixels,
+                            .max_download_bytes = params->max_download_bytes,
+                            .max_tokens = (uint64_t)vlr_model_max_tokens(p->model)};
+    return vlr_request_cost(&pr->req, &vlr_model_config(p->model)->preproc, &lim, cost, e);
 }
 
 void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out) {

@@ -8,7 +8,7 @@
 #define VLR_CLI_SERVE_H
 
 #include "cli.h"
-#include "fetch_policy.h"
+#include "internal.h"
 
 typedef struct serve_pool serve_pool;
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "common.h"
+#include "internal.h"
 
 typedef enum phase { PHASE_READING, PHASE_ANSWERING, PHASE_IDLE } phase;
 

@@ -1,18 +1,10 @@
 /* model.h: the internal layout of vlr_model and vlr_session, and the request preparation step
  * (template, images, tokens, positions) that `vlreward prepare` exposes and vlr_score builds on.
- * Internal: the CLI and the tests include it; library users see only vlreward.h. */
+ * Internal to the library and its tests: the CLI sees internal.h, library users only vlreward.h. */
 #ifndef VLR_MODEL_H
 #define VLR_MODEL_H
 
-#include "common.h"
-#include "config.h"
-#include "image.h"
-#include "kernels/exec.h"
-#include "request.h"
-#include "rope.h"
-#include "tokenizer.h"
-#include "trace.h"
-#include "weights.h"
+#include "internal.h" /* what the CLI sees of the library (vlr_prepared, vlr_prepare, ...) */
 
 struct vlr_model {
     char *dir;
@@ -30,21 +22,6 @@ struct vlr_model {
     char template_warning[256]; /* non-empty when it is not (the CLI prints it once) */
 };
 
-/* One request after preprocessing: what the model consumes. */
-typedef struct vlr_prepared {
-    vlr_buf prompt;               /* rendered template, one <|image_pad|> per image */
-    vlr_ids ids;                  /* token ids after placeholder expansion */
-    size_t n_images;
-    vlr_prepared_image *images;   /* [n_images], pixel_values + grids */
-    int32_t *positions;           /* [3][ids.len]: temporal, height, width M-RoPE positions */
-    int rope_delta;
-} vlr_prepared;
-
-void vlr_prepared_free(vlr_prepared *p);
-
-/* Chat template, images, tokenization, placeholder expansion, M-RoPE positions. */
-vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out);
-
 /* Memory plan of one request: the mapped weights (weight_bytes, all touched at worst), the KV cache
  * and decoder scratch for n_tokens, the input embeddings, the vision rows of the images and the
  * largest vision-tower working set. Peak RSS of scoring stays within it plus the tokenizer and the
@@ -58,9 +35,6 @@ const vlr_err *vlr_session_err(const vlr_session *s);
 /* Last-token outputs of the latest vlr_score on this session: the final-normed hidden state
  * [hidden_size] floats (valid until the next call). */
 const float *vlr_session_last_hidden(const vlr_session *s);
-
-/* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
-void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
 
 /* The session's kernel workspace (tests read its growth with vlr_workspace_stats). */
 const vlr_workspace *vlr_session_workspace(const vlr_session *s);

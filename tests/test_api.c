@@ -85,6 +85,63 @@ static void test_exported_symbols(void) {
     vlr_buf_free(&other);
 }
 
+/* The library boundary (issue 13): libvlreward holds no CLI code (benchmark datasets, FLOP counts,
+ * the random-weight model), the CLI includes no library header but internal.h, and `make install`
+ * installs the public header, the CLI, the archive, the versioned shared-library links and the
+ * pkg-config file, nothing else. */
+static void test_boundary(void) {
+    const char *build = getenv("VLR_BUILD");
+    if (!build || !*build) build = "build";
+    char cmd[1024], *out;
+    snprintf(cmd, sizeof cmd, "nm -g --defined-only %s/libvlreward.a", build);
+    int rc = test_run(cmd, "/dev/null", &out);
+    CHECK(rc == 0 && strstr(out, " T vlr_score\n"), "%s: exit %d", cmd, rc);
+    static const char *const cli_only[] = {" vlr_eval_", " vlr_bench_", " vlr_rb_", " vlr_vlrb_", " vlr_pairs_"};
+    for (size_t i = 0; i < sizeof cli_only / sizeof *cli_only; i++)
+        CHECK(!strstr(out, cli_only[i]), "libvlreward.a defines CLI code:%s...", cli_only[i]);
+    free(out);
+
+    /* every quoted include of cli/ names a cli/ header, internal.h or vlreward.h */
+    rc = test_run("grep -H '^#include \"' cli/*.c cli/*.h", "/dev/null", &out);
+    CHECK(rc == 0 && strstr(out, "\"internal.h\""), "grep cli includes: exit %d", rc);
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char file[256], name[256], path[600];
+        if (sscanf(line, "%255[^:]:#include \"%255[^\"]\"", file, name) != 2) continue;
+        snprintf(path, sizeof path, "cli/%s", name);
+        CHECK(strcmp(name, "internal.h") == 0 || strcmp(name, "vlreward.h") == 0 || access(path, R_OK) == 0,
+              "%s includes the library header %s (the CLI sees the library through internal.h)", file, name);
+    }
+    free(out);
+
+    /* make install into a scratch DESTDIR, when the build is up to date (never rebuild from here) */
+    snprintf(cmd, sizeof cmd, "env -u MAKEFLAGS -u MAKELEVEL make -q BUILD=%s %s/vlreward %s/libvlreward.a %s/libvlreward.so",
+             build, build, build, build);
+    if (test_run(cmd, "/dev/null", &out) != 0) {
+        free(out);
+        SKIP(1, "%s is not up to date: make install not tried", build);
+        return;
+    }
+    free(out);
+    char dest[] = "/tmp/vlr_install_XXXXXX";
+    CHECK(mkdtemp(dest) != NULL, "mkdtemp");
+    snprintf(cmd, sizeof cmd, "env -u MAKEFLAGS -u MAKELEVEL make -s --no-print-directory BUILD=%s DESTDIR=%s PREFIX=/usr install "
+             ">/dev/null && cd %s && find . \\( -type f -o -type l \\) | sort", build, dest, dest);
+    rc = test_run(cmd, "/dev/null", &out);
+    char want[512];
+    snprintf(want, sizeof want, "./usr/bin/vlreward\n./usr/include/vlreward.h\n./usr/lib/libvlreward.a\n"
+             "./usr/lib/libvlreward.so\n./usr/lib/libvlreward.so.0\n./usr/lib/libvlreward.so.%s\n"
+             "./usr/lib/pkgconfig/vlreward.pc\n", VLR_VERSION);
+    CHECK(rc == 0 && strcmp(out, want) == 0, "make install: exit %d, installed:\n%s", rc, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "readlink %s/usr/lib/libvlreward.so %s/usr/lib/libvlreward.so.0", dest, dest);
+    rc = test_run(cmd, "/dev/null", &out);
+    snprintf(want, sizeof want, "libvlreward.so.0\nlibvlreward.so.%s\n", VLR_VERSION);
+    CHECK(rc == 0 && strcmp(out, want) == 0, "installed links: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dest);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 static vlr_model *load_tiny(void) {
     vlr_params params = vlr_default_params();
     params.n_threads = 2;
@@ -286,6 +343,7 @@ static void test_batch(void) {
 
 int main(void) {
     TEST_RUN(test_exported_symbols);
+    TEST_RUN(test_boundary);
     TEST_RUN(test_version);
     TEST_RUN(test_validation);
     TEST_RUN(test_memory_images);

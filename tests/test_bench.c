@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_flops.h"
 #include "bench_model.h"
 #include "quantize.h"
 #include "json.h"

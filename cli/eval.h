@@ -45,9 +45,7 @@
 #ifndef VLR_EVAL_H
 #define VLR_EVAL_H
 
-#include "common.h"
-#include "json.h"
-#include "request.h"
+#include "internal.h"
 
 typedef enum vlr_eval_format {
     VLR_EVAL_PAIRS = 0,

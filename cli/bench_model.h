@@ -1,6 +1,7 @@
 /* bench_model.h: a Qwen2.5-VL model built in memory from deterministic random bf16 values, for
- * `vlreward bench` and for tests that need a model of any shape without files; plus the FLOP counts
- * the benchmark reports.
+ * `vlreward bench` and for tests that need a model of any shape without files. Internal to the CLI
+ * and the tests: not part of libvlreward (neither the archive nor the shared library) and not
+ * installed.
  *
  * The weights have the shapes and dtypes vlr_weights_load would bind for the same config, so the
  * forward passes (vision.c, text.c) cannot tell them apart from a checkpoint. Values: every matrix is
@@ -13,14 +14,11 @@
  * The embedding table [vocab, D] (1.09 GB at 7B size) is allocated zeroed but, unless asked, left
  * unfilled: untouched pages cost no memory, and vlr_bench_model_fill_embed_rows writes just the rows
  * a run will read (with the values a full fill would give them). Not here: timing, which lives in
- * cli/cmd_bench.c. */
+ * cli/cmd_bench.c, nor the FLOP counts it reports (cli/bench_flops.h). */
 #ifndef VLR_BENCH_MODEL_H
 #define VLR_BENCH_MODEL_H
 
-#include "common.h"
-#include "config.h"
-#include "rope.h"
-#include "weights.h"
+#include "internal.h"
 
 typedef struct vlr_bench_model {
     vlr_config cfg;   /* the shapes built (a copy of the caller's) */
@@ -58,18 +56,5 @@ void vlr_bench_fill_f32(float *x, size_t n, uint64_t seed, uint64_t tag, float m
 /* Keeps the first n_layers decoder layers and the first n_layers vision blocks (fewer when the
  * model has fewer), and the full-attention block indexes that fall inside. n_layers >= 1. */
 void vlr_bench_config_cut(vlr_config *cfg, int n_layers);
-
-/* FLOP counts, 2 per multiply-add: 2·m·n·k for every matrix product and 2·2·n_q·n_kv·head_dim per
- * head for attention (q·kᵀ and p·v), with n_q·n_kv the (query, key) pairs a query may see. Norms,
- * RoPE, activations, softmax exponentials and the value head are not counted (they are O(n·D)).
- *
- * Vision: patch embedding + merger (vlr_bench_vision_fixed_flops) and each block (window blocks
- * attend inside windows of window_size/patch/merge merged tokens, full blocks over the frame). */
-double vlr_bench_vision_fixed_flops(const vlr_config *cfg, vlr_grid_thw g);
-double vlr_bench_vision_block_flops(const vlr_config *cfg, vlr_grid_thw g, int block);
-double vlr_bench_vision_flops(const vlr_config *cfg, vlr_grid_thw g); /* fixed + every block */
-/* Decoder prefill of n tokens after n_cached cached ones, every layer of cfg: query i (0-based among
- * the new ones) sees n_cached + i + 1 keys. */
-double vlr_bench_text_flops(const vlr_config *cfg, size_t n_cached, size_t n);
 
 #endif

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "base64.h"
+#include "internal.h"
 
 bool vlr_eval_format_parse(const char *name, vlr_eval_format *out) {
     if (strcmp(name, "pairs") == 0) *out = VLR_EVAL_PAIRS;

@@ -8,7 +8,7 @@
 #ifndef VLR_EVAL_COMPARE_H
 #define VLR_EVAL_COMPARE_H
 
-#include "common.h"
+#include "internal.h"
 
 typedef struct vlr_eval_compare {
     double *a, *b;       /* scores at the two precisions: [2 * pairs], chosen then rejected */
