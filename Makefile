@@ -118,7 +118,9 @@ demo: deps
 
 # The Python package (python/, docs/python.md), built in place against $(BUILD)/libvlreward.a;
 # tests/test_python.c runs its tests with the same interpreter.
-PYTHON ?= python3
+# Debian's interpreter when there is one: scripts/install-deps installs python3-dev, -setuptools, -numpy
+# and -pil for it (a python3 earlier on PATH, pyenv's say, sees none of them).
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 python: $(BUILD)/libvlreward.a
 	cd python && VLREWARD_BUILD=$(abspath $(BUILD)) $(PYTHON) setup.py -q build_ext --inplace --force
 

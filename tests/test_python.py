@@ -5,9 +5,12 @@ Environment: PYTHONPATH holding python/ with the extension built, VLR_BUILD the 
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 import unittest
 
 import vlreward
@@ -22,6 +25,8 @@ REF = "tests/reference"
 DEMO = "tests/reference/images/demo.jpg"
 QUESTION = "Is Purple the highest value?"
 
+# scripts/install-deps installs both (python3-numpy, python3-pil); without them their tests say skipped,
+# and tests/test_python.c reports the skips
 try:
     import numpy
 except ImportError:
@@ -30,6 +35,8 @@ try:
     from PIL import Image as PILImage
 except ImportError:
     PILImage = None
+NO_NUMPY = "NumPy is not installed for this interpreter (python3-numpy)"
+NO_PIL = "Pillow is not installed for this interpreter (python3-pil)"
 
 _model = None
 
@@ -100,8 +107,8 @@ class Package(unittest.TestCase):
         self.assertEqual(model().score(messages), want)
 
     def test_pixels_equal_file(self):
-        """A PNG the CLI reads from disk, and the same pixels as a NumPy array, a PIL image and the
-        PNG's bytes: one score."""
+        """A PNG the CLI reads from disk, the same pixels as packed RGB8 rows and the PNG's bytes:
+        one score."""
         w, h = 61, 45
         rgb = synthetic_rgb(w, h)
         with tempfile.TemporaryDirectory() as tmp:
@@ -115,16 +122,124 @@ class Package(unittest.TestCase):
             self.assertEqual(model().score(dict(request, image=png)), want)
             self.assertEqual(model().score(dict(request, images=[vlreward._request.Image(pixels=rgb, width=w,
                                                                                          height=h)])), want)
-            if numpy is not None:
-                arr = numpy.frombuffer(rgb, numpy.uint8).reshape(h, w, 3)
-                self.assertEqual(model().score(dict(request, image=arr)), want)
-                wide = numpy.zeros((h, w + 9, 3), numpy.uint8)
-                wide[:, :w] = arr
-                self.assertEqual(model().score(dict(request, image=wide[:, :w])), want)  # a strided view
-            if PILImage is not None:
-                self.assertEqual(model().score(dict(request, image=PILImage.frombytes("RGB", (w, h), rgb))), want)
-            if numpy is None or PILImage is None:
-                print("note: NumPy or Pillow absent, their image inputs not tested", flush=True)
+
+    @unittest.skipIf(numpy is None, NO_NUMPY)
+    def test_numpy_equal_file(self):
+        """H x W x 3 uint8 arrays, contiguous or not (a column window, a reversed and subsampled
+        view): the score of a PNG file of the same pixels."""
+        w, h = 61, 45
+        arr = numpy.frombuffer(synthetic_rgb(w, h), numpy.uint8).reshape(h, w, 3)
+        wide = numpy.zeros((h, w + 9, 3), numpy.uint8)
+        wide[:, 4:w + 4] = arr
+        views = {"contiguous": arr, "column window": wide[:, 4:w + 4], "reversed, every other": arr[::-2, ::2],
+                 "Fortran order": numpy.asfortranarray(arr)}
+        request = {"question": QUESTION, "answer": "Yes."}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, view in views.items():
+                self.assertEqual(view.flags["C_CONTIGUOUS"], name == "contiguous", name)
+                vh, vw = view.shape[:2]
+                path = os.path.join(tmp, "view.png")
+                with open(path, "wb") as f:
+                    f.write(png_rgb8(numpy.ascontiguousarray(view).tobytes(), vw, vh))
+                want = cli_score(path, QUESTION, "Yes.")
+                self.assertEqual(model().score(dict(request, image=view)), want, name)
+        with self.assertRaises(vlreward.InputError) as ctx:
+            model().score(dict(request, image=arr.astype(numpy.float32)))
+        self.assertIn("H x W x 3 uint8", str(ctx.exception))
+        with self.assertRaises(vlreward.InputError):
+            model().score(dict(request, image=numpy.zeros((4, 4, 4), numpy.uint8)))
+
+    @unittest.skipIf(PILImage is None, NO_PIL)
+    def test_pil_equal_file(self):
+        """PIL images in the modes datasets hand out (RGB, RGBA, L, P, and a JPEG as PIL opens it):
+        the score of the file PIL writes, as the CLI reads it (RGBA pasted on white as qwen_vl_utils
+        does, L and P expanded to RGB)."""
+        w, h = 61, 45
+        rgb = PILImage.frombytes("RGB", (w, h), synthetic_rgb(w, h))
+        alpha = PILImage.frombytes("L", (w, h), bytes((x * 5 + y * 11) % 256 for y in range(h) for x in range(w)))
+        rgba = rgb.copy()
+        rgba.putalpha(alpha)
+        images = {"RGB": rgb, "RGBA": rgba, "L": rgb.convert("L"), "P": rgb.quantize(colors=37)}
+        request = {"question": QUESTION, "answer": "Yes."}
+        with tempfile.TemporaryDirectory() as tmp:
+            scores = {}
+            for mode, img in images.items():
+                self.assertEqual(img.mode, mode)
+                path = os.path.join(tmp, mode + ".png")
+                img.save(path)
+                want = cli_score(path, QUESTION, "Yes.")
+                self.assertEqual(model().score(dict(request, image=img)), want, mode)
+                with PILImage.open(path) as reopened:
+                    self.assertEqual(model().score(dict(request, image=reopened)), want, mode + " reopened")
+                scores[mode] = want
+            self.assertEqual(len(set(scores.values())), len(scores), "the modes give different pixels")
+        with PILImage.open(DEMO) as jpeg:
+            self.assertEqual(model().score({"image": jpeg, "question": QUESTION, "answer": "No."}),
+                             cli_score(DEMO, QUESTION, "No."))
+
+    def test_groups(self):
+        """{"answers": [...]} gives one score per answer, bit for bit each answer's own request, in
+        score and score_batch; a bad answer fails the group naming it."""
+        answers = ["No.", "Yes.", [{"type": "text", "text": "The answer is: B"}]]
+        own = [model().score({"image": DEMO, "question": QUESTION, "answer": a if isinstance(a, str) else a[0]["text"]})
+               for a in answers]
+        self.assertEqual(len(set(own)), 3)
+        group = {"image": DEMO, "question": QUESTION, "answers": answers}
+        self.assertEqual(model().score(group), own)
+        messages = {"messages": [{"role": "user", "content": [{"type": "image", "image": DEMO},
+                                                              {"type": "text", "text": QUESTION}]}],
+                    "answers": answers}
+        self.assertEqual(model().score(messages), own)
+        self.assertEqual(model().score(dict(group, answers=["Yes."])), [own[1]])
+        single = {"image": DEMO, "question": QUESTION, "answer": "No."}
+        self.assertEqual(model().score_batch([group, single, group]), [own, own[0], own])
+        with self.assertRaises(vlreward.FileError) as ctx:
+            model().score(dict(group, answers=["No.", [{"type": "image", "image": "no/such.png"}]]))
+        self.assertTrue(str(ctx.exception).startswith("answers[1]: "), str(ctx.exception))
+        for bad, message in ((dict(group, answer="No."), 'either "answer" or "answers"'),
+                             (dict(group, answers=[]), "answers: 0 answers (a group has 1 to 1024)"),
+                             (dict(group, answers="No."), "answers: expected a list"),
+                             (dict(group, answers=["No.", 7]), "answers[1]: expected a string or a list"),
+                             ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                               "answers": ["b"]}, "the messages end with the user turn")):
+            with self.assertRaises(vlreward.InputError) as ctx:
+                model().score(bad)
+            self.assertIn(message, str(ctx.exception))
+
+    def test_ctrl_c_stops_a_call(self):
+        """SIGINT during a long score_batch: KeyboardInterrupt within a fraction of a second, although
+        the call under way (32,000 tokens) takes many seconds; the Model scores on afterwards as a
+        fresh one does."""
+        script = """if True:
+            import sys, time, vlreward
+            m = vlreward.Model(sys.argv[1], threads=2)
+            long = {"question": "hello world " * 16000, "answer": "a"}
+            short = {"image": sys.argv[2], "question": "q", "answer": "No."}
+            print("ready", flush=True)
+            try:
+                m.score_batch([long, long, short])
+                print("finished", flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", time.monotonic(), flush=True)
+            print(repr(m.score(short)), flush=True)
+        """
+        child = subprocess.Popen([sys.executable, "-c", script, MODEL, DEMO], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(child.stdout.readline(), "ready\n")
+            time.sleep(1.5)  # well inside the first request
+            sent = time.monotonic()
+            child.send_signal(signal.SIGINT)
+            words = child.stdout.readline().split()
+            self.assertEqual(words[:1], ["interrupted"], "the batch ran to its end: no KeyboardInterrupt")
+            self.assertLess(float(words[1]) - sent, 2.0, "KeyboardInterrupt came late")
+            after = float(child.stdout.readline())
+            self.assertEqual(after, model().score({"image": DEMO, "question": "q", "answer": "No."}))
+            self.assertEqual(child.wait(timeout=60), 0)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
 
     def test_batch_and_threads(self):
         answers = ["No.", "Yes.", "The answer is: B", "Purple is not the highest."]
@@ -288,6 +403,13 @@ class HttpClient(unittest.TestCase):
             request = {"image": arr, "question": QUESTION, "answer": "No."}
             self.assertEqual(client.score(request), model().score(request))
         self.assertEqual(client.info()["text"], model().info()["text"])
+        group = {"image": DEMO, "question": QUESTION, "answers": ["No.", "Yes."]}
+        self.assertEqual(client.score(group), model().score(group))
+        self.assertEqual(client.score_batch([group, requests[0]]), [model().score(group), want[0]])
+        self.assertEqual(client.score_batch([group], progress=True), [model().score(group)])
+        with self.assertRaises(vlreward.InputError) as ctx:
+            client.score(dict(group, answers=["No.", [{"type": "image", "image": "no/such.png"}]]))
+        self.assertIn("answers[1]: ", str(ctx.exception))
         with self.assertRaises(vlreward.NetworkError):
             vlreward.Client("http://127.0.0.1:9").score(requests[0])
 

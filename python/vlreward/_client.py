@@ -34,7 +34,8 @@ class Client:
             raise NetworkError(f"{self.url}: {e}") from None
 
     def score(self, request):
-        return self._post(to_json(request))["score"]
+        """A float, or for a group ("answers": [...]) the list of the answers' scores."""
+        return _result(self._post(to_json(request)))
 
     def score_batch(self, requests, *, errors="raise", progress=False):
         """One POST for the whole list ({"requests": [...]}) unless progress is asked for."""
@@ -54,4 +55,4 @@ class Client:
 def _result(item):
     if "error" in item:
         raise InputError(item["error"])
-    return item["score"]
+    return item["scores"] if "scores" in item else item["score"]

@@ -1,10 +1,11 @@
 """vlreward.Model: the C library in this process."""
 import os
 import re
+import threading
 
 from ._batch import run_batch
 from ._errors import FileError, ModelError, from_status
-from ._request import IMAGE_OPTIONS, normalize
+from ._request import IMAGE_OPTIONS, parse
 
 try:
     from . import _vlreward as _core
@@ -79,12 +80,25 @@ class Model:
             raise
 
     def score(self, request, *, base_dir=None):
-        """The reward of one request (a dict in the `vlreward score` line format) as a float."""
-        messages = [(role, [_item_tuple(x) for x in items]) for role, items in normalize(request)]
-        status, score, message = self._m.score(messages, base_dir if base_dir is not None else self.base_dir)
-        if status != _core.OK:
-            raise from_status(status, message, _core.status_str(status))
-        return score
+        """The reward of one request (a dict in the `vlreward score` line format) as a float; for a
+        group ("answers": [...]) the list of its answers' rewards, each bit for bit the score of that
+        answer as a request of its own (the prompt runs once). Ctrl-C stops a call under way
+        (KeyboardInterrupt) when it is made from the main thread."""
+        messages, answers = parse(request)
+        prompt = [(role, [_item_tuple(x) for x in items]) for role, items in messages]
+        if answers is None:
+            requests = [prompt]
+        else:
+            requests = [prompt + [("assistant", [_item_tuple(x) for x in items])] for items in answers]
+        results = self._m.score(requests, base_dir if base_dir is not None else self.base_dir,
+                                threading.current_thread() is threading.main_thread())
+        scores = []
+        for i, (status, score, message) in enumerate(results):
+            if status != _core.OK:
+                raise from_status(status, message if answers is None else f"answers[{i}]: {message}",
+                                  _core.status_str(status))
+            scores.append(score)
+        return scores if answers is not None else scores[0]
 
     def score_batch(self, requests, *, errors="raise", progress=False, base_dir=None):
         """Scores of the requests, in order. errors="raise" raises the first failure (its message

@@ -109,11 +109,33 @@ def _content(content, where):
     return items
 
 
-def normalize(request):
-    """[(role, [str | Image, ...]), ...] for a request dict: {"messages": [...]} or the shorthand
-    {"image" | "images", "question", "answer"}."""
+MAX_ANSWERS = 1024  # answers in one group (the library's VLR_MAX_ANSWERS)
+
+
+def _answers(answers):
+    """The assistant turns of a group: each answer a string or a content list."""
+    if not isinstance(answers, (list, tuple)):
+        raise InputError(f"answers: expected a list, found {type(answers).__name__}")
+    if not 1 <= len(answers) <= MAX_ANSWERS:
+        raise InputError(f"answers: {len(answers)} answers (a group has 1 to {MAX_ANSWERS})")
+    out = []
+    for i, a in enumerate(answers):
+        if not isinstance(a, (str, list, tuple)):
+            raise InputError(f"answers[{i}]: expected a string or a list of items, found {type(a).__name__}")
+        out.append(_content(a, f"answers[{i}]"))
+    return out
+
+
+def parse(request):
+    """(messages, answers) for a request dict: messages [(role, [str | Image, ...]), ...] from
+    {"messages": [...]} or the shorthand {"image" | "images", "question", "answer"}; answers None,
+    or for a group ("answers": [...] in place of the assistant turn) the list of the answers'
+    items, the messages then ending with the user turn they answer."""
     if not isinstance(request, dict):
         raise InputError(f"expected a request dict, found {type(request).__name__}")
+    group = "answers" in request
+    if group and "answer" in request:
+        raise InputError('give either "answer" or "answers", not both')
     if "messages" in request:
         messages = request["messages"]
         if not isinstance(messages, (list, tuple)):
@@ -126,10 +148,12 @@ def normalize(request):
             if not isinstance(role, str):
                 raise InputError(f"messages[{i}].role: expected a string, found {type(role).__name__}")
             out.append((role, _content(m.get("content", ""), f"messages[{i}].content")))
-        return out
-    if "question" in request or "answer" in request:
+        if group and out and out[-1][0] == "assistant":
+            raise InputError('with "answers", the messages end with the user turn they answer '
+                             "(the last message is an assistant turn)")
+    elif "question" in request or "answer" in request or group:
         question, answer = request.get("question", ""), request.get("answer")
-        if not isinstance(answer, str):
+        if not group and not isinstance(answer, str):
             raise InputError(f"answer: expected a string (the assistant turn to score), found {type(answer).__name__}")
         if not isinstance(question, str):
             raise InputError(f"question: expected a string, found {type(question).__name__}")
@@ -142,8 +166,10 @@ def normalize(request):
             if not isinstance(images, (list, tuple)):
                 raise InputError(f"images: expected a list, found {type(images).__name__}")
         user = [to_image(img, f"{where}[{k}]" if where == "images" else where) for k, img in enumerate(images)]
-        return [("user", user + [question]), ("assistant", [answer])]
-    raise InputError('no "messages" and no "question"/"answer": nothing to score')
+        out = [("user", user + [question])] + ([] if group else [("assistant", [answer])])
+    else:
+        raise InputError('no "messages" and no "question"/"answer": nothing to score')
+    return out, _answers(request["answers"]) if group else None
 
 
 # ---- the JSON form, for the HTTP client ------------------------------------------------------------
@@ -182,12 +208,16 @@ def image_json(img):
     return dict({"type": "image", "image": ref}, **img.options)
 
 
+def _content_json(items):
+    return [{"type": "text", "text": x} if isinstance(x, str) else image_json(x) for x in items]
+
+
 def to_json(request):
     """The request as a JSON-ready dict with every image a reference (in-memory ones as data URIs)."""
-    messages = [{"role": role, "content": [{"type": "text", "text": x} if isinstance(x, str) else image_json(x)
-                                           for x in items]}
-                for role, items in normalize(request)]
-    out = {"messages": messages}
+    messages, answers = parse(request)
+    out = {"messages": [{"role": role, "content": _content_json(items)} for role, items in messages]}
+    if answers is not None:
+        out["answers"] = [_content_json(items) for items in answers]
     if "id" in request:
         out["id"] = request["id"]
     return out

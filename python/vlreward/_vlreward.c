@@ -2,11 +2,20 @@
  * header (include/vlreward.h) only. It holds a loaded model and a pool of sessions; the package's
  * Python code turns request dicts and images into the plain tuples scored here.
  *
- * A request reaches score() as (messages, base_dir): messages is a list of (role, items), each item
- * a tuple (kind, payload, width, height, stride, min_pixels, max_pixels, resized_height,
- * resized_width) with kind a vlr_item_kind; payload is a str (text, image reference) or a
- * bytes-like object (encoded file, RGB8 pixels). score() returns (status, score or None, message)
- * and raises only for a malformed tuple or a closed model: the package maps statuses to exceptions.
+ * Requests reach score() as (requests, base_dir, interruptible): requests is a list of requests
+ * (one, or the answers of a group, scored in order on one session so that their shared prompt runs
+ * once), each a list of (role, items), each item a tuple (kind, payload, width, height, stride,
+ * min_pixels, max_pixels, resized_height, resized_width) with kind a vlr_item_kind; payload is a str
+ * (text, image reference) or a bytes-like object (encoded file, RGB8 pixels). score() returns a list
+ * of (status, score or None, message) and raises only for a malformed tuple, a closed model or a
+ * signal: the package maps statuses to exceptions.
+ *
+ * Ctrl-C: Python runs signal handlers in the main thread only, between bytecodes, so a long call
+ * would otherwise hold KeyboardInterrupt back until it ends. With interruptible (the package sets it
+ * in the main thread), a helper thread scores while the calling thread waits on it, waking every
+ * 50 ms to run PyErr_CheckSignals; when a handler raises, the session's cancel flag stops the call
+ * at its next check (between vision blocks, decoder layers and 512-token chunks) and the exception
+ * propagates. The session stays usable (vlr_session_set_cancel_flag).
  *
  * Threads: the GIL is released while a request is scored. Each call takes a session from the
  * model's pool (creating one when all are busy) and gives it back afterwards; the pool is touched
@@ -15,8 +24,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vlreward.h"
 
@@ -244,32 +256,136 @@ static PyObject *Model_close(ModelObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Model_score(ModelObject *self, PyObject *args) {
-    PyObject *messages;
-    const char *base_dir = NULL;
-    if (!PyArg_ParseTuple(args, "O|z", &messages, &base_dir) || check_open(self) != 0) return NULL;
-    call_args a = {0};
-    if (build_request(messages, &a) != 0) {
-        call_args_free(&a);
-        return NULL;
+/* One vlr_score_batch call handed to the helper thread of an interruptible score(). */
+typedef struct {
+    vlr_session *s;
+    const vlr_request *reqs;
+    size_t n;
+    vlr_batch_result *results;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} score_job;
+
+static void *score_worker(void *arg) {
+    score_job *job = arg;
+    vlr_score_batch(job->s, job->reqs, job->n, job->results);
+    pthread_mutex_lock(&job->mu);
+    job->done = 1;
+    pthread_cond_signal(&job->cv);
+    pthread_mutex_unlock(&job->mu);
+    return NULL;
+}
+
+/* Scores job on a helper thread, running Python's signal handlers every 50 ms meanwhile; a handler
+ * that raises sets *cancel (the session's flag). Returns -1 with that exception set, else 0. Called
+ * with the GIL; falls back to scoring here when no thread can be started. */
+static int score_interruptible(score_job *job, volatile int *cancel) {
+    pthread_condattr_t attr;
+    pthread_t tid;
+    int started = 0;
+    pthread_mutex_init(&job->mu, NULL);
+    if (pthread_condattr_init(&attr) == 0) {
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        if (pthread_cond_init(&job->cv, &attr) == 0) {
+            started = pthread_create(&tid, NULL, score_worker, job) == 0;
+            if (!started) pthread_cond_destroy(&job->cv);
+        }
+        pthread_condattr_destroy(&attr);
     }
-    vlr_request req = {a.messages, (size_t)PyList_GET_SIZE(messages), base_dir};
+    if (!started) {
+        pthread_mutex_destroy(&job->mu);
+        Py_BEGIN_ALLOW_THREADS
+        vlr_score_batch(job->s, job->reqs, job->n, job->results);
+        Py_END_ALLOW_THREADS
+        return 0;
+    }
+    int raised = 0;
+    for (;;) {
+        int done;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_mutex_lock(&job->mu);
+        while (!job->done && pthread_cond_timedwait(&job->cv, &job->mu, &until) != ETIMEDOUT) {}
+        done = job->done;
+        pthread_mutex_unlock(&job->mu);
+        Py_END_ALLOW_THREADS
+        if (done) break;
+        if (!raised && PyErr_CheckSignals() != 0) raised = 1, *cancel = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(tid, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_cond_destroy(&job->cv);
+    pthread_mutex_destroy(&job->mu);
+    return raised ? -1 : 0;
+}
+
+static PyObject *Model_score(ModelObject *self, PyObject *args) {
+    PyObject *list;
+    const char *base_dir = NULL;
+    int interruptible = 0;
+    if (!PyArg_ParseTuple(args, "O!|zp", &PyList_Type, &list, &base_dir, &interruptible) || check_open(self) != 0)
+        return NULL;
+    size_t n = (size_t)PyList_GET_SIZE(list);
+    call_args *a = PyMem_Calloc(n + 1, sizeof *a);
+    vlr_request *reqs = PyMem_Calloc(n + 1, sizeof *reqs);
+    vlr_batch_result *results = PyMem_Calloc(n + 1, sizeof *results);
+    PyObject *out = NULL;
+    size_t built = 0;
+    if (!a || !reqs || !results) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; built < n; built++) {
+        PyObject *messages = PyList_GET_ITEM(list, (Py_ssize_t)built);
+        if (build_request(messages, &a[built]) != 0) {
+            built++; /* a[built] holds references to release */
+            goto done;
+        }
+        reqs[built] = (vlr_request){a[built].messages, (size_t)PyList_GET_SIZE(messages), base_dir};
+    }
     vlr_status rc;
     vlr_session *s = take_session(self, &rc);
     if (!s) {
-        call_args_free(&a);
-        return Py_BuildValue("(iOs)", (int)rc, Py_None, "cannot create a session: out of memory");
+        out = PyList_New(0);
+        PyObject *item = Py_BuildValue("(iOs)", (int)rc, Py_None, "cannot create a session: out of memory");
+        if (!out || !item || PyList_Append(out, item) != 0) Py_CLEAR(out);
+        Py_XDECREF(item);
+        goto done;
     }
-    double score = 0;
+    volatile int cancel = 0;
+    vlr_session_set_cancel_flag(s, &cancel);
+    score_job job = {.s = s, .reqs = reqs, .n = n, .results = results};
+    int raised = 0;
     self->busy++;
-    Py_BEGIN_ALLOW_THREADS
-    rc = vlr_score(s, &req, &score);
-    Py_END_ALLOW_THREADS
+    if (interruptible) {
+        raised = score_interruptible(&job, &cancel);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        vlr_score_batch(s, reqs, n, results);
+        Py_END_ALLOW_THREADS
+    }
     self->busy--;
-    PyObject *out = rc == VLR_OK ? Py_BuildValue("(ids)", 0, score, "")
-                                 : Py_BuildValue("(iOs)", (int)rc, Py_None, vlr_session_errmsg(s));
+    vlr_session_set_cancel_flag(s, NULL);
     give_back(self, s);
-    call_args_free(&a);
+    if (raised) goto done;
+    out = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; out && i < n; i++) {
+        const vlr_batch_result *r = &results[i];
+        PyObject *item = r->status == VLR_OK ? Py_BuildValue("(ids)", 0, r->score, "")
+                                             : Py_BuildValue("(iOs)", (int)r->status, Py_None, r->message);
+        if (!item) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+    }
+done:
+    for (size_t i = 0; a && i < built; i++) call_args_free(&a[i]);
+    PyMem_Free(a);
+    PyMem_Free(reqs);
+    PyMem_Free(results);
     return out;
 }
 
@@ -311,7 +427,7 @@ static PyObject *Model_info(ModelObject *self, PyObject *unused) {
 
 static PyMethodDef Model_methods[] = {
     {"score", (PyCFunction)Model_score, METH_VARARGS,
-     "score(messages, base_dir=None) -> (status, score or None, message)"},
+     "score(requests, base_dir=None, interruptible=False) -> [(status, score or None, message), ...]"},
     {"info", (PyCFunction)Model_info, METH_NOARGS, "info() -> the dict of `vlreward info --json`"},
     {"close", (PyCFunction)Model_close, METH_NOARGS, "close(): frees the model and its sessions"},
     {NULL, NULL, 0, NULL},
