@@ -169,22 +169,22 @@ uninstall:
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
 FUZZ_TARGETS := image json safetensors request tokenizer admission
 FUZZ_SECONDS ?= 120
-build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/common.c $(HDRS)
+build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fopenmp $(filter %.c,$^) $(shell pkg-config --cflags --libs libjpeg libpng libwebp libcurl) -lm -o $@
-build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c src/json.c src/common.c $(HDRS)
+build-fuzz/fuzz_json: tests/fuzz/fuzz_json.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
-build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/weights.c src/json.c src/common.c $(HDRS)
+build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/weights.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
-build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c src/request.c src/chat.c src/json.c src/common.c $(HDRS)
+build-fuzz/fuzz_request: tests/fuzz/fuzz_request.c src/request.c src/chat.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(filter %.c,$^) -lm -o $@
-build-fuzz/fuzz_admission: tests/fuzz/fuzz_admission.c src/admission.c src/request.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/json.c src/common.c $(HDRS)
+build-fuzz/fuzz_admission: tests/fuzz/fuzz_admission.c src/admission.c src/request.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fopenmp $(filter %.c,$^) $(shell pkg-config --cflags --libs libjpeg libpng libwebp libcurl) -lm -o $@
-build-fuzz/fuzz_tokenizer: tests/fuzz/fuzz_tokenizer.c src/tokenizer.c src/pretokenize.c src/json.c src/common.c $(HDRS)
+build-fuzz/fuzz_tokenizer: tests/fuzz/fuzz_tokenizer.c src/tokenizer.c src/pretokenize.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(filter %.c,$^) $(shell pkg-config --cflags --libs libutf8proc) -lm -o $@
 

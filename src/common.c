@@ -1,11 +1,9 @@
-/* common.c: the error record, allocation wrappers, the growable buffer and its JSON writers,
+/* common.c: the error record, allocation wrappers, the growable buffer (its JSON writer: json_write.c),
  * whole-file reading, number conversions. Small utilities every module uses; no policy here. */
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <locale.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -196,70 +194,6 @@ void vlr_buf_printf(vlr_buf *b, const char *fmt, ...) {
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
-}
-
-void vlr_buf_json_string(vlr_buf *b, const char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    vlr_buf_append(b, "\"", 1);
-    size_t run = 0; /* bytes copied verbatim, flushed in one append */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[7];
-        if (c >= 0x80) { /* a multi-byte character, copied as is when well-formed */
-            int k = vlr_utf8_seq((const unsigned char *)s + i, n - i);
-            if (k > 0) {
-                run += (size_t)k;
-                i += (size_t)k - 1;
-                continue;
-            }
-            vlr_buf_append(b, s + i - run, run);
-            run = 0;
-            vlr_buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD for the maximal ill-formed subpart */
-            i += (size_t)(-k) - 1;
-            continue;
-        }
-        if (c == '"') esc = "\\\"";
-        else if (c == '\\') esc = "\\\\";
-        else if (c == '\n') esc = "\\n";
-        else if (c == '\r') esc = "\\r";
-        else if (c == '\t') esc = "\\t";
-        else if (c < 0x20 || c == 0x7f) {
-            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-            u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = 0;
-            esc = u;
-        }
-        if (esc) {
-            vlr_buf_append(b, s + i - run, run);
-            run = 0;
-            vlr_buf_puts(b, esc);
-        } else {
-            run++;
-        }
-    }
-    vlr_buf_append(b, s + n - run, run);
-    vlr_buf_append(b, "\"", 1);
-}
-
-void vlr_buf_json_double(vlr_buf *b, double v) {
-    if (!isfinite(v)) {
-        vlr_buf_puts(b, "null"); /* JSON has no NaN/Inf */
-        return;
-    }
-    /* Formatted in the "C" locale: a host program under a decimal-comma locale must still get
-     * JSON numbers. Shortest of %.15g..%.17g that reads back exactly: readable and round-trip safe. */
-    locale_t c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-    locale_t previous = c_numeric ? uselocale(c_numeric) : (locale_t)0;
-    char tmp[40];
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-        if (strtod(tmp, NULL) == v) break;
-    }
-    if (c_numeric) {
-        uselocale(previous);
-        freelocale(c_numeric);
-    }
-    vlr_buf_puts(b, tmp);
 }
 
 /* ---- files -------------------------------------------------------------------------------- */

@@ -58,12 +58,6 @@ bool vlr_buf_reserve(vlr_buf *b, size_t extra);
 void vlr_buf_append(vlr_buf *b, const void *data, size_t n);
 void vlr_buf_puts(vlr_buf *b, const char *s);
 void vlr_buf_printf(vlr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s (n bytes, may contain NUL) as a JSON string literal with quotes and escapes. The
- * output is always valid UTF-8 (RFC 8259 requires it): each ill-formed sequence in s (a stray
- * continuation byte, a truncated sequence, an overlong form, a surrogate, a code point above
- * U+10FFFF, bytes F5..FF; one U+FFFD per maximal subpart, as Unicode recommends) is written as
- * U+FFFD. Every JSON string this program writes goes through here. */
-void vlr_buf_json_string(vlr_buf *b, const char *s, size_t n);
 
 /* UTF-8 helpers. vlr_utf8_seq: the length (1..4) of the well-formed sequence at s[0..n), or minus
  * the length of its maximal ill-formed subpart (-1..-3). vlr_utf8_cut: the largest length <= len
@@ -74,8 +68,6 @@ size_t vlr_utf8_cut(const char *s, size_t len);
  * trimmed back to a character boundary). Returns what snprintf returns. */
 int vlr_snprintf_utf8(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int vlr_vsnprintf_utf8(char *dst, size_t cap, const char *fmt, va_list ap);
-/* Appends a double as the shortest text that reads back to the same double ("%.17g" fallback). */
-void vlr_buf_json_double(vlr_buf *b, double v);
 
 /* Reads a whole file. max_bytes guards against absurd sizes. *out is NUL-terminated (not counted). */
 vlr_status vlr_read_file(const char *path, size_t max_bytes, char **out, size_t *len, vlr_err *e);

@@ -10,7 +10,8 @@
  * Why each piece:
  *   common.h        vlr_buf, vlr_err, the allocation, path and clock helpers every command uses.
  *   json.h          the JSON Lines commands parse each input line once, then read "id" and their
- *                   own fields (eval's dataset rows, tokenize's "ids") before handing it on.
+ *                   own fields (eval's dataset rows, tokenize's "ids") before handing it on;
+ *                   json_write.h (through json.h) writes every JSON text they print.
  *   request.h       a line's request with its group ("answers"), id and answers: score, eval and
  *                   serve read requests themselves to score each answer of a group.
  *   admission.h     serve bounds a body's JSON values and charges each image's cost (from its

@@ -7,7 +7,7 @@
  * not produce lone surrogates. Recursion depth is capped (VLR_JSON_MAX_DEPTH) so hostile nesting
  * cannot exhaust the C stack. Numbers are converted with strtod_l in the "C" locale: plain strtod
  * follows LC_NUMERIC, and a host program running under a decimal-comma locale would read "0.5" as 0.
- * It does not write JSON: see vlr_buf_json_string in common.c. */
+ * It does not write JSON: see json_write.c. */
 #include "json.h"
 
 #include <locale.h>

@@ -7,12 +7,13 @@
  * depth, reports errors as "line L, column C (byte B): ...", and allocates every node of a document
  * from one arena, so freeing is one call.
  *
- * Nodes are immutable after parsing. Children of an array or object are stored contiguously
+ * Writing JSON is json_write.h's job. Nodes are immutable after parsing. Children of an array or object are stored contiguously
  * (node->items[0 .. node->len-1]); object members carry their key in key/key_len. */
 #ifndef VLR_JSON_H
 #define VLR_JSON_H
 
 #include "common.h"
+#include "json_write.h" /* the writer: the reader's counterpart */
 
 typedef enum vlr_json_type {
     VLR_JSON_NULL = 0,

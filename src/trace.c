@@ -6,6 +6,8 @@
  * that this engine does not compute (values_last8, precision_study) are not written. */
 #include "trace.h"
 
+#include "json_write.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,61 +135,51 @@ void vlr_trace_set_score(vlr_trace *t, double score) {
 
 /* ---- JSON ---- */
 
-static void put_doubles(vlr_buf *b, const double *v, int n) {
-    vlr_buf_puts(b, "[");
-    for (int i = 0; i < n; i++) {
-        if (i) vlr_buf_puts(b, ", ");
-        vlr_buf_json_double(b, v[i]);
-    }
-    vlr_buf_puts(b, "]");
+static void put_doubles(vlr_jw *w, const char *key, const double *v, int n) {
+    vlr_jw_key(w, key);
+    vlr_jw_array(w);
+    for (int i = 0; i < n; i++) vlr_jw_double(w, v[i]);
+    vlr_jw_end(w);
 }
 
 /* {"shape": [...], "sum", "sum_abs", then the vision or the text row keys} */
-static void put_stage(vlr_buf *b, const vlr_trace_stage *s, bool text_keys) {
+static void put_stage(vlr_jw *w, const vlr_trace_stage *s, bool text_keys) {
     int n4 = s->cols < 4 ? (int)s->cols : 4;
-    vlr_buf_printf(b, "{\"shape\": [%lld, %lld], \"sum\": ", (long long)s->rows,
-                   (long long)s->cols);
-    vlr_buf_json_double(b, s->sum);
-    vlr_buf_puts(b, ", \"sum_abs\": ");
-    vlr_buf_json_double(b, s->sum_abs);
-    vlr_buf_puts(b, ", \"row0_first4\": ");
-    put_doubles(b, s->first_row, n4);
+    vlr_jw_object(w);
+    vlr_jw_key(w, "shape");
+    vlr_jw_array(w);
+    vlr_jw_int(w, (long long)s->rows);
+    vlr_jw_int(w, (long long)s->cols);
+    vlr_jw_end(w);
+    vlr_jw_key_double(w, "sum", s->sum);
+    vlr_jw_key_double(w, "sum_abs", s->sum_abs);
+    put_doubles(w, "row0_first4", s->first_row, n4);
     if (text_keys) {
-        vlr_buf_puts(b, ", \"last_first4\": ");
-        put_doubles(b, s->last_row, n4);
-        vlr_buf_puts(b, ", \"last_sum\": ");
-        vlr_buf_json_double(b, s->last_sum);
+        put_doubles(w, "last_first4", s->last_row, n4);
+        vlr_jw_key_double(w, "last_sum", s->last_sum);
     } else {
-        vlr_buf_puts(b, ", \"last_row_first4\": ");
-        put_doubles(b, s->last_row, n4);
+        put_doubles(w, "last_row_first4", s->last_row, n4);
     }
-    if (s->label) {
-        vlr_buf_puts(b, ", \"attention\": ");
-        vlr_buf_json_string(b, s->label, strlen(s->label));
-    }
-    vlr_buf_puts(b, "}");
+    if (s->label) vlr_jw_key_str(w, "attention", s->label);
+    vlr_jw_end(w);
 }
 
-/* Writes `"key": value` for the stage named name when it exists; *first tracks the comma. */
-static void put_named(vlr_buf *b, const vlr_trace *t, const char *key, const char *name,
-                      bool text_keys, bool *first) {
+/* Writes `"key": value` for the stage named name when it exists. */
+static void put_named(vlr_jw *w, const vlr_trace *t, const char *key, const char *name, bool text_keys) {
     const vlr_trace_stage *s = vlr_trace_find(t, name);
     if (!s) return;
-    vlr_buf_printf(b, "%s\"%s\": ", *first ? "" : ", ", key);
-    *first = false;
+    vlr_jw_key(w, key);
     if (s->is_ints) {
-        vlr_buf_puts(b, "[");
-        for (size_t i = 0; i < s->n_ints; i++)
-            vlr_buf_printf(b, "%s%lld", i ? ", " : "", (long long)s->ints[i]);
-        vlr_buf_puts(b, "]");
+        vlr_jw_array(w);
+        for (size_t i = 0; i < s->n_ints; i++) vlr_jw_int(w, (long long)s->ints[i]);
+        vlr_jw_end(w);
     } else {
-        put_stage(b, s, text_keys);
+        put_stage(w, s, text_keys);
     }
 }
 
 /* Writes `"key": [stage prefix.0, prefix.1, ...]` for consecutive indices that exist. */
-static void put_list(vlr_buf *b, const vlr_trace *t, const char *key, const char *prefix,
-                     bool text_keys, bool *first) {
+static void put_list(vlr_jw *w, const vlr_trace *t, const char *key, const char *prefix, bool text_keys) {
     char name[VLR_TRACE_NAME_CAP];
     int n = 0;
     for (;; n++) {
@@ -195,14 +187,13 @@ static void put_list(vlr_buf *b, const vlr_trace *t, const char *key, const char
         if (!vlr_trace_find(t, name)) break;
     }
     if (n == 0) return;
-    vlr_buf_printf(b, "%s\"%s\": [", *first ? "" : ", ", key);
-    *first = false;
+    vlr_jw_key(w, key);
+    vlr_jw_array(w);
     for (int i = 0; i < n; i++) {
         snprintf(name, sizeof name, "%s.%d", prefix, i);
-        if (i) vlr_buf_puts(b, ", ");
-        put_stage(b, vlr_trace_find(t, name), text_keys);
+        put_stage(w, vlr_trace_find(t, name), text_keys);
     }
-    vlr_buf_puts(b, "]");
+    vlr_jw_end(w);
 }
 
 static bool has_prefix(const vlr_trace *t, const char *prefix) {
@@ -213,49 +204,46 @@ static bool has_prefix(const vlr_trace *t, const char *prefix) {
 }
 
 void vlr_trace_write_json(const vlr_trace *t, vlr_buf *out) {
-    bool first = true;
-    vlr_buf_puts(out, "{");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
     if (!t) {
-        vlr_buf_puts(out, "}");
+        vlr_jw_end(&w);
         return;
     }
     const vlr_trace_stage *embeds = vlr_trace_find(t, "text.inputs_embeds");
-    if (embeds) {
-        vlr_buf_printf(out, "\"seq_len\": %lld", (long long)embeds->rows);
-        first = false;
+    if (embeds) vlr_jw_key_int(&w, "seq_len", (long long)embeds->rows);
+    vlr_jw_key(&w, "image_grid_thw"); /* [] for text only */
+    vlr_jw_array(&w);
+    for (size_t i = 0; i < t->n_grids; i++) {
+        vlr_jw_array(&w);
+        vlr_jw_int(&w, t->grids[i].t);
+        vlr_jw_int(&w, t->grids[i].h);
+        vlr_jw_int(&w, t->grids[i].w);
+        vlr_jw_end(&w);
     }
-    vlr_buf_printf(out, "%s\"image_grid_thw\": [", first ? "" : ", "); /* [] for text only */
-    for (size_t i = 0; i < t->n_grids; i++)
-        vlr_buf_printf(out, "%s[%d, %d, %d]", i ? ", " : "", t->grids[i].t, t->grids[i].h,
-                       t->grids[i].w);
-    vlr_buf_puts(out, "]");
-    first = false;
+    vlr_jw_end(&w);
     if (has_prefix(t, "vision.")) {
-        bool f = true;
-        vlr_buf_printf(out, "%s\"vision\": {", first ? "" : ", ");
-        first = false;
-        put_named(out, t, "patch_embed", "vision.patch_embed", false, &f);
-        put_named(out, t, "window_index", "vision.window_index", false, &f);
-        put_named(out, t, "cu_window_seqlens", "vision.cu_window_seqlens", false, &f);
-        put_named(out, t, "cu_seqlens", "vision.cu_seqlens", false, &f);
-        put_named(out, t, "after_window_reorder", "vision.after_window_reorder", false, &f);
-        put_list(out, t, "blocks", "vision.blocks", false, &f);
-        put_named(out, t, "merger_window_order", "vision.merger_window_order", false, &f);
-        put_named(out, t, "merger_out", "vision.merger_out", false, &f);
-        vlr_buf_puts(out, "}");
+        vlr_jw_key(&w, "vision");
+        vlr_jw_object(&w);
+        put_named(&w, t, "patch_embed", "vision.patch_embed", false);
+        put_named(&w, t, "window_index", "vision.window_index", false);
+        put_named(&w, t, "cu_window_seqlens", "vision.cu_window_seqlens", false);
+        put_named(&w, t, "cu_seqlens", "vision.cu_seqlens", false);
+        put_named(&w, t, "after_window_reorder", "vision.after_window_reorder", false);
+        put_list(&w, t, "blocks", "vision.blocks", false);
+        put_named(&w, t, "merger_window_order", "vision.merger_window_order", false);
+        put_named(&w, t, "merger_out", "vision.merger_out", false);
+        vlr_jw_end(&w);
     }
     if (has_prefix(t, "text.")) {
-        bool f = true;
-        vlr_buf_printf(out, "%s\"text\": {", first ? "" : ", ");
-        first = false;
-        put_named(out, t, "inputs_embeds", "text.inputs_embeds", true, &f);
-        put_list(out, t, "layers", "text.layers", true, &f);
-        put_named(out, t, "final_norm", "text.final_norm", true, &f);
-        vlr_buf_puts(out, "}");
+        vlr_jw_key(&w, "text");
+        vlr_jw_object(&w);
+        put_named(&w, t, "inputs_embeds", "text.inputs_embeds", true);
+        put_list(&w, t, "layers", "text.layers", true);
+        put_named(&w, t, "final_norm", "text.final_norm", true);
+        vlr_jw_end(&w);
     }
-    if (t->has_score) {
-        vlr_buf_printf(out, "%s\"score\": ", first ? "" : ", ");
-        vlr_buf_json_double(out, t->score);
-    }
-    vlr_buf_puts(out, "}");
+    if (t->has_score) vlr_jw_key_double(&w, "score", t->score);
+    vlr_jw_end(&w);
 }
