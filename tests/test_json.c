@@ -1,6 +1,7 @@
 /* test_json.c: the JSON reader on valid documents, escapes (NUL, surrogate pairs), error positions,
  * hostile nesting, and the real tokenizer.json (parse time printed for the record). */
 #include <locale.h>
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,7 +174,11 @@ static void test_numbers_locale(void) {
         vlr_buf_json_double(&out, 0.5);
         vlr_buf_puts(&out, " ");
         vlr_buf_json_double(&out, -1.25e-7);
-        CHECK(out.data && strcmp(out.data, "0.5 -1.25e-07") == 0, "doubles under a decimal-comma locale: %s", out.data);
+        vlr_jw w;
+        vlr_jw_init(&w, &out, 0);
+        vlr_buf_puts(&out, " ");
+        vlr_jw_fixed(&w, 2.25, 1);
+        CHECK(out.data && strcmp(out.data, "0.5 -1.25e-07 2.2") == 0, "doubles under a decimal-comma locale: %s", out.data);
         vlr_buf_free(&out);
         setlocale(LC_NUMERIC, "C");
     } else {
@@ -260,6 +265,106 @@ static void test_writer_utf8(void) {
     }
 }
 
+/* The structured writer: commas, nesting, every value kind, the multi-line layout, parsed nodes
+ * written back, the depth cap; whatever the strings and numbers, the strict reader reads it. */
+static void test_writer_structure(void) {
+    vlr_buf b = {0};
+    vlr_jw w;
+    vlr_jw_init(&w, &b, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "id", "a\"b");
+    vlr_jw_key_str(&w, "bad \xff key", "cut \xe2\x82");
+    vlr_jw_key_str(&w, "none", NULL);
+    vlr_jw_key_int(&w, "int", -9223372036854775807LL - 1);
+    vlr_jw_key_uint(&w, "uint", 18446744073709551615ULL);
+    vlr_jw_key(&w, "doubles");
+    vlr_jw_array(&w);
+    vlr_jw_double(&w, 0.1);
+    vlr_jw_double(&w, NAN);
+    vlr_jw_double(&w, INFINITY);
+    vlr_jw_double(&w, -INFINITY);
+    vlr_jw_fixed(&w, 1.23456, 2);
+    vlr_jw_fixed(&w, NAN, 2);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "nested");
+    vlr_jw_array(&w);
+    vlr_jw_array(&w);
+    vlr_jw_end(&w);
+    vlr_jw_object(&w);
+    vlr_jw_end(&w);
+    vlr_jw_bool(&w, true);
+    vlr_jw_bool(&w, false);
+    vlr_jw_null(&w);
+    vlr_jw_raw(&w, "17", 2);
+    vlr_jw_end(&w);
+    vlr_jw_end(&w);
+    const char *want = "{\"id\": \"a\\\"b\", \"bad \xef\xbf\xbd key\": \"cut \xef\xbf\xbd\", \"none\": null, "
+                       "\"int\": -9223372036854775808, \"uint\": 18446744073709551615, "
+                       "\"doubles\": [0.1, null, null, null, 1.23, null], \"nested\": [[], {}, true, false, null, 17]}";
+    CHECK(b.data && strcmp(b.data, want) == 0 && w.depth == 0 && !w.bad, "compact:\n%s\nwant\n%s", b.data, want);
+    vlr_err e = {0};
+    vlr_json_doc *d = vlr_json_parse(b.data, b.len, &e);
+    CHECK(d != NULL, "compact reads back: %s", e.msg);
+    vlr_json_free(d);
+
+    /* one member per line at the first two levels, inline below; empty containers stay {} */
+    vlr_buf_free(&b);
+    vlr_jw_init(&w, &b, 2);
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "n", 1);
+    vlr_jw_key(&w, "table");
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "x");
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "a", 1);
+    vlr_jw_key_int(&w, "b", 2);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "y");
+    vlr_jw_array(&w);
+    vlr_jw_end(&w);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "empty");
+    vlr_jw_object(&w);
+    vlr_jw_end(&w);
+    vlr_jw_end(&w);
+    want = "{\n  \"n\": 1,\n  \"table\": {\n    \"x\": {\"a\": 1, \"b\": 2},\n    \"y\": []\n  },\n  \"empty\": {}\n}";
+    CHECK(b.data && strcmp(b.data, want) == 0, "multi-line:\n%s\nwant\n%s", b.data, want);
+
+    /* a parsed document written back: numbers keep their text, keys with NUL survive */
+    const char *doc = "{\"k\\u0000ey\": [1.50, -0, 1e400, \"s\\u0001\", {\"t\": true, \"f\": false, \"n\": null}], \"e\": {}}";
+    d = vlr_json_parse(doc, strlen(doc), &e);
+    CHECK(d != NULL, "%s", e.msg);
+    if (d) {
+        vlr_buf_free(&b);
+        vlr_jw_init(&w, &b, 0);
+        vlr_jw_value(&w, vlr_json_root(d));
+        want = "{\"k\\u0000ey\": [1.50, -0, 1e400, \"s\\u0001\", {\"t\": true, \"f\": false, \"n\": null}], \"e\": {}}";
+        CHECK(b.data && strcmp(b.data, want) == 0, "written back: %s", b.data);
+        vlr_json_free(d);
+    }
+
+    /* the reader's deepest document is written and read back; one level more is refused */
+    vlr_buf deep = {0};
+    for (int i = 0; i < VLR_JSON_MAX_DEPTH; i++) vlr_buf_puts(&deep, "[");
+    for (int i = 0; i < VLR_JSON_MAX_DEPTH; i++) vlr_buf_puts(&deep, "]");
+    d = vlr_json_parse(deep.data, deep.len, &e);
+    CHECK(d != NULL, "deepest: %s", e.msg);
+    if (d) {
+        vlr_buf_free(&b);
+        vlr_jw_init(&w, &b, 0);
+        vlr_jw_value(&w, vlr_json_root(d));
+        CHECK(b.len == deep.len && strcmp(b.data, deep.data) == 0 && !w.bad, "deepest written back");
+        vlr_json_free(d);
+    }
+    vlr_buf_free(&b);
+    vlr_jw_init(&w, &b, 0);
+    for (int i = 0; i <= VLR_JW_MAX_DEPTH; i++) vlr_jw_array(&w);
+    CHECK(w.bad && w.depth == VLR_JW_MAX_DEPTH && b.len == VLR_JW_MAX_DEPTH, "past the cap: bad %d depth %d len %zu",
+          w.bad, w.depth, b.len);
+    vlr_buf_free(&deep);
+    vlr_buf_free(&b);
+}
+
 int main(void) {
     TEST_RUN(test_document);
     TEST_RUN(test_duplicate_keys);
@@ -269,5 +374,6 @@ int main(void) {
     TEST_RUN(test_files);
     TEST_RUN(test_numbers_locale);
     TEST_RUN(test_writer_utf8);
+    TEST_RUN(test_writer_structure);
     return test_report();
 }
