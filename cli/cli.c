@@ -129,12 +129,40 @@ char *cli_input_dir(const char *input) {
 }
 
 void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg) {
-    vlr_buf_puts(out, "{\"id\": ");
-    if (id_json && id_json->len) vlr_buf_append(out, id_json->data, id_json->len);
-    else vlr_buf_puts(out, "null");
-    vlr_buf_puts(out, ", \"error\": ");
-    vlr_buf_json_string(out, msg, strlen(msg));
-    vlr_buf_puts(out, "}");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    cli_jw_id(&w, id_json);
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
+}
+
+void cli_result_line(vlr_buf *out, const char *id_json, size_t id_len, const double *scores, size_t n, bool group) {
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "id");
+    vlr_jw_raw(&w, id_json, id_len);
+    if (!group) {
+        vlr_jw_key_double(&w, "score", scores[0]);
+    } else {
+        size_t best = 0;
+        vlr_jw_key(&w, "scores");
+        vlr_jw_array(&w);
+        for (size_t i = 0; i < n; i++) {
+            vlr_jw_double(&w, scores[i]);
+            if (scores[i] > scores[best]) best = i;
+        }
+        vlr_jw_end(&w);
+        vlr_jw_key_uint(&w, "best", best);
+    }
+    vlr_jw_end(&w);
+}
+
+void cli_jw_id(vlr_jw *w, const vlr_buf *id_json) {
+    vlr_jw_key(w, "id");
+    if (id_json && id_json->len) vlr_jw_raw(w, id_json->data, id_json->len);
+    else vlr_jw_null(w);
 }
 
 bool cli_is_blank(const char *s, size_t n) {
@@ -143,43 +171,56 @@ bool cli_is_blank(const char *s, size_t n) {
     return true;
 }
 
-static void ints_json(vlr_buf *b, const int *v, int n) {
-    vlr_buf_puts(b, "[");
-    for (int i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", v[i]);
-    vlr_buf_puts(b, "]");
+static void key_ints(vlr_jw *w, const char *key, const int *v, int n) {
+    vlr_jw_key(w, key);
+    vlr_jw_array(w);
+    for (int i = 0; i < n; i++) vlr_jw_int(w, v[i]);
+    vlr_jw_end(w);
 }
 
 void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b) {
     vlr_model_info in;
     vlr_model_get_info(m, &in);
-    vlr_buf_printf(b, "{\"text\": {\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
-                      "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
-                      "\"vocab_size\": %d, \"rms_norm_eps\": ",
-                   in.text_hidden_size, in.text_intermediate_size, in.text_layers, in.text_heads,
-                   in.text_kv_heads, in.text_head_dim, in.vocab_size);
-    vlr_buf_json_double(b, in.rms_norm_eps);
-    vlr_buf_puts(b, ", \"rope_theta\": ");
-    vlr_buf_json_double(b, in.rope_theta);
-    vlr_buf_puts(b, ", \"mrope_section\": ");
-    ints_json(b, in.mrope_section, 3);
-    vlr_buf_printf(b, "}, \"vision\": {\"depth\": %d, \"hidden_size\": %d, \"num_heads\": %d, "
-                      "\"intermediate_size\": %d, \"out_hidden_size\": %d, \"patch_size\": %d, "
-                      "\"spatial_merge_size\": %d, \"temporal_patch_size\": %d, \"window_size\": %d, "
-                      "\"fullatt_block_indexes\": ",
-                   in.vision_depth, in.vision_hidden_size, in.vision_heads, in.vision_intermediate_size,
-                   in.vision_out_hidden_size, in.patch_size, in.spatial_merge_size, in.temporal_patch_size,
-                   in.window_size);
-    ints_json(b, in.fullatt_block_indexes, in.n_fullatt_block_indexes);
-    vlr_buf_printf(b, "}, \"parameters\": %llu, \"bytes\": %llu, \"dtype\": \"%s\", \"precision\": \"%s\", "
-                      "\"precision_reason\": ",
-                   (unsigned long long)in.parameters, (unsigned long long)in.bytes, in.dtype, in.precision);
-    vlr_buf_json_string(b, in.precision_reason, strlen(in.precision_reason));
-    vlr_buf_printf(b, ", \"kernels\": \"%s\", \"float_precision\": \"%s\"", in.kernels, in.float_precision);
+    vlr_jw w;
+    vlr_jw_init(&w, b, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "text");
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "hidden_size", in.text_hidden_size);
+    vlr_jw_key_int(&w, "intermediate_size", in.text_intermediate_size);
+    vlr_jw_key_int(&w, "num_hidden_layers", in.text_layers);
+    vlr_jw_key_int(&w, "num_attention_heads", in.text_heads);
+    vlr_jw_key_int(&w, "num_key_value_heads", in.text_kv_heads);
+    vlr_jw_key_int(&w, "head_dim", in.text_head_dim);
+    vlr_jw_key_int(&w, "vocab_size", in.vocab_size);
+    vlr_jw_key_double(&w, "rms_norm_eps", in.rms_norm_eps);
+    vlr_jw_key_double(&w, "rope_theta", in.rope_theta);
+    key_ints(&w, "mrope_section", in.mrope_section, 3);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "vision");
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "depth", in.vision_depth);
+    vlr_jw_key_int(&w, "hidden_size", in.vision_hidden_size);
+    vlr_jw_key_int(&w, "num_heads", in.vision_heads);
+    vlr_jw_key_int(&w, "intermediate_size", in.vision_intermediate_size);
+    vlr_jw_key_int(&w, "out_hidden_size", in.vision_out_hidden_size);
+    vlr_jw_key_int(&w, "patch_size", in.patch_size);
+    vlr_jw_key_int(&w, "spatial_merge_size", in.spatial_merge_size);
+    vlr_jw_key_int(&w, "temporal_patch_size", in.temporal_patch_size);
+    vlr_jw_key_int(&w, "window_size", in.window_size);
+    key_ints(&w, "fullatt_block_indexes", in.fullatt_block_indexes, in.n_fullatt_block_indexes);
+    vlr_jw_end(&w);
+    vlr_jw_key_uint(&w, "parameters", in.parameters);
+    vlr_jw_key_uint(&w, "bytes", in.bytes);
+    vlr_jw_key_str(&w, "dtype", in.dtype);
+    vlr_jw_key_str(&w, "precision", in.precision);
+    vlr_jw_key_str(&w, "precision_reason", in.precision_reason);
+    vlr_jw_key_str(&w, "kernels", in.kernels);
+    vlr_jw_key_str(&w, "float_precision", in.float_precision);
     if (in.int8_layers) {
-        vlr_buf_puts(b, ", \"int8_layers\": ");
-        vlr_buf_json_string(b, in.int8_layers, strlen(in.int8_layers));
-        vlr_buf_printf(b, ", \"int8_bytes\": %llu", (unsigned long long)in.int8_bytes);
+        vlr_jw_key_str(&w, "int8_layers", in.int8_layers);
+        vlr_jw_key_uint(&w, "int8_bytes", in.int8_bytes);
     }
-    if (version) vlr_buf_printf(b, ", \"version\": \"%s\"", version);
-    vlr_buf_puts(b, "}");
+    if (version) vlr_jw_key_str(&w, "version", version);
+    vlr_jw_end(&w);
 }

@@ -57,6 +57,11 @@ void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b);
 
 /* Appends {"id": ID, "error": MSG}. */
 void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg);
+/* Appends {"id": ID, "score": S}, or for a group {"id": ID, "scores": [S1, ...], "best": i} (i: the first
+ * highest score). id_json is JSON text (id_len bytes). */
+void cli_result_line(vlr_buf *out, const char *id_json, size_t id_len, const double *scores, size_t n, bool group);
+/* Writes "id": ID, the id as the input line gave it (vlr_request_id_json), null when there is none. */
+void cli_jw_id(vlr_jw *w, const vlr_buf *id_json);
 
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

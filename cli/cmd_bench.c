@@ -364,19 +364,27 @@ static vlr_status prepare_inputs(bench *b, size_t max_n) {
 static double gflops(const stage *s) { return s->ms > 0 ? s->flops / (s->ms * 1e6) : 0.0; }
 static double per_s(const stage *s) { return s->ms > 0 ? (double)s->tokens / (s->ms * 1e-3) : 0.0; }
 
-static void json_num(vlr_buf *out, const char *key, double v, int digits) {
-    if (isfinite(v)) vlr_buf_printf(out, ", \"%s\": %.*f", key, digits, v);
-    else vlr_buf_printf(out, ", \"%s\": null", key);
+static void json_num(vlr_jw *w, const char *key, double v, int digits) {
+    vlr_jw_key(w, key);
+    vlr_jw_fixed(w, v, digits);
 }
 
-static void json_stage(vlr_buf *out, const stage *s, double cal) {
-    vlr_buf_printf(out, "\"tokens\": %zu", s->tokens);
-    json_num(out, "ms", s->ms, 3);
-    json_num(out, "tokens_per_s", per_s(s), 3);
-    json_num(out, "gflop", s->flops * 1e-9, 3);
-    json_num(out, "gflops", gflops(s), 3);
-    json_num(out, "vs_calibration", cal > 0 ? gflops(s) / cal : NAN, 4);
-    vlr_buf_printf(out, ", \"peak_rss_bytes\": %lld", s->peak_rss);
+/* The members of one stage's object. */
+static void json_stage(vlr_jw *w, const stage *s, double cal) {
+    vlr_jw_key_uint(w, "tokens", s->tokens);
+    json_num(w, "ms", s->ms, 3);
+    json_num(w, "tokens_per_s", per_s(s), 3);
+    json_num(w, "gflop", s->flops * 1e-9, 3);
+    json_num(w, "gflops", gflops(s), 3);
+    json_num(w, "vs_calibration", cal > 0 ? gflops(s) / cal : NAN, 4);
+    vlr_jw_key_int(w, "peak_rss_bytes", s->peak_rss);
+}
+
+static void json_ints(vlr_jw *w, const char *key, const int *v, int n) {
+    vlr_jw_key(w, key);
+    vlr_jw_array(w);
+    for (int i = 0; i < n; i++) vlr_jw_int(w, v[i]);
+    vlr_jw_end(w);
 }
 
 typedef struct report {
@@ -395,48 +403,78 @@ static void print_json(const bench *b, const report *r) {
     const bool scaled = b->text_ratio != 1.0 || b->vision_ratio != 1.0;
     const double cal = gflops(&r->cal);
     vlr_buf out = {0};
-    vlr_buf_printf(&out, "{\"threads\": %d, \"layers\": %d, \"vision_blocks\": %d", o->threads,
-                   b->full.text.num_layers, b->full.vision.depth);
-    if (scaled)
-        vlr_buf_printf(&out, ", \"scaled_from_layers\": %d, \"scaled_from_vision_blocks\": %d",
-                       run->text.num_layers, run->vision.depth);
-    vlr_buf_printf(&out, ", \"model\": {\"config\": ");
-    if (o->config_path) vlr_buf_json_string(&out, o->config_path, strlen(o->config_path));
-    else vlr_buf_puts(&out, "\"Qwen2.5-VL-7B (built-in)\"");
-    vlr_buf_printf(&out, ", \"hidden_size\": %d, \"intermediate_size\": %d, \"vocab_size\": %d, "
-                   "\"vision_hidden_size\": %d, \"parameters_run\": %llu, \"weight_bytes_run\": %llu, "
-                   "\"weights\": \"random bf16\"}",
-                   b->full.text.hidden_size, b->full.text.intermediate_size, b->full.text.vocab_size,
-                   b->full.vision.hidden_size, (unsigned long long)r->parameters, (unsigned long long)r->bytes);
-    vlr_buf_printf(&out, ", \"precision\": \"%s\", \"precision_reason\": ", vlr_precision_name(r->precision));
-    vlr_buf_json_string(&out, r->precision_reason, strlen(r->precision_reason));
-    vlr_buf_printf(&out, ", \"repeat\": %d, \"date\": \"%s\", \"cpu\": ", o->repeat, r->date);
-    vlr_buf_json_string(&out, r->cpu, strlen(r->cpu));
-    json_num(&out, "build_s", r->build_s, 3);
+    vlr_jw w;
+    vlr_jw_init(&w, &out, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "threads", o->threads);
+    vlr_jw_key_int(&w, "layers", b->full.text.num_layers);
+    vlr_jw_key_int(&w, "vision_blocks", b->full.vision.depth);
+    if (scaled) {
+        vlr_jw_key_int(&w, "scaled_from_layers", run->text.num_layers);
+        vlr_jw_key_int(&w, "scaled_from_vision_blocks", run->vision.depth);
+    }
+    vlr_jw_key(&w, "model");
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "config", o->config_path ? o->config_path : "Qwen2.5-VL-7B (built-in)");
+    vlr_jw_key_int(&w, "hidden_size", b->full.text.hidden_size);
+    vlr_jw_key_int(&w, "intermediate_size", b->full.text.intermediate_size);
+    vlr_jw_key_int(&w, "vocab_size", b->full.text.vocab_size);
+    vlr_jw_key_int(&w, "vision_hidden_size", b->full.vision.hidden_size);
+    vlr_jw_key_uint(&w, "parameters_run", r->parameters);
+    vlr_jw_key_uint(&w, "weight_bytes_run", r->bytes);
+    vlr_jw_key_str(&w, "weights", "random bf16");
+    vlr_jw_end(&w);
+    vlr_jw_key_str(&w, "precision", vlr_precision_name(r->precision));
+    vlr_jw_key_str(&w, "precision_reason", r->precision_reason);
+    vlr_jw_key_int(&w, "repeat", o->repeat);
+    vlr_jw_key_str(&w, "date", r->date);
+    vlr_jw_key_str(&w, "cpu", r->cpu);
+    json_num(&w, "build_s", r->build_s, 3);
     if (r->precision == VLR_PRECISION_INT8) {
-        json_num(&out, "quantize_s", r->quantize_s, 3);
-        vlr_buf_printf(&out, ", \"int8_bytes\": %llu", (unsigned long long)r->int8_bytes);
+        json_num(&w, "quantize_s", r->quantize_s, 3);
+        vlr_jw_key_uint(&w, "int8_bytes", r->int8_bytes);
     }
-    vlr_buf_printf(&out, ", \"calibration\": {\"m\": %d, \"k\": %d, \"n\": %d, \"kernel\": \"vlreward-%s\", "
-                   "\"weights\": \"%s\"", o->cal_m, o->cal_k, o->cal_n, r->kernels,
-                   r->precision == VLR_PRECISION_INT8 ? "int8" : "bf16");
-    json_num(&out, "ms", r->cal.ms, 3);
-    json_num(&out, "gflops", cal, 3);
-    vlr_buf_printf(&out, ", \"peak_rss_bytes\": %lld}", r->cal.peak_rss);
-    vlr_buf_printf(&out, ", \"vision\": {\"image\": \"%dx%d\", \"resized\": \"%dx%d\", \"grid\": [%d, %d, %d], "
-                   "\"patches\": %d, ", o->image_w, o->image_h, b->resized_w, b->resized_h, b->grid.t,
-                   b->grid.h, b->grid.w, b->grid.t * b->grid.h * b->grid.w);
-    json_stage(&out, &r->vision, cal);
-    vlr_buf_puts(&out, "}, \"text_prefill\": [");
+    char text[96];
+    vlr_jw_key(&w, "calibration");
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "m", o->cal_m);
+    vlr_jw_key_int(&w, "k", o->cal_k);
+    vlr_jw_key_int(&w, "n", o->cal_n);
+    snprintf(text, sizeof text, "vlreward-%s", r->kernels);
+    vlr_jw_key_str(&w, "kernel", text);
+    vlr_jw_key_str(&w, "weights", r->precision == VLR_PRECISION_INT8 ? "int8" : "bf16");
+    json_num(&w, "ms", r->cal.ms, 3);
+    json_num(&w, "gflops", cal, 3);
+    vlr_jw_key_int(&w, "peak_rss_bytes", r->cal.peak_rss);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "vision");
+    vlr_jw_object(&w);
+    snprintf(text, sizeof text, "%dx%d", o->image_w, o->image_h);
+    vlr_jw_key_str(&w, "image", text);
+    snprintf(text, sizeof text, "%dx%d", b->resized_w, b->resized_h);
+    vlr_jw_key_str(&w, "resized", text);
+    json_ints(&w, "grid", (const int[]){b->grid.t, b->grid.h, b->grid.w}, 3);
+    vlr_jw_key_int(&w, "patches", b->grid.t * b->grid.h * b->grid.w);
+    json_stage(&w, &r->vision, cal);
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "text_prefill");
+    vlr_jw_array(&w);
     for (int i = 0; i < o->n_lengths; i++) {
-        vlr_buf_puts(&out, i ? ", {" : "{");
-        json_stage(&out, &r->prefill[i], cal);
-        vlr_buf_puts(&out, "}");
+        vlr_jw_object(&w);
+        json_stage(&w, &r->prefill[i], cal);
+        vlr_jw_end(&w);
     }
-    vlr_buf_printf(&out, "], \"request\": {\"images\": 1, \"text_tokens\": %d, \"image_tokens\": %zu, ",
-                   REQUEST_TEXT_TOKENS, b->n_vision);
-    json_stage(&out, &r->request, cal);
-    vlr_buf_printf(&out, "}, \"peak_rss_bytes\": %lld}\n", peak_rss_bytes());
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "request");
+    vlr_jw_object(&w);
+    vlr_jw_key_int(&w, "images", 1);
+    vlr_jw_key_int(&w, "text_tokens", REQUEST_TEXT_TOKENS);
+    vlr_jw_key_uint(&w, "image_tokens", b->n_vision);
+    json_stage(&w, &r->request, cal);
+    vlr_jw_end(&w);
+    vlr_jw_key_int(&w, "peak_rss_bytes", peak_rss_bytes());
+    vlr_jw_end(&w);
+    vlr_buf_puts(&out, "\n");
     if (!out.oom) fwrite(out.data, 1, out.len, stdout);
     vlr_buf_free(&out);
 }

@@ -22,10 +22,18 @@ typedef struct prep_ctx {
     const char *dump_dir;
 } prep_ctx;
 
-static void ints_json(vlr_buf *b, const int32_t *v, size_t n) {
-    vlr_buf_puts(b, "[");
-    for (size_t i = 0; i < n; i++) vlr_buf_printf(b, "%s%d", i ? ", " : "", (int)v[i]);
-    vlr_buf_puts(b, "]");
+static void ints_json(vlr_jw *w, const int32_t *v, size_t n) {
+    vlr_jw_array(w);
+    for (size_t i = 0; i < n; i++) vlr_jw_int(w, v[i]);
+    vlr_jw_end(w);
+}
+
+static void pair_json(vlr_jw *w, const char *key, int a, int b) {
+    vlr_jw_key(w, key);
+    vlr_jw_array(w);
+    vlr_jw_int(w, a);
+    vlr_jw_int(w, b);
+    vlr_jw_end(w);
 }
 
 static bool dump_pixels(const prep_ctx *ctx, const vlr_buf *id_json, const vlr_prepared *p, vlr_buf *err) {
@@ -81,31 +89,41 @@ static bool prepare_line(const cli_batch_line *line, void *vctx, vlr_buf *out, u
     }
     size_t n = p.ids.len;
     *tokens += n;
-    vlr_buf_puts(out, "{\"id\": ");
-    vlr_buf_append(out, req.id_json.data, req.id_json.len);
-    vlr_buf_puts(out, ", \"prompt\": ");
-    vlr_buf_json_string(out, p.prompt.data, p.prompt.len);
-    vlr_buf_puts(out, ", \"input_ids\": ");
-    ints_json(out, p.ids.data, n);
-    vlr_buf_printf(out, ", \"seq_len\": %zu, \"image_grid_thw\": [", n);
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    cli_jw_id(&w, &req.id_json);
+    vlr_jw_key(&w, "prompt");
+    vlr_jw_strn(&w, p.prompt.data, p.prompt.len);
+    vlr_jw_key(&w, "input_ids");
+    ints_json(&w, p.ids.data, n);
+    vlr_jw_key_uint(&w, "seq_len", n);
+    vlr_jw_key(&w, "image_grid_thw");
+    vlr_jw_array(&w);
     size_t rows = 0, dim = 0;
     for (size_t i = 0; i < p.n_images; i++) {
         const vlr_prepared_image *img = &p.images[i];
-        vlr_buf_printf(out, "%s[%d, %d, %d]", i ? ", " : "", img->grid_t, img->grid_h, img->grid_w);
+        const int32_t grid[3] = {img->grid_t, img->grid_h, img->grid_w};
+        ints_json(&w, grid, 3);
         rows += img->n_patches;
         dim = img->patch_dim;
     }
-    vlr_buf_puts(out, "], \"images\": [");
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "images");
+    vlr_jw_array(&w);
     for (size_t i = 0; i < p.n_images; i++) {
         const vlr_prepared_image *img = &p.images[i];
-        vlr_buf_printf(out, "%s{\"file_format\": \"%s\", \"file_mode\": \"%s\", \"file_size_wh\": [%d, %d], "
-                            "\"resized_hw\": [%d, %d]}",
-                       i ? ", " : "", img->file.format, img->file.mode, img->file.width, img->file.height,
-                       img->resized_h, img->resized_w);
+        vlr_jw_object(&w);
+        vlr_jw_key_str(&w, "file_format", img->file.format);
+        vlr_jw_key_str(&w, "file_mode", img->file.mode);
+        pair_json(&w, "file_size_wh", img->file.width, img->file.height);
+        pair_json(&w, "resized_hw", img->resized_h, img->resized_w);
+        vlr_jw_end(&w);
     }
-    vlr_buf_puts(out, "], \"pixel_values\": ");
+    vlr_jw_end(&w);
+    vlr_jw_key(&w, "pixel_values");
     if (p.n_images == 0) {
-        vlr_buf_puts(out, "null");
+        vlr_jw_null(&w);
     } else {
         double sum = 0, sum_sq = 0;
         for (size_t i = 0; i < p.n_images; i++) {
@@ -117,24 +135,28 @@ static bool prepare_line(const cli_batch_line *line, void *vctx, vlr_buf *out, u
                 sum_sq += v * v;
             }
         }
-        vlr_buf_printf(out, "{\"shape\": [%zu, %zu], \"dtype\": \"float32\", \"sum\": ", rows, dim);
-        vlr_buf_json_double(out, sum);
-        vlr_buf_puts(out, ", \"sum_sq\": ");
-        vlr_buf_json_double(out, sum_sq);
-        vlr_buf_puts(out, ", \"first8\": [");
+        vlr_jw_object(&w);
+        vlr_jw_key(&w, "shape");
+        vlr_jw_array(&w);
+        vlr_jw_uint(&w, rows);
+        vlr_jw_uint(&w, dim);
+        vlr_jw_end(&w);
+        vlr_jw_key_str(&w, "dtype", "float32");
+        vlr_jw_key_double(&w, "sum", sum);
+        vlr_jw_key_double(&w, "sum_sq", sum_sq);
+        vlr_jw_key(&w, "first8");
+        vlr_jw_array(&w);
         const vlr_prepared_image *first = &p.images[0];
-        for (size_t k = 0; k < 8 && k < first->n_patches * first->patch_dim; k++) {
-            if (k) vlr_buf_puts(out, ", ");
-            vlr_buf_json_double(out, first->pixel_values[k]);
-        }
-        vlr_buf_puts(out, "]}");
+        for (size_t k = 0; k < 8 && k < first->n_patches * first->patch_dim; k++) vlr_jw_double(&w, first->pixel_values[k]);
+        vlr_jw_end(&w);
+        vlr_jw_end(&w);
     }
-    vlr_buf_puts(out, ", \"position_ids\": [");
-    for (int c = 0; c < 3; c++) {
-        if (c) vlr_buf_puts(out, ", ");
-        ints_json(out, p.positions + (size_t)c * n, n);
-    }
-    vlr_buf_printf(out, "], \"rope_delta\": %d}", p.rope_delta);
+    vlr_jw_key(&w, "position_ids");
+    vlr_jw_array(&w);
+    for (int c = 0; c < 3; c++) ints_json(&w, p.positions + (size_t)c * n, n);
+    vlr_jw_end(&w);
+    vlr_jw_key_int(&w, "rope_delta", p.rope_delta);
+    vlr_jw_end(&w);
     ok = true;
 done:
     vlr_prepared_free(&p);

@@ -99,7 +99,6 @@ static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *i
         cli_error_line(out, id_json, "out of memory");
         return false;
     }
-    size_t best = 0;
     for (size_t i = 0; i < n; i++) {
         vlr_parsed_request_answer(r, i);
         if (score_one(ctx, &r->req, id_json, &scores[i]) != VLR_OK) {
@@ -112,22 +111,8 @@ static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *i
         }
         *tokens += vlr_session_last_n_tokens(ctx->session);
         ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);
-        if (scores[i] > scores[best]) best = i;
     }
-    vlr_buf_puts(out, "{\"id\": ");
-    vlr_buf_append(out, id_json->data, id_json->len);
-    if (r->n_answers) {
-        vlr_buf_puts(out, ", \"scores\": [");
-        for (size_t i = 0; i < n; i++) {
-            if (i) vlr_buf_puts(out, ", ");
-            vlr_buf_json_double(out, scores[i]);
-        }
-        vlr_buf_printf(out, "], \"best\": %zu}", best);
-    } else {
-        vlr_buf_puts(out, ", \"score\": ");
-        vlr_buf_json_double(out, scores[0]);
-        vlr_buf_puts(out, "}");
-    }
+    cli_result_line(out, id_json->data, id_json->len, scores, n, r->n_answers > 0);
     free(scores);
     return true;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cli.h"
 #include "internal.h"
 
 bool vlr_eval_format_parse(const char *name, vlr_eval_format *out) {
@@ -118,29 +119,11 @@ int vlr_rb_subset_section(const char *subset, double *weight) {
 
 /* ---- writing JSON back out ----------------------------------------------------------------- */
 
-/* Serialises a parsed node (numbers keep their text, strings are re-escaped). Depth is bounded by
- * the parser's VLR_JSON_MAX_DEPTH. */
+/* Appends a parsed node as JSON (numbers keep their text, strings are re-escaped). */
 static void json_write(vlr_buf *b, const vlr_json *v) {
-    switch (v->type) {
-    case VLR_JSON_NULL: vlr_buf_puts(b, "null"); break;
-    case VLR_JSON_FALSE: vlr_buf_puts(b, "false"); break;
-    case VLR_JSON_TRUE: vlr_buf_puts(b, "true"); break;
-    case VLR_JSON_NUMBER: vlr_buf_append(b, v->str, v->len); break;
-    case VLR_JSON_STRING: vlr_buf_json_string(b, v->str, v->len); break;
-    case VLR_JSON_ARRAY:
-    case VLR_JSON_OBJECT:
-        vlr_buf_puts(b, v->type == VLR_JSON_ARRAY ? "[" : "{");
-        for (size_t i = 0; i < v->len; i++) {
-            if (i) vlr_buf_puts(b, ", ");
-            if (v->type == VLR_JSON_OBJECT) {
-                vlr_buf_json_string(b, v->items[i].key, v->items[i].key_len);
-                vlr_buf_puts(b, ": ");
-            }
-            json_write(b, &v->items[i]);
-        }
-        vlr_buf_puts(b, v->type == VLR_JSON_ARRAY ? "]" : "}");
-        break;
-    }
+    vlr_jw w;
+    vlr_jw_init(&w, b, 0);
+    vlr_jw_value(&w, v);
 }
 
 static void write_text_message(vlr_buf *b, const char *role, const char *text, size_t len) {
@@ -476,33 +459,33 @@ void vlr_eval_pair_free(vlr_eval_pair *p) {
 
 /* ---- result lines ------------------------------------------------------------------------- */
 
-static void put_id_and_label(vlr_eval_format f, const vlr_buf *id_json, bool with_label, const char *label,
-                             vlr_buf *out) {
-    vlr_buf_puts(out, "{\"id\": ");
-    if (id_json && id_json->len) vlr_buf_append(out, id_json->data, id_json->len);
-    else vlr_buf_puts(out, "null");
-    if (!with_label) return;
-    vlr_buf_puts(out, f == VLR_EVAL_REWARDBENCH ? ", \"subset\": " : ", \"category\": ");
-    if (label) vlr_buf_json_string(out, label, strlen(label));
-    else vlr_buf_puts(out, "null");
+/* Opens the line's object with its "id" and, with_label, its "subset" (RewardBench) or "category". */
+static void put_id_and_label(vlr_jw *w, vlr_eval_format f, const vlr_buf *id_json, bool with_label,
+                             const char *label) {
+    vlr_jw_object(w);
+    cli_jw_id(w, id_json);
+    if (with_label) vlr_jw_key_str(w, f == VLR_EVAL_REWARDBENCH ? "subset" : "category", label);
 }
 
 void vlr_eval_result_line(vlr_eval_format f, const vlr_buf *id_json, const char *label, double chosen,
                           double rejected, vlr_buf *out) {
-    put_id_and_label(f, id_json, true, label, out);
-    vlr_buf_puts(out, ", \"chosen_score\": ");
-    vlr_buf_json_double(out, chosen);
-    vlr_buf_puts(out, ", \"rejected_score\": ");
-    vlr_buf_json_double(out, rejected);
-    vlr_buf_puts(out, chosen > rejected ? ", \"correct\": true}" : ", \"correct\": false}");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    put_id_and_label(&w, f, id_json, true, label);
+    vlr_jw_key_double(&w, "chosen_score", chosen);
+    vlr_jw_key_double(&w, "rejected_score", rejected);
+    vlr_jw_key(&w, "correct");
+    vlr_jw_bool(&w, chosen > rejected);
+    vlr_jw_end(&w);
 }
 
 void vlr_eval_error_line(vlr_eval_format f, const vlr_buf *id_json, bool label_known, const char *label,
                          const char *msg, vlr_buf *out) {
-    put_id_and_label(f, id_json, label_known, label, out);
-    vlr_buf_puts(out, ", \"error\": ");
-    vlr_buf_json_string(out, msg, strlen(msg));
-    vlr_buf_puts(out, "}");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    put_id_and_label(&w, f, id_json, label_known, label);
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
 }
 
 /* ---- aggregation -------------------------------------------------------------------------- */
@@ -868,101 +851,96 @@ void vlr_eval_summary_markdown(const vlr_eval_summary *s, const vlr_eval_meta *m
     vlr_buf_free(&name);
 }
 
-static void json_counts(vlr_buf *b, const vlr_eval_count *c) {
+/* The count members of a table entry. */
+static void json_counts(vlr_jw *w, const vlr_eval_count *c) {
     double lo, hi;
     vlr_eval_wilson(c->correct, c->pairs, 1.96, &lo, &hi);
-    vlr_buf_printf(b, "\"n\": %llu, \"pairs\": %llu, \"correct\": %llu, \"ties\": %llu, \"failed\": %llu, \"accuracy\": ",
-                   (unsigned long long)(c->pairs + c->failed), (unsigned long long)c->pairs,
-                   (unsigned long long)c->correct, (unsigned long long)c->ties, (unsigned long long)c->failed);
-    vlr_buf_json_double(b, vlr_eval_accuracy(c));
-    vlr_buf_puts(b, ", \"accuracy_ci95\": ");
+    vlr_jw_key_uint(w, "n", c->pairs + c->failed);
+    vlr_jw_key_uint(w, "pairs", c->pairs);
+    vlr_jw_key_uint(w, "correct", c->correct);
+    vlr_jw_key_uint(w, "ties", c->ties);
+    vlr_jw_key_uint(w, "failed", c->failed);
+    vlr_jw_key_double(w, "accuracy", vlr_eval_accuracy(c));
+    vlr_jw_key(w, "accuracy_ci95");
     if (isnan(lo)) {
-        vlr_buf_puts(b, "null");
+        vlr_jw_null(w);
     } else {
-        vlr_buf_puts(b, "[");
-        vlr_buf_json_double(b, lo);
-        vlr_buf_puts(b, ", ");
-        vlr_buf_json_double(b, hi);
-        vlr_buf_puts(b, "]");
+        vlr_jw_array(w);
+        vlr_jw_double(w, lo);
+        vlr_jw_double(w, hi);
+        vlr_jw_end(w);
     }
-}
-
-static void json_key_number(vlr_buf *b, const char *key, double v) {
-    vlr_buf_printf(b, "  \"%s\": ", key);
-    vlr_buf_json_double(b, v);
-    vlr_buf_puts(b, ",\n");
-}
-
-static void json_key_string(vlr_buf *b, const char *key, const char *v) {
-    vlr_buf_printf(b, "  \"%s\": ", key);
-    if (v) vlr_buf_json_string(b, v, strlen(v));
-    else vlr_buf_puts(b, "null");
-    vlr_buf_puts(b, ",\n");
 }
 
 /* "key": {"name": {...counts, extras...}, ...} with one entry per line. */
-static void json_table(vlr_buf *b, const char *key, const vlr_eval_table *t, vlr_eval_format f, bool sources) {
-    vlr_buf_printf(b, "  \"%s\": {", key);
+static void json_table(vlr_jw *w, const char *key, const vlr_eval_table *t, vlr_eval_format f, bool sources) {
+    vlr_jw_key(w, key);
+    vlr_jw_object(w);
     for (size_t i = 0; i < t->len; i++) {
         const vlr_eval_entry *it = &t->items[i];
-        vlr_buf_puts(b, i ? ",\n    " : "\n    ");
-        vlr_buf_json_string(b, it->name, strlen(it->name));
-        vlr_buf_puts(b, ": {");
+        vlr_jw_key(w, it->name);
+        vlr_jw_object(w);
         if (sources) {
-            vlr_buf_printf(b, "\"group\": \"%s\", \"dataset\": \"%s\", ", it->group, it->dataset);
+            vlr_jw_key_str(w, "group", it->group);
+            vlr_jw_key_str(w, "dataset", it->dataset);
         } else if (f == VLR_EVAL_REWARDBENCH) {
-            vlr_buf_puts(b, "\"section\": ");
-            if (it->group) vlr_buf_printf(b, "\"%s\"", it->group);
-            else vlr_buf_puts(b, "null");
-            vlr_buf_printf(b, ", \"weight\": %g, ", it->weight);
+            vlr_jw_key_str(w, "section", it->group);
+            vlr_jw_key_double(w, "weight", it->weight);
         }
-        json_counts(b, &it->n);
-        vlr_buf_puts(b, "}");
+        json_counts(w, &it->n);
+        vlr_jw_end(w);
     }
-    vlr_buf_puts(b, t->len ? "\n  }" : "}");
+    vlr_jw_end(w);
 }
 
 void vlr_eval_summary_json(const vlr_eval_summary *s, const vlr_eval_meta *m, vlr_buf *out) {
-    vlr_buf_printf(out, "{\n  \"format\": \"%s\",\n", vlr_eval_format_name(s->format));
-    json_key_string(out, "model", m ? m->model_name : NULL);
-    json_key_string(out, "model_dir", m ? m->model_dir : NULL);
-    json_key_string(out, "model_revision", m ? m->model_revision : NULL);
-    json_key_string(out, "vlreward_version", m ? m->version : NULL);
-    json_key_string(out, "precision", m ? m->precision : NULL);
-    json_key_string(out, "kernels", m ? m->kernels : NULL);
+    vlr_jw w;
+    vlr_jw_init(&w, out, 2); /* the top level and the tables one member per line */
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "format", vlr_eval_format_name(s->format));
+    vlr_jw_key_str(&w, "model", m ? m->model_name : NULL);
+    vlr_jw_key_str(&w, "model_dir", m ? m->model_dir : NULL);
+    vlr_jw_key_str(&w, "model_revision", m ? m->model_revision : NULL);
+    vlr_jw_key_str(&w, "vlreward_version", m ? m->version : NULL);
+    vlr_jw_key_str(&w, "precision", m ? m->precision : NULL);
+    vlr_jw_key_str(&w, "kernels", m ? m->kernels : NULL);
     if (s->format == VLR_EVAL_VLREWARDBENCH)
-        json_key_string(out, "image_tag", m && m->image_tag_kept ? "kept" : "removed");
-    vlr_buf_printf(out, "  \"n\": %llu,\n  \"pairs\": %llu,\n  \"correct\": %llu,\n  \"ties\": %llu,\n"
-                        "  \"errors\": %llu,\n  \"errors_unknown_category\": %llu,\n",
-                   (unsigned long long)(s->all.pairs + s->errors), (unsigned long long)s->all.pairs,
-                   (unsigned long long)s->all.correct, (unsigned long long)s->all.ties, (unsigned long long)s->errors,
-                   (unsigned long long)s->errors_unlabelled);
-    json_key_number(out, "accuracy", vlr_eval_accuracy(&s->all));
-    json_key_number(out, "accuracy_failed_as_wrong", accuracy_failed_as_wrong(s));
+        vlr_jw_key_str(&w, "image_tag", m && m->image_tag_kept ? "kept" : "removed");
+    vlr_jw_key_uint(&w, "n", s->all.pairs + s->errors);
+    vlr_jw_key_uint(&w, "pairs", s->all.pairs);
+    vlr_jw_key_uint(&w, "correct", s->all.correct);
+    vlr_jw_key_uint(&w, "ties", s->all.ties);
+    vlr_jw_key_uint(&w, "errors", s->errors);
+    vlr_jw_key_uint(&w, "errors_unknown_category", s->errors_unlabelled);
+    vlr_jw_key_double(&w, "accuracy", vlr_eval_accuracy(&s->all));
+    vlr_jw_key_double(&w, "accuracy_failed_as_wrong", accuracy_failed_as_wrong(s));
     if (s->format == VLR_EVAL_VLREWARDBENCH) {
         vlr_vlrb_scores v;
         vlr_vlrb_compute(s, &v);
-        for (int g = 0; g < VLR_VLRB_N_GROUPS; g++) json_key_number(out, group_names[g], v.group[g]);
-        json_key_number(out, "overall_accuracy", v.overall);
-        json_key_number(out, "macro_average", v.macro);
-        json_table(out, "groups", &s->labels, s->format, false);
-        vlr_buf_puts(out, ",\n");
-        json_table(out, "sources", &s->sources, s->format, true);
+        for (int g = 0; g < VLR_VLRB_N_GROUPS; g++) vlr_jw_key_double(&w, group_names[g], v.group[g]);
+        vlr_jw_key_double(&w, "overall_accuracy", v.overall);
+        vlr_jw_key_double(&w, "macro_average", v.macro);
+        json_table(&w, "groups", &s->labels, s->format, false);
+        json_table(&w, "sources", &s->sources, s->format, true);
     } else if (s->format == VLR_EVAL_REWARDBENCH) {
         vlr_rb_scores r;
         vlr_rb_compute(s, &r);
         static const char *const keys[VLR_RB_N_SECTIONS] = {"chat", "chat_hard", "safety", "reasoning"};
-        for (int k = 0; k < VLR_RB_N_SECTIONS; k++) json_key_number(out, keys[k], r.section[k]);
-        json_key_number(out, "score", r.score);
-        json_key_number(out, "prior_sets", r.prior_sets);
-        json_key_number(out, "leaderboard_score", r.leaderboard);
-        json_table(out, "subsets", &s->labels, s->format, false);
+        for (int k = 0; k < VLR_RB_N_SECTIONS; k++) vlr_jw_key_double(&w, keys[k], r.section[k]);
+        vlr_jw_key_double(&w, "score", r.score);
+        vlr_jw_key_double(&w, "prior_sets", r.prior_sets);
+        vlr_jw_key_double(&w, "leaderboard_score", r.leaderboard);
+        json_table(&w, "subsets", &s->labels, s->format, false);
     } else {
         vlr_pairs_scores p;
         vlr_pairs_compute(s, &p);
-        json_key_number(out, "macro_average", p.macro);
-        json_table(out, "categories", &s->labels, s->format, false);
+        vlr_jw_key_double(&w, "macro_average", p.macro);
+        json_table(&w, "categories", &s->labels, s->format, false);
     }
-    if (m && m->compare_json) vlr_buf_printf(out, ",\n  \"compare_precision\": %s", m->compare_json);
-    vlr_buf_puts(out, "\n}\n");
+    if (m && m->compare_json) {
+        vlr_jw_key(&w, "compare_precision");
+        vlr_jw_raw(&w, m->compare_json, strlen(m->compare_json));
+    }
+    vlr_jw_end(&w);
+    vlr_buf_puts(out, "\n");
 }

@@ -158,28 +158,32 @@ void vlr_eval_compare_markdown(const vlr_eval_compare_stats *s, const char *name
     vlr_buf_puts(out, " |\n");
 }
 
-static void json_member(vlr_buf *b, const char *key, double v, bool last) {
-    vlr_buf_printf(b, "\"%s\": ", key);
-    vlr_buf_json_double(b, v);
-    if (!last) vlr_buf_puts(b, ", ");
-}
-
 void vlr_eval_compare_json(const vlr_eval_compare_stats *s, const char *name_a, const char *name_b, vlr_buf *out) {
-    vlr_buf_printf(out, "{\"precisions\": [\"%s\", \"%s\"], \"pairs\": %zu, \"same_decision\": %zu, ", name_a, name_b,
-                   s->pairs, s->same_decision);
-    json_member(out, "agreement", frac(s->same_decision, s->pairs), false);
-    vlr_buf_printf(out, "\"accuracy\": {\"%s\": ", name_a);
-    vlr_buf_json_double(out, frac(s->correct_a, s->pairs));
-    vlr_buf_printf(out, ", \"%s\": ", name_b);
-    vlr_buf_json_double(out, frac(s->correct_b, s->pairs));
-    vlr_buf_puts(out, "}, ");
-    json_member(out, "spearman", s->spearman, false);
-    vlr_buf_puts(out, "\"diff\": {");
-    json_member(out, "mean", s->diff_mean, false);
-    json_member(out, "abs_mean", s->abs_mean, false);
-    json_member(out, "abs_median", s->abs_median, false);
-    json_member(out, "abs_p90", s->abs_p90, false);
-    json_member(out, "abs_p99", s->abs_p99, false);
-    json_member(out, "abs_max", s->abs_max, true);
-    vlr_buf_puts(out, "}}");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "precisions");
+    vlr_jw_array(&w);
+    vlr_jw_str(&w, name_a);
+    vlr_jw_str(&w, name_b);
+    vlr_jw_end(&w);
+    vlr_jw_key_uint(&w, "pairs", s->pairs);
+    vlr_jw_key_uint(&w, "same_decision", s->same_decision);
+    vlr_jw_key_double(&w, "agreement", frac(s->same_decision, s->pairs));
+    vlr_jw_key(&w, "accuracy");
+    vlr_jw_object(&w);
+    vlr_jw_key_double(&w, name_a, frac(s->correct_a, s->pairs));
+    vlr_jw_key_double(&w, name_b, frac(s->correct_b, s->pairs));
+    vlr_jw_end(&w);
+    vlr_jw_key_double(&w, "spearman", s->spearman);
+    vlr_jw_key(&w, "diff");
+    vlr_jw_object(&w);
+    vlr_jw_key_double(&w, "mean", s->diff_mean);
+    vlr_jw_key_double(&w, "abs_mean", s->abs_mean);
+    vlr_jw_key_double(&w, "abs_median", s->abs_median);
+    vlr_jw_key_double(&w, "abs_p90", s->abs_p90);
+    vlr_jw_key_double(&w, "abs_p99", s->abs_p99);
+    vlr_jw_key_double(&w, "abs_max", s->abs_max);
+    vlr_jw_end(&w);
+    vlr_jw_end(&w);
 }

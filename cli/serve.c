@@ -86,21 +86,8 @@ static void run_job(vlr_session *s, serve_job *job) {
 
 /* {"id", "score"} or, for a group, {"id", "scores": [...], "best": i}. */
 static void result_object(vlr_buf *b, const char *id, const serve_job *job) {
-    vlr_buf_printf(b, "{\"id\": %s, ", id);
-    if (!job->scores) {
-        vlr_buf_puts(b, "\"score\": ");
-        vlr_buf_json_double(b, job->score);
-        vlr_buf_puts(b, "}");
-        return;
-    }
-    size_t best = 0;
-    vlr_buf_puts(b, "\"scores\": [");
-    for (size_t i = 0; i < job->parsed->n_answers; i++) {
-        if (i) vlr_buf_puts(b, ", ");
-        vlr_buf_json_double(b, job->scores[i]);
-        if (job->scores[i] > job->scores[best]) best = i;
-    }
-    vlr_buf_printf(b, "], \"best\": %zu}", best);
+    if (job->scores) cli_result_line(b, id, strlen(id), job->scores, job->parsed->n_answers, true);
+    else cli_result_line(b, id, strlen(id), &job->score, 1, false);
 }
 
 static void *worker_main(void *arg) {
