@@ -421,26 +421,9 @@ static void test_tiny_a(vlr_config *cfg, vlr_weights *w) {
 /* ---- (b) the nested, sharded variant -------------------------------------------------------- */
 
 static void json_write(vlr_buf *b, const vlr_json *v) {
-    switch (v->type) {
-    case VLR_JSON_NULL: vlr_buf_puts(b, "null"); break;
-    case VLR_JSON_FALSE: vlr_buf_puts(b, "false"); break;
-    case VLR_JSON_TRUE: vlr_buf_puts(b, "true"); break;
-    case VLR_JSON_NUMBER: vlr_buf_append(b, v->str, v->len); break;
-    case VLR_JSON_STRING: vlr_buf_json_string(b, v->str, v->len); break;
-    case VLR_JSON_ARRAY:
-    case VLR_JSON_OBJECT:
-        vlr_buf_puts(b, v->type == VLR_JSON_ARRAY ? "[" : "{");
-        for (size_t i = 0; i < v->len; i++) {
-            if (i) vlr_buf_puts(b, ", ");
-            if (v->type == VLR_JSON_OBJECT) {
-                vlr_buf_json_string(b, v->items[i].key, v->items[i].key_len);
-                vlr_buf_puts(b, ": ");
-            }
-            json_write(b, &v->items[i]);
-        }
-        vlr_buf_puts(b, v->type == VLR_JSON_ARRAY ? "]" : "}");
-        break;
-    }
+    vlr_jw w;
+    vlr_jw_init(&w, b, 0);
+    vlr_jw_value(&w, v);
 }
 
 /* tiny-a's flat config.json rewritten the way newer transformers saves it. */

@@ -1,11 +1,11 @@
-/* fuzz_json.c: libFuzzer target for the JSON reader (src/json.c) and the JSON string writer of
- * common.c, which together carry every request line, config and tokenizer file.
+/* fuzz_json.c: libFuzzer target for the JSON reader (src/json.c) and the JSON writer
+ * (src/json_write.c), which together carry every request line, config and tokenizer file.
  *
  * Each input is parsed. A rejected input must leave no document and a message that names a position.
  * An accepted one is walked completely (ASan checks every read) and checked against the DOM's
  * promises: strings and keys NUL-terminated after their length and valid UTF-8, numbers keep their
- * raw text, vlr_json_get finds the last member of a key (Python's rule for duplicates). It is then written back out (keys and
- * strings through vlr_buf_json_string, numbers as their raw text), parsed again, and the two trees
+ * raw text, vlr_json_get finds the last member of a key (Python's rule for duplicates). It is then written back out by the
+ * writer (vlr_jw_value: keys and strings escaped again, numbers as their raw text), parsed again, and the two trees
  * must be equal. Independently of parsing, vlr_utf8_invalid_at is compared with a decoder written
  * here from the Unicode table of well-formed byte sequences (Table 3-7). Any abort is a finding.
  *
@@ -89,26 +89,10 @@ static void check_node(const vlr_json *v, int depth) {
 }
 
 static void write_node(const vlr_json *v, vlr_buf *out) {
-    switch (v->type) {
-    case VLR_JSON_NULL: vlr_buf_puts(out, "null"); break;
-    case VLR_JSON_FALSE: vlr_buf_puts(out, "false"); break;
-    case VLR_JSON_TRUE: vlr_buf_puts(out, "true"); break;
-    case VLR_JSON_NUMBER: vlr_buf_append(out, v->str, v->len); break;
-    case VLR_JSON_STRING: vlr_buf_json_string(out, v->str, v->len); break;
-    case VLR_JSON_ARRAY:
-    case VLR_JSON_OBJECT:
-        vlr_buf_puts(out, v->type == VLR_JSON_ARRAY ? "[" : "{");
-        for (size_t i = 0; i < v->len; i++) {
-            if (i) vlr_buf_puts(out, ",");
-            if (v->type == VLR_JSON_OBJECT) {
-                vlr_buf_json_string(out, v->items[i].key, v->items[i].key_len);
-                vlr_buf_puts(out, ":");
-            }
-            write_node(&v->items[i], out);
-        }
-        vlr_buf_puts(out, v->type == VLR_JSON_ARRAY ? "]" : "}");
-        break;
-    }
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_value(&w, v);
+    if (w.bad || w.depth != 0) abort();
 }
 
 static bool same_node(const vlr_json *a, const vlr_json *b) {
