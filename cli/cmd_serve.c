@@ -41,7 +41,7 @@ static const char help[] =
     "                      [--image-root DIR] [--allow-any-path] [--remote-images off|on|LIST]\n"
     "                      [--fetch-budget-mb 256] [--fetch-budget-s 120] [--max-body-mb 64] [--max-tokens N]\n"
     "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
-    "                      [--vision-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
+    "                      [--vision-cache MB] [--prefix-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
     "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
     "\n"
     "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
