@@ -4,10 +4,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "lru.h"
 #include "model.h"
 
 typedef struct pblock {
-    struct pblock *prev, *next; /* LRU list, head = most recently used */
+    vlr_lru_node node;          /* first: a block is its node in the LRU list */
     struct pblock *chain;       /* next entry of the same hash bucket */
     uint64_t id, parent;        /* id > 0, unique for the cache's life; parent 0 = the sequence start */
     uint64_t hash, epoch;       /* epoch: the last insert that touched it */
@@ -23,7 +24,7 @@ struct vlr_cache {
     vlr_vision_cache *vision; /* NULL when its budget is 0 */
     size_t row_floats;        /* K/V floats of one token over all layers */
     size_t prefix_max, prefix_bytes, n_blocks;
-    pblock *head, *tail;
+    vlr_lru lru;
     pblock **buckets;
     size_t n_buckets;         /* a power of two, or 0 */
     uint64_t next_id, epoch;
@@ -55,11 +56,7 @@ vlr_status vlr_cache_new(const vlr_model *m, size_t vision_bytes, size_t prefix_
 
 void vlr_cache_free(vlr_cache *c) {
     if (!c) return;
-    for (pblock *b = c->head; b;) {
-        pblock *next = b->next;
-        free(b);
-        b = next;
-    }
+    vlr_lru_free_all(&c->lru);
     free(c->buckets);
     vlr_vision_cache_free(c->vision);
     pthread_mutex_destroy(&c->lock);
@@ -144,22 +141,8 @@ static pblock *find_block(const vlr_cache *c, const block_id *id) {
     return NULL;
 }
 
-static void lru_unlink(vlr_cache *c, pblock *b) {
-    if (b->prev) b->prev->next = b->next; else c->head = b->next;
-    if (b->next) b->next->prev = b->prev; else c->tail = b->prev;
-    b->prev = b->next = NULL;
-}
-
-static void lru_push_front(vlr_cache *c, pblock *b) {
-    b->prev = NULL;
-    b->next = c->head;
-    if (c->head) c->head->prev = b;
-    c->head = b;
-    if (!c->tail) c->tail = b;
-}
-
 static void evict(vlr_cache *c, pblock *b) {
-    lru_unlink(c, b);
+    vlr_lru_unlink(&c->lru, &b->node);
     pblock **p = &c->buckets[b->hash & (c->n_buckets - 1)];
     while (*p != b) p = &(*p)->chain;
     *p = b->chain;
@@ -196,8 +179,7 @@ size_t vlr_cache_prefix_restore(vlr_cache *c, const vlr_seq_view *v, size_t limi
         block_id id = block_identity(c, v, b, parent);
         pblock *found = find_block(c, &id);
         if (!found) break;
-        lru_unlink(c, found);
-        lru_push_front(c, found);
+        vlr_lru_touch(&c->lru, &found->node);
         parent = found->id;
         n_found++;
     }
@@ -232,12 +214,13 @@ void vlr_cache_prefix_insert(vlr_cache *c, const vlr_seq_view *v, const vlr_text
         block_id id = block_identity(c, v, b, parent);
         pblock *blk = find_block(c, &id);
         if (blk) {
-            lru_unlink(c, blk);
-            lru_push_front(c, blk);
+            vlr_lru_touch(&c->lru, &blk->node);
         } else {
             /* evict the least recently used, but never a block of this sequence: the budget is
              * then full with it */
-            while (c->tail && c->prefix_bytes + bytes > c->prefix_max && c->tail->epoch != epoch) evict(c, c->tail);
+            pblock *oldest;
+            while ((oldest = (pblock *)c->lru.tail) && c->prefix_bytes + bytes > c->prefix_max && oldest->epoch != epoch)
+                evict(c, oldest);
             if (c->prefix_bytes + bytes > c->prefix_max) break;
             grow_buckets(c);
             if (!c->n_buckets || !(blk = malloc(bytes))) break;
@@ -248,7 +231,7 @@ void vlr_cache_prefix_insert(vlr_cache *c, const vlr_seq_view *v, const vlr_text
             pblock **slot = &c->buckets[id.hash & (c->n_buckets - 1)];
             blk->chain = *slot;
             *slot = blk;
-            lru_push_front(c, blk);
+            vlr_lru_push_front(&c->lru, &blk->node);
             c->prefix_bytes += bytes;
             c->n_blocks++;
         }

@@ -3,17 +3,19 @@
  * the tower it saves. */
 #include "vision_cache.h"
 
+#include "lru.h"
+
 #include <stdlib.h>
 
 typedef struct entry {
-    struct entry *prev, *next;
+    vlr_lru_node node; /* first: an entry is its node */
     vlr_vision_key key;
     size_t n_floats;
     float data[];
 } entry;
 
 struct vlr_vision_cache {
-    entry *head, *tail; /* head = most recently used */
+    vlr_lru lru;
     size_t bytes, max_bytes, entries;
     uint64_t hits, misses, rejected;
 };
@@ -32,27 +34,9 @@ vlr_vision_cache *vlr_vision_cache_new(size_t max_bytes) {
     return c;
 }
 
-static void unlink_entry(vlr_vision_cache *c, entry *e) {
-    if (e->prev) e->prev->next = e->next; else c->head = e->next;
-    if (e->next) e->next->prev = e->prev; else c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void push_front(vlr_vision_cache *c, entry *e) {
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head) c->head->prev = e;
-    c->head = e;
-    if (!c->tail) c->tail = e;
-}
-
 void vlr_vision_cache_free(vlr_vision_cache *c) {
     if (!c) return;
-    for (entry *e = c->head; e;) {
-        entry *next = e->next;
-        free(e);
-        e = next;
-    }
+    vlr_lru_free_all(&c->lru);
     free(c);
 }
 
@@ -62,7 +46,7 @@ bool vlr_vision_key_equal(const vlr_vision_key *a, const vlr_vision_key *b) {
 }
 
 bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst) {
-    for (entry *e = c->head; e; e = e->next) {
+    for (entry *e = (entry *)c->lru.head; e; e = (entry *)e->node.next) {
         if (e->key.lookup != key->lookup || e->n_floats != n_floats || e->key.grid_t != key->grid_t ||
             e->key.grid_h != key->grid_h || e->key.grid_w != key->grid_w)
             continue;
@@ -70,8 +54,7 @@ bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t
             c->rejected++;
             continue;
         }
-        unlink_entry(c, e);
-        push_front(c, e);
+        vlr_lru_touch(&c->lru, &e->node);
         c->hits++;
         memcpy(dst, e->data, n_floats * sizeof(float));
         return true;
@@ -84,9 +67,9 @@ void vlr_vision_cache_put(vlr_vision_cache *c, const vlr_vision_key *key, const 
     size_t bytes;
     if (!vlr_mul_ok(n_floats, sizeof(float), &bytes) || !vlr_add_ok(bytes, sizeof(entry), &bytes)) return;
     if (bytes > c->max_bytes) return;
-    while (c->tail && c->bytes + bytes > c->max_bytes) {
-        entry *old = c->tail;
-        unlink_entry(c, old);
+    while (c->lru.tail && c->bytes + bytes > c->max_bytes) {
+        entry *old = (entry *)c->lru.tail;
+        vlr_lru_unlink(&c->lru, &old->node);
         c->bytes -= sizeof(entry) + old->n_floats * sizeof(float);
         c->entries--;
         free(old);
@@ -96,7 +79,7 @@ void vlr_vision_cache_put(vlr_vision_cache *c, const vlr_vision_key *key, const 
     e->key = *key;
     e->n_floats = n_floats;
     memcpy(e->data, embeds, n_floats * sizeof(float));
-    push_front(c, e);
+    vlr_lru_push_front(&c->lru, &e->node);
     c->bytes += bytes;
     c->entries++;
 }

@@ -59,6 +59,19 @@ static double reference_score(const vlr_model *m, const char *json) {
 
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 
+static vlr_cache *new_cache(const vlr_model *m, size_t vision_bytes, size_t prefix_bytes) {
+    vlr_cache *c = NULL;
+    CHECK(vlr_cache_new(m, vision_bytes, prefix_bytes, &c) == VLR_OK, "vlr_cache_new");
+    return c;
+}
+
+/* A session of m on cache c. */
+static vlr_session *cached_session(const vlr_model *m, vlr_cache *c) {
+    vlr_session *s = NULL;
+    CHECK(vlr_session_init(m, &s) == VLR_OK && vlr_session_set_cache(s, c) == VLR_OK, "session on the cache");
+    return s;
+}
+
 /* SipHash-2-4 against the paper's test vectors (key 00..0f; messages 00..(n-1)). */
 static void test_siphash_vectors(void) {
     const uint64_t key[2] = {0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull};
@@ -79,11 +92,10 @@ static void test_siphash_vectors(void) {
 static void test_interleaved(vlr_precision precision) {
     vlr_model *m = load(precision);
     if (!m) return;
-    vlr_cache *c = NULL;
-    vlr_session *s = NULL, *plain = NULL;
-    CHECK(vlr_cache_new(m, 64u << 20, 256u << 20, &c) == VLR_OK, "cache");
-    CHECK(vlr_session_init(m, &s) == VLR_OK && vlr_session_init(m, &plain) == VLR_OK, "sessions");
-    CHECK(vlr_session_set_cache(s, c) == VLR_OK, "set_cache");
+    vlr_session *plain = NULL;
+    vlr_cache *c = new_cache(m, 64u << 20, 256u << 20);
+    vlr_session *s = cached_session(m, c);
+    CHECK(vlr_session_init(m, &plain) == VLR_OK, "session without a cache");
     size_t reused[N_TRAFFIC], plain_reused[N_TRAFFIC], n_tokens[N_TRAFFIC];
     for (int i = 0; i < N_TRAFFIC; i++) {
         char *json = request_json(traffic[i][0], traffic[i][1]);
@@ -130,13 +142,12 @@ static void test_interleaved(vlr_precision precision) {
 static void test_group(void) {
     vlr_model *m = load(VLR_PRECISION_F32);
     if (!m) return;
-    vlr_cache *c = NULL;
     vlr_session *s[2] = {NULL, NULL};
-    CHECK(vlr_cache_new(m, 64u << 20, 256u << 20, &c) == VLR_OK, "cache");
+    vlr_cache *c = new_cache(m, 64u << 20, 256u << 20);
     const char *group = "{" PROMPT_A ", \"answers\": [\"Yes, purple is the highest bar.\", \"No.\", "
                         "\"The chart shows purple at about 80, above the rest.\", \"I cannot tell from the image.\"]}";
     for (int k = 0; k < 2; k++) {
-        CHECK(vlr_session_init(m, &s[k]) == VLR_OK && vlr_session_set_cache(s[k], c) == VLR_OK, "session %d", k);
+        s[k] = cached_session(m, c);
         vlr_parsed_request r;
         vlr_err e = {0};
         CHECK(vlr_request_parse(group, strlen(group), 0, BASE, &r, &e) == VLR_OK && r.n_answers == 4, "group: %s", e.msg);
@@ -199,8 +210,7 @@ static void test_two_threads(void) {
         want[i] = reference_score(m, json);
         free(json);
     }
-    vlr_cache *c = NULL;
-    CHECK(vlr_cache_new(m, 64u << 20, 256u << 20, &c) == VLR_OK, "cache");
+    vlr_cache *c = new_cache(m, 64u << 20, 256u << 20);
     thread_arg args[2] = {{m, c, want, 0, 0, 0}, {m, c, want, 1, 0, 0}};
     pthread_t t[2];
     for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, score_traffic, &args[i]) == 0, "thread %d", i);
@@ -224,10 +234,9 @@ static void test_tiny_budget(void) {
     const size_t block = VLR_PREFIX_BLOCK * vlr_text_kv_bytes(&m->cfg, 1);
     const size_t budgets[2] = {3 * block + 1024, block / 2};
     for (int b = 0; b < 2; b++) {
-        vlr_cache *c = NULL;
         vlr_session *s = NULL;
-        CHECK(vlr_cache_new(m, 0, budgets[b], &c) == VLR_OK, "cache");
-        CHECK(vlr_session_init(m, &s) == VLR_OK && vlr_session_set_cache(s, c) == VLR_OK, "session");
+        vlr_cache *c = new_cache(m, 0, budgets[b]);
+        s = cached_session(m, c);
         for (int i = 0; i < N_TRAFFIC; i++) {
             char *json = request_json(traffic[i][0], traffic[i][1]);
             double got = NAN, want = reference_score(m, json);
@@ -256,12 +265,11 @@ static void test_tiny_budget(void) {
 static void test_forced_collision(void) {
     vlr_model *m = load(VLR_PRECISION_F32);
     if (!m) return;
-    vlr_cache *c = NULL;
     vlr_session *s = NULL;
-    CHECK(vlr_cache_new(m, 64u << 20, 256u << 20, &c) == VLR_OK, "cache");
+    vlr_cache *c = new_cache(m, 64u << 20, 256u << 20);
     if (!c) return;
     vlr_cache_secret(c)->test_equal_lookup = true;
-    CHECK(vlr_session_init(m, &s) == VLR_OK && vlr_session_set_cache(s, c) == VLR_OK, "session");
+    s = cached_session(m, c);
     /* the same text around two images of the same size: equal ids, equal grids */
     const char *r[2] = {"{\"image\": {\"image\": \"images/demo.jpg\", \"resized_height\": 112, \"resized_width\": 112}, "
                         "\"question\": \"q\", \"answer\": \"a\"}",
