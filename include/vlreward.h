@@ -22,7 +22,8 @@
  *
  * Threading contract: a vlr_model is immutable after vlr_model_load and may be shared by any number
  * of threads. A vlr_session holds the activations, the KV cache and the scratch memory of one
- * request at a time: use one session per thread. Nothing in the library is global or mutable, and
+ * request at a time: use one session per thread. A vlr_cache (below) is thread-safe and may be
+ * shared by the sessions of one model on any threads. Nothing in the library is global or mutable, and
  * nothing in it exits or aborts because of bad input: every failure is a status code plus a message.
  */
 #ifndef VLREWARD_H

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "lru.h"
 #include "model.h"
@@ -22,6 +23,9 @@ struct vlr_cache {
     pthread_mutex_t lock;
     vlr_digest_key secret;
     vlr_vision_cache *vision; /* NULL when its budget is 0 */
+    vlr_vision_key *claims;   /* [n_claims] images a session is running the tower for */
+    size_t n_claims, cap_claims;
+    pthread_cond_t claim_ended;
     size_t row_floats;        /* K/V floats of one token over all layers */
     size_t prefix_max, prefix_bytes, n_blocks;
     vlr_lru lru;
@@ -46,6 +50,7 @@ vlr_status vlr_cache_new(const vlr_model *m, size_t vision_bytes, size_t prefix_
         return VLR_ERR_NOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->claim_ended, NULL);
     c->model = m;
     c->row_floats = vlr_text_kv_row_floats(&m->cfg);
     c->prefix_max = prefix_bytes;
@@ -59,6 +64,8 @@ void vlr_cache_free(vlr_cache *c) {
     vlr_lru_free_all(&c->lru);
     free(c->buckets);
     vlr_vision_cache_free(c->vision);
+    free(c->claims);
+    pthread_cond_destroy(&c->claim_ended);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -83,18 +90,72 @@ void vlr_cache_get_stats(const vlr_cache *c, vlr_cache_stats *out) {
 
 /* ---- vision ---------------------------------------------------------------------------------- */
 
-bool vlr_cache_vision_get(vlr_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst) {
-    if (!c->vision) return false;
+static size_t find_claim(const vlr_cache *c, const vlr_vision_key *key) {
+    size_t i = 0;
+    while (i < c->n_claims && !vlr_vision_key_equal(&c->claims[i], key)) i++;
+    return i; /* n_claims: none */
+}
+
+static bool add_claim(vlr_cache *c, const vlr_vision_key *key) {
+    if (c->n_claims == c->cap_claims) {
+        size_t cap = c->cap_claims ? 2 * c->cap_claims : 8;
+        vlr_vision_key *k = realloc(c->claims, cap * sizeof *k);
+        if (!k) return false; /* no claim: others may run the tower too, nothing worse */
+        c->claims = k, c->cap_claims = cap;
+    }
+    c->claims[c->n_claims++] = *key;
+    return true;
+}
+
+static void end_claim(vlr_cache *c, const vlr_vision_key *key) {
+    size_t i = find_claim(c, key);
+    if (i == c->n_claims) return;
+    c->claims[i] = c->claims[--c->n_claims];
+    pthread_cond_broadcast(&c->claim_ended);
+}
+
+vlr_vision_lookup vlr_cache_vision_lookup(vlr_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst,
+                                          bool holds_claims, const volatile int *cancel) {
+    if (!c->vision) return VLR_VISION_MISS;
+    vlr_vision_lookup r;
     pthread_mutex_lock(&c->lock);
-    bool hit = vlr_vision_cache_get(c->vision, key, n_floats, dst);
+    for (;;) {
+        if (vlr_vision_cache_get(c->vision, key, n_floats, dst, false)) {
+            r = VLR_VISION_HIT;
+            break;
+        }
+        const bool claimed = find_claim(c, key) < c->n_claims;
+        if (!claimed) {
+            r = add_claim(c, key) ? VLR_VISION_CLAIMED : VLR_VISION_MISS;
+            break;
+        }
+        if (holds_claims || (cancel && *cancel)) {
+            r = VLR_VISION_MISS;
+            break;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&c->claim_ended, &c->lock, &until);
+    }
+    vlr_vision_cache_count(c->vision, r == VLR_VISION_HIT);
     pthread_mutex_unlock(&c->lock);
-    return hit;
+    return r;
 }
 
 void vlr_cache_vision_put(vlr_cache *c, const vlr_vision_key *key, const float *rows, size_t n_floats) {
     if (!c->vision) return;
     pthread_mutex_lock(&c->lock);
     vlr_vision_cache_put(c->vision, key, rows, n_floats);
+    end_claim(c, key);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void vlr_cache_vision_release(vlr_cache *c, const vlr_vision_key *key) {
+    if (!c->vision) return;
+    pthread_mutex_lock(&c->lock);
+    end_claim(c, key);
     pthread_mutex_unlock(&c->lock);
 }
 

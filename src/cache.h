@@ -37,8 +37,17 @@ const vlr_model *vlr_cache_model(const vlr_cache *c);
  * test_equal_lookup through it. */
 vlr_digest_key *vlr_cache_secret(vlr_cache *c);
 
-bool vlr_cache_vision_get(vlr_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst);
+/* Vision rows by image key. A hit copies them into dst. A miss claims the key, so that the other
+ * sessions that want the same image meanwhile wait for its rows rather than run the tower too (two
+ * workers given two answers of one prompt at once): a key claimed by another session is waited for
+ * (the cancel flag looked at every 50 ms). A caller that already holds a claim never waits (two
+ * sessions each holding the image the other wants would wait for ever): it gets MISS, as does one
+ * whose flag is set. Each CLAIMED ends with vlr_cache_vision_put (the rows) or _release (failed). */
+typedef enum vlr_vision_lookup { VLR_VISION_MISS = 0, VLR_VISION_HIT, VLR_VISION_CLAIMED } vlr_vision_lookup;
+vlr_vision_lookup vlr_cache_vision_lookup(vlr_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst,
+                                          bool holds_claims, const volatile int *cancel);
 void vlr_cache_vision_put(vlr_cache *c, const vlr_vision_key *key, const float *rows, size_t n_floats);
+void vlr_cache_vision_release(vlr_cache *c, const vlr_vision_key *key);
 
 /* st holds the first `have` tokens of v already (the session's own reuse). Restores the longest chain
  * of cached blocks that ends at or before `limit` tokens into st when it is longer than `have`, and

@@ -513,7 +513,7 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     float *vision = NULL;
     vlr_vision_key *keys = NULL;
     size_t *image_start = NULL, *image_rows = NULL;
-    bool *have = NULL, *ran = NULL;
+    bool *have = NULL, *ran = NULL, *claimed = NULL;
     vlr_status rc = VLR_OK;
     if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
     if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &s->exec, m->max_tokens, 0, &s->text, e)))
@@ -528,7 +528,8 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     image_rows = vlr_calloc(n_img, sizeof *image_rows, e);
     have = vlr_calloc(n_img, sizeof *have, e);
     ran = vlr_calloc(n_img, sizeof *ran, e);
-    if (!keys || !image_start || !image_rows || !have || !ran) { rc = VLR_ERR_NOMEM; goto done; }
+    claimed = vlr_calloc(n_img, sizeof *claimed, e);
+    if (!keys || !image_start || !image_rows || !have || !ran || !claimed) { rc = VLR_ERR_NOMEM; goto done; }
     size_t n_vision = 0, next = 0;
     for (size_t i = 0; i < p->n_images; i++) {
         const vlr_prepared_image *img = &p->images[i];
@@ -553,17 +554,25 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
         vision = vlr_malloc(bytes, e);
         if (!vision) { rc = VLR_ERR_NOMEM; goto done; }
     }
-    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++)
-        if (image_start[i] + image_rows[i] > start)
-            have[i] = vlr_cache_vision_get(cache, &keys[i], image_rows[i] * D, vision + row * D);
+    bool holds_claims = false;
+    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++) {
+        if (image_start[i] + image_rows[i] <= start) continue;
+        vlr_vision_lookup look = vlr_cache_vision_lookup(cache, &keys[i], image_rows[i] * D, vision + row * D,
+                                                         holds_claims, s->exec.cancel);
+        have[i] = look == VLR_VISION_HIT;
+        claimed[i] = look == VLR_VISION_CLAIMED;
+        holds_claims = holds_claims || claimed[i];
+    }
 
     const vlr_forward_seq seq = {.ids = p->ids.data, .positions = p->positions, .n = n, .start = start,
                                  .n_images = p->n_images, .images = p->images, .image_start = image_start,
                                  .image_rows = image_rows, .vision = vision, .have = have, .ran = ran};
     double score = 0.0;
     rc = vlr_forward(cfg, &m->weights, &s->exec, s->text, &seq, &score, NULL, e);
-    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++)
+    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++) {
         if (ran[i]) vlr_cache_vision_put(cache, &keys[i], vision + row * D, image_rows[i] * D);
+        else if (claimed[i]) vlr_cache_vision_release(cache, &keys[i]);
+    }
     if (rc) goto done;
     if (!isfinite(score)) { /* never a result: JSON has no NaN, and a NaN would sort as anything */
         rc = vlr_fail(e, VLR_ERR_NUMERIC,
@@ -588,6 +597,7 @@ done:
     free(image_rows);
     free(have);
     free(ran);
+    free(claimed);
     return rc;
 }
 

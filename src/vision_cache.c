@@ -45,7 +45,7 @@ bool vlr_vision_key_equal(const vlr_vision_key *a, const vlr_vision_key *b) {
            a->grid_w == b->grid_w;
 }
 
-bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst) {
+bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst, bool count) {
     for (entry *e = (entry *)c->lru.head; e; e = (entry *)e->node.next) {
         if (e->key.lookup != key->lookup || e->n_floats != n_floats || e->key.grid_t != key->grid_t ||
             e->key.grid_h != key->grid_h || e->key.grid_w != key->grid_w)
@@ -55,15 +55,22 @@ bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t
             continue;
         }
         vlr_lru_touch(&c->lru, &e->node);
-        c->hits++;
+        c->hits += count;
         memcpy(dst, e->data, n_floats * sizeof(float));
         return true;
     }
-    c->misses++;
+    c->misses += count;
     return false;
 }
 
+void vlr_vision_cache_count(vlr_vision_cache *c, bool hit) {
+    if (hit) c->hits++;
+    else c->misses++;
+}
+
 void vlr_vision_cache_put(vlr_vision_cache *c, const vlr_vision_key *key, const float *embeds, size_t n_floats) {
+    for (entry *e = (entry *)c->lru.head; e; e = (entry *)e->node.next)
+        if (vlr_vision_key_equal(&e->key, key) && e->n_floats == n_floats) return; /* another session put it */
     size_t bytes;
     if (!vlr_mul_ok(n_floats, sizeof(float), &bytes) || !vlr_add_ok(bytes, sizeof(entry), &bytes)) return;
     if (bytes > c->max_bytes) return;

@@ -32,9 +32,11 @@ vlr_vision_cache *vlr_vision_cache_new(size_t max_bytes); /* NULL on OOM */
 void vlr_vision_cache_free(vlr_vision_cache *c);          /* NULL is a no-op */
 /* Copies the cached embeddings ([n_floats]) into dst and returns true, or returns false; a hit moves
  * the entry to the front. An entry whose lookup digest and grid match but whose confirm digest does
- * not is no hit (counted in rejected). */
-bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst);
-/* Stores a copy (evicting the least recently used entries); silently skips entries larger than the
+ * not is no hit (counted in rejected). count: add the outcome to hits or misses (a caller that
+ * looks again after waiting counts only its last look). */
+bool vlr_vision_cache_get(vlr_vision_cache *c, const vlr_vision_key *key, size_t n_floats, float *dst, bool count);
+void vlr_vision_cache_count(vlr_vision_cache *c, bool hit); /* adds one to hits or misses */
+/* Stores a copy (nothing when an equal entry is there already) (evicting the least recently used entries); silently skips entries larger than the
  * whole cache or when memory is short: the cache is an optimisation, never an error. */
 void vlr_vision_cache_put(vlr_vision_cache *c, const vlr_vision_key *key, const float *embeds, size_t n_floats);
 typedef struct vlr_vision_cache_counts {

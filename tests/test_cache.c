@@ -226,6 +226,56 @@ static void test_two_threads(void) {
     vlr_model_free(m);
 }
 
+typedef struct same_arg {
+    const vlr_model *m;
+    vlr_cache *c;
+    pthread_barrier_t *start;
+    double score;
+    vlr_status rc;
+} same_arg;
+
+static void *score_same(void *p) {
+    same_arg *a = p;
+    vlr_session *s = NULL;
+    a->rc = vlr_session_init(a->m, &s);
+    if (a->rc == VLR_OK) a->rc = vlr_session_set_cache(s, a->c);
+    char *json = request_json(0, 0);
+    pthread_barrier_wait(a->start);
+    if (a->rc == VLR_OK) a->rc = score(s, json, &a->score);
+    free(json);
+    vlr_session_free(s);
+    return NULL;
+}
+
+/* Two sessions given the same image at the same moment: one runs the tower, the other waits for its
+ * rows (one miss, not two), and both score right. */
+static void test_concurrent_image_once(void) {
+    vlr_model *m = load(VLR_PRECISION_F32);
+    if (!m) return;
+    char *json = request_json(0, 0);
+    const double want = reference_score(m, json);
+    free(json);
+    for (int round = 0; round < 3; round++) {
+        vlr_cache *c = new_cache(m, 64u << 20, 0);
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        same_arg args[2] = {{m, c, &start, NAN, VLR_OK}, {m, c, &start, NAN, VLR_OK}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, score_same, &args[i]) == 0, "thread %d", i);
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+        for (int i = 0; i < 2; i++)
+            CHECK(args[i].rc == VLR_OK && same_bits(args[i].score, want), "round %d thread %d: %.17g, want %.17g",
+                  round, i, args[i].score, want);
+        vlr_cache_stats st;
+        vlr_cache_get_stats(c, &st);
+        CHECK(st.vision_misses == 1 && st.vision_hits == 1, "round %d: the tower ran once (%llu misses, %llu hits)",
+              round, (unsigned long long)st.vision_misses, (unsigned long long)st.vision_hits);
+        vlr_cache_free(c);
+    }
+    vlr_model_free(m);
+}
+
 /* A budget of a few blocks: the cache stays within it, evicts, and every score is still right; a
  * budget below one block stores nothing. */
 static void test_tiny_budget(void) {
@@ -383,6 +433,7 @@ int main(void) {
     TEST_RUN_WITH(test_interleaved, VLR_PRECISION_INT8);
     TEST_RUN(test_group);
     TEST_RUN(test_two_threads);
+    TEST_RUN(test_concurrent_image_once);
     TEST_RUN(test_tiny_budget);
     TEST_RUN(test_forced_collision);
     TEST_RUN(test_api_rules);
