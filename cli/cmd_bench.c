@@ -22,7 +22,7 @@
 
 static const char help[] =
     "usage: vlreward bench [--config FILE] [--image-size WxH] [--tokens N,N,...] [--repeat N]\n"
-    "                      [--threads N] [--precision P[,P...]] [--layers N] [--json]\n"
+    "                      [--threads N] [--precision P[,P...]] [--layers N] [--group N] [--json]\n"
     "\n"
     "Times the model at full Qwen2.5-VL-7B size with deterministic random bf16 weights built in\n"
     "memory (no files; about 15 GB, plus the 1.09 GB embedding table of which only the rows used are\n"
@@ -41,6 +41,10 @@ static const char help[] =
     "                     the tokens/s ratios of each to the first\n"
     "  --layers N         run the first N decoder layers and N vision blocks (full-attention block\n"
     "                     indexes below N kept) and scale the whole-model figures to the full depth\n"
+    "  --group N          also time best-of-N: one image + a 50-token question + N answers of 100\n"
+    "                     tokens, scored as one group (vision and prompt once, each answer a suffix\n"
+    "                     prefill against the prompt's KV cache) and as N independent uncached\n"
+    "                     requests; reports both and the speedup (2..1024)\n"
     "  --calibration MxKxN  calibration GEMM size, m x k x n (default 1024x3584x18944)\n"
     "  --seed N           weight / input seed (default 1)\n"
     "  --json             print one JSON object instead of the table\n"
@@ -58,6 +62,8 @@ static const char help[] =
 #define MAX_LENGTHS 16
 #define REQUEST_TEXT_TOKENS 200
 #define REQUEST_PREFIX_TOKENS 19 /* text before <|vision_start|>, like the system turn */
+#define GROUP_QUESTION_TOKENS 50 /* --group: text after the image, before the answers */
+#define GROUP_ANSWER_TOKENS 100
 
 typedef struct bench_opts {
     const char *config_path;
@@ -69,6 +75,7 @@ typedef struct bench_opts {
     uint64_t seed;
     vlr_precision precisions[4]; /* run one after the other on the same model; int8 (if asked) last */
     int n_precisions;
+    int group;                   /* --group N: answers per group, 0 = no group figure */
     bool json;
 } bench_opts;
 
@@ -179,6 +186,10 @@ typedef struct bench {
     float *embeds;          /* [max(max length, request length), D] */
     int32_t *request_ids, *request_pos;
     size_t request_n;
+    vlr_prepared_image image; /* points at pixels: the request's one image, as vlr_forward takes it */
+    int32_t *group_ids;     /* --group: [group][group_n] prompt + answer k (the prompt the same in each) */
+    int32_t *group_pos;     /* [3][group_n] the same positions for every answer */
+    size_t group_n, group_prompt_n;
     double *times;          /* [repeat] */
 } bench;
 
@@ -293,31 +304,92 @@ static vlr_status run_prefill(bench *b, size_t n, stage *st) {
     return rc;
 }
 
-/* One image + REQUEST_TEXT_TOKENS text tokens: vision tower, embedding with the image rows scattered,
- * prefill from an empty cache, value head; timed as a whole (each part scaled as in its stage). */
+/* One forward of ids (its image placeholders from REQUEST_PREFIX_TOKENS + 1 on) from token `start`,
+ * whose KV rows [0, start) the text state holds; returns the whole-model time, each part scaled as in
+ * its stage. */
+static vlr_status forward_once(bench *b, const int32_t *ids, const int32_t *pos, size_t n, size_t start,
+                               double *seconds) {
+    const size_t image_start = REQUEST_PREFIX_TOKENS + 1;
+    const vlr_forward_seq seq = {.ids = ids, .positions = pos, .n = n, .start = start, .n_images = 1,
+                                 .images = &b->image, .image_start = &image_start, .image_rows = &b->n_vision,
+                                 .vision = b->vision_out};
+    vlr_forward_times t;
+    double score;
+    vlr_text_truncate(b->text, start);
+    vlr_status rc = vlr_forward(&b->model.cfg, &b->model.w, &b->exec, b->text, &seq, &score, &t, &b->err);
+    *seconds = vision_scaled(b, t.vision_s) + t.embed_s + t.decoder_s * b->text_ratio;
+    return rc;
+}
+
+/* One image + REQUEST_TEXT_TOKENS text tokens through vlr_forward from an empty cache: vision tower,
+ * embedding with the image rows scattered, prefill, value head. */
 static vlr_status run_request(bench *b, stage *st) {
     vlr_status rc = VLR_OK;
     const size_t n = b->request_n;
-    for (int r = 0; r < b->o->repeat; r++) {
-        double t_vision, score;
-        if ((rc = vision_once(b, false, &t_vision))) return rc;
-        double t0 = vlr_now();
-        rc = vlr_text_embed(&b->model.cfg, &b->model.w.text, b->request_ids, n, b->vision_out, b->n_vision,
-                            b->embeds, &b->err);
-        const double t_embed = vlr_now() - t0;
-        if (rc) return rc;
-        vlr_text_truncate(b->text, 0);
-        t0 = vlr_now();
-        rc = vlr_text_prefill(b->text, b->embeds, b->request_pos, n, n, &score, &b->err);
-        const double t_prefill = vlr_now() - t0;
-        if (rc) return rc;
-        b->times[r] = vision_scaled(b, t_vision) + t_embed + t_prefill * b->text_ratio;
-    }
+    for (int r = 0; r < b->o->repeat; r++)
+        if ((rc = forward_once(b, b->request_ids, b->request_pos, n, 0, &b->times[r]))) return rc;
     st->ms = 1e3 * median(b->times, b->o->repeat);
     st->flops = vlr_bench_vision_flops(&b->full, b->grid) + vlr_bench_text_flops(&b->full, 0, n);
     st->tokens = n;
     st->peak_rss = peak_rss_bytes();
     return rc;
+}
+
+/* --group N: the N answers as one group (the first from an empty cache, each next one from the
+ * prompt's cached KV rows, no vision) and as N requests from an empty cache each. */
+typedef struct group_result {
+    double group_ms, separate_ms;
+} group_result;
+
+static vlr_status run_group(bench *b, group_result *out) {
+    const int n_answers = b->o->group, rep = b->o->repeat;
+    vlr_status rc = VLR_OK;
+    double *separate = vlr_calloc((size_t)rep, sizeof *separate, &b->err);
+    if (!separate) return VLR_ERR_NOMEM;
+    for (int r = 0; r < rep && !rc; r++) {
+        double group_s = 0, separate_s = 0, s;
+        for (int k = 0; k < n_answers && !rc; k++) {
+            const int32_t *ids = b->group_ids + (size_t)k * b->group_n;
+            rc = forward_once(b, ids, b->group_pos, b->group_n, k ? b->group_prompt_n : 0, &s);
+            group_s += s;
+        }
+        for (int k = 0; k < n_answers && !rc; k++) {
+            rc = forward_once(b, b->group_ids + (size_t)k * b->group_n, b->group_pos, b->group_n, 0, &s);
+            separate_s += s;
+        }
+        b->times[r] = group_s;
+        separate[r] = separate_s;
+    }
+    if (!rc) {
+        out->group_ms = 1e3 * median(b->times, rep);
+        out->separate_ms = 1e3 * median(separate, rep);
+    }
+    free(separate);
+    return rc;
+}
+
+/* --group: the prompt (the request's head up to its image, then GROUP_QUESTION_TOKENS) and an
+ * answer of GROUP_ANSWER_TOKENS of its own after it, for each of the group's answers. */
+static vlr_status prepare_group(bench *b) {
+    const vlr_config *cfg = &b->model.cfg;
+    const int32_t pad = cfg->tokens.image_pad;
+    const size_t head = REQUEST_PREFIX_TOKENS + 2 + b->n_vision, n_answers = (size_t)b->o->group;
+    b->group_prompt_n = head + GROUP_QUESTION_TOKENS;
+    b->group_n = b->group_prompt_n + GROUP_ANSWER_TOKENS;
+    b->group_ids = vlr_calloc(n_answers * b->group_n, sizeof(int32_t), &b->err);
+    b->group_pos = vlr_calloc(3 * b->group_n, sizeof(int32_t), &b->err);
+    if (!b->group_ids || !b->group_pos) return VLR_ERR_NOMEM;
+    for (size_t k = 0; k < n_answers; k++) {
+        int32_t *ids = b->group_ids + k * b->group_n;
+        memcpy(ids, b->request_ids, head * sizeof *ids);
+        vlr_bench_random_ids(b->o->seed + 2, GROUP_QUESTION_TOKENS, cfg->text.vocab_size, pad, ids + head);
+        vlr_bench_random_ids(b->o->seed + 3 + k, GROUP_ANSWER_TOKENS, cfg->text.vocab_size, pad,
+                             ids + b->group_prompt_n);
+        vlr_bench_model_fill_embed_rows(&b->model, ids, b->group_n);
+    }
+    int64_t delta;
+    return vlr_rope_positions(b->group_ids, b->group_n, pad, &b->grid, 1, cfg->vision.spatial_merge_size,
+                              b->group_pos, &delta, &b->err);
 }
 
 /* Token ids and positions of the prefill lengths and of the request; embedding rows they use. */
@@ -356,7 +428,7 @@ static vlr_status prepare_inputs(bench *b, size_t max_n) {
     if (rc) return rc;
     vlr_bench_model_fill_embed_rows(&b->model, b->prefill_ids, max_n);
     vlr_bench_model_fill_embed_rows(&b->model, ids, b->request_n);
-    return VLR_OK;
+    return b->o->group ? prepare_group(b) : VLR_OK;
 }
 
 /* ---- output -------------------------------------------------------------------------------- */
@@ -389,6 +461,7 @@ static void json_ints(vlr_jw *w, const char *key, const int *v, int n) {
 
 typedef struct report {
     stage cal, vision, request, prefill[MAX_LENGTHS];
+    group_result group;         /* --group only */
     double build_s, quantize_s; /* quantize_s: int8 only */
     uint64_t parameters, bytes, int8_bytes;
     char date[32], cpu[128];
@@ -472,6 +545,17 @@ static void print_json(const bench *b, const report *r) {
     vlr_jw_key_uint(&w, "image_tokens", b->n_vision);
     json_stage(&w, &r->request, cal);
     vlr_jw_end(&w);
+    if (o->group) {
+        vlr_jw_key(&w, "group");
+        vlr_jw_object(&w);
+        vlr_jw_key_int(&w, "n", o->group);
+        vlr_jw_key_int(&w, "question_tokens", GROUP_QUESTION_TOKENS);
+        vlr_jw_key_int(&w, "answer_tokens", GROUP_ANSWER_TOKENS);
+        json_num(&w, "group_ms", r->group.group_ms, 3);
+        json_num(&w, "separate_ms", r->group.separate_ms, 3);
+        json_num(&w, "speedup", r->group.separate_ms / r->group.group_ms, 3);
+        vlr_jw_end(&w);
+    }
     vlr_jw_key_int(&w, "peak_rss_bytes", peak_rss_bytes());
     vlr_jw_end(&w);
     vlr_buf_puts(&out, "\n");
@@ -513,6 +597,11 @@ static void print_table(const bench *b, const report *r) {
     }
     snprintf(what, sizeof what, "request (1 image + %d text)", REQUEST_TEXT_TOKENS);
     print_row(what, &r->request, cal);
+    if (o->group)
+        printf("\nbest-of-%d (1 image + %d-token question + %d answers of %d tokens): one group %.1f ms, %d "
+               "separate requests %.1f ms, speedup x%.2f\n", o->group, GROUP_QUESTION_TOKENS, o->group,
+               GROUP_ANSWER_TOKENS, r->group.group_ms, o->group, r->group.separate_ms,
+               r->group.separate_ms / r->group.group_ms);
     printf("\npeak RSS %.2f GiB; GFLOP counts matrix products (2mnk) and attention (2*2*pairs*head_dim*heads)\n",
            (double)peak_rss_bytes() / (1 << 30));
 }
@@ -608,6 +697,11 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         if (cli_opt(&a, "--layers", true, &v, &bad)) {
             if (v && !cli_parse_int(v, 1, 1 << 16, &n)) return cli_usage_error("bench", "--layers: expected a positive integer, got '%s'", v);
             if (v) o->layers = (int)n;
+            continue;
+        }
+        if (cli_opt(&a, "--group", true, &v, &bad)) {
+            if (v && !cli_parse_int(v, 2, 1024, &n)) return cli_usage_error("bench", "--group: expected 2..1024, got '%s'", v);
+            if (v) o->group = (int)n;
             continue;
         }
         if (cli_opt(&a, "--seed", true, &v, &bad)) {
@@ -733,6 +827,8 @@ int cmd_bench(int argc, char **argv) {
     if (!b.pixels || !b.vision_out) { rc = VLR_ERR_NOMEM; goto done; }
     /* normalised pixels lie in about [-1.8, 2.1] (CLIP mean/std): uniform of std 1 is alike */
     vlr_bench_fill_f32(b.pixels, n_px, o.seed, 3, 0.0f, 1.0f, o.threads);
+    b.image = (vlr_prepared_image){.grid_t = b.grid.t, .grid_h = b.grid.h, .grid_w = b.grid.w,
+                                   .n_patches = n_patches, .patch_dim = patch_dim, .pixel_values = b.pixels};
     if ((rc = prepare_inputs(&b, max_n))) goto done;
     const size_t cache = max_n > b.request_n ? max_n : b.request_n;
     if ((rc = vlr_text_state_init(&b.model.cfg, &b.model.w.text, &b.exec, (int)cache, 0, &b.text, e)))
@@ -754,6 +850,7 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < o.n_lengths; i++)
             if ((rc = run_prefill(&b, (size_t)o.lengths[i], &rp->prefill[i]))) goto done;
         if ((rc = run_request(&b, &rp->request))) goto done;
+        if (o.group && (rc = run_group(&b, &rp->group))) goto done;
         time_t now = time(NULL);
         struct tm tm;
         strftime(rp->date, sizeof rp->date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
@@ -777,6 +874,8 @@ done:
     free(b.prefill_pos);
     free(b.request_ids);
     free(b.request_pos);
+    free(b.group_ids);
+    free(b.group_pos);
     free(b.times);
     return status;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "batch.h"
+#include "cache_opts.h"
 #include "eval.h"
 #include "eval_compare.h"
 #include "eval_report.h"
@@ -56,6 +57,8 @@ static const char help[] =
     "  --max-tokens N       refuse requests longer than N tokens (default: the model's context)\n"
     "  --vision-cache MB    reuse vision-tower outputs of identical images, e.g. the two sides of a pair\n"
     "                       (default 512, 0 = off); scores are bit-identical either way\n"
+    "  --prefix-cache MB    keep the K/V rows of scored prefixes, so the other side of a pair and a prompt\n"
+    "                       that comes back later are not computed again (default 1024, 0 = off)\n"
     "  --quiet              no progress on stderr\n"
     "\n"
     "The summary table goes to stdout when --output is a file, to stderr when results go to stdout.\n"
@@ -257,11 +260,13 @@ int cmd_eval(int argc, char **argv) {
     cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed};
     eval_ctx ctx = {0};
     bool bad = false;
-    long cache_mb = 512;
+    long cache_mb = 512, prefix_mb = CLI_PREFIX_CACHE_DEFAULT_MB;
+    vlr_cache *cache = NULL, *cache_b = NULL;
     while (a.i < argc && !bad) {
         if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
+        if (cli_prefix_cache_opt(&a, &prefix_mb, &bad)) continue;
         if (cli_opt(&a, "--format", true, &format_name, &bad)) continue;
         if (cli_opt(&a, "--summary-json", true, &summary_path, &bad)) continue;
         if (cli_opt(&a, "--model-name", true, &model_name_opt, &bad)) continue;
@@ -319,21 +324,19 @@ int cmd_eval(int argc, char **argv) {
     }
     /* The two answers of a pair share their images: the second side finds the vision-tower outputs
      * of the first in the cache (bit-identical scores either way). */
-    if (vlr_session_set_vision_cache(ctx.session, (size_t)cache_mb << 20) != VLR_OK ||
-        (ctx.session_b && vlr_session_set_vision_cache(ctx.session_b, (size_t)cache_mb << 20) != VLR_OK)) {
-        fprintf(stderr, "vlreward eval: %s\n", vlr_session_errmsg(ctx.session));
+    if (!(cache = cli_cache_new(m, cache_mb, prefix_mb, "eval")) ||
+        (m_b && !(cache_b = cli_cache_new(m_b, cache_mb, prefix_mb, "eval"))))
         goto done;
-    }
+    vlr_session_set_cache(ctx.session, cache);
+    if (ctx.session_b) vlr_session_set_cache(ctx.session_b, cache_b);
     cli_batch_stats st;
     int run = cli_batch_run(&bo, eval_line, &ctx, &st);
     if (run < 0) goto done;
     /* the driver's own error lines (invalid JSON, a line too long to hold): of no known category */
     for (uint64_t i = ctx.own_errors; i < st.errors; i++) count_failure(&ctx, NULL);
-    uint64_t hits = 0, misses = 0;
-    vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
-    char extra[160];
-    snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses%s%s", (unsigned long long)hits,
-             (unsigned long long)misses, ctx.session_b ? ", compared with precision " : "",
+    char extra[320], reuse[256];
+    cli_cache_summary(cache, reuse, sizeof reuse);
+    snprintf(extra, sizeof extra, "%s%s%s", reuse, ctx.session_b ? ", compared with precision " : "",
              ctx.session_b ? ctx.prec_b : "");
     cli_batch_print_summary(&bo, &st, m, extra);
     if (ctx.summary_failed) {
@@ -376,6 +379,8 @@ done:
     vlr_eval_compare_free(&ctx.compare);
     vlr_session_free(ctx.session);
     vlr_session_free(ctx.session_b);
+    vlr_cache_free(cache);
+    vlr_cache_free(cache_b);
     vlr_model_free(m);
     vlr_model_free(m_b);
     free(base);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "batch.h"
+#include "cache_opts.h"
 #include "internal.h"
 
 static const char help[] =
@@ -46,6 +47,9 @@ static const char help[] =
     "  --overwrite        replace a non-empty --output file (refused otherwise, so no work is lost)\n"
     "  --vision-cache MB  reuse vision-tower outputs of identical images across requests (default 512,\n"
     "                     0 = off); scores are bit-identical either way\n"
+    "  --prefix-cache MB  keep the K/V rows of scored prefixes (16-token blocks, least recently used\n"
+    "                     dropped first; 112 KiB a token at 7B), so a prompt that comes back after\n"
+    "                     others is not computed again (default 1024, 0 = off); bit-identical either way\n"
     "  --quiet            no progress on stderr (a bar on a terminal, a line every 5 s otherwise)\n"
     "\n"
     "SIGINT/SIGTERM stop after the current request, leaving a resumable --output file.\n"
@@ -56,7 +60,7 @@ typedef struct score_ctx {
     vlr_session *session;
     const char *base_dir;
     FILE *trace_file;
-    uint64_t reused_tokens; /* tokens whose K/V came from the previous request (shared prefix) */
+    vlr_cache *cache;       /* vision and prefix cache; its counters give the summary's reuse */
 } score_ctx;
 
 static void write_trace(score_ctx *ctx, const vlr_buf *id_json, vlr_trace *trace) {
@@ -110,7 +114,6 @@ static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *i
             return false;
         }
         *tokens += vlr_session_last_n_tokens(ctx->session);
-        ctx->reused_tokens += vlr_session_last_reused_tokens(ctx->session);
     }
     cli_result_line(out, id_json->data, id_json->len, scores, n, r->n_answers > 0);
     free(scores);
@@ -145,12 +148,13 @@ int cmd_score(int argc, char **argv) {
     const char *images[MAX_ONE_OFF_IMAGES];
     int n_images = 0;
     bool bad = false;
-    long cache_mb = 512;
+    long cache_mb = 512, prefix_mb = CLI_PREFIX_CACHE_DEFAULT_MB;
     while (a.i < argc && !bad) {
         const char *v = NULL;
         if (cli_is_help(argv[a.i])) return cli_print_help(help);
         if (cli_model_opt(&a, &mo, &bad)) continue;
         if (cli_batch_opt(&a, &bo, &cache_mb, &bad)) continue;
+        if (cli_prefix_cache_opt(&a, &prefix_mb, &bad)) continue;
         if (cli_opt(&a, "--question", true, &question, &bad)) continue;
         if (cli_opt(&a, "--answer", true, &v, &bad)) {
             if (v && n_answers == MAX_ONE_OFF_ANSWERS) return cli_usage_error("score", "at most %d --answer", MAX_ONE_OFF_ANSWERS);
@@ -184,7 +188,8 @@ int cmd_score(int argc, char **argv) {
         fprintf(stderr, "vlreward score: out of memory\n");
         goto done;
     }
-    vlr_session_set_vision_cache(ctx.session, (size_t)cache_mb << 20);
+    if (!(ctx.cache = cli_cache_new(m, cache_mb, prefix_mb, "score"))) goto done;
+    vlr_session_set_cache(ctx.session, ctx.cache);
     if (trace_path && !(ctx.trace_file = fopen(trace_path, "wb"))) {
         fprintf(stderr, "vlreward score: %s: cannot create\n", trace_path);
         goto done;
@@ -222,11 +227,8 @@ int cmd_score(int argc, char **argv) {
         cli_batch_stats st;
         int run = cli_batch_run(&bo, score_line, &ctx, &st);
         if (run >= 0) {
-            uint64_t hits = 0, misses = 0;
-            vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
-            char extra[160];
-            snprintf(extra, sizeof extra, "%llu tokens of shared prefixes reused, vision cache %llu hits / %llu misses",
-                     (unsigned long long)ctx.reused_tokens, (unsigned long long)hits, (unsigned long long)misses);
+            char extra[256];
+            cli_cache_summary(ctx.cache, extra, sizeof extra);
             cli_batch_print_summary(&bo, &st, m, extra);
         }
         status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;
@@ -234,6 +236,7 @@ int cmd_score(int argc, char **argv) {
 done:
     if (ctx.trace_file) fclose(ctx.trace_file);
     vlr_session_free(ctx.session);
+    vlr_cache_free(ctx.cache);
     vlr_model_free(m);
     free(base);
     return status;

@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cache_opts.h"
 #include "internal.h"
 #include "serve.h"
 #include "serve_conns.h"
@@ -40,7 +41,7 @@ static const char help[] =
     "                      [--image-root DIR] [--allow-any-path] [--remote-images off|on|LIST]\n"
     "                      [--fetch-budget-mb 256] [--fetch-budget-s 120] [--max-body-mb 64] [--max-tokens N]\n"
     "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
-    "                      [--vision-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
+    "                      [--vision-cache MB] [--prefix-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
     "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
     "\n"
     "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
@@ -79,8 +80,11 @@ static const char help[] =
     "                        (default 4294967296 = 2^32); a body that needs more gets 413\n"
     "  --precision P         auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16, int8\n"
     "  --int8-cache          int8: keep the quantized weights in DIR/vlreward-int8.bin (see score --help)\n"
-    "  --vision-cache MB     per worker: reuse vision-tower outputs of identical images (default 512,\n"
-    "                        0 = off); scores are bit-identical either way\n"
+    "  --vision-cache MB     reuse vision-tower outputs of identical images, one cache for all workers\n"
+    "                        (default 512, 0 = off); scores are bit-identical either way\n"
+    "  --prefix-cache MB     keep the K/V rows of scored prefixes for all workers (16-token blocks,\n"
+    "                        least recently used dropped first; 112 KiB a token at 7B), so interleaved\n"
+    "                        prompts keep their reuse (default 1024, 0 = off); bit-identical either way\n"
     "  --max-connections N   simultaneous connections (default 64); more are refused\n"
     "  --max-connections-per-ip N  simultaneous connections from one address (default: half of\n"
     "                        --max-connections); more are refused\n"
@@ -199,11 +203,16 @@ static void stats_json(server *s, vlr_buf *b) {
     serve_pool_stats(s->pool, &st);
     vlr_buf_printf(b, "{\"uptime_s\": %.1f, \"workers\": %d, \"busy_workers\": %llu, \"queued\": %llu, "
                       "\"in_flight\": %ld, \"scored\": %llu, \"failed\": %llu, \"tokens\": %llu, "
-                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu}",
+                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu, \"reused_tokens\": %llu, "
+                      "\"reuse\": %.4f, \"prefix_cache_hits\": %llu, \"prefix_cache_misses\": %llu, "
+                      "\"prefix_cache_bytes\": %llu, \"vision_cache_bytes\": %llu}",
                    vlr_now() - s->t_start, st.workers, (unsigned long long)st.busy, (unsigned long long)st.queued,
                    atomic_load(&s->scoring), (unsigned long long)st.scored, (unsigned long long)st.failed,
                    (unsigned long long)st.tokens, (unsigned long long)st.cache_hits,
-                   (unsigned long long)st.cache_misses);
+                   (unsigned long long)st.cache_misses, (unsigned long long)st.caches.reused_tokens,
+                   st.caches.tokens ? (double)st.caches.reused_tokens / (double)st.caches.tokens : 0.0,
+                   (unsigned long long)st.caches.prefix_hits, (unsigned long long)st.caches.prefix_misses,
+                   (unsigned long long)st.caches.prefix_bytes, (unsigned long long)st.caches.vision_bytes);
 }
 
 /* ---- routing --------------------------------------------------------------------------------- */
@@ -382,6 +391,7 @@ int cmd_serve(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *host = "127.0.0.1", *image_root = ".", *remote_arg = NULL;
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
+    long prefix_mb = CLI_PREFIX_CACHE_DEFAULT_MB;
     long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
     long per_ip = -1, read_s = 30, drain_s = 120, fetch_mb = 256, fetch_s = 120;
     bool bad = false, quiet = false, allow_any = false;
@@ -399,6 +409,7 @@ int cmd_serve(int argc, char **argv) {
             {"--workers", 1, 256, &workers, "1..256"},
             {"--max-body-mb", 1, 4096, &max_body_mb, "megabytes (1..4096)"},
             {"--vision-cache", 0, 1L << 20, &cache_mb, "megabytes (0..1048576)"},
+            {"--prefix-cache", 0, 1L << 20, &prefix_mb, "megabytes (0..1048576)"},
             {"--max-connections", 1, 10000, &max_conn, "1..10000"},
             {"--idle-timeout", 0, 86400, &idle_s, "seconds (0..86400)"},
             {"--max-batch", 1, 1L << 20, &max_batch, "1..1048576"},
@@ -480,6 +491,7 @@ int cmd_serve(int argc, char **argv) {
     mo.max_image_pixels = (uint64_t)max_image_pixels;
     if (!(m = cli_load_model(&mo, "serve"))) goto done;
     serve_opts so = {.model = m, .workers = (int)workers, .vision_cache_bytes = (size_t)cache_mb << 20,
+                     .prefix_cache_bytes = (size_t)prefix_mb << 20,
                      .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
                      .max_batch_pixels = (uint64_t)max_batch_pixels, .remote = remote,
                      .fetch_budget_bytes = (uint64_t)fetch_mb << 20, .fetch_budget_s = (double)fetch_s,
@@ -525,9 +537,9 @@ int cmd_serve(int argc, char **argv) {
     vlr_model_get_info(m, &mi);
     if (!quiet)
         fprintf(stderr, "vlreward serve: model %s (precision %s, kernels %s), %ld worker%s x %d threads, vision "
-                        "cache %ld MB per worker, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
+                        "cache %ld MB, prefix cache %ld MB, image root %s%s, body cap %ld MiB, batch cap %ld requests, "
                         "%ld pixels per image, %ld per batch, %d tokens per request, remote images %s%s\n",
-                mo.model_dir, mi.precision, mi.kernels, workers, workers == 1 ? "" : "s", vlr_model_n_threads(m), cache_mb, root,
+                mo.model_dir, mi.precision, mi.kernels, workers, workers == 1 ? "" : "s", vlr_model_n_threads(m), cache_mb, prefix_mb, root,
                 allow_any ? " (any path allowed)" : "", max_body_mb, max_batch, max_image_pixels, max_batch_pixels,
                 vlr_model_max_tokens(m), remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);

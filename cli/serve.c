@@ -41,7 +41,6 @@ typedef struct serve_worker {
     serve_pool *pool;
     vlr_session *session;
     pthread_t thread;
-    uint64_t cache_hits, cache_misses; /* copied from the session after each job, under the lock */
 } serve_worker;
 
 struct serve_pool {
@@ -52,6 +51,7 @@ struct serve_pool {
     uint64_t n_queued, n_busy, n_scored, n_failed, n_tokens; /* for serve_pool_stats */
     int n_workers, n_running;
     serve_worker *workers;
+    vlr_cache *cache;     /* the vision and prefix cache every worker's session shares */
     const char *image_root;
     bool allow_any_path;
     size_t max_batch, max_values;
@@ -104,12 +104,8 @@ static void *worker_main(void *arg) {
         p->n_busy++;
         pthread_mutex_unlock(&p->lock);
         run_job(w->session, job);
-        uint64_t hits, misses;
-        vlr_session_vision_cache_stats(w->session, &hits, &misses);
         pthread_mutex_lock(&p->lock);
         p->n_busy--;
-        w->cache_hits = hits;
-        w->cache_misses = misses;
         if (--job->group->pending == 0) pthread_cond_signal(&job->group->done);
     }
     pthread_mutex_unlock(&p->lock);
@@ -124,6 +120,7 @@ void serve_pool_stop(serve_pool *p) {
     pthread_mutex_unlock(&p->lock);
     for (int i = 0; i < p->n_running; i++) pthread_join(p->workers[i].thread, NULL);
     for (int i = 0; i < p->n_workers; i++) vlr_session_free(p->workers[i].session);
+    vlr_cache_free(p->cache);
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->lock);
     free(p->workers);
@@ -154,6 +151,10 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
         goto done;
     }
     p->n_workers = o->workers;
+    if ((rc = vlr_cache_new(o->model, o->vision_cache_bytes, o->prefix_cache_bytes, &p->cache)) != VLR_OK) {
+        vlr_fail(e, rc, "cannot create the caches: %s", vlr_status_str(rc));
+        goto done;
+    }
     for (int i = 0; i < o->workers; i++) {
         serve_worker *w = &p->workers[i];
         w->pool = p;
@@ -161,10 +162,7 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
             vlr_fail(e, rc, "cannot create session %d of %d: %s", i + 1, o->workers, vlr_status_str(rc));
             goto done;
         }
-        if (o->vision_cache_bytes && (rc = vlr_session_set_vision_cache(w->session, o->vision_cache_bytes)) != VLR_OK) {
-            vlr_fail(e, rc, "session %d: vision cache: %s", i + 1, vlr_session_errmsg(w->session));
-            goto done;
-        }
+        vlr_session_set_cache(w->session, p->cache);
     }
     for (int i = 0; i < o->workers; i++) {
         int err = pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]);
@@ -189,11 +187,10 @@ void serve_pool_stats(serve_pool *p, serve_stats *out) {
     out->scored = p->n_scored;
     out->failed = p->n_failed;
     out->tokens = p->n_tokens;
-    for (int i = 0; i < p->n_workers; i++) {
-        out->cache_hits += p->workers[i].cache_hits;
-        out->cache_misses += p->workers[i].cache_misses;
-    }
     pthread_mutex_unlock(&p->lock);
+    vlr_cache_get_stats(p->cache, &out->caches);
+    out->cache_hits = out->caches.vision_hits;
+    out->cache_misses = out->caches.vision_misses;
 }
 
 /* ---- image-path policy ----------------------------------------------------------------------- */

@@ -15,7 +15,8 @@ typedef struct serve_pool serve_pool;
 typedef struct serve_opts {
     vlr_model *model;          /* shared, read-only; must outlive the pool */
     int workers;               /* sessions = worker threads, >= 1 */
-    size_t vision_cache_bytes; /* per session; 0 = off */
+    size_t vision_cache_bytes; /* one vision cache for all workers; 0 = off */
+    size_t prefix_cache_bytes; /* one prefix cache for all workers; 0 = off */
     const char *image_root;    /* absolute folder that relative image paths resolve against */
     bool allow_any_path;       /* allow local images outside image_root */
     size_t max_batch;          /* requests in one body (413 beyond); also sets the JSON value cap */
@@ -63,7 +64,8 @@ typedef struct serve_stats {
     uint64_t scored;        /* requests answered with a score, since start */
     uint64_t failed;        /* requests answered with an error (batch items included) */
     uint64_t tokens;        /* tokens of the scored requests */
-    uint64_t cache_hits, cache_misses; /* vision cache, all workers */
+    uint64_t cache_hits, cache_misses; /* vision cache, all workers (= caches.vision_hits, _misses) */
+    vlr_cache_stats caches;  /* the shared vision and prefix cache: hits, bytes, reused tokens */
 } serve_stats;
 void serve_pool_stats(serve_pool *p, serve_stats *out);
 

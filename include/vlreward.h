@@ -22,7 +22,8 @@
  *
  * Threading contract: a vlr_model is immutable after vlr_model_load and may be shared by any number
  * of threads. A vlr_session holds the activations, the KV cache and the scratch memory of one
- * request at a time: use one session per thread. Nothing in the library is global or mutable, and
+ * request at a time: use one session per thread. A vlr_cache (below) is thread-safe and may be
+ * shared by the sessions of one model on any threads. Nothing in the library is global or mutable, and
  * nothing in it exits or aborts because of bad input: every failure is a status code plus a message.
  */
 #ifndef VLREWARD_H
@@ -211,9 +212,10 @@ typedef struct vlr_batch_result {
 VLR_API vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results);
 
 /* Number of tokens of the last request this session scored (after image placeholder expansion),
- * and how many of them were reused from the previous request: consecutive requests that share a
- * prefix (same system turn, images and question; different answers) compute that prefix and its
- * images once. Scores are bit-identical with and without reuse. */
+ * and how many of them were reused: consecutive requests that share a prefix (same system turn,
+ * images and question; different answers) compute that prefix and its images once, and with a
+ * prefix cache (vlr_session_set_cache) so do requests whose prefix was scored earlier by any
+ * session on the cache. Scores are bit-identical with and without reuse. */
 VLR_API size_t vlr_session_last_n_tokens(const vlr_session *s);
 VLR_API size_t vlr_session_last_reused_tokens(const vlr_session *s);
 
@@ -225,10 +227,44 @@ VLR_API size_t vlr_session_last_reused_tokens(const vlr_session *s);
  * timeout); the caller clears it before scoring again, and keeps it alive while it is set. */
 VLR_API vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag);
 
-/* Reuse of vision-tower outputs across the requests of this session: an identical preprocessed
- * image (same pixels and grid) is looked up in an LRU cache of at most max_bytes instead of running
- * the tower again; the score is bit-identical. 0 disables it (the default). */
+/* Reuse across requests, sessions and threads: a vlr_cache holds
+ *   - a vision cache: vision-tower outputs of preprocessed images (same pixels and grid), LRU within
+ *     vision_bytes; an image is keyed by two SipHash digests of its pixels under secret keys drawn
+ *     from getrandom when the cache is made (one finds the entry, the other confirms it), so no input
+ *     can be crafted to fetch another image's rows;
+ *   - a prefix cache: the K/V rows of scored sequences in blocks of 16 tokens, keyed by the tokens
+ *     and images before and in each block, LRU within prefix_bytes (at the 7B shapes a token's rows
+ *     take 112 KiB: 28 layers x K and V x 4 heads x 128 floats); a request restores the longest
+ *     cached prefix (never its last token, which carries the score) and runs only the rest, so
+ *     prompts that come back after other traffic keep their reuse.
+ * Scores are bit-identical with and without either. A cache belongs to one model and is
+ * thread-safe: any number of sessions on any threads may share it (a mutex guards it; only copies
+ * run under it). Free it after the sessions that use it. A budget of 0 turns that part off. */
+typedef struct vlr_cache vlr_cache;
+VLR_API vlr_status vlr_cache_new(const vlr_model *m, size_t vision_bytes, size_t prefix_bytes, vlr_cache **out);
+VLR_API void vlr_cache_free(vlr_cache *c); /* NULL is a no-op */
+
+typedef struct vlr_cache_stats {
+    uint64_t vision_hits, vision_misses; /* images looked up */
+    uint64_t vision_rejected;  /* lookups whose first digest matched an entry but the second did not */
+    uint64_t vision_entries, vision_bytes;
+    uint64_t prefix_hits;      /* requests that restored K/V rows from the prefix cache */
+    uint64_t prefix_misses;    /* requests that found nothing there beyond their session's own reuse */
+    uint64_t prefix_blocks, prefix_bytes, prefix_evictions;
+    uint64_t tokens;           /* tokens of the requests scored with this cache */
+    uint64_t reused_tokens;    /* of which the K/V came from the cache or the session's previous request */
+} vlr_cache_stats;
+VLR_API void vlr_cache_get_stats(const vlr_cache *c, vlr_cache_stats *out); /* NULL: all zero */
+
+/* Makes the session use cache (NULL: none), which must be of the session's model
+ * (VLR_ERR_INPUT otherwise) and outlive its use. Replaces a private cache of
+ * vlr_session_set_vision_cache. */
+VLR_API vlr_status vlr_session_set_cache(vlr_session *s, vlr_cache *cache);
+
+/* A private cache for this session: a vision cache of at most max_bytes and no prefix cache
+ * (0 = none, the default). It replaces any cache the session had. */
 VLR_API vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes);
+/* Vision hits and misses of the session's cache (of every session sharing it); 0 without one. */
 VLR_API void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses);
 
 #ifdef __cplusplus

@@ -23,7 +23,7 @@
  *                   image sources; admission's limits.
  *   tokenizer.h     the tokenize command encodes and decodes with the model's tokenizer.
  *   trace.h         score --trace writes per-stage summaries.
- *   config.h, weights.h, rope.h, text.h, vision.h, quantize.h, kernels/exec.h
+ *   config.h, weights.h, rope.h, text.h, vision.h, quantize.h, kernels/exec.h, forward.h
  *                   bench builds a random-weight model of any shape (cli/bench_model.c) and times the
  *                   forward stages and the kernels one by one, which the public API cannot do. */
 #ifndef VLR_INTERNAL_H
@@ -36,6 +36,7 @@
 #include "common.h"
 #include "config.h"
 #include "fetch_policy.h"
+#include "forward.h"
 #include "image.h"
 #include "json.h"
 #include "kernels/exec.h"

@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "chat.h"
+#include "digest.h"
+#include "forward.h"
 #include "json.h"
 #include "rope.h"
 #include "text.h"
@@ -30,9 +33,11 @@ struct vlr_session {
     vlr_text_state *text;   /* KV cache + decoder scratch, grown to the longest request seen */
     float *last_hidden;     /* [hidden_size] */
     vlr_trace *trace;       /* optional, set by vlr_session_set_trace (exec.trace follows it) */
-    vlr_vision_cache *vision_cache; /* optional, vlr_session_set_vision_cache */
+    vlr_cache *cache;       /* optional: vlr_session_set_cache (shared) or set_vision_cache (own_cache) */
+    vlr_cache *own_cache;   /* the private cache of vlr_session_set_vision_cache, freed with the session */
+    vlr_digest_key secret;  /* keys the image digests of the session's own reuse when it has no cache */
     size_t last_n_tokens;   /* tokens of the last scored request */
-    size_t last_reused;     /* of which were reused from the previous request's KV cache */
+    size_t last_reused;     /* of which were reused (previous request or prefix cache) */
     int32_t *prev_ids;      /* [prev_n] ids whose K/V the text state holds (prefix reuse) */
     size_t prev_n;
     vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
@@ -207,6 +212,10 @@ vlr_status vlr_session_init(const vlr_model *m, vlr_session **out) {
         vlr_session_free(s);
         return VLR_ERR_NOMEM;
     }
+    if (vlr_digest_key_random(&s->secret, &s->err) != VLR_OK) {
+        vlr_session_free(s);
+        return VLR_ERR_IO;
+    }
     *out = s;
     return VLR_OK;
 }
@@ -217,7 +226,7 @@ void vlr_session_free(vlr_session *s) {
     vlr_text_state_free(s->text);
     vlr_workspace_free(s->workspace);
     vlr_workspace_free(s->activations);
-    vlr_vision_cache_free(s->vision_cache);
+    vlr_cache_free(s->own_cache);
     free(s->prev_ids);
     free(s->prev_keys);
     free(s->last_hidden);
@@ -241,16 +250,34 @@ vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag)
 size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
 size_t vlr_session_last_reused_tokens(const vlr_session *s) { return s ? s->last_reused : 0; }
 
+vlr_status vlr_session_set_cache(vlr_session *s, vlr_cache *cache) {
+    if (!s) return VLR_ERR_INPUT;
+    if (cache && vlr_cache_model(cache) != s->model)
+        return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_session_set_cache: the cache belongs to another model");
+    if (cache != s->own_cache) {
+        vlr_cache_free(s->own_cache);
+        s->own_cache = NULL;
+    }
+    s->cache = cache;
+    s->prev_n = 0; /* its image keys were made under the previous digest key */
+    return VLR_OK;
+}
+
 vlr_status vlr_session_set_vision_cache(vlr_session *s, size_t max_bytes) {
-    vlr_vision_cache_free(s->vision_cache);
-    s->vision_cache = NULL;
-    if (max_bytes == 0) return VLR_OK;
-    s->vision_cache = vlr_vision_cache_new(max_bytes);
-    return s->vision_cache ? VLR_OK : vlr_fail(&s->err, VLR_ERR_NOMEM, "out of memory");
+    if (!s) return VLR_ERR_INPUT;
+    vlr_cache *own = NULL;
+    vlr_status rc = max_bytes ? vlr_cache_new(s->model, max_bytes, 0, &own) : VLR_OK;
+    if (rc) return vlr_fail(&s->err, rc, "vision cache: %s", vlr_status_str(rc));
+    vlr_session_set_cache(s, own);
+    s->own_cache = own;
+    return VLR_OK;
 }
 
 void vlr_session_vision_cache_stats(const vlr_session *s, uint64_t *hits, uint64_t *misses) {
-    vlr_vision_cache_stats(s ? s->vision_cache : NULL, hits, misses);
+    vlr_cache_stats st;
+    vlr_cache_get_stats(s ? s->cache : NULL, &st);
+    *hits = st.vision_hits;
+    *misses = st.vision_misses;
 }
 
 uint64_t vlr_plan_request_bytes(const vlr_config *cfg, uint64_t weight_bytes, size_t n_tokens,
@@ -433,15 +460,19 @@ done:
 
 /* ---- scoring ------------------------------------------------------------------------------- */
 
-/* Prefix reuse. The session remembers the ids and image keys of the sequence its KV cache holds.
- * A new request that starts with the same tokens and the same images (best-of-N answers, the two
- * sides of a preference pair) keeps that part of the cache and runs the vision tower and the decoder
- * only from the first difference on. Every kernel computes a row independently of the others, and
- * attention visits keys in fixed blocks from position 0 whatever the query chunking, so the score is
- * bit-identical to a run from an empty cache (tests/test_score.c checks it). */
-static size_t reusable_prefix(const vlr_session *s, const vlr_prepared *p, const vlr_vision_key *keys,
-                              const size_t *image_start) {
-    if (!s->text || s->trace) return 0;
+/* Reuse policy. Two sources, the longer wins:
+ *  - the session's own KV cache: it remembers the ids and image keys of the sequence it holds, and a
+ *    request that starts with the same tokens and images (the answers of a group, the two sides of a
+ *    preference pair) keeps that part of it;
+ *  - the prefix cache of the session's vlr_cache (cache.h): whole 16-token blocks of any sequence
+ *    scored before by any session on it, copied into this session's KV cache.
+ * Then the vision tower runs only for images with placeholders after the reused prefix (each looked
+ * up in the vision cache first), and the decoder only from the first token not reused. Every kernel
+ * computes a row independently of the others, and attention visits keys in fixed blocks from
+ * position 0 whatever the query chunking, so the score is bit-identical to a run from an empty cache
+ * (tests/test_score.c and tests/test_cache.c check it). */
+static size_t session_prefix(const vlr_session *s, const vlr_prepared *p, const vlr_vision_key *keys,
+                             const size_t *image_start) {
     size_t n = p->ids.len, common = 0, limit = n < s->prev_n ? n : s->prev_n;
     limit = limit < vlr_text_n_cached(s->text) ? limit : vlr_text_n_cached(s->text);
     while (common < limit && p->ids.data[common] == s->prev_ids[common]) common++;
@@ -471,90 +502,78 @@ static vlr_status remember_sequence(vlr_session *s, const vlr_prepared *p, const
     return VLR_OK;
 }
 
-/* Vision rows of image i into dst: from the session's cache, else the tower (then cached). */
-static vlr_status vision_rows(vlr_session *s, const vlr_prepared_image *img, size_t i, const vlr_vision_key *key,
-                              float *dst) {
-    const vlr_model *m = s->model;
-    vlr_grid_thw g = {img->grid_t, img->grid_h, img->grid_w};
-    size_t floats = vlr_vision_n_tokens(&m->cfg, g) * (size_t)m->cfg.text.hidden_size;
-    /* A traced request always runs the tower, so its trace has every stage. */
-    bool cached = s->vision_cache && !s->trace;
-    const float *hit = cached ? vlr_vision_cache_get(s->vision_cache, key, floats) : NULL;
-    if (hit) {
-        memcpy(dst, hit, floats * sizeof(float));
-        return VLR_OK;
-    }
-    vlr_status rc = vlr_vision_forward(&m->cfg, &m->weights.vision, &s->exec, img->pixel_values, g, dst, &s->err);
-    if (rc) {
-        if (rc != VLR_ERR_INTERRUPTED) vlr_err_prefix(&s->err, "image %zu: ", i + 1);
-        return rc;
-    }
-    if (cached) vlr_vision_cache_put(s->vision_cache, key, dst, floats);
-    return VLR_OK;
-}
-
-/* The vision tower per image (each output a standalone [tokens, D] block, concatenated in order),
- * the decoder over the tokens after the reusable prefix, the value head at the last token. */
+/* The reuse policy around vlr_forward: prefix (session, then prefix cache), vision cache, then the
+ * forward from the first token not reused; on success the cache learns the sequence's blocks and
+ * images. A traced request reuses nothing, so its trace has every stage. */
 static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *out_score) {
     const vlr_model *m = s->model;
     const vlr_config *cfg = &m->cfg;
     vlr_err *e = &s->err;
     size_t D = (size_t)cfg->text.hidden_size, n = p->ids.len;
-    float *vision = NULL, *embeds = NULL;
+    float *vision = NULL;
     vlr_vision_key *keys = NULL;
     size_t *image_start = NULL, *image_rows = NULL;
+    bool *have = NULL, *ran = NULL, *claimed = NULL;
     vlr_status rc = VLR_OK;
     if (n == 0) return vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
     if (!s->text && (rc = vlr_text_state_init(cfg, &m->weights.text, &s->exec, m->max_tokens, 0, &s->text, e)))
         return rc;
+    vlr_cache *cache = s->trace ? NULL : s->cache;
+    const vlr_digest_key *secret = s->cache ? vlr_cache_secret(s->cache) : &s->secret;
 
     /* Where each image's placeholder run starts, and its content key. */
     size_t n_img = p->n_images ? p->n_images : 1;
     keys = vlr_calloc(n_img, sizeof *keys, e);
     image_start = vlr_calloc(n_img, sizeof *image_start, e);
     image_rows = vlr_calloc(n_img, sizeof *image_rows, e);
-    if (!keys || !image_start || !image_rows) { rc = VLR_ERR_NOMEM; goto done; }
+    have = vlr_calloc(n_img, sizeof *have, e);
+    ran = vlr_calloc(n_img, sizeof *ran, e);
+    claimed = vlr_calloc(n_img, sizeof *claimed, e);
+    if (!keys || !image_start || !image_rows || !have || !ran || !claimed) { rc = VLR_ERR_NOMEM; goto done; }
     size_t n_vision = 0, next = 0;
     for (size_t i = 0; i < p->n_images; i++) {
         const vlr_prepared_image *img = &p->images[i];
         vlr_grid_thw g = {img->grid_t, img->grid_h, img->grid_w};
-        keys[i] = vlr_vision_key_of(img->pixel_values, img->n_patches * img->patch_dim, g.t, g.h, g.w);
+        keys[i] = vlr_vision_key_of(secret, img->pixel_values, img->n_patches * img->patch_dim, g.t, g.h, g.w);
         image_rows[i] = vlr_vision_n_tokens(cfg, g);
         while (next < n && p->ids.data[next] != cfg->tokens.image_pad) next++;
         image_start[i] = next;
         next += image_rows[i];
         n_vision += image_rows[i];
     }
+    const vlr_seq_view view = {p->ids.data, n, p->n_images, image_start, image_rows, keys};
 
-    size_t start = reusable_prefix(s, p, keys, image_start);
+    size_t start = s->trace ? 0 : session_prefix(s, p, keys, image_start);
     vlr_text_truncate(s->text, start);
     s->prev_n = 0; /* until this request completes, the cache holds nothing reusable */
+    if (cache) start = vlr_cache_prefix_restore(cache, &view, n - 1, start, s->text);
 
-    /* Vision rows only for images with placeholders at or after `start`. */
-    size_t bytes, vision_before = 0; /* image rows that fall inside the reused prefix */
+    size_t bytes;
     if (n_vision) {
         if (!vlr_mul_ok(n_vision, D * sizeof(float), &bytes)) { rc = vlr_fail(e, VLR_ERR_LIMIT, "image too large"); goto done; }
         vision = vlr_malloc(bytes, e);
         if (!vision) { rc = VLR_ERR_NOMEM; goto done; }
     }
-    for (size_t i = 0, row = 0; i < p->n_images; row += image_rows[i], i++) {
-        if (image_start[i] + image_rows[i] <= start) {
-            vision_before += image_rows[i];
-            continue;
-        }
-        if (image_start[i] < start) vision_before += start - image_start[i];
-        if ((rc = vision_rows(s, &p->images[i], i, &keys[i], vision + row * D))) goto done;
+    bool holds_claims = false;
+    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++) {
+        if (image_start[i] + image_rows[i] <= start) continue;
+        vlr_vision_lookup look = vlr_cache_vision_lookup(cache, &keys[i], image_rows[i] * D, vision + row * D,
+                                                         holds_claims, s->exec.cancel);
+        have[i] = look == VLR_VISION_HIT;
+        claimed[i] = look == VLR_VISION_CLAIMED;
+        holds_claims = holds_claims || claimed[i];
     }
 
-    size_t n_new = n - start;
-    if (!vlr_mul_ok(n_new, D * sizeof(float), &bytes)) { rc = vlr_fail(e, VLR_ERR_LIMIT, "sequence too long"); goto done; }
-    embeds = vlr_malloc(bytes, e);
-    if (!embeds) { rc = VLR_ERR_NOMEM; goto done; }
-    rc = vlr_text_embed(cfg, &m->weights.text, p->ids.data + start, n_new, vision ? vision + vision_before * D : NULL,
-                        n_vision - vision_before, embeds, e);
-    if (rc) goto done;
+    const vlr_forward_seq seq = {.ids = p->ids.data, .positions = p->positions, .n = n, .start = start,
+                                 .n_images = p->n_images, .images = p->images, .image_start = image_start,
+                                 .image_rows = image_rows, .vision = vision, .have = have, .ran = ran};
     double score = 0.0;
-    if ((rc = vlr_text_prefill(s->text, embeds, p->positions + start, n, n_new, &score, e))) goto done;
+    rc = vlr_forward(cfg, &m->weights, &s->exec, s->text, &seq, &score, NULL, e);
+    for (size_t i = 0, row = 0; cache && i < p->n_images; row += image_rows[i], i++) {
+        if (ran[i]) vlr_cache_vision_put(cache, &keys[i], vision + row * D, image_rows[i] * D);
+        else if (claimed[i]) vlr_cache_vision_release(cache, &keys[i]);
+    }
+    if (rc) goto done;
     if (!isfinite(score)) { /* never a result: JSON has no NaN, and a NaN would sort as anything */
         rc = vlr_fail(e, VLR_ERR_NUMERIC,
                       "the score is not finite (%s): the model computed a non-finite value over %zu tokens; "
@@ -566,13 +585,19 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
     s->last_n_tokens = n;
     s->last_reused = start;
     memcpy(s->last_hidden, vlr_text_last_hidden(s->text), D * sizeof(float));
+    if (cache) {
+        vlr_cache_prefix_insert(cache, &view, s->text);
+        vlr_cache_count_request(cache, n, start);
+    }
     if (remember_sequence(s, p, keys)) s->prev_n = 0; /* no memory: just no reuse next time */
 done:
     free(vision);
-    free(embeds);
     free(keys);
     free(image_start);
     free(image_rows);
+    free(have);
+    free(ran);
+    free(claimed);
     return rc;
 }
 

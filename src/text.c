@@ -226,6 +226,33 @@ oom:
     return vlr_fail(e, VLR_ERR_NOMEM, "text: out of memory for a KV cache of %zu tokens", cap);
 }
 
+size_t vlr_text_kv_row_floats(const vlr_config *cfg) {
+    return vlr_text_kv_bytes(cfg, 1) / sizeof(float);
+}
+
+void vlr_text_kv_read(const vlr_text_state *st, size_t first, size_t n, float *dst) {
+    const size_t kv = (size_t)st->kv_heads * st->hd, block = n * kv;
+    for (int l = 0; l < st->layers; l++) {
+        memcpy(dst + (2 * (size_t)l) * block, st->k_cache[l] + first * kv, block * sizeof(float));
+        memcpy(dst + (2 * (size_t)l + 1) * block, st->v_cache[l] + first * kv, block * sizeof(float));
+    }
+}
+
+vlr_status vlr_text_kv_write(vlr_text_state *st, size_t first, size_t n, const float *src, vlr_err *e) {
+    if (first > st->n_cached || n > st->max_tokens - first)
+        return vlr_fail(e, VLR_ERR_INTERNAL, "text: KV rows %zu..%zu written with %zu cached", first, first + n,
+                        st->n_cached);
+    vlr_status rc = cache_reserve(st, first + n, e);
+    if (rc) return rc;
+    const size_t kv = (size_t)st->kv_heads * st->hd, block = n * kv;
+    for (int l = 0; l < st->layers; l++) {
+        memcpy(st->k_cache[l] + first * kv, src + (2 * (size_t)l) * block, block * sizeof(float));
+        memcpy(st->v_cache[l] + first * kv, src + (2 * (size_t)l + 1) * block, block * sizeof(float));
+    }
+    st->n_cached = first + n;
+    return VLR_OK;
+}
+
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
                             size_t ld_pos, size_t n, double *score, vlr_err *e) {
     const vlr_text_weights *w = st->w;

@@ -59,6 +59,14 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
 size_t vlr_text_n_cached(const vlr_text_state *st);
 /* Keeps the first n_keep cached tokens (no-op when n_keep >= n_cached). */
 void vlr_text_truncate(vlr_text_state *st, size_t n_keep);
+/* K/V rows as plain data, for a prefix cache: row_floats per token = 2 * layers * kv_heads * head_dim,
+ * laid out [layer][K then V][token][kv_heads * head_dim]. vlr_text_kv_read copies the cached tokens
+ * [first, first + n) (first + n <= n_cached) into dst [n * row_floats]; vlr_text_kv_write stores src's
+ * n tokens at first (first <= n_cached) and leaves n_cached = first + n, growing the cache as
+ * prefill does. Copies are exact, so a restored prefix scores bit-identically. */
+size_t vlr_text_kv_row_floats(const vlr_config *cfg);
+void vlr_text_kv_read(const vlr_text_state *st, size_t first, size_t n, float *dst);
+vlr_status vlr_text_kv_write(vlr_text_state *st, size_t first, size_t n, const float *src, vlr_err *e);
 /* [D] final-normed hidden state of the last token of the last prefill (zeros before any). */
 const float *vlr_text_last_hidden(const vlr_text_state *st);
 

@@ -400,6 +400,22 @@ static void test_cli_json(const vlr_config *cfg) {
     }
     vlr_json_free(d);
 
+    /* --group: one group against separate requests, the exact field names of issue 12 */
+    d = run_json("--tokens 8 --group 4", &rc);
+    CHECK(rc == 0, "bench --group exit %d", rc);
+    if (d) {
+        const vlr_json *g = vlr_json_get(vlr_json_root(d), "group");
+        const double group_ms = num(g, "group_ms"), separate_ms = num(g, "separate_ms");
+        CHECK(num(g, "n") == 4 && positive(group_ms) && positive(separate_ms), "group object");
+        /* 4 separate requests run the tower and the prompt 4 times; the group once */
+        CHECK(separate_ms > 1.5 * group_ms, "a group is faster: %g ms vs %g ms separate", group_ms, separate_ms);
+        CHECK_NEAR(num(g, "speedup"), separate_ms / group_ms, 2e-3 * separate_ms / group_ms, "speedup");
+    }
+    vlr_json_free(d);
+    d = run_json("--tokens 8", &rc);
+    CHECK(rc == 0 && d && vlr_json_get(vlr_json_root(d), "group") == NULL, "no group object without --group");
+    vlr_json_free(d);
+
     /* --layers: figures scaled, grid of the reference's 30x20 image */
     int want[3];
     d = run_json("--layers 1 --tokens 8 --image-size 30x20", &rc);
@@ -449,7 +465,8 @@ static void test_cli_text_and_usage(void) {
     CHECK(run(cmd, &out) == 0 && strstr(out, "usage: vlreward bench") && strstr(out, "2*m*n*k"), "--help");
     free(out);
     const char *bad[] = {"--tokens 0", "--tokens 16,,x", "--precision fp16", "--precision bf16,", "--precision ,",
-                         "--image-size 640", "--repeat 0", "--layers 0", "--bogus", "--calibration 1x2", "--tokens"};
+                         "--image-size 640", "--repeat 0", "--layers 0", "--bogus", "--calibration 1x2", "--tokens",
+                         "--group 1", "--group x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         /* the tiny shapes first: an argument wrongly accepted must not start a 15 GB run */
         snprintf(cmd, sizeof cmd, "%s bench --config " MODEL "/config.json --calibration 32x64x64 --tokens 16 %s", bin,

@@ -38,7 +38,7 @@ typedef struct {
     vlr_session **idle; /* sessions not in use */
     size_t n_idle, cap_idle;
     size_t busy;        /* sessions lent out to calls under way */
-    size_t vision_cache_bytes;
+    vlr_cache *cache;   /* the vision cache all its sessions share (NULL: vision_cache_mb=0) */
 } ModelObject;
 
 /* Everything one call keeps alive while the GIL is released. */
@@ -167,7 +167,7 @@ static vlr_session *take_session(ModelObject *self, vlr_status *rc) {
     if (self->n_idle) return self->idle[--self->n_idle];
     vlr_session *s = NULL;
     if ((*rc = vlr_session_init(self->model, &s)) != VLR_OK) return NULL;
-    if (self->vision_cache_bytes) vlr_session_set_vision_cache(s, self->vision_cache_bytes);
+    if (self->cache) vlr_session_set_cache(s, self->cache);
     return s;
 }
 
@@ -210,7 +210,6 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     p.n_threads = threads, p.max_tokens = max_tokens, p.max_image_pixels = max_pixels;
     p.max_download_bytes = max_download, p.download_timeout_s = timeout_s;
-    self->vision_cache_bytes = (size_t)cache_mb << 20;
     char err[1024] = "";
     vlr_model *m = NULL;
     vlr_status rc;
@@ -224,6 +223,13 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         Py_XDECREF(e);
         return -1;
     }
+    if (cache_mb && (rc = vlr_cache_new(m, (size_t)cache_mb << 20, 0, &self->cache)) != VLR_OK) {
+        vlr_model_free(m);
+        PyObject *e = Py_BuildValue("(is)", (int)rc, "cannot create the vision cache");
+        if (e) PyErr_SetObject(PyExc_OSError, e);
+        Py_XDECREF(e);
+        return -1;
+    }
     self->model = m;
     return 0;
 }
@@ -232,6 +238,8 @@ static void Model_release(ModelObject *self) {
     for (size_t i = 0; i < self->n_idle; i++) vlr_session_free(self->idle[i]);
     PyMem_Free(self->idle);
     self->idle = NULL, self->n_idle = self->cap_idle = 0;
+    vlr_cache_free(self->cache);
+    self->cache = NULL;
     vlr_model_free(self->model);
     self->model = NULL;
 }
