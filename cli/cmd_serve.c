@@ -28,12 +28,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "fetch_policy.h"
 #include "serve.h"
 #include "serve_conns.h"
+#include "serve_dedup.h"
+#include "serve_metrics.h"
+#include "serve_openrlhf.h"
 
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
@@ -98,6 +102,9 @@ static const char help[] =
 
 typedef struct server {
     serve_pool *pool;
+    serve_dedup *dedup;    /* identical bodies in flight computed once */
+    serve_metrics *metrics;
+    double fallback_reward; /* /get_reward: the reward of a sample that cannot be scored; NaN = none */
     serve_conns *conns;    /* read deadlines and the shutdown's cuts (serve_conns.h) */
     size_t max_body;       /* bytes */
     long max_body_mb;
@@ -109,6 +116,13 @@ typedef struct server {
     char *info_json;       /* the /info body, built once */
 } server;
 
+typedef enum route {
+    ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_GET_REWARD, ROUTE_HEALTH, ROUTE_INFO, ROUTE_STATS, ROUTE_METRICS, N_ROUTES
+} route;
+/* the paths, and the labels of /metrics (an unknown path counts as "other") */
+static const char *const route_names[N_ROUTES] = {"other", "/score", "/get_reward", "/health", "/info", "/stats",
+                                                  "/metrics"};
+
 /* What one HTTP request carries between the calls of on_request. */
 typedef struct conn_req {
     double t0;
@@ -119,6 +133,9 @@ typedef struct conn_req {
     bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
     bool answered;   /* a response is queued */
     bool close;      /* end the connection after the response (ambiguous framing) */
+    bool over;       /* the connection is beyond --max-connections(-per-ip): 503 */
+    int retry_after; /* > 0: a Retry-After header */
+    const char *content_type; /* NULL: application/json */
 } conn_req;
 
 /* ---- /info ----------------------------------------------------------------------------------- */
@@ -164,13 +181,20 @@ static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r,
         return MHD_NO;
     }
     memset(body, 0, sizeof *body);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    int retry_after = reply && reply->retry_after ? reply->retry_after : r->retry_after;
+    if (retry_after > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof seconds, "%d", retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
     /* while shutting down, let every kept-alive connection end with this response */
     if (r->close || atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
+    serve_metrics_record(s->metrics, r->route, status, vlr_now() - r->t0);
     log_request(s, method, url, status, r, reply ? reply->tokens : 0, reply);
     return ok;
 }
@@ -206,21 +230,29 @@ static void stats_json(server *s, vlr_buf *b) {
                    (unsigned long long)st.cache_misses);
 }
 
+/* Prometheus text format: the body does not end in a newline here, respond() adds it. */
+static void metrics_text(server *s, conn_req *r, vlr_buf *b) {
+    serve_stats st;
+    serve_pool_stats(s->pool, &st);
+    serve_gauges g = {.in_flight = atomic_load(&s->scoring), .deduplicated = serve_dedup_followed(s->dedup)};
+    serve_metrics_render(s->metrics, &st, &g, b);
+    if (b->len && b->data[b->len - 1] == '\n') b->data[--b->len] = '\0';
+    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
 /* ---- routing --------------------------------------------------------------------------------- */
 
 static bool is_get(const char *method) {
     return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
-typedef enum route { ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_HEALTH, ROUTE_INFO, ROUTE_STATS } route;
-
 static route route_of(const char *url) {
-    if (strcmp(url, "/score") == 0) return ROUTE_SCORE;
-    if (strcmp(url, "/health") == 0) return ROUTE_HEALTH;
-    if (strcmp(url, "/info") == 0) return ROUTE_INFO;
-    if (strcmp(url, "/stats") == 0) return ROUTE_STATS;
+    for (int r = ROUTE_NONE + 1; r < N_ROUTES; r++)
+        if (strcmp(url, route_names[r]) == 0) return (route)r;
     return ROUTE_NONE;
 }
+
+static bool scores(route r) { return r == ROUTE_SCORE || r == ROUTE_GET_REWARD; }
 
 /* The framing headers of a request, as sent (libmicrohttpd keeps every header line). */
 typedef struct framing {
@@ -269,7 +301,9 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req 
         if (!serve_conns_answering(s->conns, c)) return MHD_NO;
         return respond_error(s, c, r, method, url, 400, NULL, "bad request framing: %s", bad_framing);
     }
-    if (r->route != ROUTE_SCORE || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
+    /* beyond the connection limits: read (and drop) the request, answer 503 once it is in */
+    if ((r->over = serve_conns_over(c))) return MHD_YES;
+    if (!scores(r->route) || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -288,20 +322,55 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req 
     return MHD_YES;
 }
 
+/* The work of one scoring body (serve_dedup's compute): its route decides the endpoint. */
+typedef struct scoring_call {
+    server *s;
+    route route;
+} scoring_call;
+
+static void compute_body(void *ctx, const char *body, size_t len, const serve_watch *w, serve_reply *out) {
+    scoring_call *call = ctx;
+    if (call->route == ROUTE_GET_REWARD) serve_get_reward(call->s->pool, body, len, call->s->fallback_reward, w, out);
+    else serve_score_body(call->s->pool, body, len, w, out);
+}
+
+static bool client_gone(void *c) { return serve_conns_client_gone(c); }
+
+/* POST /score, POST /get_reward: identical bodies in flight are computed once (serve_dedup.h). */
+static enum MHD_Result answer_scoring(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
+                                      const char *method) {
+    if (r->too_large)
+        return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
+                             s->max_body_mb);
+    if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
+    serve_reply reply = {0};
+    scoring_call call = {s, (route)r->route};
+    bool followed;
+    serve_dedup_run(s->dedup, r->route, r->body.data ? r->body.data : "", r->body.len, compute_body, &call, client_gone,
+                    c, &reply, &followed);
+    vlr_buf_free(&r->body);
+    if (reply.status == SERVE_STATUS_GONE) { /* nobody to answer: counted, logged, closed */
+        serve_metrics_record(s->metrics, r->route, reply.status, vlr_now() - r->t0);
+        log_request(s, method, url, reply.status, r, 0, NULL);
+        vlr_buf_free(&reply.body);
+        return MHD_NO;
+    }
+    return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+}
+
 /* The request is complete: answer it. */
 static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
                                            const char *method) {
-    if (r->route == ROUTE_SCORE) {
+    if (r->over) {
+        r->close = true;
+        r->retry_after = 1;
+        return respond_error(s, c, r, method, url, 503, NULL,
+                             "too many connections (--max-connections, --max-connections-per-ip): retry later");
+    }
+    if (scores(r->route)) {
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return respond_error(s, c, r, method, url, 405, "POST", "/score takes POST, not %s", method);
-        if (r->too_large)
-            return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
-                                 s->max_body_mb);
-        if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
-        serve_reply reply = {0};
-        serve_score_body(s->pool, r->body.data ? r->body.data : "", r->body.len, &reply);
-        vlr_buf_free(&r->body);
-        return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+            return respond_error(s, c, r, method, url, 405, "POST", "%s takes POST, not %s", url, method);
+        return answer_scoring(s, c, r, url, method);
     }
     if (r->route != ROUTE_NONE) {
         if (!is_get(method))
@@ -309,11 +378,13 @@ static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, 
         vlr_buf b = {0};
         if (r->route == ROUTE_HEALTH) vlr_buf_puts(&b, "{\"status\": \"ok\"}");
         else if (r->route == ROUTE_INFO) vlr_buf_puts(&b, s->info_json);
-        else stats_json(s, &b);
+        else if (r->route == ROUTE_STATS) stats_json(s, &b);
+        else metrics_text(s, r, &b);
         return respond(s, c, r, method, url, 200, &b, NULL, NULL);
     }
     return respond_error(s, c, r, method, url, 404, NULL,
-                         "no endpoint %s (there are POST /score, GET /health, GET /info and GET /stats)", url);
+                         "no endpoint %s (there are POST /score, POST /get_reward, GET /health, GET /info, GET /stats "
+                         "and GET /metrics)", url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -375,6 +446,23 @@ static bool is_loopback(const struct sockaddr *sa) {
     return false;
 }
 
+/* Connections accepted beyond --max-connections to be answered 503 rather than reset: up to
+ * SERVE_OVERFLOW more, as far as the descriptor limit allows (raised to its hard limit if needed). */
+#define SERVE_OVERFLOW 1024
+static long overflow_connections(long max_conn) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rlim_t want = (rlim_t)(max_conn + SERVE_OVERFLOW + 64); /* 64: model files, listener, curl */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) return SERVE_OVERFLOW;
+    long room = (long)rl.rlim_cur - 64 - max_conn;
+    return room > 0 ? room : 0;
+}
+
 /* ---- the command ----------------------------------------------------------------------------- */
 
 int cmd_serve(int argc, char **argv) {
@@ -384,6 +472,8 @@ int cmd_serve(int argc, char **argv) {
     long port = 8000, workers = 1, max_body_mb = 64, cache_mb = 512, max_conn = 64, idle_s = 300;
     long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
     long per_ip = -1, read_s = 30, drain_s = 120, fetch_mb = 256, fetch_s = 120;
+    long max_queue = 4096, request_timeout_s = 0, max_pixels = 0, max_images = 0;
+    double fallback = NAN;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -394,6 +484,13 @@ int cmd_serve(int argc, char **argv) {
         if (cli_opt(&a, "--remote-images", true, &remote_arg, &bad)) continue;
         if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
         if (cli_opt(&a, "--allow-any-path", false, &v, &bad)) { allow_any = true; continue; }
+        if (cli_opt(&a, "--fallback-reward", true, &v, &bad)) {
+            char *end = NULL;
+            fallback = v ? strtod(v, &end) : NAN;
+            if (v && (end == v || *end || !isfinite(fallback)))
+                return cli_usage_error("serve", "--fallback-reward: expected a finite number, got '%s'", v);
+            continue;
+        }
         struct { const char *name; long lo, hi, *dst; const char *what; } ints[] = {
             {"--port", 0, 65535, &port, "a port (0..65535)"},
             {"--workers", 1, 256, &workers, "1..256"},
@@ -409,6 +506,10 @@ int cmd_serve(int argc, char **argv) {
             {"--drain-timeout", 0, 86400, &drain_s, "seconds (0..86400)"},
             {"--fetch-budget-mb", 1, 65536, &fetch_mb, "megabytes (1..65536)"},
             {"--fetch-budget-s", 1, 86400, &fetch_s, "seconds (1..86400)"},
+            {"--max-queue", 1, 1L << 20, &max_queue, "1..1048576"},
+            {"--request-timeout", 0, 86400, &request_timeout_s, "seconds (0..86400)"},
+            {"--max-pixels", 0, 1L << 31, &max_pixels, "0..2147483648"},
+            {"--max-images", 0, 1L << 20, &max_images, "0..1048576"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -452,7 +553,8 @@ int cmd_serve(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int status = EXIT_INPUT;
-    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet};
+    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet,
+                .fallback_reward = fallback};
     atomic_init(&s.stopping, false);
     atomic_init(&s.in_flight, 0);
     atomic_init(&s.scoring, 0);
@@ -483,16 +585,21 @@ int cmd_serve(int argc, char **argv) {
                      .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
                      .max_batch_pixels = (uint64_t)max_batch_pixels, .remote = remote,
                      .fetch_budget_bytes = (uint64_t)fetch_mb << 20, .fetch_budget_s = (double)fetch_s,
-                     .quiet = quiet};
+                     .quiet = quiet, .max_queue = (size_t)max_queue, .request_timeout_s = (double)request_timeout_s,
+                     .default_max_pixels = max_pixels, .max_images = (size_t)max_images};
     if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
         goto done;
     }
-    if (!(s.conns = serve_conns_new((double)read_s)) || !(s.info_json = info_json(m))) {
+    if (!(s.conns = serve_conns_new((double)read_s, (size_t)max_conn, (size_t)per_ip)) ||
+        !(s.dedup = serve_dedup_new()) || !(s.metrics = serve_metrics_new(route_names, N_ROUTES)) ||
+        !(s.info_json = info_json(m))) {
         fprintf(stderr, "vlreward serve: out of memory\n");
         goto done;
     }
 
+    /* libmicrohttpd resets a connection beyond its limits: set them above ours, which answer 503 */
+    long overflow = overflow_connections(max_conn);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -501,8 +608,8 @@ int cmd_serve(int argc, char **argv) {
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
                          MHD_OPTION_NOTIFY_CONNECTION, serve_conns_notify, s.conns,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
-                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_ip,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conn + overflow),
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(per_ip + overflow / 2),
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
                          MHD_OPTION_END);
     char numeric[NI_MAXHOST];
@@ -569,6 +676,8 @@ done:
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
     serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
+    serve_dedup_free(s.dedup);
+    serve_metrics_free(s.metrics);
     vlr_fetch_policy_free(remote); /* after the pool: admission reads it */
     free(s.info_json);
     vlr_model_free(m);
