@@ -223,11 +223,14 @@ static void stats_json(server *s, vlr_buf *b) {
     serve_pool_stats(s->pool, &st);
     vlr_buf_printf(b, "{\"uptime_s\": %.1f, \"workers\": %d, \"busy_workers\": %llu, \"queued\": %llu, "
                       "\"in_flight\": %ld, \"scored\": %llu, \"failed\": %llu, \"tokens\": %llu, "
-                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu}",
+                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu, ",
                    vlr_now() - s->t_start, st.workers, (unsigned long long)st.busy, (unsigned long long)st.queued,
                    atomic_load(&s->scoring), (unsigned long long)st.scored, (unsigned long long)st.failed,
                    (unsigned long long)st.tokens, (unsigned long long)st.cache_hits,
                    (unsigned long long)st.cache_misses);
+    vlr_buf_printf(b, "\"deduplicated\": %llu, \"cancelled\": %llu, \"timeouts\": %llu, \"queue_full\": %llu}",
+                   (unsigned long long)serve_dedup_followed(s->dedup), (unsigned long long)st.cancelled,
+                   (unsigned long long)st.timeouts, (unsigned long long)st.queue_full);
 }
 
 /* Prometheus text format: the body does not end in a newline here, respond() adds it. */
