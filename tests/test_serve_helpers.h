@@ -112,8 +112,13 @@ static inline int wait_server(double seconds) {
 }
 
 /* Starts a new server of model with the options of start_server plus extra (NULL-terminated), its
- * address space capped at as_limit bytes (0: no cap). */
+ * address space capped at as_limit bytes (0: no cap); one still running is killed first. */
 static inline bool restart_server(const char *model, const char *const *extra, unsigned long long as_limit) {
+    if (server_pid > 0) {
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
     size_t n = 0;
     for (; extra && extra[n] && n + 1 < sizeof server_extra / sizeof *server_extra; n++) server_extra[n] = extra[n];
     server_extra[n] = NULL;
@@ -156,9 +161,10 @@ static inline size_t on_read(char *dst, size_t size, size_t n, void *ud) {
     return k;
 }
 
-/* One request. method "GET", "HEAD", "POST", "PUT"...; chunked sends the body without a length. */
-static inline void http(const char *method, const char *path, const char *body, size_t len, bool chunked,
-                 atomic_bool *sent, http_resp *out) {
+/* One request. method "GET", "HEAD", "POST", "PUT"...; chunked sends the body without a length;
+ * timeout_ms bounds the whole transfer (http(): 60 s). */
+static inline void http_timed(const char *method, const char *path, const char *body, size_t len, bool chunked,
+                              atomic_bool *sent, long timeout_ms, http_resp *out) {
     memset(out, 0, sizeof *out);
     CURL *h = curl_easy_init();
     if (!h) return;
@@ -168,7 +174,7 @@ static inline void http(const char *method, const char *path, const char *body, 
     upload u = {body, len, 0, sent};
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
@@ -200,6 +206,11 @@ static inline void http(const char *method, const char *path, const char *body, 
     if (!out->headers.data) vlr_buf_puts(&out->headers, "");
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
+}
+
+static inline void http(const char *method, const char *path, const char *body, size_t len, bool chunked,
+                        atomic_bool *sent, http_resp *out) {
+    http_timed(method, path, body, len, chunked, sent, 60000, out);
 }
 
 static inline void post(const char *body, http_resp *out) { http("POST", "/score", body, strlen(body), false, NULL, out); }
