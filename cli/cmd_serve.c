@@ -238,6 +238,7 @@ static void metrics_text(server *s, conn_req *r, vlr_buf *b) {
     serve_stats st;
     serve_pool_stats(s->pool, &st);
     serve_gauges g = {.in_flight = atomic_load(&s->scoring), .deduplicated = serve_dedup_followed(s->dedup)};
+    serve_conns_count(s->conns, &g.connections, &g.connections_over);
     serve_metrics_render(s->metrics, &st, &g, b);
     if (b->len && b->data[b->len - 1] == '\n') b->data[--b->len] = '\0';
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -215,6 +215,16 @@ size_t serve_conns_cut_unfinished(serve_conns *cs) {
     return n;
 }
 
+void serve_conns_count(serve_conns *cs, size_t *served, size_t *over) {
+    *served = *over = 0;
+    pthread_mutex_lock(&cs->lock);
+    for (const conn_slot *s = cs->head; s; s = s->next) {
+        if (s->over) (*over)++;
+        else (*served)++;
+    }
+    pthread_mutex_unlock(&cs->lock);
+}
+
 size_t serve_conns_answering_count(serve_conns *cs) {
     size_t n = 0;
     pthread_mutex_lock(&cs->lock);

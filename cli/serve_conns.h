@@ -54,6 +54,8 @@ size_t serve_conns_cut_unfinished(serve_conns *cs);
 bool serve_conns_over(struct MHD_Connection *c);
 /* True when c's client has closed its end (or the connection was cut): nobody reads a reply. */
 bool serve_conns_client_gone(struct MHD_Connection *c);
+/* Open connections: *served hold a slot, *over are being answered 503. */
+void serve_conns_count(serve_conns *cs, size_t *served, size_t *over);
 /* Connections in the answering phase. */
 size_t serve_conns_answering_count(serve_conns *cs);
 

@@ -115,4 +115,7 @@ void serve_metrics_render(serve_metrics *m, const serve_stats *st, const serve_g
     gauge(b, "vlreward_busy_workers", "Workers scoring now.", (double)st->busy);
     gauge(b, "vlreward_workers", "Worker threads (--workers).", (double)st->workers);
     gauge(b, "vlreward_in_flight", "HTTP requests received and not yet answered.", (double)g->in_flight);
+    gauge(b, "vlreward_connections", "Open connections within --max-connections.", (double)g->connections);
+    gauge(b, "vlreward_connections_over_limit", "Open connections beyond the limits, being answered 503.",
+          (double)g->connections_over);
 }

@@ -24,6 +24,8 @@ void serve_metrics_record(serve_metrics *m, int route, int status, double second
 typedef struct serve_gauges {
     long in_flight;         /* HTTP requests received and not yet answered */
     uint64_t deduplicated;  /* requests answered with the reply of an identical one in flight */
+    size_t connections;     /* open connections within --max-connections */
+    size_t connections_over; /* open connections beyond it, being answered 503 */
 } serve_gauges;
 
 /* Appends the whole exposition to out. */

@@ -897,6 +897,8 @@ static void test_slow_clients(void) {
     b.len = 0;
     CHECK(read_response(slow_second, 5, &b) && strncmp(b.data, "HTTP/1.1 200", 12) == 0, "kept-alive: first answer");
     close(slow_second); /* its quota slot is needed below; the trickling second request is tested next */
+    /* its slot is free once the server has seen the close: the idle one and the /metrics request remain */
+    CHECK(metric_reaches("vlreward_connections", 2, 10), "the closed connection is released");
 
     trickler t[8];
     pthread_t th[8];

@@ -227,6 +227,31 @@ static inline vlr_json_doc *parse_body(const http_resp *r) {
 
 static inline const char *str_of(const vlr_json *v) { return vlr_json_is(v, VLR_JSON_STRING) ? v->str : ""; }
 
+/* ---- /metrics ---- */
+
+/* The value of one series in a /metrics text ("name" or "name{labels}"); -1 when absent. */
+static inline double metric_in(const char *text, const char *series) {
+    size_t n = strlen(series);
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') return strtod(line + n + 1, NULL);
+    return -1;
+}
+
+static inline double metric(const char *series) {
+    http_resp r;
+    http("GET", "/metrics", NULL, 0, false, NULL, &r);
+    double v = r.status == 200 ? metric_in(r.body.data, series) : -1;
+    resp_free(&r);
+    return v;
+}
+
+/* Waits (bounded) until metric(series) == value. */
+static inline bool metric_reaches(const char *series, double value, double seconds) {
+    for (double end = vlr_now() + seconds; vlr_now() < end; sleep_ms(10))
+        if (metric(series) == value) return true;
+    return false;
+}
+
 /* ---- raw connections ---- */
 
 /* A TCP connection to the server from the loopback address src ("127.0.0.2": another client), or -1. */

@@ -29,29 +29,6 @@ static void slow_request(vlr_buf *b, const char *tag, long pixels) {
                    tag, pixels, pixels, tag);
 }
 
-/* The value of one series in a /metrics text ("name" or "name{labels}"); -1 when absent. */
-static double metric_in(const char *text, const char *series) {
-    size_t n = strlen(series);
-    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (strncmp(line, series, n) == 0 && line[n] == ' ') return strtod(line + n + 1, NULL);
-    return -1;
-}
-
-static double metric(const char *series) {
-    http_resp r;
-    http("GET", "/metrics", NULL, 0, false, NULL, &r);
-    double v = r.status == 200 ? metric_in(r.body.data, series) : -1;
-    resp_free(&r);
-    return v;
-}
-
-/* Waits (bounded) until metric(series) == value. */
-static bool metric_reaches(const char *series, double value, double seconds) {
-    for (double end = vlr_now() + seconds; vlr_now() < end; sleep_ms(10))
-        if (metric(series) == value) return true;
-    return false;
-}
-
 /* ---- POST /get_reward ------------------------------------------------------------------------ */
 
 /* What Qwen2.5-VL's chat template renders for [user: image + question, assistant: answer], with its
