@@ -296,8 +296,7 @@ static void error_object(vlr_buf *out, const char *id_json, const char *msg) {
     vlr_buf_puts(out, "}");
 }
 
-static void plain_error(serve_reply *out, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
+void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) {
     char msg[VLR_ERR_MSG_CAP + 64];
     va_list ap;
     va_start(ap, fmt);
@@ -308,6 +307,13 @@ static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
     vlr_buf_puts(&out->body, "{\"error\": ");
     vlr_buf_json_string(&out->body, msg, strlen(msg));
     vlr_buf_puts(&out->body, "}");
+}
+
+void serve_reply_check_oom(serve_reply *out) {
+    if (!out->body.oom) return;
+    vlr_buf_free(&out->body);
+    out->status = 503;
+    vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
 }
 
 /* A failed single request: the client's fault (422) unless the server ran out of memory (503,
@@ -520,22 +526,22 @@ vlr_json_doc *serve_parse_body(serve_pool *p, const char *body, size_t len, cons
     vlr_err e = {0};
     vlr_json_doc *doc = NULL;
     if (len == 0) {
-        plain_error(out, 400, "empty body: expected %s", expected);
+        serve_reply_error(out, 400, "empty body: expected %s", expected);
         return NULL;
     }
     /* Each JSON value costs the parser ~50 bytes whatever its text: "0," is two bytes. */
     if (vlr_json_value_bound(body, len) > p->max_values) {
-        plain_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
+        serve_reply_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
                               "(--max-batch)", p->max_values, p->max_batch);
         return NULL;
     }
     if (!(doc = vlr_json_parse(body, len, &e))) {
-        plain_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
+        serve_reply_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
         return NULL;
     }
     const vlr_json *root = vlr_json_root(doc);
     if (!vlr_json_is(root, VLR_JSON_OBJECT)) {
-        plain_error(out, 400, "the body is a JSON %s: expected %s", vlr_json_type_name(root), expected);
+        serve_reply_error(out, 400, "the body is a JSON %s: expected %s", vlr_json_type_name(root), expected);
         vlr_json_free(doc);
         return NULL;
     }
@@ -560,19 +566,19 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
     n = 1;
     if (list) {
         if (!vlr_json_is(list, VLR_JSON_ARRAY)) {
-            plain_error(out, 400, "requests: expected a list of request objects, found %s", vlr_json_type_name(list));
+            serve_reply_error(out, 400, "requests: expected a list of request objects, found %s", vlr_json_type_name(list));
             goto done;
         }
         out->batch = true;
         items = list->items;
         n = list->len;
         if (n > p->max_batch) {
-            plain_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
+            serve_reply_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
                         p->max_batch);
             goto done;
         }
         if (n > p->max_queue) {
-            plain_error(out, 413, "a batch of %zu requests is larger than the server's queue (--max-queue %zu): split it",
+            serve_reply_error(out, 413, "a batch of %zu requests is larger than the server's queue (--max-queue %zu): split it",
                         n, p->max_queue);
             goto done;
         }
@@ -582,7 +588,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
         parsed = calloc(n, sizeof *parsed);
         jobs = calloc(n, sizeof *jobs);
         if (!parsed || !jobs) {
-            plain_error(out, 503, "out of memory for %zu requests", n);
+            serve_reply_error(out, 503, "out of memory for %zu requests", n);
             goto done;
         }
     }
@@ -601,7 +607,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
         job->parsed = &parsed[i];
         job->queued = rc == VLR_OK;
         if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
-            plain_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
+            serve_reply_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
                         out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,
                         out->batch ? ": split the batch" : "");
             goto done;
@@ -610,14 +616,14 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
     switch (run_group(p, jobs, n, deadline, w)) {
     case GROUP_DONE: break;
     case GROUP_QUEUE_FULL:
-        plain_error(out, 503, "the server's queue is full (%zu requests waiting, --max-queue): retry later", p->max_queue);
+        serve_reply_error(out, 503, "the server's queue is full (%zu requests waiting, --max-queue): retry later", p->max_queue);
         out->retry_after = 1;
         goto done;
     case GROUP_TIMEOUT:
-        plain_error(out, 504, "not finished within %.0f s (--request-timeout): cancelled", p->request_timeout_s);
+        serve_reply_error(out, 504, "not finished within %.0f s (--request-timeout): cancelled", p->request_timeout_s);
         goto done;
     case GROUP_GONE:
-        plain_error(out, SERVE_STATUS_GONE, "the client went away: cancelled");
+        serve_reply_error(out, SERVE_STATUS_GONE, "the client went away: cancelled");
         goto done;
     }
 
@@ -648,11 +654,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
     }
     vlr_buf_puts(&out->body, "]}");
 done:
-    if (out->body.oom) {
-        vlr_buf_free(&out->body);
-        out->status = 503;
-        vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
-    }
+    serve_reply_check_oom(out);
     for (size_t i = 0; parsed && i < n; i++) vlr_parsed_request_free(&parsed[i]);
     for (size_t i = 0; jobs && i < n; i++) {
         for (size_t k = 0; k < jobs[i].n_fetched; k++) free(jobs[i].fetched[k]);

