@@ -149,6 +149,7 @@ typedef struct conn_req {
     bool answered;   /* a response is queued */
     bool close;      /* end the connection after the response (ambiguous framing) */
     bool over;       /* the connection is beyond --max-connections(-per-ip): 503 */
+    bool shared;     /* answered with the reply of an identical body in flight */
     int retry_after; /* > 0: a Retry-After header */
     const char *content_type; /* NULL: application/json */
 } conn_req;
@@ -173,8 +174,8 @@ static void log_request(const server *s, const char *method, const char *url, in
     serve_log_safe(u, sizeof u, url);
     if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
     /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
-    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
-            (unsigned long long)tokens, batch);
+    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
+            (unsigned long long)tokens, batch, r->shared ? " (shared with an identical request)" : "");
 }
 
 /* Queues body (taken over: freed by libmicrohttpd once sent) with the given status. */
@@ -364,9 +365,8 @@ static enum MHD_Result answer_scoring(server *s, struct MHD_Connection *c, conn_
     if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
     serve_reply reply = {0};
     scoring_call call = {s, (route)r->route};
-    bool followed;
     serve_dedup_run(s->dedup, r->route, r->body.data ? r->body.data : "", r->body.len, compute_body, &call, client_gone,
-                    c, &reply, &followed);
+                    c, &reply, &r->shared);
     vlr_buf_free(&r->body);
     if (reply.status == SERVE_STATUS_GONE) { /* nobody to answer: counted, logged, closed */
         serve_metrics_record(s->metrics, r->route, reply.status, vlr_now() - r->t0);

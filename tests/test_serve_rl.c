@@ -303,6 +303,9 @@ static void test_cancel_and_queue(void) {
               metric("vlreward_cancelled_total") == 2,
           "scored once, for both: scored %g, deduplicated %g", metric("vlreward_scored_total"),
           metric("vlreward_deduplicated_total"));
+    log = read_log();
+    CHECK(strstr(log, " (shared with an identical request)\n") != NULL, "the follower's log line says so");
+    free(log);
     bg_free(&leader);
     bg_free(&follower);
 }
