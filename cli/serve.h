@@ -2,8 +2,11 @@
  * each owning one vlr_session (the model is shared read-only), takes requests from one FIFO queue
  * guarded by a mutex and a condition variable; serve_score_body() turns the body of a POST /score
  * (one request object, or {"requests": [...]}) into an HTTP status and a JSON reply; the image-path
- * policy keeps local image reads inside the image root. The HTTP side (libmicrohttpd, routing,
- * signals, logging) is cmd_serve.c. */
+ * policy keeps local image reads inside the image root. The queue is bounded (max_queue), and the
+ * thread that waits for a body cancels its requests when nobody wants the reply any more or its
+ * deadline passes (queued ones leave the queue unrun, running ones stop at the session's cancel
+ * flag). The HTTP side (libmicrohttpd, routing, signals, logging) is cmd_serve.c; identical bodies
+ * in flight are shared by serve_dedup.c, /get_reward is serve_openrlhf.c, /metrics serve_metrics.c. */
 #ifndef VLR_CLI_SERVE_H
 #define VLR_CLI_SERVE_H
 
