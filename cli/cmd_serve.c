@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +36,9 @@
 #include "internal.h"
 #include "serve.h"
 #include "serve_conns.h"
+#include "serve_dedup.h"
+#include "serve_metrics.h"
+#include "serve_openrlhf.h"
 
 static const char help[] =
     "usage: vlreward serve --model DIR [--host 127.0.0.1] [--port 8000] [--workers N] [--threads N]\n"
@@ -42,17 +46,25 @@ static const char help[] =
     "                      [--fetch-budget-mb 256] [--fetch-budget-s 120] [--max-body-mb 64] [--max-tokens N]\n"
     "                      [--max-batch 1024] [--max-image-pixels 33554432] [--max-batch-pixels 4294967296]\n"
     "                      [--vision-cache MB] [--prefix-cache MB] [--max-connections 64] [--max-connections-per-ip N]\n"
-    "                      [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120] [--quiet]\n"
+    "                      [--max-queue 4096] [--request-timeout S] [--max-pixels N] [--max-images N]\n"
+    "                      [--fallback-reward X] [--read-timeout 30] [--idle-timeout 300] [--drain-timeout 120]\n"
+    "                      [--quiet]\n"
     "\n"
-    "Serves rewards over HTTP (see docs/serve.md). Responses are application/json.\n"
+    "Serves rewards over HTTP (see docs/serve.md). Responses are application/json (/metrics: text).\n"
     "  POST /score   one request ({\"id\", \"messages\"} or {\"id\", \"image\"|\"images\", \"question\",\n"
     "                \"answer\"}, as in `vlreward score`) -> 200 {\"id\", \"score\"}, or 422 {\"id\", \"error\"};\n"
     "                or {\"requests\": [...]} -> 200 {\"results\": [{\"id\", \"score\"} | {\"id\", \"error\"}, ...]}\n"
     "                in order. Invalid JSON -> 400; a body over --max-body-mb, a batch over --max-batch,\n"
     "                images over --max-batch-pixels -> 413; a request not arrived in --read-timeout -> 408.\n"
+    "  POST /get_reward  OpenRLHF's remote reward model: {\"query\": [TEXT, ...], \"prompts\", \"labels\"} ->\n"
+    "                {\"rewards\", \"scores\", \"extra_logs\"}; each query a Qwen-templated conversation ending\n"
+    "                with the assistant turn, images in \"images\": [[SRC, ...], ...] or a label {\"images\": [...]}\n"
+    "  Identical bodies in flight at once are computed once. A full queue or a connection beyond the\n"
+    "  limits -> 503 with Retry-After; past --request-timeout -> 504; a client that disconnects cancels.\n"
     "  GET /health   {\"status\": \"ok\"}\n"
     "  GET /info     the object of `vlreward info --json` plus \"version\"\n"
     "  GET /stats    counters: workers, busy_workers, queued, in_flight, scored, failed, tokens, ...\n"
+    "  GET /metrics  the same and more in the Prometheus text format (vlreward_*)\n"
     "\n"
     "  --model DIR           model directory, or ORG/NAME[@REV] from the Hugging Face cache\n"
     "  --host ADDR           address to bind (default 127.0.0.1, loopback only); 0.0.0.0 or :: expose\n"
@@ -85,9 +97,16 @@ static const char help[] =
     "  --prefix-cache MB     keep the K/V rows of scored prefixes for all workers (16-token blocks,\n"
     "                        least recently used dropped first; 112 KiB a token at 7B), so interleaved\n"
     "                        prompts keep their reuse (default 1024, 0 = off); bit-identical either way\n"
-    "  --max-connections N   simultaneous connections (default 64); more are refused\n"
+    "  --max-connections N   simultaneous connections (default 64); more get 503 with Retry-After\n"
     "  --max-connections-per-ip N  simultaneous connections from one address (default: half of\n"
-    "                        --max-connections); more are refused\n"
+    "                        --max-connections); more get 503 with Retry-After\n"
+    "  --max-queue N         requests (batch items) waiting for a worker (default 4096); a body that\n"
+    "                        does not fit gets 503 with Retry-After\n"
+    "  --request-timeout S   cancel a body's work S seconds after it arrived: 504 (default 0 = never)\n"
+    "  --max-pixels N        max_pixels of an image that sets none (default: the model's preprocessor)\n"
+    "  --max-images N        images in one request (default 0 = no limit); more: 422\n"
+    "  --fallback-reward X   /get_reward: the reward of a sample that cannot be scored (default: the\n"
+    "                        call fails with 422)\n"
     "  --read-timeout S      a request's headers and body must arrive within S seconds of its start\n"
     "                        (default 30), however steadily the bytes trickle; later: 408, closed\n"
     "  --idle-timeout S      close a connection idle for S seconds (default 300, 0 = never)\n"
@@ -102,6 +121,9 @@ static const char help[] =
 
 typedef struct server {
     serve_pool *pool;
+    serve_dedup *dedup;    /* identical bodies in flight computed once */
+    serve_metrics *metrics;
+    double fallback_reward; /* /get_reward: the reward of a sample that cannot be scored; NaN = none */
     serve_conns *conns;    /* read deadlines and the shutdown's cuts (serve_conns.h) */
     size_t max_body;       /* bytes */
     long max_body_mb;
@@ -113,6 +135,13 @@ typedef struct server {
     char *info_json;       /* the /info body, built once */
 } server;
 
+typedef enum route {
+    ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_GET_REWARD, ROUTE_HEALTH, ROUTE_INFO, ROUTE_STATS, ROUTE_METRICS, N_ROUTES
+} route;
+/* the paths, and the labels of /metrics (an unknown path counts as "other") */
+static const char *const route_names[N_ROUTES] = {"other", "/score", "/get_reward", "/health", "/info", "/stats",
+                                                  "/metrics"};
+
 /* What one HTTP request carries between the calls of on_request. */
 typedef struct conn_req {
     double t0;
@@ -123,6 +152,10 @@ typedef struct conn_req {
     bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
     bool answered;   /* a response is queued */
     bool close;      /* end the connection after the response (ambiguous framing) */
+    bool over;       /* the connection is beyond --max-connections(-per-ip): 503 */
+    bool shared;     /* answered with the reply of an identical body in flight */
+    int retry_after; /* > 0: a Retry-After header */
+    const char *content_type; /* NULL: application/json */
 } conn_req;
 
 /* ---- /info ----------------------------------------------------------------------------------- */
@@ -145,8 +178,8 @@ static void log_request(const server *s, const char *method, const char *url, in
     serve_log_safe(u, sizeof u, url);
     if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
     /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
-    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
-            (unsigned long long)tokens, batch);
+    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
+            (unsigned long long)tokens, batch, r->shared ? " (shared with an identical request)" : "");
 }
 
 /* Queues body (taken over: freed by libmicrohttpd once sent) with the given status. */
@@ -168,13 +201,20 @@ static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r,
         return MHD_NO;
     }
     memset(body, 0, sizeof *body);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    int retry_after = reply && reply->retry_after ? reply->retry_after : r->retry_after;
+    if (retry_after > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof seconds, "%d", retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+    }
     /* while shutting down, let every kept-alive connection end with this response */
     if (r->close || atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->answered = true;
+    serve_metrics_record(s->metrics, r->route, status, vlr_now() - r->t0);
     log_request(s, method, url, status, r, reply ? reply->tokens : 0, reply);
     return ok;
 }
@@ -201,18 +241,43 @@ static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_r
 static void stats_json(server *s, vlr_buf *b) {
     serve_stats st;
     serve_pool_stats(s->pool, &st);
-    vlr_buf_printf(b, "{\"uptime_s\": %.1f, \"workers\": %d, \"busy_workers\": %llu, \"queued\": %llu, "
-                      "\"in_flight\": %ld, \"scored\": %llu, \"failed\": %llu, \"tokens\": %llu, "
-                      "\"vision_cache_hits\": %llu, \"vision_cache_misses\": %llu, \"reused_tokens\": %llu, "
-                      "\"reuse\": %.4f, \"prefix_cache_hits\": %llu, \"prefix_cache_misses\": %llu, "
-                      "\"prefix_cache_bytes\": %llu, \"vision_cache_bytes\": %llu}",
-                   vlr_now() - s->t_start, st.workers, (unsigned long long)st.busy, (unsigned long long)st.queued,
-                   atomic_load(&s->scoring), (unsigned long long)st.scored, (unsigned long long)st.failed,
-                   (unsigned long long)st.tokens, (unsigned long long)st.cache_hits,
-                   (unsigned long long)st.cache_misses, (unsigned long long)st.caches.reused_tokens,
-                   st.caches.tokens ? (double)st.caches.reused_tokens / (double)st.caches.tokens : 0.0,
-                   (unsigned long long)st.caches.prefix_hits, (unsigned long long)st.caches.prefix_misses,
-                   (unsigned long long)st.caches.prefix_bytes, (unsigned long long)st.caches.vision_bytes);
+    vlr_jw w;
+    vlr_jw_init(&w, b, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "uptime_s");
+    vlr_jw_fixed(&w, vlr_now() - s->t_start, 1);
+    vlr_jw_key_int(&w, "workers", st.workers);
+    vlr_jw_key_uint(&w, "busy_workers", st.busy);
+    vlr_jw_key_uint(&w, "queued", st.queued);
+    vlr_jw_key_int(&w, "in_flight", atomic_load(&s->scoring));
+    vlr_jw_key_uint(&w, "scored", st.scored);
+    vlr_jw_key_uint(&w, "failed", st.failed);
+    vlr_jw_key_uint(&w, "tokens", st.tokens);
+    vlr_jw_key_uint(&w, "vision_cache_hits", st.cache_hits);
+    vlr_jw_key_uint(&w, "vision_cache_misses", st.cache_misses);
+    vlr_jw_key_uint(&w, "reused_tokens", st.caches.reused_tokens);
+    vlr_jw_key(&w, "reuse");
+    vlr_jw_fixed(&w, st.caches.tokens ? (double)st.caches.reused_tokens / (double)st.caches.tokens : 0.0, 4);
+    vlr_jw_key_uint(&w, "prefix_cache_hits", st.caches.prefix_hits);
+    vlr_jw_key_uint(&w, "prefix_cache_misses", st.caches.prefix_misses);
+    vlr_jw_key_uint(&w, "prefix_cache_bytes", st.caches.prefix_bytes);
+    vlr_jw_key_uint(&w, "vision_cache_bytes", st.caches.vision_bytes);
+    vlr_jw_key_uint(&w, "deduplicated", serve_dedup_followed(s->dedup));
+    vlr_jw_key_uint(&w, "cancelled", st.cancelled);
+    vlr_jw_key_uint(&w, "timeouts", st.timeouts);
+    vlr_jw_key_uint(&w, "queue_full", st.queue_full);
+    vlr_jw_end(&w);
+}
+
+/* Prometheus text format: the body does not end in a newline here, respond() adds it. */
+static void metrics_text(server *s, conn_req *r, vlr_buf *b) {
+    serve_stats st;
+    serve_pool_stats(s->pool, &st);
+    serve_gauges g = {.in_flight = atomic_load(&s->scoring), .deduplicated = serve_dedup_followed(s->dedup)};
+    serve_conns_count(s->conns, &g.connections, &g.connections_over);
+    serve_metrics_render(s->metrics, &st, &g, b);
+    if (b->len && b->data[b->len - 1] == '\n') b->data[--b->len] = '\0';
+    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
 /* ---- routing --------------------------------------------------------------------------------- */
@@ -221,15 +286,13 @@ static bool is_get(const char *method) {
     return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
-typedef enum route { ROUTE_NONE = 0, ROUTE_SCORE, ROUTE_HEALTH, ROUTE_INFO, ROUTE_STATS } route;
-
 static route route_of(const char *url) {
-    if (strcmp(url, "/score") == 0) return ROUTE_SCORE;
-    if (strcmp(url, "/health") == 0) return ROUTE_HEALTH;
-    if (strcmp(url, "/info") == 0) return ROUTE_INFO;
-    if (strcmp(url, "/stats") == 0) return ROUTE_STATS;
+    for (int r = ROUTE_NONE + 1; r < N_ROUTES; r++)
+        if (strcmp(url, route_names[r]) == 0) return (route)r;
     return ROUTE_NONE;
 }
+
+static bool scores(route r) { return r == ROUTE_SCORE || r == ROUTE_GET_REWARD; }
 
 /* The framing headers of a request, as sent (libmicrohttpd keeps every header line). */
 typedef struct framing {
@@ -278,7 +341,9 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req 
         if (!serve_conns_answering(s->conns, c)) return MHD_NO;
         return respond_error(s, c, r, method, url, 400, NULL, "bad request framing: %s", bad_framing);
     }
-    if (r->route != ROUTE_SCORE || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
+    /* beyond the connection limits: read (and drop) the request, answer 503 once it is in */
+    if ((r->over = serve_conns_over(c))) return MHD_YES;
+    if (!scores(r->route) || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -297,20 +362,54 @@ static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req 
     return MHD_YES;
 }
 
+/* The work of one scoring body (serve_dedup's compute): its route decides the endpoint. */
+typedef struct scoring_call {
+    server *s;
+    route route;
+} scoring_call;
+
+static void compute_body(void *ctx, const char *body, size_t len, const serve_watch *w, serve_reply *out) {
+    scoring_call *call = ctx;
+    if (call->route == ROUTE_GET_REWARD) serve_get_reward(call->s->pool, body, len, call->s->fallback_reward, w, out);
+    else serve_score_body(call->s->pool, body, len, w, out);
+}
+
+static bool client_gone(void *c) { return serve_conns_client_gone(c); }
+
+/* POST /score, POST /get_reward: identical bodies in flight are computed once (serve_dedup.h). */
+static enum MHD_Result answer_scoring(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
+                                      const char *method) {
+    if (r->too_large)
+        return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
+                             s->max_body_mb);
+    if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
+    serve_reply reply = {0};
+    scoring_call call = {s, (route)r->route};
+    serve_dedup_run(s->dedup, r->route, r->body.data ? r->body.data : "", r->body.len, compute_body, &call, client_gone,
+                    c, &reply, &r->shared);
+    vlr_buf_free(&r->body);
+    if (reply.status == SERVE_STATUS_GONE) { /* nobody to answer: counted, logged, closed */
+        serve_metrics_record(s->metrics, r->route, reply.status, vlr_now() - r->t0);
+        log_request(s, method, url, reply.status, r, 0, NULL);
+        vlr_buf_free(&reply.body);
+        return MHD_NO;
+    }
+    return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+}
+
 /* The request is complete: answer it. */
 static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
                                            const char *method) {
-    if (r->route == ROUTE_SCORE) {
+    if (r->over) {
+        r->close = true;
+        r->retry_after = 1;
+        return respond_error(s, c, r, method, url, 503, NULL,
+                             "too many connections (--max-connections, --max-connections-per-ip): retry later");
+    }
+    if (scores(r->route)) {
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return respond_error(s, c, r, method, url, 405, "POST", "/score takes POST, not %s", method);
-        if (r->too_large)
-            return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
-                                 s->max_body_mb);
-        if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
-        serve_reply reply = {0};
-        serve_score_body(s->pool, r->body.data ? r->body.data : "", r->body.len, &reply);
-        vlr_buf_free(&r->body);
-        return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+            return respond_error(s, c, r, method, url, 405, "POST", "%s takes POST, not %s", url, method);
+        return answer_scoring(s, c, r, url, method);
     }
     if (r->route != ROUTE_NONE) {
         if (!is_get(method))
@@ -318,11 +417,13 @@ static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, 
         vlr_buf b = {0};
         if (r->route == ROUTE_HEALTH) vlr_buf_puts(&b, "{\"status\": \"ok\"}");
         else if (r->route == ROUTE_INFO) vlr_buf_puts(&b, s->info_json);
-        else stats_json(s, &b);
+        else if (r->route == ROUTE_STATS) stats_json(s, &b);
+        else metrics_text(s, r, &b);
         return respond(s, c, r, method, url, 200, &b, NULL, NULL);
     }
     return respond_error(s, c, r, method, url, 404, NULL,
-                         "no endpoint %s (there are POST /score, GET /health, GET /info and GET /stats)", url);
+                         "no endpoint %s (there are POST /score, POST /get_reward, GET /health, GET /info, GET /stats "
+                         "and GET /metrics)", url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -384,6 +485,23 @@ static bool is_loopback(const struct sockaddr *sa) {
     return false;
 }
 
+/* Connections accepted beyond --max-connections to be answered 503 rather than reset: up to
+ * SERVE_OVERFLOW more, as far as the descriptor limit allows (raised to its hard limit if needed). */
+#define SERVE_OVERFLOW 1024
+static long overflow_connections(long max_conn) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rlim_t want = (rlim_t)(max_conn + SERVE_OVERFLOW + 64); /* 64: model files, listener, curl */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) return SERVE_OVERFLOW;
+    long room = (long)rl.rlim_cur - 64 - max_conn;
+    return room > 0 ? room : 0;
+}
+
 /* ---- the command ----------------------------------------------------------------------------- */
 
 int cmd_serve(int argc, char **argv) {
@@ -394,6 +512,8 @@ int cmd_serve(int argc, char **argv) {
     long prefix_mb = CLI_PREFIX_CACHE_DEFAULT_MB;
     long max_batch = 1024, max_image_pixels = 1L << 25, max_batch_pixels = 1L << 32;
     long per_ip = -1, read_s = 30, drain_s = 120, fetch_mb = 256, fetch_s = 120;
+    long max_queue = 4096, request_timeout_s = 0, max_pixels = 0, max_images = 0;
+    double fallback = NAN;
     bool bad = false, quiet = false, allow_any = false;
     while (a.i < argc && !bad) {
         const char *v = NULL;
@@ -404,6 +524,13 @@ int cmd_serve(int argc, char **argv) {
         if (cli_opt(&a, "--remote-images", true, &remote_arg, &bad)) continue;
         if (cli_opt(&a, "--quiet", false, &v, &bad)) { quiet = true; continue; }
         if (cli_opt(&a, "--allow-any-path", false, &v, &bad)) { allow_any = true; continue; }
+        if (cli_opt(&a, "--fallback-reward", true, &v, &bad)) {
+            char *end = NULL;
+            fallback = v ? strtod(v, &end) : NAN;
+            if (v && (end == v || *end || !isfinite(fallback)))
+                return cli_usage_error("serve", "--fallback-reward: expected a finite number, got '%s'", v);
+            continue;
+        }
         struct { const char *name; long lo, hi, *dst; const char *what; } ints[] = {
             {"--port", 0, 65535, &port, "a port (0..65535)"},
             {"--workers", 1, 256, &workers, "1..256"},
@@ -420,6 +547,10 @@ int cmd_serve(int argc, char **argv) {
             {"--drain-timeout", 0, 86400, &drain_s, "seconds (0..86400)"},
             {"--fetch-budget-mb", 1, 65536, &fetch_mb, "megabytes (1..65536)"},
             {"--fetch-budget-s", 1, 86400, &fetch_s, "seconds (1..86400)"},
+            {"--max-queue", 1, 1L << 20, &max_queue, "1..1048576"},
+            {"--request-timeout", 0, 86400, &request_timeout_s, "seconds (0..86400)"},
+            {"--max-pixels", 0, 1L << 31, &max_pixels, "0..2147483648"},
+            {"--max-images", 0, 1L << 20, &max_images, "0..1048576"},
         };
         bool matched = false;
         for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
@@ -463,7 +594,8 @@ int cmd_serve(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int status = EXIT_INPUT;
-    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet};
+    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet,
+                .fallback_reward = fallback};
     atomic_init(&s.stopping, false);
     atomic_init(&s.in_flight, 0);
     atomic_init(&s.scoring, 0);
@@ -495,16 +627,21 @@ int cmd_serve(int argc, char **argv) {
                      .image_root = root, .allow_any_path = allow_any, .max_batch = (size_t)max_batch,
                      .max_batch_pixels = (uint64_t)max_batch_pixels, .remote = remote,
                      .fetch_budget_bytes = (uint64_t)fetch_mb << 20, .fetch_budget_s = (double)fetch_s,
-                     .quiet = quiet};
+                     .quiet = quiet, .max_queue = (size_t)max_queue, .request_timeout_s = (double)request_timeout_s,
+                     .default_max_pixels = max_pixels, .max_images = (size_t)max_images};
     if (serve_pool_start(&so, &s.pool, &e) != VLR_OK) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
         goto done;
     }
-    if (!(s.conns = serve_conns_new((double)read_s)) || !(s.info_json = info_json(m))) {
+    if (!(s.conns = serve_conns_new((double)read_s, (size_t)max_conn, (size_t)per_ip)) ||
+        !(s.dedup = serve_dedup_new()) || !(s.metrics = serve_metrics_new(route_names, N_ROUTES)) ||
+        !(s.info_json = info_json(m))) {
         fprintf(stderr, "vlreward serve: out of memory\n");
         goto done;
     }
 
+    /* libmicrohttpd resets a connection beyond its limits: set them above ours, which answer 503 */
+    long overflow = overflow_connections(max_conn);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -513,8 +650,8 @@ int cmd_serve(int argc, char **argv) {
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
                          MHD_OPTION_NOTIFY_CONNECTION, serve_conns_notify, s.conns,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
-                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_ip,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conn + overflow),
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(per_ip + overflow / 2),
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
                          MHD_OPTION_END);
     char numeric[NI_MAXHOST];
@@ -583,6 +720,8 @@ done:
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
     serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
+    serve_dedup_free(s.dedup);
+    serve_metrics_free(s.metrics);
     vlr_fetch_policy_free(remote); /* after the pool: admission reads it */
     free(s.info_json);
     vlr_model_free(m);

@@ -22,14 +22,19 @@ typedef struct serve_group {
     pthread_cond_t done;  /* signalled when pending reaches 0 */
 } serve_group;
 
+typedef enum job_state { JOB_WAITING, JOB_RUNNING, JOB_DONE } job_state;
+
 typedef struct serve_job {
     const vlr_request *req;
     vlr_parsed_request *parsed; /* req's owner: a group's answers are put in turn into req */
     double *scores;       /* a group: [parsed->n_answers] (score: the best one's), else NULL */
     char **fetched;       /* data: URIs of the http(s) images fetched at admission (the request points at them) */
     size_t n_fetched;
+    size_t n_images;
     serve_group *group;
-    struct serve_job *next;
+    struct serve_job *prev, *next; /* the queue: a cancelled body unlinks its waiting jobs */
+    job_state state;      /* guarded by the pool lock */
+    volatile int cancel;  /* the session's cancel flag while the job runs (written under the pool lock) */
     /* results, written by the worker before it decrements group->pending */
     double score;
     uint64_t tokens;
@@ -49,6 +54,7 @@ struct serve_pool {
     serve_job *head, *tail;
     bool stop;
     uint64_t n_queued, n_busy, n_scored, n_failed, n_tokens; /* for serve_pool_stats */
+    uint64_t n_images, n_cancelled, n_timeouts, n_queue_full;
     int n_workers, n_running;
     serve_worker *workers;
     vlr_cache *cache;     /* the vision and prefix cache every worker's session shares */
@@ -61,6 +67,9 @@ struct serve_pool {
     uint64_t fetch_budget_bytes;
     double fetch_budget_s;
     bool quiet;
+    size_t max_queue, max_images;
+    double request_timeout_s;
+    int64_t default_max_pixels;
 };
 
 /* One request, or a group's answers in turn on the same session (the prompt's KV cache and vision rows
@@ -99,13 +108,20 @@ static void *worker_main(void *arg) {
         if (!p->head) break; /* stop, and nothing left to do */
         serve_job *job = p->head;
         p->head = job->next;
-        if (!p->head) p->tail = NULL;
+        if (p->head) p->head->prev = NULL;
+        else p->tail = NULL;
+        job->state = JOB_RUNNING;
         p->n_queued--;
         p->n_busy++;
         pthread_mutex_unlock(&p->lock);
+        /* the body's thread may set job->cancel from now on: the library checks it between images,
+         * layers and prefill chunks */
+        vlr_session_set_cancel_flag(w->session, &job->cancel);
         run_job(w->session, job);
+        vlr_session_set_cancel_flag(w->session, NULL);
         pthread_mutex_lock(&p->lock);
         p->n_busy--;
+        job->state = JOB_DONE;
         if (--job->group->pending == 0) pthread_cond_signal(&job->group->done);
     }
     pthread_mutex_unlock(&p->lock);
@@ -145,6 +161,10 @@ vlr_status serve_pool_start(const serve_opts *o, serve_pool **out, vlr_err *e) {
     p->fetch_budget_bytes = o->fetch_budget_bytes;
     p->fetch_budget_s = o->fetch_budget_s;
     p->quiet = o->quiet;
+    p->max_queue = o->max_queue;
+    p->max_images = o->max_images;
+    p->request_timeout_s = o->request_timeout_s;
+    p->default_max_pixels = o->default_max_pixels;
     p->workers = vlr_calloc((size_t)o->workers, sizeof *p->workers, e);
     if (!p->workers) {
         rc = VLR_ERR_NOMEM;
@@ -187,6 +207,11 @@ void serve_pool_stats(serve_pool *p, serve_stats *out) {
     out->scored = p->n_scored;
     out->failed = p->n_failed;
     out->tokens = p->n_tokens;
+    out->images = p->n_images;
+    out->cancelled = p->n_cancelled;
+    out->timeouts = p->n_timeouts;
+    out->queue_full = p->n_queue_full;
+    out->max_queue = p->max_queue;
     pthread_mutex_unlock(&p->lock);
     vlr_cache_get_stats(p->cache, &out->caches);
     out->cache_hits = out->caches.vision_hits;
@@ -254,8 +279,7 @@ static void error_object(vlr_buf *out, const char *id_json, const char *msg) {
     vlr_buf_puts(out, "}");
 }
 
-static void plain_error(serve_reply *out, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
+void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) {
     char msg[VLR_ERR_MSG_CAP + 64];
     va_list ap;
     va_start(ap, fmt);
@@ -268,6 +292,13 @@ static void plain_error(serve_reply *out, int status, const char *fmt, ...) {
     vlr_buf_puts(&out->body, "}");
 }
 
+void serve_reply_check_oom(serve_reply *out) {
+    if (!out->body.oom) return;
+    vlr_buf_free(&out->body);
+    out->status = 503;
+    vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
+}
+
 /* A failed single request: the client's fault (422) unless the server ran out of memory (503,
  * worth retrying), hit a bug (500) or computed a non-finite score (500: the model's fault). */
 static int failure_status(vlr_status code) {
@@ -276,15 +307,53 @@ static int failure_status(vlr_status code) {
     return 422;
 }
 
-/* Queues every job that passed the checks as one group and waits for the workers to finish it. */
-static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
+/* How the wait for a body's jobs ended. */
+typedef enum group_end { GROUP_DONE, GROUP_QUEUE_FULL, GROUP_TIMEOUT, GROUP_GONE } group_end;
+
+/* Cancels what is left of a body (pool lock held): its waiting jobs leave the queue without running,
+ * its running ones get their cancel flag set and stop at the library's next check. */
+static void cancel_jobs(serve_pool *p, serve_job *jobs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        serve_job *job = &jobs[i];
+        if (!job->queued) continue;
+        if (job->state == JOB_RUNNING) {
+            job->cancel = 1;
+        } else if (job->state == JOB_WAITING) {
+            if (job->prev) job->prev->next = job->next;
+            else p->head = job->next;
+            if (job->next) job->next->prev = job->prev;
+            else p->tail = job->prev;
+            job->state = JOB_DONE;
+            p->n_queued--;
+            vlr_fail(&job->err, VLR_ERR_INTERRUPTED, "cancelled before it ran");
+            job->group->pending--;
+        }
+    }
+}
+
+/* How often the thread of a body looks at its deadline and asks whether its reply is still wanted. */
+#define WATCH_TICK_NS (100 * 1000 * 1000)
+
+/* Queues every job that passed the checks as one group, unless the queue cannot take them all, and
+ * waits for the workers to finish it, or for the deadline (0 = none) or w to cancel it. */
+static group_end run_group(serve_pool *p, serve_job *jobs, size_t n, double deadline, const serve_watch *w) {
+    size_t n_queued = 0;
+    for (size_t i = 0; i < n; i++) n_queued += jobs[i].queued;
     serve_group g = {0};
     pthread_cond_init(&g.done, NULL);
     pthread_mutex_lock(&p->lock);
+    if (n_queued && p->n_queued + n_queued > p->max_queue) {
+        p->n_queue_full++;
+        pthread_mutex_unlock(&p->lock);
+        pthread_cond_destroy(&g.done);
+        return GROUP_QUEUE_FULL;
+    }
     for (size_t i = 0; i < n; i++) {
         if (!jobs[i].queued) continue;
         jobs[i].group = &g;
+        jobs[i].state = JOB_WAITING;
         jobs[i].next = NULL;
+        jobs[i].prev = p->tail;
         if (p->tail) p->tail->next = &jobs[i];
         else p->head = &jobs[i];
         p->tail = &jobs[i];
@@ -292,17 +361,43 @@ static void run_group(serve_pool *p, serve_job *jobs, size_t n) {
         p->n_queued++;
     }
     if (g.pending) pthread_cond_broadcast(&p->work);
-    while (g.pending) pthread_cond_wait(&g.done, &p->lock);
+    group_end end = GROUP_DONE;
+    while (g.pending) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_nsec += WATCH_TICK_NS;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g.done, &p->lock, &t);
+        if (!g.pending || end != GROUP_DONE) continue;
+        bool late = deadline > 0 && vlr_now() > deadline, gone = false;
+        if (!late && w && w->wanted) { /* the probe may take other locks: not under this one */
+            pthread_mutex_unlock(&p->lock);
+            gone = !w->wanted(w->ctx);
+            pthread_mutex_lock(&p->lock);
+        }
+        if (late || gone) {
+            end = late ? GROUP_TIMEOUT : GROUP_GONE;
+            cancel_jobs(p, jobs, n);
+        }
+    }
     for (size_t i = 0; i < n; i++) {
-        if (jobs[i].err.code) {
+        if (end != GROUP_DONE && jobs[i].queued && jobs[i].err.code == VLR_ERR_INTERRUPTED) {
+            p->n_cancelled++;
+        } else if (jobs[i].err.code) {
             p->n_failed++;
         } else {
             p->n_scored++;
             p->n_tokens += jobs[i].tokens;
+            p->n_images += jobs[i].n_images;
         }
     }
+    if (end == GROUP_TIMEOUT) p->n_timeouts++;
     pthread_mutex_unlock(&p->lock);
     pthread_cond_destroy(&g.done);
+    return end;
 }
 
 void serve_log_safe(char *dst, size_t cap, const char *s) {
@@ -375,13 +470,34 @@ static vlr_status fetch_remote(serve_pool *p, vlr_parsed_request *pr, serve_job 
     return VLR_OK;
 }
 
-/* Admission of one parsed request: the image-path policy, its remote images fetched, then its images
- * costed from their headers against the model's limits (nothing is decoded). */
+/* The server's per-request image rules: at most max_images images, and max_pixels for an image that
+ * sets none (never below its own min_pixels, which would make its resize impossible). */
+static vlr_status image_rules(serve_pool *p, vlr_parsed_request *pr, serve_job *job, vlr_err *e) {
+    job->n_images = 0;
+    for (size_t m = 0; m < pr->req.n_messages; m++) {
+        const vlr_message *msg = &pr->req.messages[m];
+        for (size_t i = 0; i < msg->n_items; i++) {
+            vlr_content_item *it = (vlr_content_item *)&msg->items[i]; /* pr->items: the request's own */
+            if (it->kind == VLR_ITEM_TEXT) continue;
+            job->n_images++;
+            if (p->default_max_pixels && it->max_pixels == 0)
+                it->max_pixels = it->min_pixels > p->default_max_pixels ? it->min_pixels : p->default_max_pixels;
+        }
+    }
+    if (p->max_images && job->n_images > p->max_images)
+        return vlr_fail(e, VLR_ERR_LIMIT, "%zu images: more than the %zu this server takes in one request (--max-images)",
+                        job->n_images, p->max_images);
+    return VLR_OK;
+}
+
+/* Admission of one parsed request: the image-path policy and image rules, its remote images fetched,
+ * then its images costed from their headers against the model's limits (nothing is decoded). */
 static vlr_status admit(serve_pool *p, vlr_parsed_request *pr, serve_job *job, fetch_budget *budget, vlr_cost *cost,
                         vlr_err *e) {
     memset(cost, 0, sizeof *cost);
     vlr_status rc;
     if (!p->allow_any_path && (rc = serve_check_image_paths(&pr->req, p->image_root, e))) return rc;
+    if ((rc = image_rules(p, pr, job, e))) return rc;
     if ((rc = fetch_remote(p, pr, job, budget, e))) return rc;
     const vlr_params *params = vlr_model_params(p->model);
     vlr_image_limits lim = {.max_pixels = params->max_image_pixels,
@@ -390,50 +506,64 @@ static vlr_status admit(serve_pool *p, vlr_parsed_request *pr, serve_job *job, f
     return vlr_request_cost(&pr->req, &vlr_model_config(p->model)->preproc, &lim, cost, e);
 }
 
-void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *out) {
+vlr_json_doc *serve_parse_body(serve_pool *p, const char *body, size_t len, const char *expected, serve_reply *out) {
+    vlr_err e = {0};
+    vlr_json_doc *doc = NULL;
+    if (len == 0) {
+        serve_reply_error(out, 400, "empty body: expected %s", expected);
+        return NULL;
+    }
+    /* Each JSON value costs the parser ~50 bytes whatever its text: "0," is two bytes. */
+    if (vlr_json_value_bound(body, len) > p->max_values) {
+        serve_reply_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
+                              "(--max-batch)", p->max_values, p->max_batch);
+        return NULL;
+    }
+    if (!(doc = vlr_json_parse(body, len, &e))) {
+        serve_reply_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
+        return NULL;
+    }
+    const vlr_json *root = vlr_json_root(doc);
+    if (!vlr_json_is(root, VLR_JSON_OBJECT)) {
+        serve_reply_error(out, 400, "the body is a JSON %s: expected %s", vlr_json_type_name(root), expected);
+        vlr_json_free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_watch *w, serve_reply *out) {
+    double deadline = p->request_timeout_s > 0 ? vlr_now() + p->request_timeout_s : 0;
     out->status = 200;
     out->tokens = 0;
     out->n_requests = 0;
     out->batch = false;
-    vlr_err e = {0};
+    out->retry_after = 0;
     vlr_parsed_request *parsed = NULL;
     serve_job *jobs = NULL;
     size_t n = 0;
-    vlr_json_doc *doc = NULL;
-    if (len == 0) {
-        plain_error(out, 400, "empty body: expected a request object or {\"requests\": [...]}");
-        goto done;
-    }
-    /* Each JSON value costs the parser ~50 bytes whatever its text: "0," is two bytes. */
-    if (vlr_json_value_bound(body, len) > p->max_values) {
-        plain_error(out, 413, "the body holds more than %zu JSON values, the cap for batches of up to %zu requests "
-                              "(--max-batch)", p->max_values, p->max_batch);
-        goto done;
-    }
-    if (!(doc = vlr_json_parse(body, len, &e))) {
-        plain_error(out, e.code == VLR_ERR_NOMEM ? 503 : 400, "invalid JSON: %s", e.msg);
-        goto done;
-    }
+    vlr_json_doc *doc = serve_parse_body(p, body, len, "a request object or {\"requests\": [...]}", out);
+    if (!doc) goto done;
     const vlr_json *root = vlr_json_root(doc);
-    if (!vlr_json_is(root, VLR_JSON_OBJECT)) {
-        plain_error(out, 400, "the body is a JSON %s: expected a request object or {\"requests\": [...]}",
-                    vlr_json_type_name(root));
-        goto done;
-    }
     const vlr_json *list = vlr_json_get(root, "requests");
     const vlr_json *items = root;
     n = 1;
     if (list) {
         if (!vlr_json_is(list, VLR_JSON_ARRAY)) {
-            plain_error(out, 400, "requests: expected a list of request objects, found %s", vlr_json_type_name(list));
+            serve_reply_error(out, 400, "requests: expected a list of request objects, found %s", vlr_json_type_name(list));
             goto done;
         }
         out->batch = true;
         items = list->items;
         n = list->len;
         if (n > p->max_batch) {
-            plain_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
+            serve_reply_error(out, 413, "a batch of %zu requests is over the cap of %zu (--max-batch): split it", n,
                         p->max_batch);
+            goto done;
+        }
+        if (n > p->max_queue) {
+            serve_reply_error(out, 413, "a batch of %zu requests is larger than the server's queue (--max-queue %zu): split it",
+                        n, p->max_queue);
             goto done;
         }
     }
@@ -442,7 +572,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
         parsed = calloc(n, sizeof *parsed);
         jobs = calloc(n, sizeof *jobs);
         if (!parsed || !jobs) {
-            plain_error(out, 503, "out of memory for %zu requests", n);
+            serve_reply_error(out, 503, "out of memory for %zu requests", n);
             goto done;
         }
     }
@@ -461,13 +591,25 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
         job->parsed = &parsed[i];
         job->queued = rc == VLR_OK;
         if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
-            plain_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
+            serve_reply_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
                         out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,
                         out->batch ? ": split the batch" : "");
             goto done;
         }
     }
-    run_group(p, jobs, n);
+    switch (run_group(p, jobs, n, deadline, w)) {
+    case GROUP_DONE: break;
+    case GROUP_QUEUE_FULL:
+        serve_reply_error(out, 503, "the server's queue is full (%zu requests waiting, --max-queue): retry later", p->max_queue);
+        out->retry_after = 1;
+        goto done;
+    case GROUP_TIMEOUT:
+        serve_reply_error(out, 504, "not finished within %.0f s (--request-timeout): cancelled", p->request_timeout_s);
+        goto done;
+    case GROUP_GONE:
+        serve_reply_error(out, SERVE_STATUS_GONE, "the client went away: cancelled");
+        goto done;
+    }
 
     if (!out->batch) {
         /* A single request without a usable "id" echoes null (in a batch, the index stands in). */
@@ -496,11 +638,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, serve_reply *
     }
     vlr_buf_puts(&out->body, "]}");
 done:
-    if (out->body.oom) {
-        vlr_buf_free(&out->body);
-        out->status = 503;
-        vlr_buf_puts(&out->body, "{\"error\": \"out of memory writing the reply\"}");
-    }
+    serve_reply_check_oom(out);
     for (size_t i = 0; parsed && i < n; i++) vlr_parsed_request_free(&parsed[i]);
     for (size_t i = 0; jobs && i < n; i++) {
         for (size_t k = 0; k < jobs[i].n_fetched; k++) free(jobs[i].fetched[k]);

@@ -3,6 +3,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,19 +20,25 @@ typedef struct conn_slot {
     phase phase;
     double since;   /* reading: when the request started; idle: when the last response was sent */
     bool cut;       /* shut down by a deadline or the shutdown: nothing more is answered on it */
+    bool over;      /* beyond the limits: answered 503, holds no slot */
+    int family;     /* the client's address, for the per-address count */
+    unsigned char addr[16];
 } conn_slot;
 
 struct serve_conns {
     pthread_mutex_t lock;
     conn_slot *head;
     double read_timeout, last_sweep;
+    size_t max_conns, per_ip;
 };
 
-serve_conns *serve_conns_new(double read_timeout_s) {
+serve_conns *serve_conns_new(double read_timeout_s, size_t max_conns, size_t per_ip) {
     serve_conns *cs = calloc(1, sizeof *cs);
     if (!cs) return NULL;
     pthread_mutex_init(&cs->lock, NULL);
     cs->read_timeout = read_timeout_s;
+    cs->max_conns = max_conns;
+    cs->per_ip = per_ip;
     cs->last_sweep = vlr_now();
     return cs;
 }
@@ -47,6 +54,15 @@ void serve_conns_free(serve_conns *cs) {
     free(cs);
 }
 
+static void client_address(struct MHD_Connection *c, conn_slot *s) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info ? info->client_addr : NULL;
+    if (!sa) return;
+    s->family = sa->sa_family;
+    if (sa->sa_family == AF_INET) memcpy(s->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    else if (sa->sa_family == AF_INET6) memcpy(s->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+}
+
 void serve_conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
                         enum MHD_ConnectionNotificationCode toe) {
     serve_conns *cs = cls;
@@ -58,7 +74,15 @@ void serve_conns_notify(void *cls, struct MHD_Connection *c, void **socket_conte
         s->fd = fd->connect_fd;
         s->phase = PHASE_READING;
         s->since = vlr_now();
+        client_address(c, s);
         pthread_mutex_lock(&cs->lock);
+        size_t all = 0, same = 0;
+        for (const conn_slot *o = cs->head; o; o = o->next) {
+            if (o->over) continue;
+            all++;
+            same += o->family == s->family && memcmp(o->addr, s->addr, sizeof s->addr) == 0;
+        }
+        s->over = all >= cs->max_conns || same >= cs->per_ip;
         s->next = cs->head;
         if (cs->head) cs->head->prev = s;
         cs->head = s;
@@ -93,6 +117,20 @@ bool serve_conns_answering(serve_conns *cs, struct MHD_Connection *c) {
     if (!cut) s->phase = PHASE_ANSWERING;
     pthread_mutex_unlock(&cs->lock);
     return !cut;
+}
+
+bool serve_conns_over(struct MHD_Connection *c) {
+    const conn_slot *s = slot_of(c);
+    return s && s->over; /* set before the connection's first request: no lock needed */
+}
+
+bool serve_conns_client_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!fd) return false;
+    /* the request has been read whole: what the socket can still say is that the peer closed
+     * (POLLRDHUP: its FIN; a pipelined next request is data and keeps it wanted) */
+    struct pollfd p = {.fd = fd->connect_fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
 void serve_conns_reading(serve_conns *cs, struct MHD_Connection *c) {
@@ -175,6 +213,16 @@ size_t serve_conns_cut_unfinished(serve_conns *cs) {
     }
     pthread_mutex_unlock(&cs->lock);
     return n;
+}
+
+void serve_conns_count(serve_conns *cs, size_t *served, size_t *over) {
+    *served = *over = 0;
+    pthread_mutex_lock(&cs->lock);
+    for (const conn_slot *s = cs->head; s; s = s->next) {
+        if (s->over) (*over)++;
+        else (*served)++;
+    }
+    pthread_mutex_unlock(&cs->lock);
 }
 
 size_t serve_conns_answering_count(serve_conns *cs) {

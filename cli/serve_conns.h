@@ -11,7 +11,13 @@
  *              connection back to reading, so a kept-alive connection cannot trickle either.
  * A connection past its deadline gets 408 with a JSON body and is shut down (shutdown(2) on its
  * socket, under the lock that its CLOSED notification takes before libmicrohttpd closes the
- * descriptor, so the descriptor cannot belong to another connection by then). */
+ * descriptor, so the descriptor cannot belong to another connection by then).
+ *
+ * Connection limits without resets: libmicrohttpd closes a connection beyond its own limits at once,
+ * and the client sees "connection reset". So its limits are set well above --max-connections and
+ * --max-connections-per-ip, and the registry counts the connections itself: one that arrives when
+ * max_conns are open, or per_ip from its address, is "over": it is read like any other (under the
+ * read deadline) and answered 503 with Retry-After, then closed. It holds no slot. */
 #ifndef VLR_CLI_SERVE_CONNS_H
 #define VLR_CLI_SERVE_CONNS_H
 
@@ -21,8 +27,9 @@
 
 typedef struct serve_conns serve_conns;
 
-/* read_timeout_s: the time a request may take to arrive (> 0). NULL when out of memory. */
-serve_conns *serve_conns_new(double read_timeout_s);
+/* read_timeout_s: the time a request may take to arrive (> 0); max_conns, per_ip: the connections
+ * served at once, in all and from one address. NULL when out of memory. */
+serve_conns *serve_conns_new(double read_timeout_s, size_t max_conns, size_t per_ip);
 void serve_conns_free(serve_conns *cs);
 
 /* MHD_OPTION_NOTIFY_CONNECTION (cls = the serve_conns). */
@@ -43,6 +50,12 @@ size_t serve_conns_sweep(serve_conns *cs);
 /* Shutdown: cuts every connection whose request has not fully arrived (503 "shutting down") and every
  * idle one. Returns how many; those being answered are left to finish. */
 size_t serve_conns_cut_unfinished(serve_conns *cs);
+/* True when c arrived beyond the limits: answer it 503 and close it. */
+bool serve_conns_over(struct MHD_Connection *c);
+/* True when c's client has closed its end (or the connection was cut): nobody reads a reply. */
+bool serve_conns_client_gone(struct MHD_Connection *c);
+/* Open connections: *served hold a slot, *over are being answered 503. */
+void serve_conns_count(serve_conns *cs, size_t *served, size_t *over);
 /* Connections in the answering phase. */
 size_t serve_conns_answering_count(serve_conns *cs);
 
