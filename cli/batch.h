@@ -27,7 +27,16 @@ typedef struct cli_batch_opts {
     /* With resume: called with each result line the output file keeps (without its end of line),
      * before the run, with the run's ctx; returning false refuses to resume (it prints why). */
     bool (*resumed)(const char *line, size_t len, void *ctx);
+    /* Under mpirun (cli/mpi_batch.c), on rank 0: called with each result line another rank made
+     * (without its end of line; ok false for an error line), in input order, before it is written. */
+    void (*absorb)(const char *line, size_t len, bool ok, void *ctx);
+    /* Under mpirun, on every other rank at the end: the handler's own counts, which rank 0 sums into
+     * cli_batch_stats.counters. */
+    void (*counters)(void *ctx, uint64_t *out);
 } cli_batch_opts;
+
+/* How many counts opts.counters reports. */
+#define CLI_BATCH_COUNTERS 4
 
 /* --max-line-bytes default: the server's default body cap (--max-body-mb 64). */
 #define CLI_BATCH_MAX_LINE_BYTES ((size_t)64 << 20)
@@ -45,6 +54,9 @@ typedef struct cli_batch_stats {
     uint64_t tokens;    /* tokens reported by the handler */
     double wall_s;
     bool interrupted;
+    int ranks;          /* under mpirun: the processes that ran the batch (else 0) */
+    bool worker;        /* under mpirun, a rank other than 0: it wrote nothing and has no summary */
+    uint64_t counters[CLI_BATCH_COUNTERS]; /* the other ranks' opts.counters, summed */
 } cli_batch_stats;
 
 /* One input line that parsed as JSON. Lines that do not are answered by the driver itself with
@@ -69,11 +81,13 @@ int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc);
 
 /* Runs the loop. Returns 0 when the run completed (see stats for line errors), -1 when it could not
  * start, the input could not be read or the output could not be written (message printed), 1 when
- * interrupted by a signal. */
+ * interrupted by a signal. Started by mpirun, every rank calls it: rank 0 reads and writes, the others
+ * handle the lines it sends them (stats->worker; cli/mpi_batch.h). */
 int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *stats);
 
 /* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s, ...,
- * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it. */
+ * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it; under mpirun the
+ * time is followed by "on K ranks". */
 void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const vlr_model *m,
                              const char *extra);
 

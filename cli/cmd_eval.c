@@ -14,6 +14,7 @@
 #include "eval_compare.h"
 #include "eval_report.h"
 #include "model_identity.h"
+#include "mpi_batch.h"
 
 static const char help[] =
     "usage: vlreward eval --model DIR --input FILE|- [--format auto|pairs|vlrewardbench|rewardbench]\n"
@@ -194,6 +195,13 @@ static vlr_status resumed_compare(eval_ctx *ctx, const char *line, size_t len, v
     return rc;
 }
 
+/* A result line counted in the summary (and in the precision comparison). */
+static vlr_status count_result_line(eval_ctx *ctx, const char *line, size_t len, vlr_err *e) {
+    vlr_status rc = vlr_eval_summary_add_line(&ctx->summary, line, len, e);
+    if (rc == VLR_OK && ctx->session_b) rc = resumed_compare(ctx, line, len, e);
+    return rc;
+}
+
 /* A line --resume keeps: counted in the summary. */
 static bool eval_resumed(const char *line, size_t len, void *vctx) {
     eval_ctx *ctx = vctx;
@@ -204,12 +212,24 @@ static bool eval_resumed(const char *line, size_t len, void *vctx) {
         return false;
     }
     vlr_err e = {0};
-    if (vlr_eval_summary_add_line(&ctx->summary, line, len, &e) == VLR_OK &&
-        (!ctx->session_b || resumed_compare(ctx, line, len, &e) == VLR_OK))
-        return true;
+    if (count_result_line(ctx, line, len, &e) == VLR_OK) return true;
     fprintf(stderr, "vlreward eval: %s: line %zu: %s; refusing to resume into it\n", ctx->output, ctx->resumed_lines,
             e.msg);
     return false;
+}
+
+/* Under mpirun, on rank 0: a pair another rank scored, counted from its result line as a resumed one. */
+static void eval_absorb(const char *line, size_t len, bool ok, void *vctx) {
+    eval_ctx *ctx = vctx;
+    vlr_err e = {0};
+    if (!ok) ctx->own_errors++; /* counted here, not as one of the driver's own error lines */
+    if (count_result_line(ctx, line, len, &e)) ctx->summary_failed = true;
+}
+
+/* Under mpirun, each rank's vision cache hits and misses for the summary. */
+static void eval_counters(void *vctx, uint64_t *out) {
+    eval_ctx *ctx = vctx;
+    vlr_session_vision_cache_stats(ctx->session, &out[0], &out[1]);
 }
 
 /* "f32,bf16" -> the two precisions; false after a usage error. */
@@ -254,7 +274,7 @@ int cmd_eval(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *format_name = "auto", *summary_path = NULL, *model_name_opt = NULL, *v = NULL, *compare = NULL;
     const char *report_dir = NULL;
-    cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed};
+    cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed, .absorb = eval_absorb, .counters = eval_counters};
     eval_ctx ctx = {0};
     bool bad = false;
     long cache_mb = 512;
@@ -287,6 +307,8 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "--compare-precision names both precisions: drop --precision");
     if (compare && !parse_compare(compare, precisions)) return EXIT_USAGE;
     if (!ctx.format_known && !detect_format(&bo, &ctx)) return EXIT_USAGE;
+    if (!ctx.format_known && cli_farm_launched()) /* each rank would guess from the first row it gets */
+        return cli_usage_error("eval", "under mpirun, input from a pipe needs --format");
     if (report_dir && !eval_report_prepare(report_dir)) return EXIT_USAGE;
     ctx.output = bo.output;
 
@@ -327,13 +349,17 @@ int cmd_eval(int argc, char **argv) {
     cli_batch_stats st;
     int run = cli_batch_run(&bo, eval_line, &ctx, &st);
     if (run < 0) goto done;
+    if (st.worker) { /* under mpirun, rank 0 writes the summary */
+        status = EXIT_OK;
+        goto done;
+    }
     /* the driver's own error lines (invalid JSON, a line too long to hold): of no known category */
     for (uint64_t i = ctx.own_errors; i < st.errors; i++) count_failure(&ctx, NULL);
     uint64_t hits = 0, misses = 0;
     vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
     char extra[160];
-    snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses%s%s", (unsigned long long)hits,
-             (unsigned long long)misses, ctx.session_b ? ", compared with precision " : "",
+    snprintf(extra, sizeof extra, "vision cache %llu hits / %llu misses%s%s", (unsigned long long)(hits + st.counters[0]),
+             (unsigned long long)(misses + st.counters[1]), ctx.session_b ? ", compared with precision " : "",
              ctx.session_b ? ctx.prec_b : "");
     cli_batch_print_summary(&bo, &st, m, extra);
     if (ctx.summary_failed) {

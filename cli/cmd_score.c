@@ -148,6 +148,13 @@ static bool score_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uin
     return ok;
 }
 
+/* Under mpirun, each rank's counts for the summary: prefix tokens reused, vision cache hits, misses. */
+static void score_counters(void *vctx, uint64_t *out) {
+    score_ctx *ctx = vctx;
+    out[0] = ctx->reused_tokens;
+    vlr_session_vision_cache_stats(ctx->session, &out[1], &out[2]);
+}
+
 #define MAX_ONE_OFF_IMAGES 64
 #define MAX_ONE_OFF_ANSWERS 1024
 
@@ -156,7 +163,7 @@ int cmd_score(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *question = NULL, *trace_path = NULL, *answers[MAX_ONE_OFF_ANSWERS];
     int n_answers = 0;
-    cli_batch_opts bo = {.cmd = "score"};
+    cli_batch_opts bo = {.cmd = "score", .counters = score_counters};
     const char *images[MAX_ONE_OFF_IMAGES];
     int n_images = 0;
     bool bad = false;
@@ -236,15 +243,17 @@ int cmd_score(int argc, char **argv) {
     } else {
         cli_batch_stats st;
         int run = cli_batch_run(&bo, score_line, &ctx, &st);
-        if (run >= 0) {
-            uint64_t hits = 0, misses = 0;
-            vlr_session_vision_cache_stats(ctx.session, &hits, &misses);
+        if (run >= 0 && !st.worker) {
+            uint64_t mine[CLI_BATCH_COUNTERS] = {0};
+            score_counters(&ctx, mine);
             char extra[160];
             snprintf(extra, sizeof extra, "%llu tokens of shared prefixes reused, vision cache %llu hits / %llu misses",
-                     (unsigned long long)ctx.reused_tokens, (unsigned long long)hits, (unsigned long long)misses);
+                     (unsigned long long)(mine[0] + st.counters[0]), (unsigned long long)(mine[1] + st.counters[1]),
+                     (unsigned long long)(mine[2] + st.counters[2]));
             cli_batch_print_summary(&bo, &st, m, extra);
         }
-        status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;
+        /* under mpirun, rank 0 answers for the job */
+        status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) || st.worker ? EXIT_OK : EXIT_INPUT;
     }
 done:
     if (ctx.trace_file) fclose(ctx.trace_file);
