@@ -454,10 +454,10 @@ typedef struct batch_sink {
 } batch_sink;
 
 /* Writes one result line, counts it and shows progress; false on a write error. */
-static bool emit_result(void *vsink, vlr_buf *result, bool ok, uint64_t tokens, bool remote) {
+static bool emit_result(void *vsink, vlr_buf *result, bool ok, uint64_t tokens, bool farmed) {
     batch_sink *w = vsink;
     const cli_batch_opts *o = w->o;
-    if (remote && o->absorb) o->absorb(result->data ? result->data : "", result->len, ok, w->ctx);
+    if (farmed && o->absorb) o->absorb(result->data ? result->data : "", result->len, ok, w->ctx);
     if (!write_result(o, w->out, result, w->to_stdout)) return false;
     w->st->done++;
     w->st->tokens += tokens;
@@ -576,14 +576,14 @@ static int run_lines(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_ba
                          "--max-line-bytes is %zu); skipped", this_line + 1, r.wanted, r.max_bytes);
             cli_error_line(&result, &id, msg);
         } else if (d && farm) { /* another rank may take it; its result is written in turn */
-            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id};
+            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id, false};
             bool submitted = cli_farm_submit(farm, &bl);
             vlr_json_free(d);
             if (submitted) continue;
             rc = -1;
             break;
         } else if (d) {
-            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id};
+            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id, false};
             ok = fn(&bl, ctx, &result, &tokens);
         } else {
             vlr_err_prefix(&e, "invalid JSON: ");

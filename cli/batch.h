@@ -27,8 +27,9 @@ typedef struct cli_batch_opts {
     /* With resume: called with each result line the output file keeps (without its end of line),
      * before the run, with the run's ctx; returning false refuses to resume (it prints why). */
     bool (*resumed)(const char *line, size_t len, void *ctx);
-    /* Under mpirun (cli/mpi_batch.c), on rank 0: called with each result line another rank made
-     * (without its end of line; ok false for an error line), in input order, before it is written. */
+    /* Under mpirun (cli/mpi_batch.c), on rank 0: called with the result line of each line a handler
+     * ran on (cli_batch_line.farmed; without its end of line; ok false for an error line), in input
+     * order, before it is written. */
     void (*absorb)(const char *line, size_t len, bool ok, void *ctx);
     /* Under mpirun, on every other rank at the end: the handler's own counts, which rank 0 sums into
      * cli_batch_stats.counters. */
@@ -68,6 +69,8 @@ typedef struct cli_batch_line {
     size_t line_no;        /* 0-based */
     const vlr_json *root;  /* the parsed line */
     const vlr_buf *id_json; /* the id to echo: the line's "id", or line_no */
+    bool farmed;           /* under mpirun: rank 0 counts the result from its line, in input order
+                            * (opts.absorb); the handler counts nothing of its own */
 } cli_batch_line;
 
 /* Handles one line: appends exactly one JSON object (no newline) to out, adds the tokens it

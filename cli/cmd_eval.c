@@ -122,6 +122,13 @@ static void count_failure(eval_ctx *ctx, const vlr_eval_pair *pair) {
         ctx->summary_failed = true;
 }
 
+/* A pair this handler wrote an error line for (under mpirun, rank 0 counts it from the line). */
+static void count_own_failure(eval_ctx *ctx, const cli_batch_line *line, const vlr_eval_pair *pair) {
+    if (line->farmed) return;
+    ctx->own_errors++;
+    count_failure(ctx, pair);
+}
+
 static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     eval_ctx *ctx = vctx;
     char msg[VLR_ERR_MSG_CAP + 200];
@@ -132,8 +139,7 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
             snprintf(msg, sizeof msg, "cannot tell the dataset format from this row; expected the fields of %s, or "
                      "give --format", format_fields);
             cli_error_line(out, line->id_json, msg);
-            ctx->own_errors++;
-            count_failure(ctx, NULL);
+            count_own_failure(ctx, line, NULL);
             return false;
         }
         ctx->format = ctx->summary.format = seen;
@@ -156,18 +162,18 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
                 score_pair(ctx->session_b, ctx->prec_b, &pair, &chosen_b, &rejected_b, msg, sizeof msg, tokens))) {
         vlr_eval_result_line(ctx->format, line->id_json, pair.label, chosen, rejected, out);
         ok = true;
-        if (vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected, &e))
+        if (!line->farmed &&
+            vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected, &e))
             ctx->summary_failed = true;
         if (ctx->session_b) {
             append_compare(out, ctx->prec_b, chosen_b, rejected_b);
-            if (vlr_eval_compare_add(&ctx->compare, chosen, rejected, chosen_b, rejected_b, &e))
+            if (!line->farmed && vlr_eval_compare_add(&ctx->compare, chosen, rejected, chosen_b, rejected_b, &e))
                 ctx->summary_failed = true;
         }
     }
     if (!ok) {
         vlr_eval_error_line(ctx->format, line->id_json, pair.label_known, pair.label, msg, out);
-        ctx->own_errors++;
-        count_failure(ctx, &pair);
+        count_own_failure(ctx, line, &pair);
     }
     vlr_eval_pair_free(&pair);
     return ok;
@@ -218,7 +224,8 @@ static bool eval_resumed(const char *line, size_t len, void *vctx) {
     return false;
 }
 
-/* Under mpirun, on rank 0: a pair another rank scored, counted from its result line as a resumed one. */
+/* Under mpirun, on rank 0: a pair some rank scored, counted from its result line as a resumed one, in
+ * input order (the summary lists sources in the order they first occur). */
 static void eval_absorb(const char *line, size_t len, bool ok, void *vctx) {
     eval_ctx *ctx = vctx;
     vlr_err e = {0};

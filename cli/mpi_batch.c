@@ -75,7 +75,7 @@ typedef struct farm_item {
     vlr_buf msg;       /* the work message (kept until the line is done) */
     MPI_Request send;
     vlr_buf result;    /* ITEM_DONE */
-    bool ok, remote;
+    bool ok, farmed;   /* farmed: a handler made the result (not the driver) */
     uint64_t tokens;
 } farm_item;
 
@@ -180,7 +180,7 @@ static void handle_work(const char *msg, size_t n, cli_batch_fn fn, void *ctx, v
         vlr_err_prefix(&e, "invalid JSON: ");
         cli_error_line(out, &id_json, e.msg);
     } else {
-        cli_batch_line bl = {text, text_len, line_no, vlr_json_root(d), &id_json};
+        cli_batch_line bl = {text, text_len, line_no, vlr_json_root(d), &id_json, true};
         *ok = fn(&bl, ctx, out, tokens);
     }
     vlr_json_free(d);
@@ -270,7 +270,7 @@ static bool take_queued(cli_farm *f, int dest) {
     return true;
 }
 
-static void item_done(cli_farm *f, farm_item *it, vlr_buf *result, bool ok, uint64_t tokens, bool remote) {
+static void item_done(cli_farm *f, farm_item *it, vlr_buf *result, bool ok, uint64_t tokens) {
     f->outstanding[it->dest]--;
     f->held_bytes -= it->msg.len;
     vlr_buf_free(&it->msg);
@@ -278,7 +278,7 @@ static void item_done(cli_farm *f, farm_item *it, vlr_buf *result, bool ok, uint
     *result = (vlr_buf){0};
     it->ok = ok;
     it->tokens = tokens;
-    it->remote = remote;
+    it->farmed = true;
     it->state = ITEM_DONE;
 }
 
@@ -288,13 +288,13 @@ static bool emit_done(cli_farm *f) {
     while (!f->emit_failed && f->emit_seq < f->next_seq && item(f, f->emit_seq)->state == ITEM_DONE) {
         farm_item *it = item(f, f->emit_seq);
         vlr_buf r = it->result;
-        bool ok = it->ok, remote = it->remote;
+        bool ok = it->ok, farmed = it->farmed;
         uint64_t tokens = it->tokens;
         it->result = (vlr_buf){0};
         it->state = ITEM_FREE;
         f->emit_seq++;
         pthread_mutex_unlock(&f->lock);
-        bool written = f->emit(f->sink, &r, ok, tokens, remote);
+        bool written = f->emit(f->sink, &r, ok, tokens, farmed);
         vlr_buf_free(&r);
         pthread_mutex_lock(&f->lock);
         if (!written) f->emit_failed = true;
@@ -322,7 +322,7 @@ static void work_or_wait(cli_farm *f) {
     pthread_mutex_unlock(&f->lock);
     handle_work(it->msg.data, it->msg.len, f->fn, f->ctx, &result, &ok, &tokens);
     pthread_mutex_lock(&f->lock);
-    item_done(f, it, &result, ok, tokens, false);
+    item_done(f, it, &result, ok, tokens);
 }
 
 /* Waits (doing rank 0's share meanwhile) until the window has room for a line of `bytes`. */
@@ -457,7 +457,7 @@ static void receive_result(cli_farm *f, const MPI_Status *st) {
     vlr_buf result = {0};
     vlr_buf_append(&result, b.data + RESULT_HEADER * sizeof(uint64_t), b.len - RESULT_HEADER * sizeof(uint64_t));
     if (result.oom) fatal(f, "out of memory receiving a result");
-    item_done(f, it, &result, get_u64(b.data, 1) != 0, get_u64(b.data, 2), true);
+    item_done(f, it, &result, get_u64(b.data, 1) != 0, get_u64(b.data, 2));
     vlr_buf_free(&b);
 }
 

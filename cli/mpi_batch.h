@@ -17,9 +17,9 @@
 
 typedef struct cli_farm cli_farm;
 
-/* Writes one result in input order (the driver's writer): false stops the run. remote: the line was
- * handled by another rank (the driver hands it to opts.absorb). */
-typedef bool (*cli_farm_emit_fn)(void *sink, vlr_buf *result, bool ok, uint64_t tokens, bool remote);
+/* Writes one result in input order (the driver's writer): false stops the run. farmed: a handler
+ * made it, on some rank (the driver hands it to opts.absorb); else the driver itself did. */
+typedef bool (*cli_farm_emit_fn)(void *sink, vlr_buf *result, bool ok, uint64_t tokens, bool farmed);
 
 /* Joins the job when an MPI launcher (mpirun, srun) started this process: 1 with *farm set, 0 when
  * there is none (nothing done), -1 after a message (a build without MPI started by mpirun with K > 1,
