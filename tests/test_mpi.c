@@ -1,5 +1,5 @@
 /* test_mpi.c: `mpirun -n K vlreward score|eval` (issue 15). A mixed batch (the reference conversations
- * three times with unique ids, consecutive answers to one prompt, groups, invalid JSON, a line the
+ * twice with unique ids, consecutive answers to one prompt, groups, invalid JSON, a line the
  * handler refuses, a line over --max-line-bytes, a blank line) is scored by one process without mpirun;
  * under mpirun with K = 1, 2, 3 ranks the output must be the same bytes, with the same exit status and
  * one summary line that says "on K ranks". Then jobs are killed at random points (a random rank gets
@@ -39,7 +39,7 @@ static bool write_input(void) {
     }
     const char *demo_user = "[{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": \"images/demo.jpg\"}, "
                             "{\"type\": \"text\", \"text\": \"Is Purple the highest value?\"}]}";
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 2; round++) {
         /* the reference conversations, each id made unique */
         for (const char *line = cases; *line;) {
             const char *nl = strchr(line, '\n'), *id = strstr(line, "\"id\": \"");
@@ -114,7 +114,7 @@ static void run_want(void) {
 static void test_ranks_identical(void) {
     run_want();
     CHECK(want_status == 1, "one process: exit 1 for the bad lines (got %d)", want_status);
-    CHECK(strstr(want_counts, "requests, 9 errors"), "one process: the 9 bad lines are error lines: %s", want_counts);
+    CHECK(strstr(want_counts, "requests, 6 errors"), "one process: the 6 bad lines are error lines: %s", want_counts);
     for (int k = 1; k <= 3; k++) {
         char out[300], *err, counts[200], ranks[32];
         snprintf(out, sizeof out, "%s/out_k%d.jsonl", dir, k);
@@ -232,7 +232,7 @@ static void test_kill_resume(void) {
     fprintf(stderr, "test_kill_resume: seed %u\n", seed);
     srand(seed);
     size_t want_lines = lines_of(want), cut_short = 0;
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 2; round++) {
         char out[300];
         snprintf(out, sizeof out, "%s/killed_%d.jsonl", dir, round);
         int ranks = 2 + rand() % 2, kills = 0, tries = 0;
@@ -268,13 +268,13 @@ static void test_kill_resume(void) {
     CHECK(cut_short > 0, "some kill stopped a job midway (seed %u)", seed);
 }
 
-/* eval on the VL-RewardBench sample: the same lines and the same table as one process. */
+/* eval on the VL-RewardBench sample: the same lines and the same table as one process (K = 2, 3). */
 static void test_eval_same_table(void) {
-    char cmd[1024], err_path[300], out[300], first_out[300];
+    char cmd[2048], err_path[300], out[300], first_out[300];
     snprintf(err_path, sizeof err_path, "%s/eval_err.txt", dir);
     char *table[4] = {0};
     int rcs[4];
-    for (int k = 0; k <= 3; k++) {
+    for (int k = 0; k <= 3; k += 1 + !k) {
         char launcher[128] = "";
         if (k) snprintf(launcher, sizeof launcher, MPIRUN " -n %d ", k);
         snprintf(out, sizeof out, "%s/eval_%d.jsonl", dir, k);
@@ -316,10 +316,16 @@ int main(void) {
     snprintf(want, sizeof want, "%s/want.jsonl", dir);
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-    /* Open MPI's libraries keep allocations to the end: LeakSanitizer is told about those alone */
-    char supp[PATH_MAX + 64];
-    snprintf(supp, sizeof supp, "suppressions=%s/tests/mpi.supp", root);
-    setenv("LSAN_OPTIONS", supp, 0);
+    /* Open MPI's libraries keep allocations to the end: LeakSanitizer is told about those alone
+     * (tests/mpi.supp). Its plugins must stay loaded and stacks be unwound in full (Open MPI is built
+     * without frame pointers), or their frames are "<unknown module>" and no suppression matches. */
+    char opts[PATH_MAX + 512];
+    const char *lsan = getenv("LSAN_OPTIONS"), *asan = getenv("ASAN_OPTIONS");
+    snprintf(opts, sizeof opts, "%s%ssuppressions=%s/tests/mpi.supp", lsan ? lsan : "", lsan ? ":" : "", root);
+    setenv("LSAN_OPTIONS", opts, 1);
+    snprintf(opts, sizeof opts, "%s%sfast_unwind_on_malloc=0", asan ? asan : "", asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
     char *probe, cmd[1024];
     snprintf(cmd, sizeof cmd, MPIRUN " -n 2 %s score --model " MODEL " --input /dev/null --quiet", bin);
     int rc = test_run("command -v mpirun", "/dev/null", &probe);
