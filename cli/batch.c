@@ -372,7 +372,9 @@ void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st,
             (unsigned long long)st->tokens, st->wall_s);
     if (st->wall_s > 0 && st->done)
         fprintf(stderr, " (%.2f req/s, %.0f tok/s)", (double)st->done / st->wall_s, (double)st->tokens / st->wall_s);
-    if (st->ranks) fprintf(stderr, " on %d rank%s", st->ranks, st->ranks == 1 ? "" : "s");
+    if (st->ranks)
+        fprintf(stderr, " on %d rank%s, %d thread%s in all", st->ranks, st->ranks == 1 ? "" : "s", st->threads,
+                st->threads == 1 ? "" : "s");
     if (extra && *extra) fprintf(stderr, ", %s", extra);
     vlr_model_info in;
     vlr_model_get_info(m, &in);
@@ -637,6 +639,7 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
         rc = run_lines(o, fn, ctx, st, farm);
     }
     st->ranks = cli_farm_size(farm);
-    cli_farm_close(farm, st->counters);
+    st->threads = o->threads;
+    cli_farm_close(farm, st);
     return rc;
 }

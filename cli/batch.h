@@ -34,6 +34,7 @@ typedef struct cli_batch_opts {
     /* Under mpirun, on every other rank at the end: the handler's own counts, which rank 0 sums into
      * cli_batch_stats.counters. */
     void (*counters)(void *ctx, uint64_t *out);
+    int threads;        /* under mpirun: this rank's thread count, summed over the ranks for the summary */
 } cli_batch_opts;
 
 /* How many counts opts.counters reports. */
@@ -56,6 +57,7 @@ typedef struct cli_batch_stats {
     double wall_s;
     bool interrupted;
     int ranks;          /* under mpirun: the processes that ran the batch (else 0) */
+    int threads;        /* under mpirun: opts.threads summed over the ranks */
     bool worker;        /* under mpirun, a rank other than 0: it wrote nothing and has no summary */
     uint64_t counters[CLI_BATCH_COUNTERS]; /* the other ranks' opts.counters, summed */
 } cli_batch_stats;
@@ -90,7 +92,7 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
 
 /* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s, ...,
  * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it; under mpirun the
- * time is followed by "on K ranks". */
+ * time is followed by "on K ranks, T threads in all". */
 void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const vlr_model *m,
                              const char *extra);
 

@@ -47,7 +47,8 @@ static const char help[] =
     "                       interval and a histogram of the chosen - rejected margins (self-contained)\n"
     "  --model-name NAME    the table's Model Name (default: ORG/NAME of a Hugging Face cache snapshot,\n"
     "                       else the folder's name)\n"
-    "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
+    "  --threads N          threads (default: all CPUs; under mpirun, per rank: the CPUs it is bound\n"
+    "                       to, or its share of the node's); scores do not depend on it\n"
     "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16 or int8\n"
     "  --int8-cache         int8: keep the quantized weights in DIR/vlreward-int8.bin (see score --help)\n"
     "  --compare-precision A,B  score every pair at both precisions (A's scores are the result lines'\n"
@@ -60,6 +61,8 @@ static const char help[] =
     "  --quiet              no progress on stderr\n"
     "\n"
     "The summary table goes to stdout when --output is a file, to stderr when results go to stdout.\n"
+    "mpirun -n K vlreward eval ... spreads the pairs over K processes, same lines and table\n"
+    "(docs/cluster.md; input from a pipe then needs --format).\n"
     "exit status: 0 every pair scored, 1 some pair failed (in this run or in the resumed file) or the run\n"
     "was interrupted, 2 usage, model, input or output error\n";
 
@@ -320,6 +323,8 @@ int cmd_eval(int argc, char **argv) {
     ctx.output = bo.output;
 
     if (compare) mo.precision = precisions[0];
+    if (!mo.threads) mo.threads = cli_farm_default_threads(); /* under mpirun: this rank's CPUs */
+    bo.threads = mo.threads;
     vlr_model *m = cli_load_model(&mo, "eval"), *m_b = NULL;
     if (!m) return EXIT_USAGE;
     int status = EXIT_USAGE;

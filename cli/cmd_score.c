@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "batch.h"
+#include "mpi_batch.h"
 #include "trace.h"
 
 static const char help[] =
@@ -29,7 +30,8 @@ static const char help[] =
     "  --question TEXT    one-off mode: the user's question\n"
     "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone; repeat\n"
     "                     it to score several answers to the question (one line each, in order)\n"
-    "  --threads N        threads (default: all CPUs); scores do not depend on it\n"
+    "  --threads N        threads (default: all CPUs; under mpirun, per rank: the CPUs it is bound to,\n"
+    "                     or its share of the node's); scores do not depend on it\n"
     "  --max-tokens N     refuse requests longer than N tokens (default: the model's context)\n"
     "  --precision P      auto (default): bf16 where this CPU runs it faster, else f32; f32: exact,\n"
     "                     fp32 activations; bf16: linear-layer operands rounded to bf16, as the\n"
@@ -49,6 +51,7 @@ static const char help[] =
     "  --quiet            no progress on stderr (a bar on a terminal, a line every 5 s otherwise)\n"
     "\n"
     "SIGINT/SIGTERM stop after the current request, leaving a resumable --output file.\n"
+    "mpirun -n K vlreward score ... spreads the lines over K processes, same output (docs/cluster.md).\n"
     "\n"
     "exit status: 0 every line scored, 1 some line failed, 2 usage or model error\n";
 
@@ -196,6 +199,8 @@ int cmd_score(int argc, char **argv) {
         return cli_usage_error("score", "the one-off form (--question/--answer) prints its score: --input, "
                                "--output, --resume and --overwrite belong to the JSON Lines form");
 
+    if (!mo.threads) mo.threads = cli_farm_default_threads(); /* under mpirun: this rank's CPUs */
+    bo.threads = mo.threads;
     vlr_model *m = cli_load_model(&mo, "score");
     if (!m) return EXIT_USAGE;
     score_ctx ctx = {0};

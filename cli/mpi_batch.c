@@ -3,7 +3,9 @@
 #include "mpi_batch.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* True when an MPI launcher started this process: Open MPI's mpirun names the job's size, srun and
  * other PMI launchers a rank. *size is the job's size where the environment says it (else 0). */
@@ -25,6 +27,20 @@ bool cli_farm_launched(void) {
     return launched_by_mpi(&size);
 }
 
+int cli_farm_default_threads(void) {
+    static const char *const local_size_vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"};
+    long size, online = sysconf(_SC_NPROCESSORS_ONLN), local = 1;
+    if (!launched_by_mpi(&size)) return 0;
+    cpu_set_t set;
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : online;
+    for (size_t i = 0; i < sizeof local_size_vars / sizeof local_size_vars[0] && local == 1; i++) {
+        const char *v = getenv(local_size_vars[i]);
+        if (v && strtol(v, NULL, 10) > 1) local = strtol(v, NULL, 10);
+    }
+    if (cpus >= online) cpus = online / local; /* not bound: the node's CPUs shared by its ranks */
+    return cpus < 1 ? 1 : (int)(cpus > 1024 ? 1024 : cpus);
+}
+
 #ifndef VLR_WITH_MPI
 
 int cli_farm_open(const char *cmd, cli_farm **farm) {
@@ -42,7 +58,7 @@ bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn em
 bool cli_farm_submit(cli_farm *f, const cli_batch_line *line) { return false; }
 bool cli_farm_ready(cli_farm *f, vlr_buf *result, bool ok) { return false; }
 bool cli_farm_drain(cli_farm *f, bool cancel) { return false; }
-void cli_farm_close(cli_farm *f, uint64_t counters[CLI_BATCH_COUNTERS]) {}
+void cli_farm_close(cli_farm *f, cli_batch_stats *st) {}
 
 #else
 
@@ -102,7 +118,7 @@ struct cli_farm {
     bool comm_running;
     pthread_mutex_t lock;
     pthread_cond_t to_comm, to_main;
-    uint64_t counters[CLI_BATCH_COUNTERS];
+    uint64_t counters[CLI_BATCH_COUNTERS + 1]; /* the other ranks' opts.counters, then their threads */
 };
 
 static farm_item *item(cli_farm *f, uint64_t seq) { return &f->items[seq % WINDOW]; }
@@ -220,9 +236,10 @@ int cli_farm_serve(cli_farm *f, const cli_batch_opts *o, cli_batch_fn fn, void *
         wait_message(0, MPI_ANY_TAG, &st);
         if (st.MPI_TAG == TAG_STOP) {
             MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            uint64_t c[CLI_BATCH_COUNTERS] = {0};
+            uint64_t c[CLI_BATCH_COUNTERS + 1] = {0};
             if (o->counters) o->counters(ctx, c);
-            MPI_Send(c, CLI_BATCH_COUNTERS, MPI_UINT64_T, 0, TAG_COUNTERS, MPI_COMM_WORLD);
+            c[CLI_BATCH_COUNTERS] = (uint64_t)o->threads;
+            MPI_Send(c, CLI_BATCH_COUNTERS + 1, MPI_UINT64_T, 0, TAG_COUNTERS, MPI_COMM_WORLD);
             break;
         }
         if (!recv_bytes(&st, &msg)) fatal(f, "out of memory receiving a line");
@@ -493,9 +510,9 @@ static void *comm_main(void *arg) {
     pthread_mutex_unlock(&f->lock);
     for (int r = 1; r < f->size; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
     for (int r = 1; r < f->size; r++) {
-        uint64_t c[CLI_BATCH_COUNTERS];
-        MPI_Recv(c, CLI_BATCH_COUNTERS, MPI_UINT64_T, r, TAG_COUNTERS, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        for (int i = 0; i < CLI_BATCH_COUNTERS; i++) f->counters[i] += c[i];
+        uint64_t c[CLI_BATCH_COUNTERS + 1];
+        MPI_Recv(c, CLI_BATCH_COUNTERS + 1, MPI_UINT64_T, r, TAG_COUNTERS, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        for (int i = 0; i <= CLI_BATCH_COUNTERS; i++) f->counters[i] += c[i];
     }
     return NULL;
 }
@@ -542,7 +559,7 @@ int cli_farm_open(const char *cmd, cli_farm **farm) {
 int cli_farm_rank(const cli_farm *f) { return f ? f->rank : 0; }
 int cli_farm_size(const cli_farm *f) { return f ? f->size : 1; }
 
-void cli_farm_close(cli_farm *f, uint64_t counters[CLI_BATCH_COUNTERS]) {
+void cli_farm_close(cli_farm *f, cli_batch_stats *st) {
     if (!f) return;
     if (f->comm_running) {
         pthread_mutex_lock(&f->lock);
@@ -550,7 +567,8 @@ void cli_farm_close(cli_farm *f, uint64_t counters[CLI_BATCH_COUNTERS]) {
         pthread_cond_signal(&f->to_comm);
         pthread_mutex_unlock(&f->lock);
         pthread_join(f->comm, NULL);
-        for (int i = 0; i < CLI_BATCH_COUNTERS; i++) counters[i] += f->counters[i];
+        for (int i = 0; i < CLI_BATCH_COUNTERS; i++) st->counters[i] += f->counters[i];
+        st->threads += (int)f->counters[CLI_BATCH_COUNTERS];
         for (size_t i = 0; i < WINDOW; i++) {
             vlr_buf_free(&f->items[i].msg);
             vlr_buf_free(&f->items[i].result);

@@ -43,8 +43,12 @@ bool cli_farm_submit(cli_farm *f, const cli_batch_line *line);
 bool cli_farm_ready(cli_farm *f, vlr_buf *result, bool ok);
 bool cli_farm_drain(cli_farm *f, bool cancel);
 
-/* Every rank: stops the other ranks (rank 0), adds their opts.counters into counters (rank 0) and
- * leaves the job. NULL is a no-op. */
-void cli_farm_close(cli_farm *f, uint64_t counters[CLI_BATCH_COUNTERS]);
+/* Every rank: stops the other ranks (rank 0), adds their opts.counters and opts.threads into
+ * st->counters and st->threads (rank 0) and leaves the job. NULL is a no-op. */
+void cli_farm_close(cli_farm *f, cli_batch_stats *st);
+
+/* --threads' default under an MPI launcher: the CPUs this rank is bound to (mpirun --bind-to), or,
+ * unbound, its share of the node's CPUs; 0 (the library's default, all CPUs) without a launcher. */
+int cli_farm_default_threads(void);
 
 #endif

@@ -296,6 +296,28 @@ static void test_eval_same_table(void) {
     for (int k = 0; k <= 3; k++) free(table[k]);
 }
 
+/* --threads is per rank; without it an unbound rank takes its share of the node's CPUs. The summary
+ * adds up the threads of all ranks. */
+static void test_threads_per_rank(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), share = cpus / 2 < 1 ? 1 : cpus / 2;
+    char want_default[64], *err;
+    snprintf(want_default, sizeof want_default, "on 2 ranks, %ld threads in all", 2 * share);
+    static const struct { const char *extra; const char *want; } runs[] = {
+        {"--threads 3", "on 2 ranks, 6 threads in all"}, {NULL, NULL}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char cmd[2048], err_path[300], *o;
+        snprintf(err_path, sizeof err_path, "%s/threads_err.txt", dir);
+        snprintf(cmd, sizeof cmd, MPIRUN " -n 2 --bind-to none %s score --model " MODEL " %s --input /dev/null --quiet",
+                 bin, runs[i].extra ? runs[i].extra : "");
+        int rc = test_run(cmd, err_path, &o);
+        err = test_read_text(err_path);
+        const char *want_text = runs[i].want ? runs[i].want : want_default;
+        CHECK(rc == 0 && strstr(err, want_text), "%s: '%s' in: %s", runs[i].extra ? runs[i].extra : "default", want_text, err);
+        free(o);
+        free(err);
+    }
+}
+
 /* Rank 0 refuses to start (an output that holds results, no --resume): its message, exit 2, and the
  * other ranks are let go instead of waiting for lines. */
 static void test_refusal_ends_job(void) {
@@ -349,6 +371,7 @@ int main(void) {
     TEST_RUN(test_prefix_stays);
     TEST_RUN(test_kill_resume);
     TEST_RUN(test_eval_same_table);
+    TEST_RUN(test_threads_per_rank);
     TEST_RUN(test_refusal_ends_job);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
