@@ -372,9 +372,8 @@ void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st,
             (unsigned long long)st->tokens, st->wall_s);
     if (st->wall_s > 0 && st->done)
         fprintf(stderr, " (%.2f req/s, %.0f tok/s)", (double)st->done / st->wall_s, (double)st->tokens / st->wall_s);
-    if (st->ranks)
-        fprintf(stderr, " on %d rank%s, %d thread%s in all", st->ranks, st->ranks == 1 ? "" : "s", st->threads,
-                st->threads == 1 ? "" : "s");
+    if (st->ranks) fprintf(stderr, " on %d rank%s", st->ranks, st->ranks == 1 ? "" : "s");
+    if (st->ranks && st->threads) fprintf(stderr, ", %d thread%s in all", st->threads, st->threads == 1 ? "" : "s");
     if (extra && *extra) fprintf(stderr, ", %s", extra);
     vlr_model_info in;
     vlr_model_get_info(m, &in);
@@ -538,7 +537,7 @@ static int run_lines(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_ba
 
     bool tty = isatty(STDERR_FILENO);
     batch_sink sink = {o, ctx, out, to_stdout, tty, st, start, start, o->log_every_s > 0 ? o->log_every_s : 5.0};
-    if (farm) cli_farm_start(farm, fn, ctx, emit_result, &sink);
+    if (farm) cli_farm_start(farm, fn, ctx, emit_result, &sink, &stop_requested);
     size_t line_no = 0;
     line_status ls;
     while (!stop_requested && (ls = reader_next(&r)) != LINE_EOF) {

@@ -54,7 +54,10 @@ int cli_farm_open(const char *cmd, cli_farm **farm) {
 int cli_farm_rank(const cli_farm *f) { return 0; }
 int cli_farm_size(const cli_farm *f) { return 1; }
 int cli_farm_serve(cli_farm *f, const cli_batch_opts *o, cli_batch_fn fn, void *ctx) { return -1; }
-bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink) { return false; }
+bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink,
+                    volatile sig_atomic_t *stop) {
+    return false;
+}
 bool cli_farm_submit(cli_farm *f, const cli_batch_line *line) { return false; }
 bool cli_farm_ready(cli_farm *f, vlr_buf *result, bool ok) { return false; }
 bool cli_farm_drain(cli_farm *f, bool cancel) { return false; }
@@ -114,6 +117,7 @@ struct cli_farm {
     int last_dest;          /* the rank that took the line read last; -1 while it is queued */
     int *outstanding;       /* [size]: lines assigned to each rank and not done */
     bool closing, emit_failed;
+    volatile sig_atomic_t *stop; /* set by SIGINT/SIGTERM: finish what is under way, start nothing */
     pthread_t comm;
     bool comm_running;
     pthread_mutex_t lock;
@@ -342,21 +346,27 @@ static void work_or_wait(cli_farm *f) {
     item_done(f, it, &result, ok, tokens);
 }
 
-/* Waits (doing rank 0's share meanwhile) until the window has room for a line of `bytes`. */
-static bool make_room(cli_farm *f, size_t bytes) {
+typedef enum room { ROOM, ROOM_STOPPED, ROOM_FAILED } room;
+
+/* Waits (doing rank 0's share meanwhile) until the window has room for a line of `bytes`; a stop
+ * request ends the wait without room (the line is dropped: the run ends before it). */
+static room make_room(cli_farm *f, size_t bytes) {
     for (;;) {
-        if (!emit_done(f)) return false;
+        if (!emit_done(f)) return ROOM_FAILED;
         bool empty = f->next_seq == f->emit_seq;
-        if (empty || (f->next_seq - f->emit_seq < WINDOW && f->held_bytes + bytes <= WINDOW_BYTES)) return true;
+        if (empty || (f->next_seq - f->emit_seq < WINDOW && f->held_bytes + bytes <= WINDOW_BYTES)) return ROOM;
+        if (*f->stop) return ROOM_STOPPED;
         work_or_wait(f);
     }
 }
 
-bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink) {
+bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink,
+                    volatile sig_atomic_t *stop) {
     f->fn = fn;
     f->ctx = ctx;
     f->emit = emit;
     f->sink = sink;
+    f->stop = stop;
     return true;
 }
 
@@ -375,8 +385,8 @@ bool cli_farm_submit(cli_farm *f, const cli_batch_line *line) {
     }
     uint64_t key = prompt_key(line->root);
     pthread_mutex_lock(&f->lock);
-    bool room = make_room(f, msg.len);
-    if (room) {
+    room got = make_room(f, msg.len);
+    if (got == ROOM) {
         uint64_t seq = f->next_seq++;
         memcpy(msg.data, &seq, sizeof seq);
         farm_item *it = item(f, seq);
@@ -394,26 +404,26 @@ bool cli_farm_submit(cli_farm *f, const cli_batch_line *line) {
             f->last_dest = -1;
         }
         pthread_cond_signal(&f->to_comm);
-        room = emit_done(f);
+        if (!emit_done(f)) got = ROOM_FAILED;
     }
     pthread_mutex_unlock(&f->lock);
     vlr_buf_free(&msg);
-    return room;
+    return got != ROOM_FAILED;
 }
 
 bool cli_farm_ready(cli_farm *f, vlr_buf *result, bool ok) {
     pthread_mutex_lock(&f->lock);
-    bool room = make_room(f, 0);
-    if (room) {
+    room got = make_room(f, 0);
+    if (got == ROOM) {
         farm_item *it = item(f, f->next_seq++);
         *it = (farm_item){.state = ITEM_DONE, .ok = ok, .result = *result};
         *result = (vlr_buf){0};
         f->last_key = 0;
         f->last_dest = -1;
-        room = emit_done(f);
+        if (!emit_done(f)) got = ROOM_FAILED;
     }
     pthread_mutex_unlock(&f->lock);
-    return room;
+    return got != ROOM_FAILED;
 }
 
 static int remote_outstanding(const cli_farm *f) {
@@ -422,20 +432,25 @@ static int remote_outstanding(const cli_farm *f) {
     return n;
 }
 
+/* What no rank has started stays undone: the lines from the first of them on are not written. */
+static void cancel_unstarted(cli_farm *f) {
+    for (uint64_t s = f->emit_seq; s < f->next_seq; s++) {
+        farm_item *it = item(f, s);
+        if (it->state == ITEM_QUEUED || (it->state == ITEM_ASSIGNED && it->dest == 0)) {
+            if (it->state == ITEM_QUEUED) f->queued--;
+            else f->outstanding[0]--;
+            f->held_bytes -= it->msg.len;
+            vlr_buf_free(&it->msg);
+            it->state = ITEM_CANCELLED;
+        }
+    }
+}
+
 bool cli_farm_drain(cli_farm *f, bool cancel) {
     pthread_mutex_lock(&f->lock);
-    if (cancel) /* what no rank has started stays undone: the lines after it are not written */
-        for (uint64_t s = f->emit_seq; s < f->next_seq; s++) {
-            farm_item *it = item(f, s);
-            if (it->state == ITEM_QUEUED || (it->state == ITEM_ASSIGNED && it->dest == 0)) {
-                if (it->state == ITEM_QUEUED) f->queued--;
-                else f->outstanding[0]--;
-                f->held_bytes -= it->msg.len;
-                vlr_buf_free(&it->msg);
-                it->state = ITEM_CANCELLED;
-            }
-        }
     for (;;) {
+        cancel = cancel || *f->stop;
+        if (cancel) cancel_unstarted(f);
         emit_done(f);
         if (f->emit_seq == f->next_seq || f->emit_failed || item(f, f->emit_seq)->state == ITEM_CANCELLED) {
             if (!cancel || remote_outstanding(f) == 0) break;

@@ -13,6 +13,8 @@
 #ifndef VLR_CLI_MPI_BATCH_H
 #define VLR_CLI_MPI_BATCH_H
 
+#include <signal.h>
+
 #include "batch.h"
 
 typedef struct cli_farm cli_farm;
@@ -35,10 +37,13 @@ int cli_farm_size(const cli_farm *f);
 int cli_farm_serve(cli_farm *f, const cli_batch_opts *o, cli_batch_fn fn, void *ctx);
 
 /* Rank 0, around the driver's loop: start before the first line (fn and ctx handle rank 0's share,
- * emit writes); submit a parsed line, or hand over a result the driver made itself (an invalid line),
- * in input order; drain at the end (cancel: after an interruption or a write error, only what is
- * already under way finishes). Each may write results and returns false when emit did. */
-bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink);
+ * emit writes, *stop is the driver's signal flag); submit a parsed line, or hand over a result the
+ * driver made itself (an invalid line), in input order; drain at the end. Once *stop is set (or drain
+ * is told to cancel, after a write error) only what is under way finishes: a line submitted then may
+ * be dropped, and the lines from the first one not started on are not written. Each may write results
+ * and returns false when emit failed. */
+bool cli_farm_start(cli_farm *f, cli_batch_fn fn, void *ctx, cli_farm_emit_fn emit, void *sink,
+                    volatile sig_atomic_t *stop);
 bool cli_farm_submit(cli_farm *f, const cli_batch_line *line);
 bool cli_farm_ready(cli_farm *f, vlr_buf *result, bool ok);
 bool cli_farm_drain(cli_farm *f, bool cancel);

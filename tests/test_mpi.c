@@ -4,7 +4,8 @@
  * under mpirun with K = 1, 2, 3 ranks the output must be the same bytes, with the same exit status and
  * one summary line that says "on K ranks". Then jobs are killed at random points (a random rank gets
  * SIGKILL after a random delay; the seed is printed, VLR_TEST_SEED replays one) and resumed with
- * --resume until done: the output must equal the uninterrupted one. eval on the VL-RewardBench sample
+ * --resume until done: the output must equal the uninterrupted one; so must a job whose rank 0 got
+ * SIGINT (it finishes the lines under way) once resumed. eval on the VL-RewardBench sample
  * prints the same table and writes the same lines under mpirun. A job whose rank 0 refuses to start
  * (an existing output) ends with rank 0's message instead of hanging. Runs as root need Open MPI's
  * OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM), set here; --oversubscribe lets 3 ranks run on 2 cores. Under
@@ -225,6 +226,22 @@ static pid_t start_job(int ranks, const char *out, bool resume) {
     return pid;
 }
 
+/* The job's exit status; a job still running after 120 s has hung: it and its ranks are killed. */
+static int wait_job(pid_t job) {
+    int st = 0;
+    for (int i = 0; i < 1200; i++) {
+        if (waitpid(job, &st, WNOHANG) == job) return st;
+        usleep(100000);
+    }
+    pid_t ranks[8];
+    int n = children_of(job, ranks, 8);
+    for (int i = 0; i < n; i++) kill(ranks[i], SIGKILL);
+    kill(job, SIGKILL);
+    waitpid(job, &st, 0);
+    CHECK(0, "a job hung for 120 s (killed)");
+    return st;
+}
+
 static void test_kill_resume(void) {
     const char *env = getenv("VLR_TEST_SEED");
     unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
@@ -248,8 +265,7 @@ static void test_kill_resume(void) {
                     kills++;
                 }
             }
-            int st;
-            waitpid(job, &st, 0);
+            int st = wait_job(job);
             /* the job's other ranks go down with it: none may write when the next one starts */
             for (int i = 0; i < n; i++)
                 for (int w = 0; w < 5000 && alive(victims[i]); w++) usleep(1000);
@@ -266,6 +282,43 @@ static void test_kill_resume(void) {
               round, ranks, kills, seed);
     }
     CHECK(cut_short > 0, "some kill stopped a job midway (seed %u)", seed);
+}
+
+/* The rank of a process started by mpirun (from its environment), or -1. */
+static int rank_of(pid_t pid) {
+    char path[64], env[16384];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t len = f ? fread(env, 1, sizeof env - 1, f) : 0;
+    if (f) fclose(f);
+    env[len] = '\0';
+    for (size_t i = 0; i < len; i += strlen(env + i) + 1)
+        if (strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21) == 0) return atoi(env + i + 21);
+    return -1;
+}
+
+/* SIGINT to rank 0 stops the job as it stops one process: the lines under way are finished and
+ * written, the job exits 1 with whole lines in input order, and --resume completes it. */
+static void test_interrupt_rank0(void) {
+    char out[300];
+    snprintf(out, sizeof out, "%s/interrupted.jsonl", dir);
+    pid_t job = start_job(3, out, false), ranks[8];
+    for (int i = 0; i < 20000 && lines_of(out) < 5; i++) usleep(1000);
+    int n = children_of(job, ranks, 8), zero = -1;
+    for (int i = 0; i < n; i++)
+        if (rank_of(ranks[i]) == 0) zero = i;
+    CHECK(zero >= 0, "rank 0 found among %d processes", n);
+    if (zero >= 0) kill(ranks[zero], SIGINT);
+    int st = wait_job(job);
+    size_t partial = lines_of(out);
+    char *got = test_read_text(out), *all = test_read_text(want);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "interrupted job exits 1 (status %d)", st);
+    CHECK(partial < lines_of(want) && strncmp(got, all, strlen(got)) == 0,
+          "whole lines, in order, a prefix of the full output (%zu lines)", partial);
+    free(got);
+    free(all);
+    st = wait_job(start_job(2, out, true));
+    CHECK(same_file(out, want), "resumed after the interruption: equals the uninterrupted output (status %d)", st);
 }
 
 /* eval on the VL-RewardBench sample: the same lines and the same table as one process (K = 2, 3). */
@@ -370,6 +423,7 @@ int main(void) {
     if (!TEST_RUN(test_ranks_identical)) run_want(); /* passed over: the tests below compare with it */
     TEST_RUN(test_prefix_stays);
     TEST_RUN(test_kill_resume);
+    TEST_RUN(test_interrupt_rank0);
     TEST_RUN(test_eval_same_table);
     TEST_RUN(test_threads_per_rank);
     TEST_RUN(test_refusal_ends_job);
