@@ -177,20 +177,27 @@ static size_t lines_of(const char *path) {
     return n;
 }
 
+/* /proc/PID/NAME into buf (NUL-terminated, empty when unreadable); its length. */
+static size_t read_proc(pid_t pid, const char *name, char *buf, size_t cap) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
+    FILE *f = fopen(path, "r");
+    size_t len = f ? fread(buf, 1, cap - 1, f) : 0;
+    if (f) fclose(f);
+    buf[len] = '\0';
+    return len;
+}
+
 /* The pids of the processes whose parent is `parent` (mpirun's ranks). */
 static int children_of(pid_t parent, pid_t *out, int cap) {
     DIR *d = opendir("/proc");
     struct dirent *e;
     int n = 0;
     while (d && (e = readdir(d)) && n < cap) {
-        char path[300], stat[512];
+        char stat[512];
         long pid = strtol(e->d_name, NULL, 10);
         if (pid <= 0) continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *f = fopen(path, "r");
-        size_t len = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
-        if (f) fclose(f);
-        stat[len] = '\0';
+        read_proc((pid_t)pid, "stat", stat, sizeof stat);
         const char *close = strrchr(stat, ')');
         int ppid = 0;
         char state;
@@ -201,12 +208,8 @@ static int children_of(pid_t parent, pid_t *out, int cap) {
 }
 
 static bool alive(pid_t pid) {
-    char path[64], stat[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    size_t len = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
-    if (f) fclose(f);
-    stat[len] = '\0';
+    char stat[256];
+    read_proc(pid, "stat", stat, sizeof stat);
     const char *close = strrchr(stat, ')');
     return close && close[1] == ' ' && close[2] != 'Z';
 }
@@ -286,12 +289,8 @@ static void test_kill_resume(void) {
 
 /* The rank of a process started by mpirun (from its environment), or -1. */
 static int rank_of(pid_t pid) {
-    char path[64], env[16384];
-    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
-    FILE *f = fopen(path, "r");
-    size_t len = f ? fread(env, 1, sizeof env - 1, f) : 0;
-    if (f) fclose(f);
-    env[len] = '\0';
+    char env[16384];
+    size_t len = read_proc(pid, "environ", env, sizeof env);
     for (size_t i = 0; i < len; i += strlen(env + i) + 1)
         if (strncmp(env + i, "OMPI_COMM_WORLD_RANK=", 21) == 0) return atoi(env + i + 21);
     return -1;
