@@ -397,6 +397,8 @@ int main(void) {
     snprintf(want, sizeof want, "%s/want.jsonl", dir);
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
+    /* containers may forbid the cross-process memory reads of Open MPI's shared-memory single copy */
+    setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
     /* Open MPI's libraries keep allocations to the end: LeakSanitizer is told about those alone
      * (tests/mpi.supp). Its plugins must stay loaded and stacks be unwound in full (Open MPI is built
      * without frame pointers), or their frames are "<unknown module>" and no suppression matches. */
