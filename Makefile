@@ -2,7 +2,7 @@
 # `make demo` installs missing Debian packages, builds and scores the bundled demo; `make test` runs
 # the whole suite (unit, golden, hostile-input tests, then the same under ASan+UBSan).
 # Other targets: test-fast (no sanitizer pass), test-asan, fuzz, install, uninstall, clean.
-# Variables: BUILD (output folder), SAN=1 (AddressSanitizer + UBSan), CC.
+# Variables: BUILD (output folder), SAN=1 (AddressSanitizer + UBSan), CC, MPI=0 (no Open MPI support).
 
 CC      ?= cc
 BUILD   ?= build
@@ -26,6 +26,13 @@ LIB_LDLIBS += -fsanitize=address,undefined
 endif
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+# Open MPI (`mpirun -n K vlreward score|eval`, docs/cluster.md): in the CLI when pkg-config finds it;
+# MPI=0 leaves it out. The library never links it.
+MPI     ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+$(BUILD)/obj/cli/mpi_batch.o: OBJ_CFLAGS = -DVLR_WITH_MPI $(shell pkg-config --cflags ompi-c)
+CLI_LDLIBS := $(shell pkg-config --libs ompi-c)
+endif
 
 # Per-ISA kernel files get their own -m flags; everything else is baseline x86-64.
 ISA_avx2   := -mavx2 -mfma -mf16c
@@ -64,7 +71,7 @@ $(BUILD)/obj/src/kernels/int8.o: ISA_FLAGS = -fvect-cost-model=dynamic
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(ISA_FLAGS) $(OBJ_CFLAGS) -c $< -o $@
 
 $(BUILD)/libvlreward.a: $(LIB_OBJ)
 	@rm -f $@
@@ -85,7 +92,7 @@ $(CLI_LIB): $(filter-out %/main.o,$(CLI_OBJ))
 	ar rcs $@ $^
 
 $(BUILD)/vlreward: $(CLI_OBJ) $(BUILD)/libvlreward.a
-	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS)
+	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libvlreward.a $(LDLIBS) $(CLI_LDLIBS)
 
 $(BUILD)/example_score: examples/score.c $(BUILD)/libvlreward.a $(HDRS)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libvlreward.a $(LDLIBS)

@@ -2,6 +2,7 @@
  * the signal flag, which is what a signal handler can set; it lives in this CLI file, never in the
  * library. */
 #include "batch.h"
+#include "mpi_batch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -371,6 +372,8 @@ void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st,
             (unsigned long long)st->tokens, st->wall_s);
     if (st->wall_s > 0 && st->done)
         fprintf(stderr, " (%.2f req/s, %.0f tok/s)", (double)st->done / st->wall_s, (double)st->tokens / st->wall_s);
+    if (st->ranks) fprintf(stderr, " on %d rank%s", st->ranks, st->ranks == 1 ? "" : "s");
+    if (st->ranks && st->threads) fprintf(stderr, ", %d thread%s in all", st->threads, st->threads == 1 ? "" : "s");
     if (extra && *extra) fprintf(stderr, ", %s", extra);
     vlr_model_info in;
     vlr_model_get_info(m, &in);
@@ -441,8 +444,34 @@ static bool write_result(const cli_batch_opts *o, FILE *out, vlr_buf *result, bo
     return false;
 }
 
-int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *st) {
-    memset(st, 0, sizeof *st);
+/* Where results go: the output, the counts and the progress line. */
+typedef struct batch_sink {
+    const cli_batch_opts *o;
+    void *ctx;
+    FILE *out;
+    bool to_stdout, tty;
+    cli_batch_stats *st;
+    double start, last_log, log_every;
+} batch_sink;
+
+/* Writes one result line, counts it and shows progress; false on a write error. */
+static bool emit_result(void *vsink, vlr_buf *result, bool ok, uint64_t tokens, bool farmed) {
+    batch_sink *w = vsink;
+    const cli_batch_opts *o = w->o;
+    if (farmed && o->absorb) o->absorb(result->data ? result->data : "", result->len, ok, w->ctx);
+    if (!write_result(o, w->out, result, w->to_stdout)) return false;
+    w->st->done++;
+    w->st->tokens += tokens;
+    if (!ok) w->st->errors++;
+    double now = vlr_now();
+    if (!o->quiet && (w->tty ? now - w->last_log > 0.2 : now - w->last_log >= w->log_every)) {
+        show_progress(o, w->st, now - w->start, w->tty);
+        w->last_log = now;
+    }
+    return true;
+}
+
+static int run_lines(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *st, cli_farm *farm) {
     bool from_stdin = !o->input || strcmp(o->input, "-") == 0;
     bool to_stdout = !o->output || strcmp(o->output, "-") == 0;
     const char *in_name = from_stdin ? "stdin" : o->input;
@@ -507,7 +536,8 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
     sigaction(SIGTERM, &sa, &old_term);
 
     bool tty = isatty(STDERR_FILENO);
-    double log_every = o->log_every_s > 0 ? o->log_every_s : 5.0, last_log = start;
+    batch_sink sink = {o, ctx, out, to_stdout, tty, st, start, start, o->log_every_s > 0 ? o->log_every_s : 5.0};
+    if (farm) cli_farm_start(farm, fn, ctx, emit_result, &sink, &stop_requested);
     size_t line_no = 0;
     line_status ls;
     while (!stop_requested && (ls = reader_next(&r)) != LINE_EOF) {
@@ -525,6 +555,7 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
         id.len = 0;
         result.len = 0;
         bool ok = false;
+        uint64_t tokens = 0;
         if (ls == LINE_OK) {
             d = vlr_json_parse(r.line, len, &e);
             vlr_request_id_json(d ? vlr_json_root(d) : NULL, this_line, &id);
@@ -545,9 +576,16 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
                 snprintf(msg, sizeof msg, "line %zu: too large to hold in memory (%zu bytes could not be allocated; "
                          "--max-line-bytes is %zu); skipped", this_line + 1, r.wanted, r.max_bytes);
             cli_error_line(&result, &id, msg);
+        } else if (d && farm) { /* another rank may take it; its result is written in turn */
+            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id, false};
+            bool submitted = cli_farm_submit(farm, &bl);
+            vlr_json_free(d);
+            if (submitted) continue;
+            rc = -1;
+            break;
         } else if (d) {
-            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id};
-            ok = fn(&bl, ctx, &result, &st->tokens);
+            cli_batch_line bl = {r.line, len, this_line, vlr_json_root(d), &id, false};
+            ok = fn(&bl, ctx, &result, &tokens);
         } else {
             vlr_err_prefix(&e, "invalid JSON: ");
             cli_error_line(&result, &id, e.msg);
@@ -558,18 +596,13 @@ int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch
             cli_error_line(&result, &id, "out of memory writing the result");
             ok = false;
         }
-        if (!write_result(o, out, &result, to_stdout)) {
+        if (farm ? !cli_farm_ready(farm, &result, ok) : !emit_result(&sink, &result, ok, tokens, false)) {
             rc = -1;
             break;
         }
-        st->done++;
-        if (!ok) st->errors++;
-        double now = vlr_now();
-        if (!o->quiet && (tty ? now - last_log > 0.2 : now - last_log >= log_every)) {
-            show_progress(o, st, now - start, tty);
-            last_log = now;
-        }
     }
+    /* under mpirun: the lines other ranks still have; after a stop, only those already under way */
+    if (farm && !cli_farm_drain(farm, rc != 0 || stop_requested)) rc = -1;
     if (!o->quiet && tty) {
         show_progress(o, st, vlr_now() - start, tty);
         fputc('\n', stderr);
@@ -589,5 +622,23 @@ done:
     vlr_buf_free(&result);
     vlr_buf_free(&id);
     id_counts_free(&done);
+    return rc;
+}
+
+int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *st) {
+    cli_farm *farm;
+    memset(st, 0, sizeof *st);
+    int joined = cli_farm_open(o->cmd, &farm);
+    if (joined <= 0) return joined < 0 ? -1 : run_lines(o, fn, ctx, st, NULL);
+    int rc;
+    if (cli_farm_rank(farm) > 0) {
+        st->worker = true;
+        rc = cli_farm_serve(farm, o, fn, ctx);
+    } else {
+        rc = run_lines(o, fn, ctx, st, farm);
+    }
+    st->ranks = cli_farm_size(farm);
+    st->threads = o->threads;
+    cli_farm_close(farm, st);
     return rc;
 }

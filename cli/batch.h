@@ -27,7 +27,18 @@ typedef struct cli_batch_opts {
     /* With resume: called with each result line the output file keeps (without its end of line),
      * before the run, with the run's ctx; returning false refuses to resume (it prints why). */
     bool (*resumed)(const char *line, size_t len, void *ctx);
+    /* Under mpirun (cli/mpi_batch.c), on rank 0: called with the result line of each line a handler
+     * ran on (cli_batch_line.farmed; without its end of line; ok false for an error line), in input
+     * order, before it is written. */
+    void (*absorb)(const char *line, size_t len, bool ok, void *ctx);
+    /* Under mpirun, on every other rank at the end: the handler's own counts, which rank 0 sums into
+     * cli_batch_stats.counters. */
+    void (*counters)(void *ctx, uint64_t *out);
+    int threads;        /* under mpirun: this rank's thread count, summed over the ranks for the summary */
 } cli_batch_opts;
+
+/* How many counts opts.counters reports. */
+#define CLI_BATCH_COUNTERS 6
 
 /* --max-line-bytes default: the server's default body cap (--max-body-mb 64). */
 #define CLI_BATCH_MAX_LINE_BYTES ((size_t)64 << 20)
@@ -45,6 +56,10 @@ typedef struct cli_batch_stats {
     uint64_t tokens;    /* tokens reported by the handler */
     double wall_s;
     bool interrupted;
+    int ranks;          /* under mpirun: the processes that ran the batch (else 0) */
+    int threads;        /* under mpirun: opts.threads summed over the ranks */
+    bool worker;        /* under mpirun, a rank other than 0: it wrote nothing and has no summary */
+    uint64_t counters[CLI_BATCH_COUNTERS]; /* the other ranks' opts.counters, summed */
 } cli_batch_stats;
 
 /* One input line that parsed as JSON. Lines that do not are answered by the driver itself with
@@ -56,6 +71,8 @@ typedef struct cli_batch_line {
     size_t line_no;        /* 0-based */
     const vlr_json *root;  /* the parsed line */
     const vlr_buf *id_json; /* the id to echo: the line's "id", or line_no */
+    bool farmed;           /* under mpirun: rank 0 counts the result from its line, in input order
+                            * (opts.absorb); the handler counts nothing of its own */
 } cli_batch_line;
 
 /* Handles one line: appends exactly one JSON object (no newline) to out, adds the tokens it
@@ -69,11 +86,13 @@ int cli_batch_first_row(const cli_batch_opts *o, vlr_json_doc **doc);
 
 /* Runs the loop. Returns 0 when the run completed (see stats for line errors), -1 when it could not
  * start, the input could not be read or the output could not be written (message printed), 1 when
- * interrupted by a signal. */
+ * interrupted by a signal. Started by mpirun, every rank calls it: rank 0 reads and writes, the others
+ * handle the lines it sends them (stats->worker; cli/mpi_batch.h). */
 int cli_batch_run(const cli_batch_opts *o, cli_batch_fn fn, void *ctx, cli_batch_stats *stats);
 
 /* The summary line: "score: 200 requests (3 skipped), 2 errors, 51234 tokens, 12.3 s, ...,
- * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it. */
+ * precision bf16 (avx512_bf16 kernels)": m's precision and kernels are part of it; under mpirun the
+ * time is followed by "on K ranks, T threads in all". */
 void cli_batch_print_summary(const cli_batch_opts *o, const cli_batch_stats *st, const vlr_model *m,
                              const char *extra);
 

@@ -1,7 +1,10 @@
 /* cache_opts.c: see cache_opts.h. */
 #include "cache_opts.h"
 
+#include "batch.h"
+
 #include <stdio.h>
+#include <string.h>
 
 bool cli_prefix_cache_opt(cli_args *a, long *mb, bool *bad) {
     const char *v = NULL;
@@ -20,12 +23,22 @@ vlr_cache *cli_cache_new(const vlr_model *m, long vision_mb, long prefix_mb, con
     return c;
 }
 
-void cli_cache_summary(const vlr_cache *c, char *out, size_t cap) {
+_Static_assert(CLI_CACHE_COUNTERS <= CLI_BATCH_COUNTERS, "the MPI summary carries the cache counts");
+
+void cli_cache_counters(const vlr_cache *c, uint64_t *out) {
     vlr_cache_stats s;
     vlr_cache_get_stats(c, &s);
+    const uint64_t v[CLI_CACHE_COUNTERS] = {s.tokens, s.reused_tokens, s.prefix_hits, s.prefix_misses,
+                                            s.vision_hits, s.vision_misses};
+    memcpy(out, v, sizeof v);
+}
+
+void cli_cache_summary(const vlr_cache *c, const uint64_t *others, char *out, size_t cap) {
+    uint64_t n[CLI_CACHE_COUNTERS];
+    cli_cache_counters(c, n);
+    for (int i = 0; others && i < CLI_CACHE_COUNTERS; i++) n[i] += others[i];
     snprintf(out, cap, "%llu of %llu tokens reused (%.1f%%), prefix cache %llu hits / %llu misses, vision cache "
-             "%llu hits / %llu misses", (unsigned long long)s.reused_tokens, (unsigned long long)s.tokens,
-             s.tokens ? 100.0 * (double)s.reused_tokens / (double)s.tokens : 0.0, (unsigned long long)s.prefix_hits,
-             (unsigned long long)s.prefix_misses, (unsigned long long)s.vision_hits,
-             (unsigned long long)s.vision_misses);
+             "%llu hits / %llu misses", (unsigned long long)n[1], (unsigned long long)n[0],
+             n[0] ? 100.0 * (double)n[1] / (double)n[0] : 0.0, (unsigned long long)n[2], (unsigned long long)n[3],
+             (unsigned long long)n[4], (unsigned long long)n[5]);
 }

@@ -13,7 +13,12 @@
 bool cli_prefix_cache_opt(cli_args *a, long *mb, bool *bad);
 /* One cache for every session of m; NULL (and a message on stderr naming cmd) on failure. */
 vlr_cache *cli_cache_new(const vlr_model *m, long vision_mb, long prefix_mb, const char *cmd);
-/* "R of N tokens reused (P%), prefix cache H hits / M misses, vision cache H hits / M misses" */
-void cli_cache_summary(const vlr_cache *c, char *out, size_t cap);
+/* The counts a summary line gives, which an MPI job adds up over its ranks (cli_batch_opts.counters):
+ * tokens, tokens reused, prefix-cache hits and misses, vision-cache hits and misses. */
+#define CLI_CACHE_COUNTERS 6
+void cli_cache_counters(const vlr_cache *c, uint64_t *out);
+/* "R of N tokens reused (P%), prefix cache H hits / M misses, vision cache H hits / M misses" for c
+ * plus `others` (the other ranks' cli_cache_counters, summed; NULL: none). */
+void cli_cache_summary(const vlr_cache *c, const uint64_t *others, char *out, size_t cap);
 
 #endif

@@ -15,6 +15,7 @@
 #include "eval_compare.h"
 #include "eval_report.h"
 #include "model_identity.h"
+#include "mpi_batch.h"
 
 static const char help[] =
     "usage: vlreward eval --model DIR --input FILE|- [--format auto|pairs|vlrewardbench|rewardbench]\n"
@@ -47,7 +48,8 @@ static const char help[] =
     "                       interval and a histogram of the chosen - rejected margins (self-contained)\n"
     "  --model-name NAME    the table's Model Name (default: ORG/NAME of a Hugging Face cache snapshot,\n"
     "                       else the folder's name)\n"
-    "  --threads N          threads (default: all CPUs); scores do not depend on it\n"
+    "  --threads N          threads (default: all CPUs; under mpirun, per rank: the CPUs it is bound\n"
+    "                       to, or its share of the node's); scores do not depend on it\n"
     "  --precision P        auto (default: bf16 where this CPU runs it faster), f32 (exact), bf16 or int8\n"
     "  --int8-cache         int8: keep the quantized weights in DIR/vlreward-int8.bin (see score --help)\n"
     "  --compare-precision A,B  score every pair at both precisions (A's scores are the result lines'\n"
@@ -62,12 +64,15 @@ static const char help[] =
     "  --quiet              no progress on stderr\n"
     "\n"
     "The summary table goes to stdout when --output is a file, to stderr when results go to stdout.\n"
+    "mpirun -n K vlreward eval ... spreads the pairs over K processes, same lines and table\n"
+    "(docs/cluster.md; input from a pipe then needs --format).\n"
     "exit status: 0 every pair scored, 1 some pair failed (in this run or in the resumed file) or the run\n"
     "was interrupted, 2 usage, model, input or output error\n";
 
 typedef struct eval_ctx {
     vlr_session *session;
     vlr_session *session_b;   /* --compare-precision: the second precision's */
+    const vlr_cache *cache;   /* session's (the summary's reuse counts) */
     const char *prec_a, *prec_b; /* their resolved names */
     vlr_eval_compare compare; /* every pair scored at both: resumed and this run's */
     const char *base_dir;
@@ -124,6 +129,13 @@ static void count_failure(eval_ctx *ctx, const vlr_eval_pair *pair) {
         ctx->summary_failed = true;
 }
 
+/* A pair this handler wrote an error line for (under mpirun, rank 0 counts it from the line). */
+static void count_own_failure(eval_ctx *ctx, const cli_batch_line *line, const vlr_eval_pair *pair) {
+    if (line->farmed) return;
+    ctx->own_errors++;
+    count_failure(ctx, pair);
+}
+
 static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint64_t *tokens) {
     eval_ctx *ctx = vctx;
     char msg[VLR_ERR_MSG_CAP + 200];
@@ -134,8 +146,7 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
             snprintf(msg, sizeof msg, "cannot tell the dataset format from this row; expected the fields of %s, or "
                      "give --format", format_fields);
             cli_error_line(out, line->id_json, msg);
-            ctx->own_errors++;
-            count_failure(ctx, NULL);
+            count_own_failure(ctx, line, NULL);
             return false;
         }
         ctx->format = ctx->summary.format = seen;
@@ -158,18 +169,18 @@ static bool eval_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uint
                 score_pair(ctx->session_b, ctx->prec_b, &pair, &chosen_b, &rejected_b, msg, sizeof msg, tokens))) {
         vlr_eval_result_line(ctx->format, line->id_json, pair.label, chosen, rejected, out);
         ok = true;
-        if (vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected, &e))
+        if (!line->farmed &&
+            vlr_eval_summary_add(&ctx->summary, pair.id_text.data, pair.id_text.len, pair.label, chosen, rejected, &e))
             ctx->summary_failed = true;
         if (ctx->session_b) {
             append_compare(out, ctx->prec_b, chosen_b, rejected_b);
-            if (vlr_eval_compare_add(&ctx->compare, chosen, rejected, chosen_b, rejected_b, &e))
+            if (!line->farmed && vlr_eval_compare_add(&ctx->compare, chosen, rejected, chosen_b, rejected_b, &e))
                 ctx->summary_failed = true;
         }
     }
     if (!ok) {
         vlr_eval_error_line(ctx->format, line->id_json, pair.label_known, pair.label, msg, out);
-        ctx->own_errors++;
-        count_failure(ctx, &pair);
+        count_own_failure(ctx, line, &pair);
     }
     vlr_eval_pair_free(&pair);
     return ok;
@@ -197,6 +208,13 @@ static vlr_status resumed_compare(eval_ctx *ctx, const char *line, size_t len, v
     return rc;
 }
 
+/* A result line counted in the summary (and in the precision comparison). */
+static vlr_status count_result_line(eval_ctx *ctx, const char *line, size_t len, vlr_err *e) {
+    vlr_status rc = vlr_eval_summary_add_line(&ctx->summary, line, len, e);
+    if (rc == VLR_OK && ctx->session_b) rc = resumed_compare(ctx, line, len, e);
+    return rc;
+}
+
 /* A line --resume keeps: counted in the summary. */
 static bool eval_resumed(const char *line, size_t len, void *vctx) {
     eval_ctx *ctx = vctx;
@@ -207,12 +225,25 @@ static bool eval_resumed(const char *line, size_t len, void *vctx) {
         return false;
     }
     vlr_err e = {0};
-    if (vlr_eval_summary_add_line(&ctx->summary, line, len, &e) == VLR_OK &&
-        (!ctx->session_b || resumed_compare(ctx, line, len, &e) == VLR_OK))
-        return true;
+    if (count_result_line(ctx, line, len, &e) == VLR_OK) return true;
     fprintf(stderr, "vlreward eval: %s: line %zu: %s; refusing to resume into it\n", ctx->output, ctx->resumed_lines,
             e.msg);
     return false;
+}
+
+/* Under mpirun, on rank 0: a pair some rank scored, counted from its result line as a resumed one, in
+ * input order (the summary lists sources in the order they first occur). */
+static void eval_absorb(const char *line, size_t len, bool ok, void *vctx) {
+    eval_ctx *ctx = vctx;
+    vlr_err e = {0};
+    if (!ok) ctx->own_errors++; /* counted here, not as one of the driver's own error lines */
+    if (count_result_line(ctx, line, len, &e)) ctx->summary_failed = true;
+}
+
+/* Under mpirun, each rank's counts for the summary (cli_cache_counters). */
+static void eval_counters(void *vctx, uint64_t *out) {
+    const eval_ctx *ctx = vctx;
+    cli_cache_counters(ctx->cache, out);
 }
 
 /* "f32,bf16" -> the two precisions; false after a usage error. */
@@ -257,7 +288,7 @@ int cmd_eval(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *format_name = "auto", *summary_path = NULL, *model_name_opt = NULL, *v = NULL, *compare = NULL;
     const char *report_dir = NULL;
-    cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed};
+    cli_batch_opts bo = {.cmd = "eval", .resumed = eval_resumed, .absorb = eval_absorb, .counters = eval_counters};
     eval_ctx ctx = {0};
     bool bad = false;
     long cache_mb = 512, prefix_mb = CLI_PREFIX_CACHE_DEFAULT_MB;
@@ -292,10 +323,14 @@ int cmd_eval(int argc, char **argv) {
         return cli_usage_error("eval", "--compare-precision names both precisions: drop --precision");
     if (compare && !parse_compare(compare, precisions)) return EXIT_USAGE;
     if (!ctx.format_known && !detect_format(&bo, &ctx)) return EXIT_USAGE;
+    if (!ctx.format_known && cli_farm_launched()) /* each rank would guess from the first row it gets */
+        return cli_usage_error("eval", "under mpirun, input from a pipe needs --format");
     if (report_dir && !eval_report_prepare(report_dir)) return EXIT_USAGE;
     ctx.output = bo.output;
 
     if (compare) mo.precision = precisions[0];
+    if (!mo.threads) mo.threads = cli_farm_default_threads(); /* under mpirun: this rank's CPUs */
+    bo.threads = mo.threads;
     vlr_model *m = cli_load_model(&mo, "eval"), *m_b = NULL;
     if (!m) return EXIT_USAGE;
     int status = EXIT_USAGE;
@@ -328,14 +363,19 @@ int cmd_eval(int argc, char **argv) {
         (m_b && !(cache_b = cli_cache_new(m_b, cache_mb, prefix_mb, "eval"))))
         goto done;
     vlr_session_set_cache(ctx.session, cache);
+    ctx.cache = cache;
     if (ctx.session_b) vlr_session_set_cache(ctx.session_b, cache_b);
     cli_batch_stats st;
     int run = cli_batch_run(&bo, eval_line, &ctx, &st);
     if (run < 0) goto done;
+    if (st.worker) { /* under mpirun, rank 0 writes the summary */
+        status = EXIT_OK;
+        goto done;
+    }
     /* the driver's own error lines (invalid JSON, a line too long to hold): of no known category */
     for (uint64_t i = ctx.own_errors; i < st.errors; i++) count_failure(&ctx, NULL);
     char extra[320], reuse[256];
-    cli_cache_summary(cache, reuse, sizeof reuse);
+    cli_cache_summary(cache, st.counters, reuse, sizeof reuse);
     snprintf(extra, sizeof extra, "%s%s%s", reuse, ctx.session_b ? ", compared with precision " : "",
              ctx.session_b ? ctx.prec_b : "");
     cli_batch_print_summary(&bo, &st, m, extra);

@@ -6,6 +6,7 @@
 #include "batch.h"
 #include "cache_opts.h"
 #include "internal.h"
+#include "mpi_batch.h"
 
 static const char help[] =
     "usage: vlreward score --model DIR [--input FILE|-] [--output FILE|-] [options]\n"
@@ -30,7 +31,8 @@ static const char help[] =
     "  --question TEXT    one-off mode: the user's question\n"
     "  --answer TEXT      one-off mode: the assistant's answer to score; prints the score alone; repeat\n"
     "                     it to score several answers to the question (one line each, in order)\n"
-    "  --threads N        threads (default: all CPUs); scores do not depend on it\n"
+    "  --threads N        threads (default: all CPUs; under mpirun, per rank: the CPUs it is bound to,\n"
+    "                     or its share of the node's); scores do not depend on it\n"
     "  --max-tokens N     refuse requests longer than N tokens (default: the model's context)\n"
     "  --precision P      auto (default): bf16 where this CPU runs it faster, else f32; f32: exact,\n"
     "                     fp32 activations; bf16: linear-layer operands rounded to bf16, as the\n"
@@ -53,6 +55,7 @@ static const char help[] =
     "  --quiet            no progress on stderr (a bar on a terminal, a line every 5 s otherwise)\n"
     "\n"
     "SIGINT/SIGTERM stop after the current request, leaving a resumable --output file.\n"
+    "mpirun -n K vlreward score ... spreads the lines over K processes, same output (docs/cluster.md).\n"
     "\n"
     "exit status: 0 every line scored, 1 some line failed, 2 usage or model error\n";
 
@@ -136,6 +139,12 @@ static bool score_line(const cli_batch_line *line, void *vctx, vlr_buf *out, uin
     return ok;
 }
 
+/* Under mpirun, each rank's counts for the summary (cli_cache_counters). */
+static void score_counters(void *vctx, uint64_t *out) {
+    const score_ctx *ctx = vctx;
+    cli_cache_counters(ctx->cache, out);
+}
+
 #define MAX_ONE_OFF_IMAGES 64
 #define MAX_ONE_OFF_ANSWERS 1024
 
@@ -144,7 +153,7 @@ int cmd_score(int argc, char **argv) {
     cli_model_opts mo = CLI_MODEL_OPTS_INIT;
     const char *question = NULL, *trace_path = NULL, *answers[MAX_ONE_OFF_ANSWERS];
     int n_answers = 0;
-    cli_batch_opts bo = {.cmd = "score"};
+    cli_batch_opts bo = {.cmd = "score", .counters = score_counters};
     const char *images[MAX_ONE_OFF_IMAGES];
     int n_images = 0;
     bool bad = false;
@@ -178,6 +187,8 @@ int cmd_score(int argc, char **argv) {
         return cli_usage_error("score", "the one-off form (--question/--answer) prints its score: --input, "
                                "--output, --resume and --overwrite belong to the JSON Lines form");
 
+    if (!mo.threads) mo.threads = cli_farm_default_threads(); /* under mpirun: this rank's CPUs */
+    bo.threads = mo.threads;
     vlr_model *m = cli_load_model(&mo, "score");
     if (!m) return EXIT_USAGE;
     score_ctx ctx = {0};
@@ -226,12 +237,13 @@ int cmd_score(int argc, char **argv) {
     } else {
         cli_batch_stats st;
         int run = cli_batch_run(&bo, score_line, &ctx, &st);
-        if (run >= 0) {
+        if (run >= 0 && !st.worker) {
             char extra[256];
-            cli_cache_summary(ctx.cache, extra, sizeof extra);
+            cli_cache_summary(ctx.cache, st.counters, extra, sizeof extra);
             cli_batch_print_summary(&bo, &st, m, extra);
         }
-        status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) ? EXIT_OK : EXIT_INPUT;
+        /* under mpirun, rank 0 answers for the job */
+        status = run < 0 ? EXIT_USAGE : (run == 0 && st.errors == 0) || st.worker ? EXIT_OK : EXIT_INPUT;
     }
 done:
     if (ctx.trace_file) fclose(ctx.trace_file);

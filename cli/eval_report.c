@@ -291,7 +291,8 @@ bool eval_report_prepare(const char *dir) {
         fprintf(stderr, "vlreward eval: --report %s: exists and is not a folder\n", dir);
         return false;
     }
-    if (mkdir(dir, 0777) == 0) return true;
+    /* EEXIST: another rank of an mpirun job made it just now */
+    if (mkdir(dir, 0777) == 0 || (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))) return true;
     fprintf(stderr, "vlreward eval: --report %s: cannot create the folder: %s\n", dir, strerror(errno));
     return false;
 }
