@@ -513,13 +513,7 @@ static void *comm_main(void *arg) {
         send_assigned(f);
         if (changed) pthread_cond_broadcast(&f->to_main);
         if (f->closing && remote_outstanding(f) == 0) break;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += POLL_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        const struct timespec until = vlr_realtime_after(POLL_NS);
         pthread_cond_timedwait(&f->to_comm, &f->lock, &until);
     }
     pthread_mutex_unlock(&f->lock);

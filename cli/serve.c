@@ -363,13 +363,7 @@ static group_end run_group(serve_pool *p, serve_job *jobs, size_t n, double dead
     if (g.pending) pthread_cond_broadcast(&p->work);
     group_end end = GROUP_DONE;
     while (g.pending) {
-        struct timespec t;
-        clock_gettime(CLOCK_REALTIME, &t);
-        t.tv_nsec += WATCH_TICK_NS;
-        if (t.tv_nsec >= 1000000000L) {
-            t.tv_sec++;
-            t.tv_nsec -= 1000000000L;
-        }
+        const struct timespec t = vlr_realtime_after(WATCH_TICK_NS);
         pthread_cond_timedwait(&g.done, &p->lock, &t);
         if (!g.pending || end != GROUP_DONE) continue;
         bool late = deadline > 0 && vlr_now() > deadline, gone = false;

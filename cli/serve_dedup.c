@@ -92,13 +92,7 @@ static void follow(serve_dedup *d, entry *e, bool (*client_gone)(void *), void *
     d->followed++;
     bool gone = false;
     while (!e->done && !gone) {
-        struct timespec t;
-        clock_gettime(CLOCK_REALTIME, &t);
-        t.tv_nsec += 100 * 1000 * 1000;
-        if (t.tv_nsec >= 1000000000L) {
-            t.tv_sec++;
-            t.tv_nsec -= 1000000000L;
-        }
+        const struct timespec t = vlr_realtime_after(100 * 1000 * 1000);
         pthread_cond_timedwait(&e->ready, &d->lock, &t);
         if (e->done) break;
         pthread_mutex_unlock(&d->lock);

@@ -133,10 +133,7 @@ vlr_vision_lookup vlr_cache_vision_lookup(vlr_cache *c, const vlr_vision_key *ke
             r = VLR_VISION_MISS;
             break;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 50 * 1000 * 1000;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        const struct timespec until = vlr_realtime_after(50 * 1000 * 1000);
         pthread_cond_timedwait(&c->claim_ended, &c->lock, &until);
     }
     vlr_vision_cache_count(c->vision, r == VLR_VISION_HIT);

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "vlreward.h"
 
@@ -114,5 +115,8 @@ static inline float vlr_f16_to_f32(uint16_t h) { /* exact, subnormals included *
 
 /* Monotonic clock in seconds. */
 double vlr_now(void);
+/* The CLOCK_REALTIME time `ns` nanoseconds (< 1 s) from now: the deadline of a pthread_cond_timedwait
+ * that wakes up to check a flag (a cancel, a client gone) while it waits. */
+struct timespec vlr_realtime_after(long ns);
 
 #endif
