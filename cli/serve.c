@@ -272,11 +272,13 @@ vlr_status serve_check_image_paths(const vlr_request *req, const char *root, vlr
 /* ---- /score bodies --------------------------------------------------------------------------- */
 
 static void error_object(vlr_buf *out, const char *id_json, const char *msg) {
-    vlr_buf_puts(out, "{\"id\": ");
-    vlr_buf_puts(out, id_json);
-    vlr_buf_puts(out, ", \"error\": ");
-    vlr_buf_json_string(out, msg, strlen(msg));
-    vlr_buf_puts(out, "}");
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key(&w, "id");
+    vlr_jw_raw(&w, id_json, strlen(id_json));
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
 }
 
 void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) {
@@ -287,9 +289,11 @@ void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) {
     va_end(ap);
     out->status = status;
     out->body.len = 0;
-    vlr_buf_puts(&out->body, "{\"error\": ");
-    vlr_buf_json_string(&out->body, msg, strlen(msg));
-    vlr_buf_puts(&out->body, "}");
+    vlr_jw w;
+    vlr_jw_init(&w, &out->body, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
 }
 
 void serve_reply_check_oom(serve_reply *out) {
