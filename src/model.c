@@ -16,6 +16,7 @@
 #include "digest.h"
 #include "forward.h"
 #include "json.h"
+#include "request.h"
 #include "rope.h"
 #include "text.h"
 #include "trace.h"
@@ -366,11 +367,52 @@ static vlr_status prepare_memory_image(const vlr_content_item *it, const vlr_ima
     return rc;
 }
 
-vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
+/* The rest of vlr_prepare once out's prompt is rendered and its images prepared: tokens, placeholder
+ * expansion, M-RoPE positions. */
+static vlr_status prepare_tokens(vlr_session *s, vlr_prepared *out) {
     const vlr_model *m = s->model;
     vlr_err *e = &s->err;
     vlr_ids raw = {0};
     vlr_grid_thw *grids = NULL;
+    vlr_status rc = VLR_OK;
+    /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
+     * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
+    size_t longest = vlr_tok_max_token_bytes(m->tokenizer);
+    if (longest && out->prompt.len / longest > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the text is %zu bytes, more than %d tokens can hold "
+                      "(--max-tokens / max_position_embeddings)", out->prompt.len, m->max_tokens);
+        goto done;
+    }
+    /* Tokens: the template's added tokens are matched on the raw text, so expanding each
+     * <|image_pad|> after tokenizing gives the ids of the expanded text. */
+    if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;
+    int merge = m->cfg.vision.spatial_merge_size;
+    if ((rc = expand_image_pads(&raw, out, m->cfg.tokens.image_pad, merge, &out->ids, e))) goto done;
+    if (out->ids.len > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the request is %zu tokens long, more than the limit of %d "
+                      "(--max-tokens / max_position_embeddings)", out->ids.len, m->max_tokens);
+        goto done;
+    }
+
+    /* Multimodal RoPE positions. */
+    grids = vlr_calloc(out->n_images ? out->n_images : 1, sizeof *grids, e);
+    out->positions = vlr_calloc(3 * (out->ids.len ? out->ids.len : 1), sizeof(int32_t), e);
+    if (!grids || !out->positions) { rc = VLR_ERR_NOMEM; goto done; }
+    for (size_t i = 0; i < out->n_images; i++)
+        grids[i] = (vlr_grid_thw){out->images[i].grid_t, out->images[i].grid_h, out->images[i].grid_w};
+    int64_t delta = 0;
+    rc = vlr_rope_positions(out->ids.data, out->ids.len, m->cfg.tokens.image_pad, grids, out->n_images,
+                            merge, out->positions, &delta, e);
+    out->rope_delta = (int)delta;
+done:
+    free(raw.data);
+    free(grids);
+    return rc;
+}
+
+vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
+    const vlr_model *m = s->model;
+    vlr_err *e = &s->err;
     vlr_status rc;
     memset(out, 0, sizeof *out);
     e->msg[0] = '\0';
@@ -419,38 +461,8 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
     }
     if (rc) goto done;
 
-    /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
-     * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
-    size_t longest = vlr_tok_max_token_bytes(m->tokenizer);
-    if (longest && out->prompt.len / longest > (size_t)m->max_tokens) {
-        rc = vlr_fail(e, VLR_ERR_LIMIT, "the text is %zu bytes, more than %d tokens can hold "
-                      "(--max-tokens / max_position_embeddings)", out->prompt.len, m->max_tokens);
-        goto done;
-    }
-    /* Tokens: the template's added tokens are matched on the raw text, so expanding each
-     * <|image_pad|> after tokenizing gives the ids of the expanded text. */
-    if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;
-    int merge = m->cfg.vision.spatial_merge_size;
-    if ((rc = expand_image_pads(&raw, out, m->cfg.tokens.image_pad, merge, &out->ids, e))) goto done;
-    if (out->ids.len > (size_t)m->max_tokens) {
-        rc = vlr_fail(e, VLR_ERR_LIMIT, "the request is %zu tokens long, more than the limit of %d "
-                      "(--max-tokens / max_position_embeddings)", out->ids.len, m->max_tokens);
-        goto done;
-    }
-
-    /* Multimodal RoPE positions. */
-    grids = vlr_calloc(out->n_images ? out->n_images : 1, sizeof *grids, e);
-    out->positions = vlr_calloc(3 * (out->ids.len ? out->ids.len : 1), sizeof(int32_t), e);
-    if (!grids || !out->positions) { rc = VLR_ERR_NOMEM; goto done; }
-    for (size_t i = 0; i < out->n_images; i++)
-        grids[i] = (vlr_grid_thw){out->images[i].grid_t, out->images[i].grid_h, out->images[i].grid_w};
-    int64_t delta = 0;
-    rc = vlr_rope_positions(out->ids.data, out->ids.len, m->cfg.tokens.image_pad, grids, out->n_images,
-                            merge, out->positions, &delta, e);
-    out->rope_delta = (int)delta;
+    rc = prepare_tokens(s, out);
 done:
-    free(raw.data);
-    free(grids);
     if (rc) {
         if (!e->msg[0]) vlr_fail(e, rc, "%s", vlr_status_str(rc));
         e->code = rc;
@@ -632,5 +644,142 @@ vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const ch
     vlr_status rc = vlr_request_parse(json, len, 0, base_dir, &r, &s->err);
     if (rc == VLR_OK) rc = vlr_score(s, &r.req, score);
     vlr_parsed_request_free(&r);
+    return rc;
+}
+
+/* ---- groups -------------------------------------------------------------------------------- */
+
+/* The ids and positions of a group's answer after the first: its own rendering and tokens, on the
+ * images answer 0 prepared (borrowed, not copied: an answer of a batched group has none of its own). */
+static vlr_status prepare_answer_tokens(vlr_session *s, const vlr_request *req, const vlr_prepared *first,
+                                        vlr_prepared *out) {
+    vlr_err *e = &s->err;
+    size_t n_images = 0;
+    memset(out, 0, sizeof *out);
+    vlr_status rc = vlr_request_validate(req, e);
+    if (!rc) rc = vlr_chat_render(req, &out->prompt, &n_images, e);
+    if (!rc && n_images != first->n_images)
+        rc = vlr_fail(e, VLR_ERR_INTERNAL, "group: %zu images in an answer's request, %zu in the first's", n_images,
+                      first->n_images);
+    out->n_images = first->n_images;
+    out->images = first->images;
+    if (!rc) rc = prepare_tokens(s, out);
+    out->n_images = 0; /* the images stay answer 0's */
+    out->images = NULL;
+    vlr_buf_free(&out->prompt);
+    return rc;
+}
+
+static bool answer_has_image(const vlr_message *a) {
+    for (size_t k = 0; k < a->n_items; k++)
+        if (a->items[k].kind != VLR_ITEM_TEXT) return true;
+    return false;
+}
+
+/* Answers 1.. of a group whose answer 0 is scored and whose token sequences all start with the
+ * first `prompt` ids of `first` (which the text state holds): stacked into windows of up to a text
+ * chunk of rows, each window one vlr_forward_suffixes call. */
+static vlr_status score_suffixes(vlr_session *s, const vlr_prepared *rest, size_t n_rest, size_t prompt,
+                                 double *scores, size_t *failed) {
+    const vlr_model *m = s->model;
+    vlr_err *e = &s->err;
+    size_t max_rows = 0;
+    for (size_t i = 0; i < n_rest; i++)
+        if (rest[i].ids.len - prompt > max_rows) max_rows = rest[i].ids.len - prompt;
+    const size_t window = max_rows > VLR_TEXT_DEFAULT_CHUNK ? max_rows : VLR_TEXT_DEFAULT_CHUNK;
+    int32_t *ids = vlr_malloc(window * sizeof *ids, e), *pos = vlr_malloc(3 * window * sizeof *pos, e);
+    size_t *len = vlr_malloc(n_rest * sizeof *len, e);
+    vlr_status rc = ids && pos && len ? VLR_OK : VLR_ERR_NOMEM;
+    for (size_t i = 0; i < n_rest && !rc;) {
+        size_t end = i, rows = 0; /* the window: answers [i, end) of rows stacked rows */
+        while (end < n_rest && rest[end].ids.len - prompt <= window - rows) {
+            len[end] = rest[end].ids.len - prompt;
+            memcpy(ids + rows, rest[end].ids.data + prompt, len[end] * sizeof *ids);
+            for (size_t c = 0; c < 3; c++)
+                memcpy(pos + c * window + rows, rest[end].positions + c * rest[end].ids.len + prompt,
+                       len[end] * sizeof *pos);
+            rows += len[end++];
+        }
+        rc = vlr_forward_suffixes(&m->cfg, &m->weights, s->text, ids, pos, window, len + i, end - i, scores + i, NULL, e);
+        for (; !rc && i < end; i++)
+            if (!isfinite(scores[i]))
+                rc = vlr_fail(e, VLR_ERR_NUMERIC, "the score is not finite (%s): the model computed a non-finite "
+                              "value over %zu tokens", isnan(scores[i]) ? "NaN" : scores[i] > 0 ? "inf" : "-inf",
+                              rest[i].ids.len);
+        if (rc) *failed = i;
+    }
+    free(ids);
+    free(pos);
+    free(len);
+    return rc;
+}
+
+vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
+                             size_t *failed) {
+    const size_t n = r->n_answers ? r->n_answers : 1;
+    vlr_status rc = VLR_OK;
+    bool batched = n > 1 && !s->trace;
+    for (size_t i = 0; batched && i < n; i++) batched = !answer_has_image(&r->answers[i]);
+    *tokens = 0;
+    *failed = 0;
+    if (!batched) { /* each answer a request of its own on the session (its reuse as usual) */
+        for (size_t i = 0; i < n && !rc; i++) {
+            vlr_parsed_request_answer(r, i);
+            if ((rc = vlr_score(s, &r->req, &scores[i]))) *failed = i;
+            else *tokens += s->last_n_tokens;
+        }
+        vlr_parsed_request_answer(r, 0);
+        return rc;
+    }
+    /* Answer 0 as a request (vision, prompt through the caches), then the others as suffixes after
+     * the longest token prefix they all share with it, which the session's KV cache holds then. */
+    vlr_prepared first, *rest = vlr_calloc(n - 1, sizeof *rest, &s->err);
+    if (!rest) return VLR_ERR_NOMEM;
+    vlr_parsed_request_answer(r, 0);
+    if (!(rc = vlr_prepare(s, &r->req, &first))) rc = score_prepared(s, &first, &scores[0]);
+    size_t prompt = first.ids.len, image_end = 0; /* the placeholders end before image_end */
+    for (size_t i = 0; i < first.ids.len; i++)
+        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) image_end = i + 1;
+    if (!rc) *tokens += first.ids.len;
+    for (size_t i = 1; i < n && !rc; i++) {
+        vlr_parsed_request_answer(r, i);
+        if ((rc = prepare_answer_tokens(s, &r->req, &first, &rest[i - 1]))) {
+            *failed = i;
+            break;
+        }
+        const vlr_ids *ids = &rest[i - 1].ids;
+        size_t common = 0;
+        while (common < prompt && common < ids->len && ids->data[common] == first.ids.data[common]) common++;
+        prompt = common < ids->len ? common : ids->len - 1; /* its last token always runs */
+    }
+    vlr_parsed_request_answer(r, 0);
+    if (!rc && prompt < image_end) { /* never seen: the answers differ inside the prompt's images */
+        for (size_t i = 1; i < n && !rc; i++) {
+            vlr_prepared q = rest[i - 1];
+            q.n_images = first.n_images;
+            q.images = first.images;
+            if ((rc = score_prepared(s, &q, &scores[i]))) *failed = i;
+            else *tokens += q.ids.len;
+        }
+    } else if (!rc) {
+        vlr_text_truncate(s->text, prompt);
+        if (s->prev_n > prompt) s->prev_n = prompt; /* the session remembers the prompt it still holds */
+        size_t at = 0;
+        rc = score_suffixes(s, rest, n - 1, prompt, scores + 1, &at);
+        if (rc) *failed = at + 1;
+        else {
+            for (size_t i = 0; i < n - 1; i++) {
+                *tokens += rest[i].ids.len;
+                if (s->cache) vlr_cache_count_request(s->cache, rest[i].ids.len, prompt);
+            }
+            s->last_n_tokens = rest[n - 2].ids.len;
+            s->last_reused = prompt;
+            memcpy(s->last_hidden, vlr_text_last_hidden(s->text), (size_t)s->model->cfg.text.hidden_size * sizeof(float));
+        }
+    }
+    for (size_t i = 0; i < n - 1; i++) vlr_prepared_free(&rest[i]);
+    free(rest);
+    vlr_prepared_free(&first);
+    if (rc) s->err.code = rc;
     return rc;
 }

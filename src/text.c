@@ -173,10 +173,25 @@ static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *
     vlr_exec_linears(st->exec, &a, 1);
 }
 
-/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written
- * into the cache at n_cached.., and its queries attend causally to every cached row up to theirs. */
+/* The layer's attention for n_q queries (rows of st->q from q0) at cache positions n0.., whose K/V
+ * rows the cache holds there: each query attends causally to every cached row up to its own. */
+static void layer_attention(const vlr_text_state *st, const float *kc, const float *vc, size_t q0, int n_q,
+                            int n0) {
+    const int QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
+    vlr_attention_args a = {.out = st->att + q0 * QD, .ld_out = QD, .q = st->q + q0 * QD, .ld_q = QD,
+                            .k = kc, .v = vc, .ld_kv = KV, .n_q = n_q, .n_kv = n0 + n_q,
+                            .n_heads = st->heads, .n_kv_heads = st->kv_heads, .head_dim = st->hd,
+                            .causal_offset = n0, .scale = 1.0f / sqrtf((float)st->hd)};
+    st->k->attention(&a, st->exec);                                          /* att [n_q, H*hd] */
+}
+
+/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x. Its k/v rows are written
+ * into the cache at n_cached..; then, with seg == NULL, the m queries attend as one sequence at
+ * n_cached.. (a prefill chunk), or else as n_seg suffixes of seg[j] rows each, every one placed in
+ * turn at n_cached.. of the cache (its k/v rows moved there) and attending to the cached prefix
+ * and to itself only, exactly as it would alone. */
 static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l, float *kc,
-                       float *vc, int m) {
+                       float *vc, int m, const size_t *seg, size_t n_seg) {
     const int D = st->d, F = st->f, QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
     const int n0 = (int)st->n_cached;
     float *k_new = kc + (size_t)n0 * KV, *v_new = vc + (size_t)n0 * KV;
@@ -187,11 +202,16 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
     vlr_exec_linears(st->exec, qkv, 3);
     st->k->rope(st->q, QD, m, st->heads, st->hd, st->cos_tab, st->sin_tab);
     st->k->rope(k_new, KV, m, st->kv_heads, st->hd, st->cos_tab, st->sin_tab);
-    vlr_attention_args a = {.out = st->att, .ld_out = QD, .q = st->q, .ld_q = QD, .k = kc,
-                            .v = vc, .ld_kv = KV, .n_q = m, .n_kv = n0 + m, .n_heads = st->heads,
-                            .n_kv_heads = st->kv_heads, .head_dim = st->hd, .causal_offset = n0,
-                            .scale = 1.0f / sqrtf((float)st->hd)};
-    st->k->attention(&a, st->exec);                                          /* att [m, H*hd] */
+    if (!seg) layer_attention(st, kc, vc, 0, m, n0);
+    /* Suffix j's rows sit at n0 + first_j; moving them down to n0 overwrites only rows of the
+     * suffixes before it, which have attended already. */
+    for (size_t j = 0, first = 0; seg && j < n_seg; first += seg[j], j++) {
+        if (first) {
+            memmove(k_new, k_new + first * KV, seg[j] * KV * sizeof(float));
+            memmove(v_new, v_new + first * KV, seg[j] * KV * sizeof(float));
+        }
+        layer_attention(st, kc, vc, first, (int)seg[j], n0);
+    }
     linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
     st->k->rmsnorm(st->xn, st->x, m, D, l->post_norm.data, l->post_norm.dtype, st->eps);
     const vlr_gemm_args gate_up[2] = {product(st->gate, F, st->xn, D, m, &l->gate_w, NULL, false), /* [m, F] */
@@ -253,6 +273,15 @@ vlr_status vlr_text_kv_write(vlr_text_state *st, size_t first, size_t n, const f
     return VLR_OK;
 }
 
+/* The value head at last_hidden, in double: one dot product, so the extra precision is free. */
+static double value_head(const vlr_text_state *st) {
+    const vlr_text_weights *w = st->w;
+    double value = vlr_dtype_load(w->value_b.data, w->value_b.dtype, 0);
+    for (size_t j = 0; j < (size_t)st->d; j++)
+        value += (double)vlr_dtype_load(w->value_w.data, w->value_w.dtype, j) * st->last_hidden[j];
+    return value;
+}
+
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
                             size_t ld_pos, size_t n, double *score, vlr_err *e) {
     const vlr_text_weights *w = st->w;
@@ -275,7 +304,7 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
             /* before each layer (so before each chunk too): the chunk's K/V rows past n_cached
              * are not counted until its last layer has run */
             if (vlr_exec_cancelled(st->exec)) return vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
-            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m);
+            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m, NULL, 0);
             if (trace) snprintf(name, sizeof name, "text.layers.%d", l);
             vlr_trace_tensor(trace, name, st->x, m, D, D);
         }
@@ -289,11 +318,51 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
             st->k->rmsnorm(st->last_hidden, st->x + (size_t)(m - 1) * D, 1, (int)D,
                            w->final_norm.data, w->final_norm.dtype, st->eps);
     }
-    /* value head in double: one dot product, so the extra precision is free */
-    double value = vlr_dtype_load(w->value_b.data, w->value_b.dtype, 0);
-    for (size_t j = 0; j < D; j++)
-        value += (double)vlr_dtype_load(w->value_w.data, w->value_w.dtype, j) * st->last_hidden[j];
+    const double value = value_head(st);
     vlr_trace_set_score(trace, value);
     if (score) *score = value;
+    return VLR_OK;
+}
+
+vlr_status vlr_text_prefill_suffixes(vlr_text_state *st, const float *embeds, const int32_t *pos, size_t ld_pos,
+                                     const size_t *len, size_t n_suffixes, double *scores, vlr_err *e) {
+    const vlr_text_weights *w = st->w;
+    const size_t D = (size_t)st->d, prefix = st->n_cached, room = st->max_tokens - prefix;
+    const size_t limit = st->chunk < room ? st->chunk : room; /* rows of one pass */
+    if (n_suffixes == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: no suffixes to run");
+    for (size_t j = 0; j < n_suffixes; j++) {
+        if (len[j] == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: suffix %zu has no tokens", j);
+        if (len[j] > room)
+            return vlr_fail(e, VLR_ERR_LIMIT, "text: %zu cached + %zu new tokens exceed the limit of %zu", prefix,
+                            len[j], st->max_tokens);
+    }
+    size_t row = 0; /* of embeds and pos: the first of suffix j */
+    for (size_t j = 0; j < n_suffixes;) {
+        vlr_status rc;
+        if (len[j] > limit) { /* too long to share a pass: the chunked prefill, then back to the prefix */
+            rc = vlr_text_prefill(st, embeds + row * D, pos + row, ld_pos, len[j], &scores[j], e);
+            vlr_text_truncate(st, prefix);
+            if (rc) return rc;
+            row += len[j++];
+            continue;
+        }
+        size_t end = j, m = 0; /* the pass: suffixes [j, end), m rows */
+        while (end < n_suffixes && len[end] <= limit - m) m += len[end++];
+        if ((rc = cache_reserve(st, prefix + m, e))) return rc;
+        memcpy(st->x, embeds + row * D, m * D * sizeof(float));                   /* x [m, D] */
+        vlr_rope_text_tables(pos + row, ld_pos, m, st->hd, st->cfg->text.rope_theta, st->cfg->text.mrope_section,
+                             st->cos_tab, st->sin_tab);
+        for (int l = 0; l < st->layers; l++) {
+            if (vlr_exec_cancelled(st->exec)) return vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
+            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], (int)m, len + j, end - j);
+        }
+        for (size_t last = 0; j < end; j++) { /* the score reads each suffix's last row */
+            last += len[j];
+            st->k->rmsnorm(st->last_hidden, st->x + (last - 1) * D, 1, (int)D, w->final_norm.data,
+                           w->final_norm.dtype, st->eps);
+            scores[j] = value_head(st);
+        }
+        row += m;
+    }
     return VLR_OK;
 }
