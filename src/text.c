@@ -34,6 +34,7 @@ struct vlr_text_state {
     float *gate, *up;     /* [chunk, F] */
     float *cos_tab, *sin_tab; /* [chunk, hd] */
     float *last_hidden;   /* [D] final-normed hidden state of the last token */
+    float *k_pass, *v_pass; /* [chunk, KVH*hd] each: a suffix pass's k/v rows (allocated by its first) */
 };
 
 /* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin [chunk, hd] */
@@ -59,6 +60,7 @@ void vlr_text_state_free(vlr_text_state *st) {
     free(st->v_cache);
     free(st->x);
     free(st->last_hidden);
+    free(st->k_pass);
     free(st);
 }
 
@@ -185,16 +187,16 @@ static void layer_attention(const vlr_text_state *st, const float *kc, const flo
     st->k->attention(&a, st->exec);                                          /* att [n_q, H*hd] */
 }
 
-/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x. Its k/v rows are written
- * into the cache at n_cached..; then, with seg == NULL, the m queries attend as one sequence at
- * n_cached.. (a prefill chunk), or else as n_seg suffixes of seg[j] rows each, every one placed in
- * turn at n_cached.. of the cache (its k/v rows moved there) and attending to the cached prefix
- * and to itself only, exactly as it would alone. */
+/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x. With seg == NULL its k/v
+ * rows are written into the cache at n_cached.. and the m queries attend as one sequence there (a
+ * prefill chunk); else they are n_seg suffixes of seg[j] rows each, whose k/v rows go to the pass
+ * scratch, and each suffix in turn is copied to n_cached.. of the cache and attends to the cached
+ * prefix and to itself only, exactly as it would alone. */
 static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l, float *kc,
                        float *vc, int m, const size_t *seg, size_t n_seg) {
     const int D = st->d, F = st->f, QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
     const int n0 = (int)st->n_cached;
-    float *k_new = kc + (size_t)n0 * KV, *v_new = vc + (size_t)n0 * KV;
+    float *k_new = seg ? st->k_pass : kc + (size_t)n0 * KV, *v_new = seg ? st->v_pass : vc + (size_t)n0 * KV;
     st->k->rmsnorm(st->xn, st->x, m, D, l->input_norm.data, l->input_norm.dtype, st->eps); /* [m, D] */
     const vlr_gemm_args qkv[3] = {product(st->q, QD, st->xn, D, m, &l->q_w, &l->q_b, false), /* q [m, H*hd] */
                                   product(k_new, KV, st->xn, D, m, &l->k_w, &l->k_b, false), /* k [m, KVH*hd] */
@@ -203,13 +205,9 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
     st->k->rope(st->q, QD, m, st->heads, st->hd, st->cos_tab, st->sin_tab);
     st->k->rope(k_new, KV, m, st->kv_heads, st->hd, st->cos_tab, st->sin_tab);
     if (!seg) layer_attention(st, kc, vc, 0, m, n0);
-    /* Suffix j's rows sit at n0 + first_j; moving them down to n0 overwrites only rows of the
-     * suffixes before it, which have attended already. */
     for (size_t j = 0, first = 0; seg && j < n_seg; first += seg[j], j++) {
-        if (first) {
-            memmove(k_new, k_new + first * KV, seg[j] * KV * sizeof(float));
-            memmove(v_new, v_new + first * KV, seg[j] * KV * sizeof(float));
-        }
+        memcpy(kc + (size_t)n0 * KV, k_new + first * KV, seg[j] * KV * sizeof(float));
+        memcpy(vc + (size_t)n0 * KV, v_new + first * KV, seg[j] * KV * sizeof(float));
         layer_attention(st, kc, vc, first, (int)seg[j], n0);
     }
     linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
@@ -328,13 +326,18 @@ vlr_status vlr_text_prefill_suffixes(vlr_text_state *st, const float *embeds, co
                                      const size_t *len, size_t n_suffixes, double *scores, vlr_err *e) {
     const vlr_text_weights *w = st->w;
     const size_t D = (size_t)st->d, prefix = st->n_cached, room = st->max_tokens - prefix;
-    const size_t limit = st->chunk < room ? st->chunk : room; /* rows of one pass */
+    const size_t limit = st->chunk, kv = (size_t)st->kv_heads * st->hd; /* rows of one pass */
     if (n_suffixes == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: no suffixes to run");
     for (size_t j = 0; j < n_suffixes; j++) {
         if (len[j] == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: suffix %zu has no tokens", j);
         if (len[j] > room)
             return vlr_fail(e, VLR_ERR_LIMIT, "text: %zu cached + %zu new tokens exceed the limit of %zu", prefix,
                             len[j], st->max_tokens);
+    }
+    if (!st->k_pass) {
+        st->k_pass = vlr_malloc(2 * limit * kv * sizeof(float), e);
+        if (!st->k_pass) return VLR_ERR_NOMEM;
+        st->v_pass = st->k_pass + limit * kv;
     }
     size_t row = 0; /* of embeds and pos: the first of suffix j */
     for (size_t j = 0; j < n_suffixes;) {
@@ -346,9 +349,9 @@ vlr_status vlr_text_prefill_suffixes(vlr_text_state *st, const float *embeds, co
             row += len[j++];
             continue;
         }
-        size_t end = j, m = 0; /* the pass: suffixes [j, end), m rows */
-        while (end < n_suffixes && len[end] <= limit - m) m += len[end++];
-        if ((rc = cache_reserve(st, prefix + m, e))) return rc;
+        size_t end = j, m = 0, longest = 0; /* the pass: suffixes [j, end), m rows */
+        for (; end < n_suffixes && len[end] <= limit - m; m += len[end++]) longest = len[end] > longest ? len[end] : longest;
+        if ((rc = cache_reserve(st, prefix + longest, e))) return rc;
         memcpy(st->x, embeds + row * D, m * D * sizeof(float));                   /* x [m, D] */
         vlr_rope_text_tables(pos + row, ld_pos, m, st->hd, st->cfg->text.rope_theta, st->cfg->text.mrope_section,
                              st->cos_tab, st->sin_tab);
