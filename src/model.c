@@ -649,24 +649,50 @@ vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const ch
 
 /* ---- groups -------------------------------------------------------------------------------- */
 
-/* The ids and positions of a group's answer after the first: its own rendering and tokens, on the
- * images answer 0 prepared (borrowed, not copied: an answer of a batched group has none of its own). */
-static vlr_status prepare_answer_tokens(vlr_session *s, const vlr_request *req, const vlr_prepared *first,
-                                        vlr_prepared *out) {
+/* A group's answer after the first, from token `from` on: the tokens before it are answer 0's (its
+ * images end there), so only the rest is kept, whatever the number of answers and the image size. */
+typedef struct answer_tail {
+    int32_t *ids;  /* [n - from] */
+    int32_t *pos;  /* [3][n - from] its M-RoPE positions */
+    size_t n;      /* the whole sequence's tokens */
+    size_t common; /* of which the first `common` are answer 0's (< n: the last one always runs) */
+} answer_tail;
+
+/* Prepares req (answer 0's messages with another answer last: no image of its own) on the images
+ * answer 0 prepared (borrowed, not copied) and keeps its tail from `from`; common < from means that
+ * it cannot be a suffix after answer 0's images (the tail is then not kept). */
+static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, const vlr_prepared *first, size_t from,
+                                      answer_tail *out) {
     vlr_err *e = &s->err;
+    vlr_prepared q;
     size_t n_images = 0;
+    memset(&q, 0, sizeof q);
     memset(out, 0, sizeof *out);
     vlr_status rc = vlr_request_validate(req, e);
-    if (!rc) rc = vlr_chat_render(req, &out->prompt, &n_images, e);
+    if (!rc) rc = vlr_chat_render(req, &q.prompt, &n_images, e);
     if (!rc && n_images != first->n_images)
         rc = vlr_fail(e, VLR_ERR_INTERNAL, "group: %zu images in an answer's request, %zu in the first's", n_images,
                       first->n_images);
-    out->n_images = first->n_images;
-    out->images = first->images;
-    if (!rc) rc = prepare_tokens(s, out);
-    out->n_images = 0; /* the images stay answer 0's */
-    out->images = NULL;
-    vlr_buf_free(&out->prompt);
+    q.n_images = first->n_images;
+    q.images = first->images;
+    if (!rc) rc = prepare_tokens(s, &q);
+    if (!rc && q.ids.len == 0) rc = vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
+    q.n_images = 0; /* the images stay answer 0's */
+    q.images = NULL;
+    if (!rc) {
+        const size_t n = q.ids.len, limit = n - 1 < first->ids.len ? n - 1 : first->ids.len;
+        out->n = n;
+        while (out->common < limit && q.ids.data[out->common] == first->ids.data[out->common]) out->common++;
+        if (out->common >= from) {
+            out->ids = vlr_malloc((n - from) * sizeof *out->ids, e);
+            out->pos = vlr_malloc(3 * (n - from) * sizeof *out->pos, e);
+            if (!out->ids || !out->pos) rc = VLR_ERR_NOMEM;
+            for (size_t c = 0; !rc && c < 3; c++)
+                memcpy(out->pos + c * (n - from), q.positions + c * n + from, (n - from) * sizeof *out->pos);
+            if (!rc) memcpy(out->ids, q.ids.data + from, (n - from) * sizeof *out->ids);
+        }
+    }
+    vlr_prepared_free(&q);
     return rc;
 }
 
@@ -676,28 +702,28 @@ static bool answer_has_image(const vlr_message *a) {
     return false;
 }
 
-/* Answers 1.. of a group whose answer 0 is scored and whose token sequences all start with the
- * first `prompt` ids of `first` (which the text state holds): stacked into windows of up to a text
- * chunk of rows, each window one vlr_forward_suffixes call. */
-static vlr_status score_suffixes(vlr_session *s, const vlr_prepared *rest, size_t n_rest, size_t prompt,
+/* Answers 1.. of a group (tails from `from`) after the first `prompt` tokens, which the text state
+ * holds: stacked into windows of up to a text chunk of rows, each window one vlr_forward_suffixes. */
+static vlr_status score_suffixes(vlr_session *s, const answer_tail *rest, size_t n_rest, size_t from, size_t prompt,
                                  double *scores, size_t *failed) {
     const vlr_model *m = s->model;
     vlr_err *e = &s->err;
+    const size_t skip = prompt - from; /* of each tail */
     size_t max_rows = 0;
     for (size_t i = 0; i < n_rest; i++)
-        if (rest[i].ids.len - prompt > max_rows) max_rows = rest[i].ids.len - prompt;
+        if (rest[i].n - prompt > max_rows) max_rows = rest[i].n - prompt;
     const size_t window = max_rows > VLR_TEXT_DEFAULT_CHUNK ? max_rows : VLR_TEXT_DEFAULT_CHUNK;
     int32_t *ids = vlr_malloc(window * sizeof *ids, e), *pos = vlr_malloc(3 * window * sizeof *pos, e);
     size_t *len = vlr_malloc(n_rest * sizeof *len, e);
     vlr_status rc = ids && pos && len ? VLR_OK : VLR_ERR_NOMEM;
     for (size_t i = 0; i < n_rest && !rc;) {
-        size_t end = i, rows = 0; /* the window: answers [i, end) of rows stacked rows */
-        while (end < n_rest && rest[end].ids.len - prompt <= window - rows) {
-            len[end] = rest[end].ids.len - prompt;
-            memcpy(ids + rows, rest[end].ids.data + prompt, len[end] * sizeof *ids);
+        size_t end = i, rows = 0; /* the window: answers [i, end), `rows` stacked rows */
+        while (end < n_rest && rest[end].n - prompt <= window - rows) {
+            const size_t tail = rest[end].n - from;
+            len[end] = rest[end].n - prompt;
+            memcpy(ids + rows, rest[end].ids + skip, len[end] * sizeof *ids);
             for (size_t c = 0; c < 3; c++)
-                memcpy(pos + c * window + rows, rest[end].positions + c * rest[end].ids.len + prompt,
-                       len[end] * sizeof *pos);
+                memcpy(pos + c * window + rows, rest[end].pos + c * tail + skip, len[end] * sizeof *pos);
             rows += len[end++];
         }
         rc = vlr_forward_suffixes(&m->cfg, &m->weights, s->text, ids, pos, window, len + i, end - i, scores + i, NULL, e);
@@ -705,7 +731,7 @@ static vlr_status score_suffixes(vlr_session *s, const vlr_prepared *rest, size_
             if (!isfinite(scores[i]))
                 rc = vlr_fail(e, VLR_ERR_NUMERIC, "the score is not finite (%s): the model computed a non-finite "
                               "value over %zu tokens", isnan(scores[i]) ? "NaN" : scores[i] > 0 ? "inf" : "-inf",
-                              rest[i].ids.len);
+                              rest[i].n);
         if (rc) *failed = i;
     }
     free(ids);
@@ -714,70 +740,68 @@ static vlr_status score_suffixes(vlr_session *s, const vlr_prepared *rest, size_
     return rc;
 }
 
+/* Each answer of r in turn as a request of its own on the session (its reuse as usual). */
+static vlr_status score_one_by_one(vlr_session *s, vlr_parsed_request *r, size_t first, size_t n, double *scores,
+                                   uint64_t *tokens, size_t *failed) {
+    vlr_status rc = VLR_OK;
+    for (size_t i = first; i < n && !rc; i++) {
+        vlr_parsed_request_answer(r, i);
+        if ((rc = vlr_score(s, &r->req, &scores[i]))) *failed = i;
+        else *tokens += s->last_n_tokens;
+    }
+    vlr_parsed_request_answer(r, 0);
+    return rc;
+}
+
 vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
                              size_t *failed) {
     const size_t n = r->n_answers ? r->n_answers : 1;
-    vlr_status rc = VLR_OK;
     bool batched = n > 1 && !s->trace;
     for (size_t i = 0; batched && i < n; i++) batched = !answer_has_image(&r->answers[i]);
     *tokens = 0;
     *failed = 0;
-    if (!batched) { /* each answer a request of its own on the session (its reuse as usual) */
-        for (size_t i = 0; i < n && !rc; i++) {
-            vlr_parsed_request_answer(r, i);
-            if ((rc = vlr_score(s, &r->req, &scores[i]))) *failed = i;
-            else *tokens += s->last_n_tokens;
-        }
-        vlr_parsed_request_answer(r, 0);
-        return rc;
-    }
+    if (!batched) return score_one_by_one(s, r, 0, n, scores, tokens, failed);
     /* Answer 0 as a request (vision, prompt through the caches), then the others as suffixes after
      * the longest token prefix they all share with it, which the session's KV cache holds then. */
-    vlr_prepared first, *rest = vlr_calloc(n - 1, sizeof *rest, &s->err);
+    vlr_prepared first;
+    answer_tail *rest = vlr_calloc(n - 1, sizeof *rest, &s->err);
     if (!rest) return VLR_ERR_NOMEM;
     vlr_parsed_request_answer(r, 0);
-    if (!(rc = vlr_prepare(s, &r->req, &first))) rc = score_prepared(s, &first, &scores[0]);
-    size_t prompt = first.ids.len, image_end = 0; /* the placeholders end before image_end */
+    vlr_status rc = vlr_prepare(s, &r->req, &first);
+    if (!rc) rc = score_prepared(s, &first, &scores[0]);
+    size_t prompt = first.ids.len, from = 0; /* answer 0's image placeholders end before `from` */
     for (size_t i = 0; i < first.ids.len; i++)
-        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) image_end = i + 1;
+        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) from = i + 1;
     if (!rc) *tokens += first.ids.len;
-    for (size_t i = 1; i < n && !rc; i++) {
+    bool suffixes = true;
+    for (size_t i = 1; i < n && !rc && suffixes; i++) {
         vlr_parsed_request_answer(r, i);
-        if ((rc = prepare_answer_tokens(s, &r->req, &first, &rest[i - 1]))) {
-            *failed = i;
-            break;
-        }
-        const vlr_ids *ids = &rest[i - 1].ids;
-        size_t common = 0;
-        while (common < prompt && common < ids->len && ids->data[common] == first.ids.data[common]) common++;
-        prompt = common < ids->len ? common : ids->len - 1; /* its last token always runs */
+        if ((rc = prepare_answer_tail(s, &r->req, &first, from, &rest[i - 1]))) *failed = i;
+        if (rest[i - 1].common < prompt) prompt = rest[i - 1].common;
+        suffixes = prompt >= from;
     }
     vlr_parsed_request_answer(r, 0);
-    if (!rc && prompt < image_end) { /* never seen: the answers differ inside the prompt's images */
-        for (size_t i = 1; i < n && !rc; i++) {
-            vlr_prepared q = rest[i - 1];
-            q.n_images = first.n_images;
-            q.images = first.images;
-            if ((rc = score_prepared(s, &q, &scores[i]))) *failed = i;
-            else *tokens += q.ids.len;
-        }
+    if (!rc && !suffixes) { /* never seen: the answers differ inside the prompt's images */
+        rc = score_one_by_one(s, r, 1, n, scores, tokens, failed);
     } else if (!rc) {
         vlr_text_truncate(s->text, prompt);
         if (s->prev_n > prompt) s->prev_n = prompt; /* the session remembers the prompt it still holds */
         size_t at = 0;
-        rc = score_suffixes(s, rest, n - 1, prompt, scores + 1, &at);
-        if (rc) *failed = at + 1;
-        else {
-            for (size_t i = 0; i < n - 1; i++) {
-                *tokens += rest[i].ids.len;
-                if (s->cache) vlr_cache_count_request(s->cache, rest[i].ids.len, prompt);
-            }
-            s->last_n_tokens = rest[n - 2].ids.len;
+        if ((rc = score_suffixes(s, rest, n - 1, from, prompt, scores + 1, &at))) *failed = at + 1;
+        for (size_t i = 0; !rc && i < n - 1; i++) {
+            *tokens += rest[i].n;
+            if (s->cache) vlr_cache_count_request(s->cache, rest[i].n, prompt);
+        }
+        if (!rc) {
+            s->last_n_tokens = rest[n - 2].n;
             s->last_reused = prompt;
             memcpy(s->last_hidden, vlr_text_last_hidden(s->text), (size_t)s->model->cfg.text.hidden_size * sizeof(float));
         }
     }
-    for (size_t i = 0; i < n - 1; i++) vlr_prepared_free(&rest[i]);
+    for (size_t i = 0; i < n - 1; i++) {
+        free(rest[i].ids);
+        free(rest[i].pos);
+    }
     free(rest);
     vlr_prepared_free(&first);
     if (rc) s->err.code = rc;
