@@ -7,8 +7,9 @@
  * adds are fused into the o_proj / down_proj matmuls (gemm accumulate).
  *
  * Only the last token's final norm and value are computed (that is the score: trl's value head read
- * at index seq_len - 1); the LM head is never used. Not here: tokenization, image scatter positions
- * (rope.c), the vision tower (vision.c). */
+ * at index seq_len - 1); the LM head is never used. A group's answers after a shared prompt run as
+ * one batch (vlr_text_prefill_suffixes): text_layer with segments. Not here: tokenization, image
+ * scatter positions (rope.c), the vision tower (vision.c). */
 #include "text.h"
 
 #include <math.h>

@@ -25,7 +25,8 @@
 typedef struct vlr_text_state vlr_text_state;
 
 /* Memory plan: the chunk scratch a state allocates (0 on overflow), and the fp32 K and V cache of
- * n_tokens tokens over all layers. */
+ * n_tokens tokens over all layers. vlr_text_prefill_suffixes adds a pass's K and V rows
+ * (2 x chunk x KVH*hd floats: 2 MiB at 7B) the first time it runs. */
 size_t vlr_text_scratch_bytes(const vlr_config *cfg, int chunk);
 size_t vlr_text_kv_bytes(const vlr_config *cfg, size_t n_tokens);
 
