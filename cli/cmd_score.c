@@ -95,9 +95,9 @@ static vlr_status score_one(score_ctx *ctx, const vlr_request *req, const vlr_bu
     return rc;
 }
 
-/* {"id", "score"}, or for a group {"id", "scores": [...], "best": i}: its answers in turn on the
- * session, each a suffix after the shared prefix (whose KV cache and vision rows the previous answer
- * left), each score that of the answer alone. */
+/* {"id", "score"}, or for a group {"id", "scores": [...], "best": i}: the group's answers through
+ * vlr_score_answers (the prompt once, the others batched as suffixes after it), each score that of
+ * the answer alone. With --trace each answer runs as a request of its own, for its trace line. */
 static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *id_json, vlr_buf *out,
                          uint64_t *tokens) {
     const size_t n = r->n_answers ? r->n_answers : 1;
@@ -106,18 +106,24 @@ static bool score_parsed(score_ctx *ctx, vlr_parsed_request *r, const vlr_buf *i
         cli_error_line(out, id_json, "out of memory");
         return false;
     }
-    for (size_t i = 0; i < n; i++) {
+    vlr_status rc = VLR_OK;
+    size_t failed = 0;
+    uint64_t group_tokens = 0;
+    if (!ctx->trace_file) rc = vlr_score_answers(ctx->session, r, scores, &group_tokens, &failed);
+    for (size_t i = 0; ctx->trace_file && i < n && !rc; i++) {
         vlr_parsed_request_answer(r, i);
-        if (score_one(ctx, &r->req, id_json, &scores[i]) != VLR_OK) {
-            char msg[VLR_ERR_MSG_CAP + 32];
-            if (r->n_answers) snprintf(msg, sizeof msg, "answers[%zu]: %s", i, vlr_session_errmsg(ctx->session));
-            else snprintf(msg, sizeof msg, "%s", vlr_session_errmsg(ctx->session));
-            cli_error_line(out, id_json, msg);
-            free(scores);
-            return false;
-        }
-        *tokens += vlr_session_last_n_tokens(ctx->session);
+        if ((rc = score_one(ctx, &r->req, id_json, &scores[i]))) failed = i;
+        else group_tokens += vlr_session_last_n_tokens(ctx->session);
     }
+    if (rc) {
+        char msg[VLR_ERR_MSG_CAP + 32];
+        if (r->n_answers) snprintf(msg, sizeof msg, "answers[%zu]: %s", failed, vlr_session_errmsg(ctx->session));
+        else snprintf(msg, sizeof msg, "%s", vlr_session_errmsg(ctx->session));
+        cli_error_line(out, id_json, msg);
+        free(scores);
+        return false;
+    }
+    *tokens += group_tokens;
     cli_result_line(out, id_json->data, id_json->len, scores, n, r->n_answers > 0);
     free(scores);
     return true;

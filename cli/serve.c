@@ -76,21 +76,23 @@ struct serve_pool {
  * are reused by every answer after the first; each score is that of the answer alone). */
 static void run_job(vlr_session *s, serve_job *job) {
     const size_t n = job->scores ? job->parsed->n_answers : 1;
+    size_t failed = 0;
+    vlr_status rc;
     job->tokens = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (job->scores) vlr_parsed_request_answer(job->parsed, i);
-        double score;
-        vlr_status rc = vlr_score(s, job->req, &score);
-        if (rc != VLR_OK) {
-            job->err.code = rc;
-            if (job->scores) snprintf(job->err.msg, sizeof job->err.msg, "answers[%zu]: %s", i, vlr_session_errmsg(s));
-            else snprintf(job->err.msg, sizeof job->err.msg, "%s", vlr_session_errmsg(s));
-            return;
-        }
-        job->tokens += vlr_session_last_n_tokens(s);
-        if (job->scores) job->scores[i] = score;
-        if (i == 0 || score > job->score) job->score = score;
+    if (job->scores) { /* a group: the prompt once, the answers batched as suffixes after it */
+        rc = vlr_score_answers(s, job->parsed, job->scores, &job->tokens, &failed);
+    } else {
+        rc = vlr_score(s, job->req, &job->score);
+        job->tokens = vlr_session_last_n_tokens(s);
     }
+    if (rc != VLR_OK) {
+        job->err.code = rc;
+        if (job->scores) snprintf(job->err.msg, sizeof job->err.msg, "answers[%zu]: %s", failed, vlr_session_errmsg(s));
+        else snprintf(job->err.msg, sizeof job->err.msg, "%s", vlr_session_errmsg(s));
+        return;
+    }
+    for (size_t i = 0; job->scores && i < n; i++)
+        if (i == 0 || job->scores[i] > job->score) job->score = job->scores[i];
 }
 
 /* {"id", "score"} or, for a group, {"id", "scores": [...], "best": i}. */

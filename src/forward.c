@@ -51,3 +51,25 @@ vlr_status vlr_forward(const vlr_config *cfg, const vlr_weights *w, const vlr_ex
     if (times) *times = t;
     return rc;
 }
+
+vlr_status vlr_forward_suffixes(const vlr_config *cfg, const vlr_weights *w, vlr_text_state *text,
+                                const int32_t *ids, const int32_t *positions, size_t ld_pos, const size_t *len,
+                                size_t n_suffixes, double *scores, vlr_forward_times *times, vlr_err *e) {
+    const size_t D = (size_t)cfg->text.hidden_size;
+    vlr_forward_times t = {0};
+    size_t rows = 0, bytes;
+    for (size_t j = 0; j < n_suffixes; j++) rows += len[j];
+    if (rows == 0) return vlr_fail(e, VLR_ERR_INPUT, "forward: no suffix tokens");
+    if (!vlr_mul_ok(rows, D * sizeof(float), &bytes)) return vlr_fail(e, VLR_ERR_LIMIT, "suffixes too long");
+    float *embeds = vlr_malloc(bytes, e);
+    if (!embeds) return VLR_ERR_NOMEM;
+    double t0 = vlr_now();
+    vlr_status rc = vlr_text_embed(cfg, &w->text, ids, rows, NULL, 0, embeds, e); /* no image rows */
+    t.embed_s = vlr_now() - t0;
+    t0 = vlr_now();
+    if (rc == VLR_OK) rc = vlr_text_prefill_suffixes(text, embeds, positions, ld_pos, len, n_suffixes, scores, e);
+    t.decoder_s = vlr_now() - t0;
+    free(embeds);
+    if (times) *times = t;
+    return rc;
+}

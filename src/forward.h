@@ -34,4 +34,12 @@ typedef struct vlr_forward_times {
 vlr_status vlr_forward(const vlr_config *cfg, const vlr_weights *w, const vlr_exec *x, vlr_text_state *text,
                        const vlr_forward_seq *q, double *score, vlr_forward_times *times, vlr_err *e);
 
+/* n_suffixes text-only continuations of the tokens the text state holds (a group's answers after
+ * their shared prompt; see vlr_text_prefill_suffixes): ids [sum len] stacked, positions [3][ld_pos]
+ * in the same rows; scores[j] is bit-identical to vlr_forward of the prompt + suffix j. The text
+ * state holds the prompt only afterwards. An image placeholder among the ids is an error. */
+vlr_status vlr_forward_suffixes(const vlr_config *cfg, const vlr_weights *w, vlr_text_state *text,
+                                const int32_t *ids, const int32_t *positions, size_t ld_pos, const size_t *len,
+                                size_t n_suffixes, double *scores, vlr_forward_times *times, vlr_err *e);
+
 #endif

@@ -80,6 +80,16 @@ void vlr_prepared_free(vlr_prepared *p);
 /* Chat template, images, tokenization, placeholder expansion, M-RoPE positions. */
 vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out);
 
+/* Scores every answer of r (a group; or r's request alone when it has no "answers") on the session:
+ * scores [max(1, n_answers)], *tokens the tokens of all the answers' sequences. Answer 0 runs as a
+ * request of its own; the others, when no answer has an image and the session has no trace, as
+ * one batched suffix prefill after the prompt they share (vlr_forward_suffixes), else one by one.
+ * Each score is bit-identical to that answer scored alone. Afterwards the session holds and
+ * remembers the prompt. On failure *failed is the answer that failed (or was running when the
+ * cancel flag stopped it) and the session's message says why. r's last message is answer 0 again. */
+vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
+                             size_t *failed);
+
 /* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
 void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
 

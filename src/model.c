@@ -16,6 +16,7 @@
 #include "digest.h"
 #include "forward.h"
 #include "json.h"
+#include "request.h"
 #include "rope.h"
 #include "text.h"
 #include "trace.h"
@@ -366,11 +367,52 @@ static vlr_status prepare_memory_image(const vlr_content_item *it, const vlr_ima
     return rc;
 }
 
-vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
+/* The rest of vlr_prepare once out's prompt is rendered and its images prepared: tokens, placeholder
+ * expansion, M-RoPE positions. */
+static vlr_status prepare_tokens(vlr_session *s, vlr_prepared *out) {
     const vlr_model *m = s->model;
     vlr_err *e = &s->err;
     vlr_ids raw = {0};
     vlr_grid_thw *grids = NULL;
+    vlr_status rc = VLR_OK;
+    /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
+     * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
+    size_t longest = vlr_tok_max_token_bytes(m->tokenizer);
+    if (longest && out->prompt.len / longest > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the text is %zu bytes, more than %d tokens can hold "
+                      "(--max-tokens / max_position_embeddings)", out->prompt.len, m->max_tokens);
+        goto done;
+    }
+    /* Tokens: the template's added tokens are matched on the raw text, so expanding each
+     * <|image_pad|> after tokenizing gives the ids of the expanded text. */
+    if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;
+    int merge = m->cfg.vision.spatial_merge_size;
+    if ((rc = expand_image_pads(&raw, out, m->cfg.tokens.image_pad, merge, &out->ids, e))) goto done;
+    if (out->ids.len > (size_t)m->max_tokens) {
+        rc = vlr_fail(e, VLR_ERR_LIMIT, "the request is %zu tokens long, more than the limit of %d "
+                      "(--max-tokens / max_position_embeddings)", out->ids.len, m->max_tokens);
+        goto done;
+    }
+
+    /* Multimodal RoPE positions. */
+    grids = vlr_calloc(out->n_images ? out->n_images : 1, sizeof *grids, e);
+    out->positions = vlr_calloc(3 * (out->ids.len ? out->ids.len : 1), sizeof(int32_t), e);
+    if (!grids || !out->positions) { rc = VLR_ERR_NOMEM; goto done; }
+    for (size_t i = 0; i < out->n_images; i++)
+        grids[i] = (vlr_grid_thw){out->images[i].grid_t, out->images[i].grid_h, out->images[i].grid_w};
+    int64_t delta = 0;
+    rc = vlr_rope_positions(out->ids.data, out->ids.len, m->cfg.tokens.image_pad, grids, out->n_images,
+                            merge, out->positions, &delta, e);
+    out->rope_delta = (int)delta;
+done:
+    free(raw.data);
+    free(grids);
+    return rc;
+}
+
+vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out) {
+    const vlr_model *m = s->model;
+    vlr_err *e = &s->err;
     vlr_status rc;
     memset(out, 0, sizeof *out);
     e->msg[0] = '\0';
@@ -419,38 +461,8 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
     }
     if (rc) goto done;
 
-    /* A text longer than max_tokens of the longest tokens cannot fit: refuse it before BPE, whose
-     * working memory grows with the longest word (a hostile 64 MB "word" would need gigabytes). */
-    size_t longest = vlr_tok_max_token_bytes(m->tokenizer);
-    if (longest && out->prompt.len / longest > (size_t)m->max_tokens) {
-        rc = vlr_fail(e, VLR_ERR_LIMIT, "the text is %zu bytes, more than %d tokens can hold "
-                      "(--max-tokens / max_position_embeddings)", out->prompt.len, m->max_tokens);
-        goto done;
-    }
-    /* Tokens: the template's added tokens are matched on the raw text, so expanding each
-     * <|image_pad|> after tokenizing gives the ids of the expanded text. */
-    if ((rc = vlr_tok_encode(m->tokenizer, s->tok_cache, out->prompt.data, out->prompt.len, &raw, e))) goto done;
-    int merge = m->cfg.vision.spatial_merge_size;
-    if ((rc = expand_image_pads(&raw, out, m->cfg.tokens.image_pad, merge, &out->ids, e))) goto done;
-    if (out->ids.len > (size_t)m->max_tokens) {
-        rc = vlr_fail(e, VLR_ERR_LIMIT, "the request is %zu tokens long, more than the limit of %d "
-                      "(--max-tokens / max_position_embeddings)", out->ids.len, m->max_tokens);
-        goto done;
-    }
-
-    /* Multimodal RoPE positions. */
-    grids = vlr_calloc(out->n_images ? out->n_images : 1, sizeof *grids, e);
-    out->positions = vlr_calloc(3 * (out->ids.len ? out->ids.len : 1), sizeof(int32_t), e);
-    if (!grids || !out->positions) { rc = VLR_ERR_NOMEM; goto done; }
-    for (size_t i = 0; i < out->n_images; i++)
-        grids[i] = (vlr_grid_thw){out->images[i].grid_t, out->images[i].grid_h, out->images[i].grid_w};
-    int64_t delta = 0;
-    rc = vlr_rope_positions(out->ids.data, out->ids.len, m->cfg.tokens.image_pad, grids, out->n_images,
-                            merge, out->positions, &delta, e);
-    out->rope_delta = (int)delta;
+    rc = prepare_tokens(s, out);
 done:
-    free(raw.data);
-    free(grids);
     if (rc) {
         if (!e->msg[0]) vlr_fail(e, rc, "%s", vlr_status_str(rc));
         e->code = rc;
@@ -632,5 +644,166 @@ vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const ch
     vlr_status rc = vlr_request_parse(json, len, 0, base_dir, &r, &s->err);
     if (rc == VLR_OK) rc = vlr_score(s, &r.req, score);
     vlr_parsed_request_free(&r);
+    return rc;
+}
+
+/* ---- groups -------------------------------------------------------------------------------- */
+
+/* A group's answer after the first, from token `from` on: the tokens before it are answer 0's (its
+ * images end there), so only the rest is kept, whatever the number of answers and the image size. */
+typedef struct answer_tail {
+    int32_t *ids;  /* [n - from] */
+    int32_t *pos;  /* [3][n - from] its M-RoPE positions */
+    size_t n;      /* the whole sequence's tokens */
+    size_t common; /* of which the first `common` are answer 0's (< n: the last one always runs) */
+} answer_tail;
+
+/* Prepares req (answer 0's messages with another answer last: no image of its own) on the images
+ * answer 0 prepared (borrowed, not copied) and keeps its tail from `from`; common < from means that
+ * it cannot be a suffix after answer 0's images (the tail is then not kept). */
+static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, const vlr_prepared *first, size_t from,
+                                      answer_tail *out) {
+    vlr_err *e = &s->err;
+    vlr_prepared q;
+    size_t n_images = 0;
+    memset(&q, 0, sizeof q);
+    memset(out, 0, sizeof *out);
+    vlr_status rc = vlr_request_validate(req, e);
+    if (!rc) rc = vlr_chat_render(req, &q.prompt, &n_images, e);
+    if (!rc && n_images != first->n_images)
+        rc = vlr_fail(e, VLR_ERR_INTERNAL, "group: %zu images in an answer's request, %zu in the first's", n_images,
+                      first->n_images);
+    q.n_images = first->n_images;
+    q.images = first->images;
+    if (!rc) rc = prepare_tokens(s, &q);
+    if (!rc && q.ids.len == 0) rc = vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
+    q.n_images = 0; /* the images stay answer 0's */
+    q.images = NULL;
+    if (!rc) {
+        const size_t n = q.ids.len, limit = n - 1 < first->ids.len ? n - 1 : first->ids.len;
+        out->n = n;
+        while (out->common < limit && q.ids.data[out->common] == first->ids.data[out->common]) out->common++;
+        if (out->common >= from) {
+            out->ids = vlr_malloc((n - from) * sizeof *out->ids, e);
+            out->pos = vlr_malloc(3 * (n - from) * sizeof *out->pos, e);
+            if (!out->ids || !out->pos) rc = VLR_ERR_NOMEM;
+            for (size_t c = 0; !rc && c < 3; c++)
+                memcpy(out->pos + c * (n - from), q.positions + c * n + from, (n - from) * sizeof *out->pos);
+            if (!rc) memcpy(out->ids, q.ids.data + from, (n - from) * sizeof *out->ids);
+        }
+    }
+    vlr_prepared_free(&q);
+    return rc;
+}
+
+static bool answer_has_image(const vlr_message *a) {
+    for (size_t k = 0; k < a->n_items; k++)
+        if (a->items[k].kind != VLR_ITEM_TEXT) return true;
+    return false;
+}
+
+/* Answers 1.. of a group (tails from `from`) after the first `prompt` tokens, which the text state
+ * holds: stacked into windows of up to a text chunk of rows, each window one vlr_forward_suffixes. */
+static vlr_status score_suffixes(vlr_session *s, const answer_tail *rest, size_t n_rest, size_t from, size_t prompt,
+                                 double *scores, size_t *failed) {
+    const vlr_model *m = s->model;
+    vlr_err *e = &s->err;
+    const size_t skip = prompt - from; /* of each tail */
+    size_t max_rows = 0;
+    for (size_t i = 0; i < n_rest; i++)
+        if (rest[i].n - prompt > max_rows) max_rows = rest[i].n - prompt;
+    const size_t window = max_rows > VLR_TEXT_DEFAULT_CHUNK ? max_rows : VLR_TEXT_DEFAULT_CHUNK;
+    int32_t *ids = vlr_malloc(window * sizeof *ids, e), *pos = vlr_malloc(3 * window * sizeof *pos, e);
+    size_t *len = vlr_malloc(n_rest * sizeof *len, e);
+    vlr_status rc = ids && pos && len ? VLR_OK : VLR_ERR_NOMEM;
+    for (size_t i = 0; i < n_rest && !rc;) {
+        size_t end = i, rows = 0; /* the window: answers [i, end), `rows` stacked rows */
+        while (end < n_rest && rest[end].n - prompt <= window - rows) {
+            const size_t tail = rest[end].n - from;
+            len[end] = rest[end].n - prompt;
+            memcpy(ids + rows, rest[end].ids + skip, len[end] * sizeof *ids);
+            for (size_t c = 0; c < 3; c++)
+                memcpy(pos + c * window + rows, rest[end].pos + c * tail + skip, len[end] * sizeof *pos);
+            rows += len[end++];
+        }
+        rc = vlr_forward_suffixes(&m->cfg, &m->weights, s->text, ids, pos, window, len + i, end - i, scores + i, NULL, e);
+        for (; !rc && i < end; i++)
+            if (!isfinite(scores[i]))
+                rc = vlr_fail(e, VLR_ERR_NUMERIC, "the score is not finite (%s): the model computed a non-finite "
+                              "value over %zu tokens", isnan(scores[i]) ? "NaN" : scores[i] > 0 ? "inf" : "-inf",
+                              rest[i].n);
+        if (rc) *failed = i;
+    }
+    free(ids);
+    free(pos);
+    free(len);
+    return rc;
+}
+
+/* Each answer of r in turn as a request of its own on the session (its reuse as usual). */
+static vlr_status score_one_by_one(vlr_session *s, vlr_parsed_request *r, size_t first, size_t n, double *scores,
+                                   uint64_t *tokens, size_t *failed) {
+    vlr_status rc = VLR_OK;
+    for (size_t i = first; i < n && !rc; i++) {
+        vlr_parsed_request_answer(r, i);
+        if ((rc = vlr_score(s, &r->req, &scores[i]))) *failed = i;
+        else *tokens += s->last_n_tokens;
+    }
+    vlr_parsed_request_answer(r, 0);
+    return rc;
+}
+
+vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
+                             size_t *failed) {
+    const size_t n = r->n_answers ? r->n_answers : 1;
+    bool batched = n > 1 && !s->trace;
+    for (size_t i = 0; batched && i < n; i++) batched = !answer_has_image(&r->answers[i]);
+    *tokens = 0;
+    *failed = 0;
+    if (!batched) return score_one_by_one(s, r, 0, n, scores, tokens, failed);
+    /* Answer 0 as a request (vision, prompt through the caches), then the others as suffixes after
+     * the longest token prefix they all share with it, which the session's KV cache holds then. */
+    vlr_prepared first;
+    answer_tail *rest = vlr_calloc(n - 1, sizeof *rest, &s->err);
+    if (!rest) return VLR_ERR_NOMEM;
+    vlr_parsed_request_answer(r, 0);
+    vlr_status rc = vlr_prepare(s, &r->req, &first);
+    if (!rc) rc = score_prepared(s, &first, &scores[0]);
+    size_t prompt = first.ids.len, from = 0; /* answer 0's image placeholders end before `from` */
+    for (size_t i = 0; i < first.ids.len; i++)
+        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) from = i + 1;
+    if (!rc) *tokens += first.ids.len;
+    bool suffixes = true;
+    for (size_t i = 1; i < n && !rc && suffixes; i++) {
+        vlr_parsed_request_answer(r, i);
+        if ((rc = prepare_answer_tail(s, &r->req, &first, from, &rest[i - 1]))) *failed = i;
+        if (rest[i - 1].common < prompt) prompt = rest[i - 1].common;
+        suffixes = prompt >= from;
+    }
+    vlr_parsed_request_answer(r, 0);
+    if (!rc && !suffixes) { /* never seen: the answers differ inside the prompt's images */
+        rc = score_one_by_one(s, r, 1, n, scores, tokens, failed);
+    } else if (!rc) {
+        vlr_text_truncate(s->text, prompt);
+        if (s->prev_n > prompt) s->prev_n = prompt; /* the session remembers the prompt it still holds */
+        size_t at = 0;
+        if ((rc = score_suffixes(s, rest, n - 1, from, prompt, scores + 1, &at))) *failed = at + 1;
+        for (size_t i = 0; !rc && i < n - 1; i++) {
+            *tokens += rest[i].n;
+            if (s->cache) vlr_cache_count_request(s->cache, rest[i].n, prompt);
+        }
+        if (!rc) {
+            s->last_n_tokens = rest[n - 2].n;
+            s->last_reused = prompt;
+            memcpy(s->last_hidden, vlr_text_last_hidden(s->text), (size_t)s->model->cfg.text.hidden_size * sizeof(float));
+        }
+    }
+    for (size_t i = 0; i < n - 1; i++) {
+        free(rest[i].ids);
+        free(rest[i].pos);
+    }
+    free(rest);
+    vlr_prepared_free(&first);
+    if (rc) s->err.code = rc;
     return rc;
 }

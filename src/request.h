@@ -23,8 +23,9 @@ typedef struct vlr_parsed_request {
     vlr_content_item *items;
     /* A group ("answers": [A1, ..., AN] in place of the final assistant turn): the N assistant turns,
      * each put in turn as req's last message by vlr_parsed_request_answer (answers[0] after parsing).
-     * Scored one after the other on one session, they share the prefix's KV cache and its images'
-     * vision rows, and each score is that of the answer as a request of its own. NULL otherwise. */
+     * vlr_score_answers (internal.h) scores answer 0 as a request, then the others as one batch of
+     * suffixes after the prefix's KV cache; each score is that of the answer as a request of its own.
+     * NULL otherwise. */
     vlr_message *answers;
     size_t n_answers;
     vlr_content_item *answer_items;

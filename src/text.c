@@ -7,8 +7,9 @@
  * adds are fused into the o_proj / down_proj matmuls (gemm accumulate).
  *
  * Only the last token's final norm and value are computed (that is the score: trl's value head read
- * at index seq_len - 1); the LM head is never used. Not here: tokenization, image scatter positions
- * (rope.c), the vision tower (vision.c). */
+ * at index seq_len - 1); the LM head is never used. A group's answers after a shared prompt run as
+ * one batch (vlr_text_prefill_suffixes): text_layer with segments. Not here: tokenization, image
+ * scatter positions (rope.c), the vision tower (vision.c). */
 #include "text.h"
 
 #include <math.h>
@@ -34,6 +35,7 @@ struct vlr_text_state {
     float *gate, *up;     /* [chunk, F] */
     float *cos_tab, *sin_tab; /* [chunk, hd] */
     float *last_hidden;   /* [D] final-normed hidden state of the last token */
+    float *k_pass, *v_pass; /* [chunk, KVH*hd] each: a suffix pass's k/v rows (allocated by its first) */
 };
 
 /* chunk scratch: x, xn [chunk, D]; q, att [chunk, H*hd]; gate, up [chunk, F]; cos, sin [chunk, hd] */
@@ -59,6 +61,7 @@ void vlr_text_state_free(vlr_text_state *st) {
     free(st->v_cache);
     free(st->x);
     free(st->last_hidden);
+    free(st->k_pass);
     free(st);
 }
 
@@ -173,13 +176,28 @@ static void linear(const vlr_text_state *st, float *y, size_t ldy, const float *
     vlr_exec_linears(st->exec, &a, 1);
 }
 
-/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x; its k/v rows are written
- * into the cache at n_cached.., and its queries attend causally to every cached row up to theirs. */
+/* The layer's attention for n_q queries (rows of st->q from q0) at cache positions n0.., whose K/V
+ * rows the cache holds there: each query attends causally to every cached row up to its own. */
+static void layer_attention(const vlr_text_state *st, const float *kc, const float *vc, size_t q0, int n_q,
+                            int n0) {
+    const int QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
+    vlr_attention_args a = {.out = st->att + q0 * QD, .ld_out = QD, .q = st->q + q0 * QD, .ld_q = QD,
+                            .k = kc, .v = vc, .ld_kv = KV, .n_q = n_q, .n_kv = n0 + n_q,
+                            .n_heads = st->heads, .n_kv_heads = st->kv_heads, .head_dim = st->hd,
+                            .causal_offset = n0, .scale = 1.0f / sqrtf((float)st->hd)};
+    st->k->attention(&a, st->exec);                                          /* att [n_q, H*hd] */
+}
+
+/* One decoder layer (Qwen2_5_VLDecoderLayer) on the chunk's m rows of x. With seg == NULL its k/v
+ * rows are written into the cache at n_cached.. and the m queries attend as one sequence there (a
+ * prefill chunk); else they are n_seg suffixes of seg[j] rows each, whose k/v rows go to the pass
+ * scratch, and each suffix in turn is copied to n_cached.. of the cache and attends to the cached
+ * prefix and to itself only, exactly as it would alone. */
 static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l, float *kc,
-                       float *vc, int m) {
+                       float *vc, int m, const size_t *seg, size_t n_seg) {
     const int D = st->d, F = st->f, QD = st->heads * st->hd, KV = st->kv_heads * st->hd;
     const int n0 = (int)st->n_cached;
-    float *k_new = kc + (size_t)n0 * KV, *v_new = vc + (size_t)n0 * KV;
+    float *k_new = seg ? st->k_pass : kc + (size_t)n0 * KV, *v_new = seg ? st->v_pass : vc + (size_t)n0 * KV;
     st->k->rmsnorm(st->xn, st->x, m, D, l->input_norm.data, l->input_norm.dtype, st->eps); /* [m, D] */
     const vlr_gemm_args qkv[3] = {product(st->q, QD, st->xn, D, m, &l->q_w, &l->q_b, false), /* q [m, H*hd] */
                                   product(k_new, KV, st->xn, D, m, &l->k_w, &l->k_b, false), /* k [m, KVH*hd] */
@@ -187,11 +205,12 @@ static void text_layer(const vlr_text_state *st, const vlr_text_layer_weights *l
     vlr_exec_linears(st->exec, qkv, 3);
     st->k->rope(st->q, QD, m, st->heads, st->hd, st->cos_tab, st->sin_tab);
     st->k->rope(k_new, KV, m, st->kv_heads, st->hd, st->cos_tab, st->sin_tab);
-    vlr_attention_args a = {.out = st->att, .ld_out = QD, .q = st->q, .ld_q = QD, .k = kc,
-                            .v = vc, .ld_kv = KV, .n_q = m, .n_kv = n0 + m, .n_heads = st->heads,
-                            .n_kv_heads = st->kv_heads, .head_dim = st->hd, .causal_offset = n0,
-                            .scale = 1.0f / sqrtf((float)st->hd)};
-    st->k->attention(&a, st->exec);                                          /* att [m, H*hd] */
+    if (!seg) layer_attention(st, kc, vc, 0, m, n0);
+    for (size_t j = 0, first = 0; seg && j < n_seg; first += seg[j], j++) {
+        memcpy(kc + (size_t)n0 * KV, k_new + first * KV, seg[j] * KV * sizeof(float));
+        memcpy(vc + (size_t)n0 * KV, v_new + first * KV, seg[j] * KV * sizeof(float));
+        layer_attention(st, kc, vc, first, (int)seg[j], n0);
+    }
     linear(st, st->x, D, st->att, QD, m, &l->o_w, NULL, true);             /* x += o_proj */
     st->k->rmsnorm(st->xn, st->x, m, D, l->post_norm.data, l->post_norm.dtype, st->eps);
     const vlr_gemm_args gate_up[2] = {product(st->gate, F, st->xn, D, m, &l->gate_w, NULL, false), /* [m, F] */
@@ -253,6 +272,15 @@ vlr_status vlr_text_kv_write(vlr_text_state *st, size_t first, size_t n, const f
     return VLR_OK;
 }
 
+/* The value head at last_hidden, in double: one dot product, so the extra precision is free. */
+static double value_head(const vlr_text_state *st) {
+    const vlr_text_weights *w = st->w;
+    double value = vlr_dtype_load(w->value_b.data, w->value_b.dtype, 0);
+    for (size_t j = 0; j < (size_t)st->d; j++)
+        value += (double)vlr_dtype_load(w->value_w.data, w->value_w.dtype, j) * st->last_hidden[j];
+    return value;
+}
+
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
                             size_t ld_pos, size_t n, double *score, vlr_err *e) {
     const vlr_text_weights *w = st->w;
@@ -275,7 +303,7 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
             /* before each layer (so before each chunk too): the chunk's K/V rows past n_cached
              * are not counted until its last layer has run */
             if (vlr_exec_cancelled(st->exec)) return vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
-            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m);
+            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], m, NULL, 0);
             if (trace) snprintf(name, sizeof name, "text.layers.%d", l);
             vlr_trace_tensor(trace, name, st->x, m, D, D);
         }
@@ -289,11 +317,56 @@ vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32
             st->k->rmsnorm(st->last_hidden, st->x + (size_t)(m - 1) * D, 1, (int)D,
                            w->final_norm.data, w->final_norm.dtype, st->eps);
     }
-    /* value head in double: one dot product, so the extra precision is free */
-    double value = vlr_dtype_load(w->value_b.data, w->value_b.dtype, 0);
-    for (size_t j = 0; j < D; j++)
-        value += (double)vlr_dtype_load(w->value_w.data, w->value_w.dtype, j) * st->last_hidden[j];
+    const double value = value_head(st);
     vlr_trace_set_score(trace, value);
     if (score) *score = value;
+    return VLR_OK;
+}
+
+vlr_status vlr_text_prefill_suffixes(vlr_text_state *st, const float *embeds, const int32_t *pos, size_t ld_pos,
+                                     const size_t *len, size_t n_suffixes, double *scores, vlr_err *e) {
+    const vlr_text_weights *w = st->w;
+    const size_t D = (size_t)st->d, prefix = st->n_cached, room = st->max_tokens - prefix;
+    const size_t limit = st->chunk, kv = (size_t)st->kv_heads * st->hd; /* rows of one pass */
+    if (n_suffixes == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: no suffixes to run");
+    for (size_t j = 0; j < n_suffixes; j++) {
+        if (len[j] == 0) return vlr_fail(e, VLR_ERR_INPUT, "text: suffix %zu has no tokens", j);
+        if (len[j] > room)
+            return vlr_fail(e, VLR_ERR_LIMIT, "text: %zu cached + %zu new tokens exceed the limit of %zu", prefix,
+                            len[j], st->max_tokens);
+    }
+    if (!st->k_pass) {
+        st->k_pass = vlr_malloc(2 * limit * kv * sizeof(float), e);
+        if (!st->k_pass) return VLR_ERR_NOMEM;
+        st->v_pass = st->k_pass + limit * kv;
+    }
+    size_t row = 0; /* of embeds and pos: the first of suffix j */
+    for (size_t j = 0; j < n_suffixes;) {
+        vlr_status rc;
+        if (len[j] > limit) { /* too long to share a pass: the chunked prefill, then back to the prefix */
+            rc = vlr_text_prefill(st, embeds + row * D, pos + row, ld_pos, len[j], &scores[j], e);
+            vlr_text_truncate(st, prefix);
+            if (rc) return rc;
+            row += len[j++];
+            continue;
+        }
+        size_t end = j, m = 0, longest = 0; /* the pass: suffixes [j, end), m rows */
+        for (; end < n_suffixes && len[end] <= limit - m; m += len[end++]) longest = len[end] > longest ? len[end] : longest;
+        if ((rc = cache_reserve(st, prefix + longest, e))) return rc;
+        memcpy(st->x, embeds + row * D, m * D * sizeof(float));                   /* x [m, D] */
+        vlr_rope_text_tables(pos + row, ld_pos, m, st->hd, st->cfg->text.rope_theta, st->cfg->text.mrope_section,
+                             st->cos_tab, st->sin_tab);
+        for (int l = 0; l < st->layers; l++) {
+            if (vlr_exec_cancelled(st->exec)) return vlr_fail(e, VLR_ERR_INTERRUPTED, "interrupted");
+            text_layer(st, &w->layers[l], st->k_cache[l], st->v_cache[l], (int)m, len + j, end - j);
+        }
+        for (size_t last = 0; j < end; j++) { /* the score reads each suffix's last row */
+            last += len[j];
+            st->k->rmsnorm(st->last_hidden, st->x + (last - 1) * D, 1, (int)D, w->final_norm.data,
+                           w->final_norm.dtype, st->eps);
+            scores[j] = value_head(st);
+        }
+        row += m;
+    }
     return VLR_OK;
 }

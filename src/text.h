@@ -25,7 +25,8 @@
 typedef struct vlr_text_state vlr_text_state;
 
 /* Memory plan: the chunk scratch a state allocates (0 on overflow), and the fp32 K and V cache of
- * n_tokens tokens over all layers. */
+ * n_tokens tokens over all layers. vlr_text_prefill_suffixes adds a pass's K and V rows
+ * (2 x chunk x KVH*hd floats: 2 MiB at 7B) the first time it runs. */
 size_t vlr_text_scratch_bytes(const vlr_config *cfg, int chunk);
 size_t vlr_text_kv_bytes(const vlr_config *cfg, size_t n_tokens);
 
@@ -55,6 +56,18 @@ vlr_status vlr_text_embed(const vlr_config *cfg, const vlr_text_weights *w, cons
  * it (n_cached counts no token whose K/V rows are partly written). */
 vlr_status vlr_text_prefill(vlr_text_state *st, const float *embeds, const int32_t *pos,
                             size_t ld_pos, size_t n, double *score, vlr_err *e);
+
+/* Scores n_suffixes sequences that each continue the n_cached tokens in the cache (a group's answers
+ * after their shared prompt), stacked in one [sum len, D] embeds (suffix j from the sum of the lens
+ * before it; pos as in vlr_text_prefill, rows in the same stacking). Whole suffixes are packed into
+ * passes of at most `chunk` rows that run every GEMM once over all their rows, while attention runs
+ * per suffix with its K/V rows at n_cached.. of the cache, exactly where they would be alone; a
+ * suffix longer than a pass runs alone through vlr_text_prefill. So scores[j] is bit-identical to
+ * vlr_text_prefill of suffix j after the same cached prefix. Afterwards the cache holds the prefix
+ * only (n_cached unchanged: the rows past it are scratch), also after a failure; last_hidden is that
+ * of the last suffix scored. Cancellation is checked before every layer of every pass. No trace. */
+vlr_status vlr_text_prefill_suffixes(vlr_text_state *st, const float *embeds, const int32_t *pos, size_t ld_pos,
+                                     const size_t *len, size_t n_suffixes, double *scores, vlr_err *e);
 
 size_t vlr_text_n_cached(const vlr_text_state *st);
 /* Keeps the first n_keep cached tokens (no-op when n_keep >= n_cached). */
