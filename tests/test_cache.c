@@ -5,6 +5,7 @@
  * it and still scores right; a forced collision of the lookup digest never hands one image's rows
  * to another. Then the CLI: --prefix-cache and the summary line. */
 #include "test.h"
+#include "test_model.h"
 #include "test_cmd.h"
 
 #include <pthread.h>
@@ -32,16 +33,7 @@ static char *request_json(int prompt, int answer) {
     return b.data;
 }
 
-static vlr_model *load(vlr_precision precision) {
-    vlr_params params = vlr_default_params();
-    params.n_threads = 2;
-    params.precision = precision;
-    char err[512];
-    vlr_model *m = NULL;
-    vlr_status rc = vlr_model_load(MODEL, &params, &m, err, sizeof err);
-    CHECK(rc == VLR_OK, "load %s: %s", MODEL, err);
-    return m;
-}
+static vlr_model *load(vlr_precision precision) { return test_load_tiny(2, precision); }
 
 static vlr_status score(vlr_session *s, const char *json, double *out) {
     return vlr_score_json(s, json, strlen(json), BASE, out);
@@ -56,8 +48,6 @@ static double reference_score(const vlr_model *m, const char *json) {
     vlr_session_free(s);
     return v;
 }
-
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 static vlr_cache *new_cache(const vlr_model *m, size_t vision_bytes, size_t prefix_bytes) {
     vlr_cache *c = NULL;

@@ -11,22 +11,13 @@
 #include "model.h"
 #include "request.h"
 #include "test.h"
+#include "test_model.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 #define BASE "tests/reference"
 #define PROMPT_A "\"image\": {\"image\": \"images/demo.jpg\", \"max_pixels\": 50176}, \"question\": \"Is purple the highest value in this chart? Answer with a short explanation.\""
 
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-static vlr_model *load(vlr_precision precision) {
-    vlr_params params = vlr_default_params();
-    params.n_threads = 2;
-    params.precision = precision;
-    char err[512];
-    vlr_model *m = NULL;
-    CHECK(vlr_model_load(MODEL, &params, &m, err, sizeof err) == VLR_OK, "load %s: %s", MODEL, err);
-    return m;
-}
+static vlr_model *load(vlr_precision precision) { return test_load_tiny(2, precision); }
 
 /* ---- the decoder level: vlr_forward_suffixes against vlr_forward of each whole sequence ------- */
 
@@ -242,17 +233,6 @@ done:
 }
 
 /* ---- cancellation through vlr_score_answers ------------------------------------------------ */
-
-typedef struct canceller {
-    volatile int *flag;
-    long delay_us;
-} canceller;
-static void *cancel_later(void *arg) {
-    const canceller *c = arg;
-    usleep((useconds_t)c->delay_us);
-    *c->flag = 1;
-    return NULL;
-}
 
 /* A flag set before the call stops it at answer 0; one set from another thread during a long group
  * stops it wherever it is, or not at all: either way the next call's scores are the same bits. */

@@ -18,6 +18,7 @@
 #include "json.h"
 #include "model.h"
 #include "test.h"
+#include "test_model.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 
@@ -138,16 +139,7 @@ static void check_memory_plan(const char *cases_text) {
 #endif
 }
 
-static vlr_model *load(int threads, vlr_precision precision) {
-    vlr_params params = vlr_default_params();
-    params.n_threads = threads;
-    params.precision = precision;
-    char err[1024];
-    vlr_model *m = NULL;
-    vlr_status rc = vlr_model_load(MODEL, &params, &m, err, sizeof err);
-    CHECK(rc == VLR_OK, "load: %s", err);
-    return m;
-}
+static vlr_model *load(int threads, vlr_precision precision) { return test_load_tiny(threads, precision); }
 
 /* |error| of the reference's full-bf16 emulation on case id (precision_study.bf16.abs_err). */
 static double reference_bf16_error(const char *id) {
@@ -163,18 +155,6 @@ static double reference_bf16_error(const char *id) {
     vlr_json_free(doc);
     CHECK(!isnan(err), "%s: no precision_study.bf16.abs_err (%s)", path, e.msg);
     return err;
-}
-
-/* Sets *flag after a short delay, from another thread (as a host's timeout would). */
-typedef struct canceller {
-    volatile int *flag;
-    long delay_us;
-} canceller;
-static void *cancel_later(void *arg) {
-    const canceller *c = arg;
-    usleep((useconds_t)c->delay_us);
-    *c->flag = 1;
-    return NULL;
 }
 
 /* Cancellation through the public API. A flag set before the call stops it with

@@ -16,6 +16,7 @@
 
 #include "test_cmd.h"
 #include "test_serve_helpers.h"
+#include "test_model.h"
 
 static char abs_root[PATH_MAX];
 
@@ -89,7 +90,6 @@ static vlr_json_doc *get_reward(const vlr_buf *body, long *status, vlr_buf *text
     return d;
 }
 
-static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 static void test_get_reward(void) {
     const char *img = "images/tiny_30x20.png", *question = QUESTION, *answer = ANSWER;
