@@ -3,7 +3,7 @@
  * handler refuses, a line over --max-line-bytes, a blank line) is scored by one process without mpirun;
  * under mpirun with K = 1, 2, 3 ranks the output must be the same bytes, with the same exit status and
  * one summary line that says "on K ranks". Then jobs are killed at random points (a random rank gets
- * SIGKILL after a random delay; the seed is printed, VLR_TEST_SEED replays one) and resumed with
+ * SIGKILL at a random point of its progress, read from its output; the seed is printed, VLR_TEST_SEED replays one) and resumed with
  * --resume until done: the output must equal the uninterrupted one; so must a job whose rank 0 got
  * SIGINT (it finishes the lines under way) once resumed. eval on the VL-RewardBench sample
  * prints the same table and writes the same lines under mpirun. A job whose rank 0 refuses to start
@@ -248,6 +248,15 @@ static int wait_job(pid_t job) {
     return st;
 }
 
+/* Waits until the job's ranks have started and out holds at least `lines` lines, or the job has
+ * ended (not reaped: wait_job does that), at most 60 s. Following the output instead of sleeping a
+ * guessed time makes the kill land midway on a slow machine and a fast one alike. */
+static void wait_for_lines(pid_t job, const char *out, size_t lines) {
+    pid_t ranks[8];
+    for (int i = 0; i < 30000 && alive(job) && (!children_of(job, ranks, 8) || lines_of(out) < lines); i++)
+        usleep(2000);
+}
+
 static void test_kill_resume(void) {
     const char *env = getenv("VLR_TEST_SEED");
     unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
@@ -255,16 +264,22 @@ static void test_kill_resume(void) {
     fprintf(stderr, "test_kill_resume: seed %u\n", seed);
     srand(seed);
     size_t want_lines = lines_of(want), cut_short = 0;
-    for (int round = 0; round < 2; round++) {
+    /* Rank 0 may hold finished lines that wait for an earlier one, and writes them in a burst: a
+     * kill between two reads of the output can still find the job complete. Should no kill of the
+     * two rounds have cut a job short, up to two more rounds kill while the ranks load. */
+    for (int round = 0; round < 2 || (!cut_short && round < 4); round++) {
         char out[300];
         snprintf(out, sizeof out, "%s/killed_%d.jsonl", dir, round);
         int ranks = 2 + rand() % 2, kills = 0, tries = 0;
         for (; tries < 12; tries++) {
+            size_t done = tries > 0 ? lines_of(out) : 0;
             pid_t job = start_job(ranks, out, tries > 0), victims[8];
             int n = 0;
-            if (kills < 2) {
-                /* after the ranks loaded the model (about 0.5 s) and while they score (about 1 s) */
-                usleep(200000 + (useconds_t)(rand() % 1300) * 1000);
+            if (kills < 2 && done < want_lines) {
+                /* a random point from loading the model (0 new lines) to the last line under way */
+                size_t target = round < 2 ? done + (size_t)rand() % (want_lines - done) : done;
+                wait_for_lines(job, out, target);
+                if (target > done) usleep((useconds_t)(rand() % 20) * 1000);
                 n = children_of(job, victims, 8);
                 if (n) {
                     kill(victims[rand() % n], SIGKILL);
@@ -276,9 +291,7 @@ static void test_kill_resume(void) {
             for (int i = 0; i < n; i++)
                 for (int w = 0; w < 5000 && alive(victims[i]); w++) usleep(1000);
             if (n) {
-                char *partial = test_read_text(out);
-                if (count_substr(partial, "\n") < want_lines) cut_short++;
-                free(partial);
+                if (lines_of(out) < want_lines) cut_short++;
             } else if (WIFEXITED(st) && WEXITSTATUS(st) <= 1) {
                 break; /* a job left alone finished */
             }
@@ -301,19 +314,33 @@ static int rank_of(pid_t pid) {
 
 /* SIGINT to rank 0 stops the job as it stops one process: the lines under way are finished and
  * written, the job exits 1 with whole lines in input order, and --resume completes it. */
+/* Whether pid has a handler for sig (its SigCgt mask in /proc/PID/status). */
+static bool catches(pid_t pid, int sig) {
+    char status[4096];
+    read_proc(pid, "status", status, sizeof status);
+    const char *p = strstr(status, "SigCgt:");
+    return p && (strtoull(p + 7, NULL, 16) >> (sig - 1) & 1);
+}
+
 static void test_interrupt_rank0(void) {
     char out[300];
     snprintf(out, sizeof out, "%s/interrupted.jsonl", dir);
     /* a job may write all its lines at once (a slow first line, then the rest behind it) and be done
-     * before the signal lands: a few tries */
+     * before the signal lands: two tries signal after the first line, two more as soon as rank 0 has
+     * its handler (before or among its first lines) */
     int tries = 0;
     size_t partial = lines_of(want);
     for (; tries < 4 && partial == lines_of(want); tries++) {
         pid_t job = start_job(3, out, false), ranks[8];
-        for (int i = 0; i < 20000 && lines_of(out) < 1; i++) usleep(1000);
-        int n = children_of(job, ranks, 8), zero = -1;
-        for (int i = 0; i < n; i++)
-            if (rank_of(ranks[i]) == 0) zero = i;
+        int zero = -1;
+        for (int i = 0; i < 20000 && alive(job) && (zero < 0 || !catches(ranks[zero], SIGINT)); i++) {
+            int n = children_of(job, ranks, 8);
+            zero = -1;
+            for (int r = 0; r < n; r++)
+                if (rank_of(ranks[r]) == 0) zero = r;
+            if (zero < 0 || !catches(ranks[zero], SIGINT)) usleep(1000);
+        }
+        for (int i = 0; i < 20000 && tries < 2 && alive(job) && lines_of(out) < 1; i++) usleep(1000);
         if (zero >= 0) kill(ranks[zero], SIGINT);
         int st = wait_job(job);
         partial = lines_of(out);
