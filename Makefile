@@ -7,8 +7,8 @@
 CC      ?= cc
 BUILD   ?= build
 LIB_PKGS := libjpeg libpng libwebp libcurl libutf8proc
-# The CLI adds the HTTP server (serve) and libcrypto's SHA-256 (pull verifies downloaded weights).
-PKGS    := $(LIB_PKGS) libmicrohttpd libcrypto
+# The CLI adds libcrypto's SHA-256 (pull verifies downloaded weights).
+PKGS    := $(LIB_PKGS) libcrypto
 OPT     ?= -O2
 # -fvisibility=hidden: libvlreward.so exports only what include/vlreward.h marks VLR_API (the CLI and
 # the tests link the static archive, where visibility does not apply).
@@ -17,8 +17,9 @@ CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fop
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
 LIB_LDLIBS := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null) -fopenmp -lm -lpthread
-# Tests check image bytes by SHA-256 against the goldens with libcrypto (in PKGS too, for pull).
-TEST_LDLIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
+# Tests check image bytes by SHA-256 against the goldens with libcrypto (in PKGS too, for pull);
+# test_pull's mock Hugging Face hub and CDN are libmicrohttpd daemons (a test-only dependency).
+TEST_LDLIBS := $(shell pkg-config --libs libcrypto libmicrohttpd 2>/dev/null)
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS  += -fsanitize=address,undefined
@@ -111,7 +112,10 @@ $(BUILD)/tests/test_alloc_fail: TEST_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wr
 
 $(BUILD)/fuzz-replay/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libvlreward.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay.c $(BUILD)/libvlreward.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Icli -o $@ $< $(REPLAY_SRC) tests/fuzz/replay.c $(BUILD)/libvlreward.a $(LDLIBS)
+# the server's HTTP framing is the CLI's: its target takes the one file
+$(BUILD)/fuzz-replay/replay_http: REPLAY_SRC = cli/http_parse.c
+$(BUILD)/fuzz-replay/replay_http: cli/http_parse.c
 
 DEMO_Q := Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\nQuestion: Is Purple the highest value?\nChoices:\n(A) no\n(B) yes
 demo: deps
@@ -169,12 +173,13 @@ uninstall:
 
 # libFuzzer targets (clang; tests/fuzz/fuzz_<name>.c says what each one checks): hostile image bytes,
 # JSON text, safetensors headers, request lines through the chat template, tokenizer text and ids,
-# and the server's admission of a POST /score body (value bound, parse, image costs from headers).
+# the server's admission of a POST /score body (value bound, parse, image costs from headers) and
+# its HTTP framing (request heads, chunked bodies).
 # `make fuzz` builds every target and runs each for FUZZ_SECONDS (default 120) from the repository
 # root; corpora grow in build-fuzz/corpus_<name> from the seeds in tests/fuzz/corpus_<name>, and a
 # crashing input is written to build-fuzz/ (replay: build-fuzz/fuzz_<name> FILE).
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Iinclude -Isrc
-FUZZ_TARGETS := image json safetensors request tokenizer admission
+FUZZ_TARGETS := image json safetensors request tokenizer admission http
 FUZZ_SECONDS ?= 120
 build-fuzz/fuzz_image: tests/fuzz/fuzz_image.c src/image_decode.c src/image_prep.c src/image_source.c src/base64.c src/fetch_policy.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -194,6 +199,10 @@ build-fuzz/fuzz_admission: tests/fuzz/fuzz_admission.c src/admission.c src/reque
 build-fuzz/fuzz_tokenizer: tests/fuzz/fuzz_tokenizer.c src/tokenizer.c src/pretokenize.c src/json.c src/common.c src/json_write.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(filter %.c,$^) $(shell pkg-config --cflags --libs libutf8proc) -lm -o $@
+
+build-fuzz/fuzz_http: tests/fuzz/fuzz_http.c cli/http_parse.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -Icli $(filter %.c,$^) -o $@
 
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,27 +1,26 @@
-/* cmd_serve.c: `vlreward serve`: rewards over HTTP for RL training loops (GRPO, PPO...), with
- * libmicrohttpd. POST /score takes one request (the `vlreward score` line format) or
- * {"requests": [...]}; GET /health, GET /info and GET /stats report liveness, the architecture and
- * counters.
+/* cmd_serve.c: `vlreward serve`: rewards over HTTP for RL training loops (GRPO, PPO...). POST /score
+ * takes one request (the `vlreward score` line format) or {"requests": [...]}; POST /get_reward is
+ * OpenRLHF's remote reward model; GET /health, /info, /stats and /metrics report liveness, the
+ * architecture and counters.
  *
- * Threads: libmicrohttpd runs one thread per connection (a connection whose request waits for a
- * worker blocks only itself, and /health answers while every worker is busy); scoring happens on
- * the --workers threads of serve.c, each with its own session, the model shared read-only. Scores
- * are those of `vlreward score` bit for bit (same library call, results independent of the thread
- * count and of the vision cache).
+ * Threads: the HTTP server (http_server.c) runs one thread per connection (a connection whose
+ * request waits for a worker blocks only itself, and /health answers while every worker is busy);
+ * scoring happens on the --workers threads of serve.c, each with its own session, the model shared
+ * read-only. Scores are those of `vlreward score` bit for bit (same library call, results independent
+ * of the thread count and of the caches).
  *
- * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with
- * sigtimedwait, which also wakes it four times a second to enforce the read deadline. The first
- * closes the listening socket, closes the connections whose request has not fully arrived, answers
- * the requests that have (adding "Connection: close") within --drain-timeout, then stops and exits
- * 0; a second signal, or the drain timeout, exits at once with status 1.
+ * Signals: SIGINT/SIGTERM are blocked in every thread and taken by the main thread with sigwaitinfo.
+ * The first closes the listening socket, answers 503 to the requests that have not fully arrived,
+ * closes idle connections, answers the requests that have (adding "Connection: close") within
+ * --drain-timeout, then stops and exits 0; a second signal, or the drain timeout, exits at once with
+ * status 1.
  *
- * Not here: the worker pool, body parsing and the image-path policy (serve.c); the connection
- * registry behind the read deadline and the shutdown's cuts (serve_conns.c). */
+ * Not here: the worker pool, body parsing and the image-path policy (serve.c); HTTP framing,
+ * deadlines and connection limits (http_server.c). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -35,7 +34,7 @@
 #include "cache_opts.h"
 #include "internal.h"
 #include "serve.h"
-#include "serve_conns.h"
+#include "http_server.h"
 #include "serve_dedup.h"
 #include "serve_metrics.h"
 #include "serve_openrlhf.h"
@@ -123,14 +122,10 @@ typedef struct server {
     serve_pool *pool;
     serve_dedup *dedup;    /* identical bodies in flight computed once */
     serve_metrics *metrics;
+    http_server *http;
     double fallback_reward; /* /get_reward: the reward of a sample that cannot be scored; NaN = none */
-    serve_conns *conns;    /* read deadlines and the shutdown's cuts (serve_conns.h) */
-    size_t max_body;       /* bytes */
-    long max_body_mb;
     bool quiet;
-    atomic_bool stopping;  /* set by the main thread on the first signal */
-    atomic_long in_flight; /* requests presented to on_request and not yet completed */
-    atomic_long scoring;   /* of those, POST /score requests (for /stats) */
+    atomic_long scoring;   /* POST /score and /get_reward requests being answered (for /stats) */
     double t_start;
     char *info_json;       /* the /info body, built once */
 } server;
@@ -142,22 +137,6 @@ typedef enum route {
 static const char *const route_names[N_ROUTES] = {"other", "/score", "/get_reward", "/health", "/info", "/stats",
                                                   "/metrics"};
 
-/* What one HTTP request carries between the calls of on_request. */
-typedef struct conn_req {
-    double t0;
-    vlr_buf body;
-    int route;       /* enum route */
-    bool keep_body;  /* a POST /score: the body is read into body */
-    bool counted;    /* counted in server.scoring until answered */
-    bool too_large;  /* the body passed max_body: the rest is dropped, 413 at the end */
-    bool answered;   /* a response is queued */
-    bool close;      /* end the connection after the response (ambiguous framing) */
-    bool over;       /* the connection is beyond --max-connections(-per-ip): 503 */
-    bool shared;     /* answered with the reply of an identical body in flight */
-    int retry_after; /* > 0: a Retry-After header */
-    const char *content_type; /* NULL: application/json */
-} conn_req;
-
 /* ---- /info ----------------------------------------------------------------------------------- */
 
 /* The object of `vlreward info --json` plus "version" (tests/test_serve.c compares the two). */
@@ -168,72 +147,50 @@ static char *info_json(const vlr_model *m) {
     return b.data;
 }
 
-/* ---- responses and the request log --------------------------------------------------------- */
+/* ---- the request log and /metrics ------------------------------------------------------------ */
 
-static void log_request(const server *s, const char *method, const char *url, int status, const conn_req *r,
-                        uint64_t tokens, const serve_reply *reply) {
+static route route_of(const http_head *h) {
+    for (int r = ROUTE_NONE + 1; h && r < N_ROUTES; r++)
+        if (strlen(route_names[r]) == h->path_len && memcmp(h->path, route_names[r], h->path_len) == 0) return (route)r;
+    return ROUTE_NONE;
+}
+
+/* One line a request on stderr, and its count and latency in /metrics. */
+static void record(server *s, const http_request *req, int status, uint64_t tokens, const serve_reply *reply,
+                   bool shared) {
+    serve_metrics_record(s->metrics, route_of(req->head), status, vlr_now() - req->t0);
     if (s->quiet) return;
-    char m[16], u[256], batch[48] = "";
-    serve_log_safe(m, sizeof m, method);
-    serve_log_safe(u, sizeof u, url);
+    char m[16] = "-", u[256] = "-", batch[48] = "";
+    if (req->head) {
+        serve_log_safe(m, sizeof m, req->head->method);
+        serve_log_safe(u, sizeof u, req->head->target);
+    }
     if (reply && reply->batch) snprintf(batch, sizeof batch, " (batch of %zu)", reply->n_requests);
     /* one fprintf: stdio locks stderr per call, so concurrent lines never interleave */
-    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s%s\n", m, u, status, (vlr_now() - r->t0) * 1e3,
-            (unsigned long long)tokens, batch, r->shared ? " (shared with an identical request)" : "");
+    fprintf(stderr, "%s %s %d %.1f ms %llu tokens%s%s\n", m, u, status, (vlr_now() - req->t0) * 1e3,
+            (unsigned long long)tokens, batch, shared ? " (shared with an identical request)" : "");
 }
 
-/* Queues body (taken over: freed by libmicrohttpd once sent) with the given status. */
-static enum MHD_Result respond(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
-                               const char *url, int status, vlr_buf *body, const char *allow,
-                               const serve_reply *reply) {
-    if (r->counted) { /* answered: no longer in flight for /stats */
-        r->counted = false;
-        atomic_fetch_sub(&s->scoring, 1);
-    }
-    vlr_buf_puts(body, "\n");
-    if (body->oom) {
-        vlr_buf_free(body);
-        return MHD_NO; /* libmicrohttpd closes the connection */
-    }
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(body->len, body->data, free);
-    if (!resp) {
-        vlr_buf_free(body);
-        return MHD_NO;
-    }
-    memset(body, 0, sizeof *body);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
-    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    int retry_after = reply && reply->retry_after ? reply->retry_after : r->retry_after;
-    if (retry_after > 0) {
-        char seconds[16];
-        snprintf(seconds, sizeof seconds, "%d", retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
-    }
-    /* while shutting down, let every kept-alive connection end with this response */
-    if (r->close || atomic_load(&s->stopping)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    r->answered = true;
-    serve_metrics_record(s->metrics, r->route, status, vlr_now() - r->t0);
-    log_request(s, method, url, status, r, reply ? reply->tokens : 0, reply);
-    return ok;
+/* The server refused the request itself (http_server.h): logged and counted like the others. */
+static void on_refused(void *ctx, const http_request *req, int status, const char *message) {
+    record(ctx, req, status, 0, NULL, false);
 }
 
-static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
-                                     const char *url, int status, const char *allow, const char *fmt, ...)
-    __attribute__((format(printf, 8, 9)));
-static enum MHD_Result respond_error(server *s, struct MHD_Connection *c, conn_req *r, const char *method,
-                                     const char *url, int status, const char *allow, const char *fmt, ...) {
+static void respond_error(http_response *resp, int status, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void respond_error(http_response *resp, int status, const char *allow, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    vlr_buf b = {0};
-    vlr_buf_puts(&b, "{\"error\": ");
-    vlr_buf_json_string(&b, msg, strlen(msg));
-    vlr_buf_puts(&b, "}");
-    return respond(s, c, r, method, url, status, &b, allow, NULL);
+    vlr_jw w;
+    vlr_jw_init(&w, &resp->body, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
+    resp->status = status;
+    resp->allow = allow;
 }
 
 /* ---- /stats ---------------------------------------------------------------------------------- */
@@ -269,98 +226,22 @@ static void stats_json(server *s, vlr_buf *b) {
     vlr_jw_end(&w);
 }
 
-/* Prometheus text format: the body does not end in a newline here, respond() adds it. */
-static void metrics_text(server *s, conn_req *r, vlr_buf *b) {
+/* Prometheus text format: the body does not end in a newline here, the server adds it. */
+static void metrics_text(server *s, http_response *resp) {
     serve_stats st;
     serve_pool_stats(s->pool, &st);
     serve_gauges g = {.in_flight = atomic_load(&s->scoring), .deduplicated = serve_dedup_followed(s->dedup)};
-    serve_conns_count(s->conns, &g.connections, &g.connections_over);
-    serve_metrics_render(s->metrics, &st, &g, b);
-    if (b->len && b->data[b->len - 1] == '\n') b->data[--b->len] = '\0';
-    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    http_server_count(s->http, &g.connections, &g.connections_over);
+    serve_metrics_render(s->metrics, &st, &g, &resp->body);
+    if (resp->body.len && resp->body.data[resp->body.len - 1] == '\n') resp->body.data[--resp->body.len] = '\0';
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
 /* ---- routing --------------------------------------------------------------------------------- */
 
-static bool is_get(const char *method) {
-    return strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-}
-
-static route route_of(const char *url) {
-    for (int r = ROUTE_NONE + 1; r < N_ROUTES; r++)
-        if (strcmp(url, route_names[r]) == 0) return (route)r;
-    return ROUTE_NONE;
-}
+static bool is_get(const char *method) { return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0; }
 
 static bool scores(route r) { return r == ROUTE_SCORE || r == ROUTE_GET_REWARD; }
-
-/* The framing headers of a request, as sent (libmicrohttpd keeps every header line). */
-typedef struct framing {
-    int content_length, transfer_encoding;
-    bool chunked_only; /* the (single) Transfer-Encoding is exactly "chunked" */
-} framing;
-
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
-    framing *f = cls;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
-    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-        f->transfer_encoding++;
-        f->chunked_only = value && strcasecmp(value, "chunked") == 0;
-    }
-    return MHD_YES;
-}
-
-/* RFC 9112 section 6.3: a message with both Transfer-Encoding and Content-Length, or with several
- * Content-Length headers, has no reliable end; libmicrohttpd 0.9.75 would take the first header it
- * finds (the rest of the bytes then read as a smuggled next request). Such a request gets 400 and the
- * connection is closed after it, so nothing it carries is read as a request. NULL when the framing is
- * sound. */
-static const char *framing_problem(struct MHD_Connection *c) {
-    framing f = {0};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
-    if (f.transfer_encoding && f.content_length)
-        return "both Transfer-Encoding and Content-Length: the body's end is ambiguous";
-    if (f.content_length > 1) return "more than one Content-Length header";
-    if (f.transfer_encoding > 1 || (f.transfer_encoding && !f.chunked_only))
-        return "a Transfer-Encoding other than a single \"chunked\"";
-    return NULL;
-}
-
-/* The first call for a request: headers are in, the body (if any) is not. Ambiguous framing and a
- * POST /score whose declared length is over the cap are answered now (400, 413), before the body is
- * read (a client that sent "Expect: 100-continue" then never sends it; libmicrohttpd closes the
- * connection after). The rest is answered once the request is complete, which keeps the connection
- * alive. */
-static enum MHD_Result on_headers(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
-                                  const char *method) {
-    r->route = route_of(url);
-    serve_conns_reading(s->conns, c);
-    const char *bad_framing = framing_problem(c);
-    if (bad_framing) {
-        r->close = true;
-        if (!serve_conns_answering(s->conns, c)) return MHD_NO;
-        return respond_error(s, c, r, method, url, 400, NULL, "bad request framing: %s", bad_framing);
-    }
-    /* beyond the connection limits: read (and drop) the request, answer 503 once it is in */
-    if ((r->over = serve_conns_over(c))) return MHD_YES;
-    if (!scores(r->route) || strcmp(method, MHD_HTTP_METHOD_POST) != 0) return MHD_YES;
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == 0 && end != cl && n > s->max_body) {
-            if (!serve_conns_answering(s->conns, c)) return MHD_NO;
-            return respond_error(s, c, r, method, url, 413, NULL,
-                                 "request body of %llu bytes is over the %ld MiB cap (--max-body-mb)", n,
-                                 s->max_body_mb);
-        }
-    }
-    r->keep_body = true;
-    r->counted = true;
-    atomic_fetch_add(&s->scoring, 1);
-    return MHD_YES;
-}
 
 /* The work of one scoring body (serve_dedup's compute): its route decides the endpoint. */
 typedef struct scoring_call {
@@ -374,106 +255,60 @@ static void compute_body(void *ctx, const char *body, size_t len, const serve_wa
     else serve_score_body(call->s->pool, body, len, w, out);
 }
 
-static bool client_gone(void *c) { return serve_conns_client_gone(c); }
+static bool client_gone(void *c) { return http_conn_client_gone(c); }
 
 /* POST /score, POST /get_reward: identical bodies in flight are computed once (serve_dedup.h). */
-static enum MHD_Result answer_scoring(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
-                                      const char *method) {
-    if (r->too_large)
-        return respond_error(s, c, r, method, url, 413, NULL, "request body over the %ld MiB cap (--max-body-mb)",
-                             s->max_body_mb);
-    if (r->body.oom) return respond_error(s, c, r, method, url, 503, NULL, "out of memory reading the body");
+static void answer_scoring(server *s, const http_request *req, route r, http_response *resp) {
     serve_reply reply = {0};
-    scoring_call call = {s, (route)r->route};
-    serve_dedup_run(s->dedup, r->route, r->body.data ? r->body.data : "", r->body.len, compute_body, &call, client_gone,
-                    c, &reply, &r->shared);
-    vlr_buf_free(&r->body);
-    if (reply.status == SERVE_STATUS_GONE) { /* nobody to answer: counted, logged, closed */
-        serve_metrics_record(s->metrics, r->route, reply.status, vlr_now() - r->t0);
-        log_request(s, method, url, reply.status, r, 0, NULL);
-        vlr_buf_free(&reply.body);
-        return MHD_NO;
-    }
-    return respond(s, c, r, method, url, reply.status, &reply.body, NULL, &reply);
+    scoring_call call = {s, r};
+    bool shared = false;
+    atomic_fetch_add(&s->scoring, 1);
+    serve_dedup_run(s->dedup, r, req->body, req->body_len, compute_body, &call, client_gone, req->conn, &reply,
+                    &shared);
+    atomic_fetch_sub(&s->scoring, 1);
+    resp->status = reply.status;
+    resp->body = reply.body;
+    resp->retry_after = reply.retry_after;
+    resp->no_reply = reply.status == SERVE_STATUS_GONE; /* nobody to answer: counted, logged, closed */
+    record(s, req, reply.status, reply.status == SERVE_STATUS_GONE ? 0 : reply.tokens, &reply, shared);
 }
 
-/* The request is complete: answer it. */
-static enum MHD_Result on_complete_request(server *s, struct MHD_Connection *c, conn_req *r, const char *url,
-                                           const char *method) {
-    if (r->over) {
-        r->close = true;
-        r->retry_after = 1;
-        return respond_error(s, c, r, method, url, 503, NULL,
-                             "too many connections (--max-connections, --max-connections-per-ip): retry later");
-    }
-    if (scores(r->route)) {
-        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return respond_error(s, c, r, method, url, 405, "POST", "%s takes POST, not %s", url, method);
-        return answer_scoring(s, c, r, url, method);
-    }
-    if (r->route != ROUTE_NONE) {
-        if (!is_get(method))
-            return respond_error(s, c, r, method, url, 405, "GET, HEAD", "%s takes GET, not %s", url, method);
-        vlr_buf b = {0};
-        if (r->route == ROUTE_HEALTH) vlr_buf_puts(&b, "{\"status\": \"ok\"}");
-        else if (r->route == ROUTE_INFO) vlr_buf_puts(&b, s->info_json);
-        else if (r->route == ROUTE_STATS) stats_json(s, &b);
-        else metrics_text(s, r, &b);
-        return respond(s, c, r, method, url, 200, &b, NULL, NULL);
-    }
-    return respond_error(s, c, r, method, url, 404, NULL,
-                         "no endpoint %s (there are POST /score, POST /get_reward, GET /health, GET /info, GET /stats "
-                         "and GET /metrics)", url);
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
-    server *s = cls;
-    conn_req *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
-        r->t0 = vlr_now();
-        *con_cls = r;
-        atomic_fetch_add(&s->in_flight, 1);
-        return on_headers(s, c, r, url, method);
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (r->answered || !r->keep_body) return MHD_YES; /* a body nobody reads: dropped */
-        if (!r->too_large && (r->body.len + n < r->body.len || r->body.len + n > s->max_body)) {
-            r->too_large = true; /* a chunked body has no Content-Length to refuse up front */
-            vlr_buf_free(&r->body);
+/* A whole request (http_server.h): answer it. */
+static void on_request(void *ctx, const http_request *req, http_response *resp) {
+    server *s = ctx;
+    const char *method = req->head->method, *url = req->head->target;
+    route r = route_of(req->head);
+    if (req->over) {
+        resp->retry_after = 1;
+        respond_error(resp, 503, NULL, "too many connections (--max-connections, --max-connections-per-ip): retry later");
+    } else if (scores(r) && strcmp(method, "POST") == 0) {
+        answer_scoring(s, req, r, resp);
+        return;
+    } else if (scores(r)) {
+        respond_error(resp, 405, "POST", "%s takes POST, not %s", route_names[r], method);
+    } else if (r != ROUTE_NONE && !is_get(method)) {
+        respond_error(resp, 405, "GET, HEAD", "%s takes GET, not %s", route_names[r], method);
+    } else if (r != ROUTE_NONE) {
+        resp->status = 200;
+        if (r == ROUTE_HEALTH) {
+            vlr_jw w;
+            vlr_jw_init(&w, &resp->body, 0);
+            vlr_jw_object(&w);
+            vlr_jw_key_str(&w, "status", "ok");
+            vlr_jw_end(&w);
+        } else if (r == ROUTE_INFO) {
+            vlr_buf_puts(&resp->body, s->info_json);
+        } else if (r == ROUTE_STATS) {
+            stats_json(s, &resp->body);
+        } else {
+            metrics_text(s, resp);
         }
-        if (!r->too_large) vlr_buf_append(&r->body, upload_data, n);
-        return MHD_YES;
+    } else {
+        respond_error(resp, 404, NULL,
+                      "no endpoint %s (there are POST /score, POST /get_reward, GET /health, GET /info, GET /stats "
+                      "and GET /metrics)", url);
     }
-    if (r->answered) return MHD_YES;
-    /* the whole request is in: from here on, no read deadline and the shutdown waits for it */
-    if (!serve_conns_answering(s->conns, c)) return MHD_NO;
-    return on_complete_request(s, c, r, url, method);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    server *s = cls;
-    conn_req *r = *con_cls;
-    serve_conns_idle(s->conns, c);
-    if (!r) return;
-    if (r->counted) atomic_fetch_sub(&s->scoring, 1);
-    vlr_buf_free(&r->body);
-    free(r);
-    *con_cls = NULL;
-    atomic_fetch_sub(&s->in_flight, 1);
-}
-
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    char msg[512];
-    vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
-    fprintf(stderr, "vlreward serve: libmicrohttpd: %s\n", msg);
+    record(s, req, resp->status, 0, NULL, false);
 }
 
 /* ---- addresses ------------------------------------------------------------------------------- */
@@ -581,7 +416,7 @@ int cmd_serve(int argc, char **argv) {
         mo.threads = cpus / workers > 1 ? (int)(cpus / workers) : 1;
     }
 
-    /* Block the shutdown signals before any thread exists, so that every thread (libmicrohttpd's,
+    /* Block the shutdown signals before any thread exists, so that every thread (the HTTP server's,
      * the workers', their OpenMP teams, libcurl's resolver) inherits the mask and only sigwait
      * below sees them. A client that hangs up must not kill the server: ignore SIGPIPE. */
     sigset_t stop_signals;
@@ -594,13 +429,9 @@ int cmd_serve(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int status = EXIT_INPUT;
-    server s = {.max_body = (size_t)max_body_mb << 20, .max_body_mb = max_body_mb, .quiet = quiet,
-                .fallback_reward = fallback};
-    atomic_init(&s.stopping, false);
-    atomic_init(&s.in_flight, 0);
+    server s = {.quiet = quiet, .fallback_reward = fallback};
     atomic_init(&s.scoring, 0);
     s.t_start = vlr_now();
-    struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
     vlr_model *m = NULL;
     char port_text[8];
@@ -633,36 +464,28 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "vlreward serve: %s\n", e.msg);
         goto done;
     }
-    if (!(s.conns = serve_conns_new((double)read_s, (size_t)max_conn, (size_t)per_ip)) ||
-        !(s.dedup = serve_dedup_new()) || !(s.metrics = serve_metrics_new(route_names, N_ROUTES)) ||
+    if (!(s.dedup = serve_dedup_new()) || !(s.metrics = serve_metrics_new(route_names, N_ROUTES)) ||
         !(s.info_json = info_json(m))) {
         fprintf(stderr, "vlreward serve: out of memory\n");
         goto done;
     }
 
-    /* libmicrohttpd resets a connection beyond its limits: set them above ours, which answer 503 */
-    long overflow = overflow_connections(max_conn);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | MHD_USE_AUTO;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, &s,
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &s,
-                         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
-                         MHD_OPTION_NOTIFY_CONNECTION, serve_conns_notify, s.conns,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conn + overflow),
-                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(per_ip + overflow / 2),
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)idle_s,
-                         MHD_OPTION_END);
+    /* connections beyond --max-connections are answered 503 rather than reset, up to an overflow */
+    http_server_opts ho = {.addr = ai->ai_addr, .addr_len = ai->ai_addrlen, .max_conns = (size_t)max_conn,
+                           .per_ip = (size_t)per_ip, .max_open = (size_t)(max_conn + overflow_connections(max_conn)),
+                           .read_timeout_s = (double)read_s, .idle_timeout_s = (double)idle_s,
+                           .max_body = (uint64_t)max_body_mb << 20, .handler = on_request, .refused = on_refused,
+                           .ctx = &s};
+    char listen_err[256];
+    s.http = http_server_start(&ho, listen_err, sizeof listen_err);
     char numeric[NI_MAXHOST];
     if (getnameinfo(ai->ai_addr, ai->ai_addrlen, numeric, sizeof numeric, NULL, 0, NI_NUMERICHOST))
         snprintf(numeric, sizeof numeric, "%s", host);
-    if (!d) {
-        fprintf(stderr, "vlreward serve: cannot listen on %s port %ld (in use? see the message above)\n", numeric, port);
+    if (!s.http) {
+        fprintf(stderr, "vlreward serve: cannot listen on %s port %ld: %s\n", numeric, port, listen_err);
         goto done;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned bound_port = di ? di->port : (unsigned)port;
+    unsigned bound_port = http_server_port(s.http);
     bool v6 = ai->ai_family == AF_INET6;
     const char *remote_text = remote_arg ? remote_arg : exposed ? "off" : "on";
     if (exposed)
@@ -681,45 +504,36 @@ int cmd_serve(int argc, char **argv) {
                 vlr_model_max_tokens(m), remote_text, strcmp(remote_text, "on") == 0 ? " (public addresses only)" : "");
     fprintf(stderr, "listening on http://%s%s%s:%u\n", v6 ? "[" : "", numeric, v6 ? "]" : "", bound_port);
 
-    /* The main thread waits for a signal and, four times a second, enforces the read deadline. */
-    int sig = -1;
-    const struct timespec sweep_tick = {0, 250 * 1000 * 1000};
-    while ((sig = sigtimedwait(&stop_signals, NULL, &sweep_tick)) <= 0) {
-        size_t late = serve_conns_sweep(s.conns);
-        if (late && !quiet)
-            fprintf(stderr, "vlreward serve: 408: closed %zu connection%s whose request did not arrive within %ld s "
-                            "(--read-timeout)\n", late, late == 1 ? "" : "s", read_s);
+    /* The main thread waits for a signal; the connections keep their own deadlines. */
+    int sig;
+    while ((sig = sigwaitinfo(&stop_signals, NULL)) < 0) {
     }
-    atomic_store(&s.stopping, true);
-    MHD_socket listen_fd = MHD_quiesce_daemon(d);
-    if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
-    size_t cut = serve_conns_cut_unfinished(s.conns), busy = serve_conns_answering_count(s.conns);
+    size_t busy = http_server_answering(s.http), cut = http_server_quiesce(s.http);
     fprintf(stderr, "vlreward serve: %s: stopped accepting connections, closed %zu whose request had not fully "
                     "arrived (or idle), finishing %zu request%s under way\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", cut, busy, busy == 1 ? "" : "s");
     const struct timespec tick = {0, 20 * 1000 * 1000};
     double drain_end = vlr_now() + (double)drain_s;
-    while (atomic_load(&s.in_flight) > 0) {
+    while (http_server_open(s.http) > 0) {
         if (sigtimedwait(&stop_signals, NULL, &tick) > 0) {
             fprintf(stderr, "vlreward serve: second signal: exiting now\n");
             _exit(EXIT_INPUT);
         }
-        serve_conns_cut_unfinished(s.conns); /* a kept-alive client may have begun another request */
         if (vlr_now() > drain_end) {
+            size_t left = http_server_answering(s.http);
             fprintf(stderr, "vlreward serve: %zu request%s still under way after %ld s (--drain-timeout): exiting now\n",
-                    serve_conns_answering_count(s.conns), serve_conns_answering_count(s.conns) == 1 ? "" : "s", drain_s);
+                    left, left == 1 ? "" : "s", drain_s);
             _exit(EXIT_INPUT);
         }
     }
-    MHD_stop_daemon(d); /* closes idle kept-alive connections, joins the connection threads */
-    d = NULL;
+    http_server_free(s.http); /* every connection has ended */
+    s.http = NULL;
     if (!quiet) fprintf(stderr, "vlreward serve: stopped\n");
     status = EXIT_OK;
 done:
-    if (d) MHD_stop_daemon(d);
+    http_server_free(s.http); /* before the pool: its connections call into it */
     if (ai) freeaddrinfo(ai);
     serve_pool_stop(s.pool);
-    serve_conns_free(s.conns); /* after the daemon: its CLOSED notifications use it */
     serve_dedup_free(s.dedup);
     serve_metrics_free(s.metrics);
     vlr_fetch_policy_free(remote); /* after the pool: admission reads it */

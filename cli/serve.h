@@ -5,7 +5,7 @@
  * policy keeps local image reads inside the image root. The queue is bounded (max_queue), and the
  * thread that waits for a body cancels its requests when nobody wants the reply any more or its
  * deadline passes (queued ones leave the queue unrun, running ones stop at the session's cancel
- * flag). The HTTP side (libmicrohttpd, routing, signals, logging) is cmd_serve.c; identical bodies
+ * flag). The HTTP side (routing, signals, logging) is cmd_serve.c over http_server.c; identical bodies
  * in flight are shared by serve_dedup.c, /get_reward is serve_openrlhf.c, /metrics serve_metrics.c. */
 #ifndef VLR_CLI_SERVE_H
 #define VLR_CLI_SERVE_H

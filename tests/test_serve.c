@@ -818,7 +818,7 @@ static void test_remote_policy(void) {
 /* ---- hostile connections: deadlines, per-address limits, framing, shutdown (issue 16) ----------- */
 
 
-/* Framing that libmicrohttpd would read two ways gets 400 and the connection closes: the request
+/* Framing that two parsers could read two ways gets 400 and the connection closes: the request
  * smuggled behind it is never answered. */
 static void test_framing(void) {
     static const char *cases[][2] = {
@@ -846,6 +846,110 @@ static void test_framing(void) {
         close(fd);
     }
     expect("GET", "/health", NULL, 200, "ok");
+}
+
+/* Every refusal of the server's own HTTP layer is JSON (issue 16 item 11: libmicrohttpd answered these
+ * with HTML pages, or closed with no answer): status, application/json, {"error": ...} naming the
+ * problem, and the connection closed. */
+static void test_refusals_json(void) {
+    static const struct { const char *head; int status; const char *needle; } cases[] = {
+        {"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", 505, "version not supported"},
+        {"GET /health HTTP/1.1 x\r\nHost: t\r\n\r\n", 400, "malformed request line"},
+        {"GET /health\r\n\r\n", 400, "malformed request line"},
+        {"GET /health HTTP/1.1\r\nHost: t\r\nNo colon here\r\n\r\n", 400, "malformed header line"},
+        {"GET /health HTTP/1.1\r\n\r\n", 400, "Host"},
+        {"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 12ab\r\n\r\n", 400, "Content-Length is not a number"},
+        {"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999\r\n\r\n", 413, "--max-body-mb"},
+        {"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "malformed chunked body"},
+        {"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n", 413, "cap"},
+        {NULL, 414, "request target over"},
+        {NULL, 431, "request head over"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vlr_buf req = {0};
+        if (cases[i].head) {
+            vlr_buf_puts(&req, cases[i].head);
+        } else if (cases[i].status == 414) {
+            vlr_buf_puts(&req, "GET /");
+            for (int k = 0; k < 9000; k++) vlr_buf_puts(&req, "a");
+            vlr_buf_puts(&req, " HTTP/1.1\r\nHost: t\r\n\r\n");
+        } else {
+            vlr_buf_puts(&req, "GET /health HTTP/1.1\r\nHost: t\r\n");
+            for (int k = 0; k < 40; k++) vlr_buf_printf(&req, "X-Pad-%d: %01000d\r\n", k, 0);
+            vlr_buf_puts(&req, "\r\n");
+        }
+        int fd = raw_connect("127.0.0.1");
+        CHECK(fd >= 0, "connect");
+        if (fd < 0) return;
+        (void)!send(fd, req.data, req.len, MSG_NOSIGNAL);
+        vlr_buf b = {0};
+        bool closed = read_until_close(fd, 10, &b);
+        const char *text = b.data ? b.data : "", *body = strstr(text, "\r\n\r\n");
+        char status[16];
+        snprintf(status, sizeof status, "HTTP/1.1 %d ", cases[i].status);
+        vlr_err e = {0};
+        vlr_json_doc *d = body ? vlr_json_parse(body + 4, strlen(body + 4), &e) : NULL;
+        const vlr_json *err = d ? vlr_json_get(vlr_json_root(d), "error") : NULL;
+        CHECK(closed && strncmp(text, status, strlen(status)) == 0 && strstr(text, "Content-Type: application/json\r\n") &&
+                  err && strstr(str_of(err), cases[i].needle),
+              "case %zu: closed %d, reply: %.300s", i, (int)closed, text);
+        vlr_json_free(d);
+        vlr_buf_free(&b);
+        vlr_buf_free(&req);
+        close(fd);
+    }
+    expect("GET", "/health", NULL, 200, "ok");
+}
+
+/* What the old server did for clients and the new one must too: pipelined requests answered in order
+ * on one connection, HEAD without a body, "Expect: 100-continue" answered before the body is sent,
+ * HTTP/1.0 closed after its answer, empty lines between requests skipped. */
+static void test_protocol(void) {
+    int fd = raw_connect("127.0.0.1");
+    CHECK(fd >= 0, "connect");
+    if (fd < 0) return;
+    send_text(fd, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n\r\nHEAD /health HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /nope?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    vlr_buf b = {0};
+    bool got = read_response(fd, 5, &b);
+    CHECK(got && strncmp(b.data, "HTTP/1.1 200", 12) == 0 && strstr(b.data, "{\"status\": \"ok\"}\n"),
+          "pipelined: the first answer: %s", b.data ? b.data : "");
+    const char *second = got ? strstr(b.data, "\n\r\n") : NULL;
+    size_t first_len = second ? (size_t)(strstr(b.data, "{\"status\"") - b.data) + 17 : 0;
+    /* the HEAD answer has headers only: read until the third response is whole */
+    bool more = read_until_close(fd, 1, &b); /* kept alive: times out with all three in */
+    const char *head_reply = first_len < b.len ? b.data + first_len : "";
+    CHECK(!more && strncmp(head_reply, "HTTP/1.1 200", 12) == 0 && strstr(head_reply, "Content-Length: 17\r\n"),
+          "HEAD: 200 with the GET's length: %s", head_reply);
+    const char *third = strstr(head_reply, "\r\n\r\n");
+    CHECK(third && strncmp(third + 4, "HTTP/1.1 404", 12) == 0 && strstr(third, "no endpoint /nope?x=1"),
+          "HEAD has no body: the next bytes are the third answer (404): %s", third ? third + 4 : "");
+    vlr_buf_free(&b);
+
+    /* Expect: 100-continue: the interim answer comes before the body is sent */
+    const char *body = "{\"id\": \"e\", \"image\": \"images/tiny_30x20.png\", \"question\": \"q\", \"answer\": \"B\"}";
+    char head[256];
+    snprintf(head, sizeof head, "POST /score HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %zu\r\n\r\n",
+             strlen(body));
+    send_text(fd, head);
+    b = (vlr_buf){0};
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char interim[64] = "";
+    if (poll(&p, 1, 5000) == 1) (void)!recv(fd, interim, sizeof interim - 1, 0);
+    CHECK(strcmp(interim, "HTTP/1.1 100 Continue\r\n\r\n") == 0, "100 Continue first: '%s'", interim);
+    send_text(fd, body);
+    CHECK(read_response(fd, 60, &b) && strncmp(b.data, "HTTP/1.1 200", 12) == 0 && strstr(b.data, "\"score\""),
+          "then the score: %s", b.data ? b.data : "");
+    vlr_buf_free(&b);
+    close(fd);
+
+    /* HTTP/1.0: answered, then closed */
+    fd = raw_connect("127.0.0.1");
+    send_text(fd, "GET /health HTTP/1.0\r\n\r\n");
+    CHECK(read_until_close(fd, 5, &b) && strncmp(b.data, "HTTP/1.1 200", 12) == 0 && strstr(b.data, "Connection: close"),
+          "HTTP/1.0: answered and closed: %s", b.data ? b.data : "");
+    vlr_buf_free(&b);
+    close(fd);
 }
 
 typedef struct trickler {
@@ -922,7 +1026,7 @@ static void test_slow_clients(void) {
         vlr_buf_free(&t[i].got);
         close(t[i].fd);
     }
-    /* libmicrohttpd frees an address's quota once it has cleaned the closed connections up */
+    /* the server frees an address's quota once it has seen the closed connections end */
     bool again = false;
     for (double end = vlr_now() + 5; !again && vlr_now() < end; sleep_ms(50)) again = health_from("127.0.0.1");
     CHECK(again, "127.0.0.1 is served again");
@@ -1023,6 +1127,8 @@ int main(void) {
         TEST_RUN(test_log);
         TEST_RUN(test_remote_default);
         TEST_RUN(test_groups); /* after test_stats, which counts the requests before it */
+        TEST_RUN(test_refusals_json);
+        TEST_RUN(test_protocol);
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
     stop_server(); /* test_sigterm did not run (a selection) or did not stop it */
