@@ -625,18 +625,27 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
         }
         goto done;
     }
-    vlr_buf_puts(&out->body, "{\"results\": [");
+    vlr_jw rw;
+    vlr_buf item = {0};
+    vlr_jw_init(&rw, &out->body, 0);
+    vlr_jw_object(&rw);
+    vlr_jw_key(&rw, "results");
+    vlr_jw_array(&rw);
     for (size_t i = 0; i < n; i++) {
         const char *id = parsed[i].id_json.data ? parsed[i].id_json.data : "null";
-        if (i) vlr_buf_puts(&out->body, ", ");
+        item.len = 0;
         if (jobs[i].err.code) {
-            error_object(&out->body, id, jobs[i].err.msg);
-            continue;
+            error_object(&item, id, jobs[i].err.msg);
+        } else {
+            out->tokens += jobs[i].tokens;
+            result_object(&item, id, &jobs[i]);
         }
-        out->tokens += jobs[i].tokens;
-        result_object(&out->body, id, &jobs[i]);
+        if (item.oom) out->body.oom = true;
+        else vlr_jw_raw(&rw, item.data, item.len);
     }
-    vlr_buf_puts(&out->body, "]}");
+    vlr_jw_end(&rw);
+    vlr_jw_end(&rw);
+    vlr_buf_free(&item);
 done:
     serve_reply_check_oom(out);
     for (size_t i = 0; parsed && i < n; i++) vlr_parsed_request_free(&parsed[i]);
