@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
  * after it (a chunked body passes through this window; a pipelined next request waits in it). */
 #define CONN_BUF (2 * HTTP_MAX_HEAD)
 #define RECV_CHUNK (64 * 1024) /* a Content-Length body is received straight into its buffer */
+#define LINGER_S 2.0
 
 typedef enum phase { PHASE_READING, PHASE_ANSWERING, PHASE_IDLE } phase;
 
@@ -33,6 +35,7 @@ struct http_conn {
     int family; /* the client's address, for the per-address count */
     unsigned char addr[16];
     bool over;
+    bool linger;  /* close with request bytes perhaps unread (a refusal): see linger_close */
     phase phase;  /* under srv->lock */
     char *buf;    /* [CONN_BUF]: the head being read or answered, then unconsumed bytes from start */
     size_t start, len;
@@ -289,6 +292,7 @@ static void refuse(http_conn *c, http_request *req, const http_error *err) {
     bool head_only = req->head && strcmp(req->head->method, "HEAD") == 0;
     if (c->srv->o.refused) c->srv->o.refused(c->srv->o.ctx, req, resp.status, err->msg);
     send_response(c, &resp, head_only, true);
+    c->linger = true; /* the rest of the request may still be on its way */
 }
 
 /* One request on c: read, handled, answered. False when the connection is to close. */
@@ -337,6 +341,19 @@ static bool serve_one(http_conn *c, double t0) {
     return sent && !close;
 }
 
+/* Closing a socket with received bytes unread makes the kernel answer with a reset, and a client that
+ * has not yet read our last response may then lose it (a refused upload is still arriving, a
+ * pipelined request was not answered). So: stop sending, then read and drop what comes until the
+ * client closes, for at most LINGER_S (a quarter of it while the server stops: the drain waits). */
+static void linger_close(http_conn *c) {
+    shutdown(c->fd, SHUT_WR);
+    double end = vlr_now() + (atomic_load(&c->srv->stopping) ? LINGER_S / 4 : LINGER_S);
+    while (wait_fd(c, POLLIN, end, false) == WAIT_READY) {
+        ssize_t n = recv(c->fd, c->buf, CONN_BUF, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+    }
+}
+
 static void *conn_main(void *arg) {
     http_conn *c = arg;
     http_server *s = c->srv;
@@ -350,6 +367,8 @@ static void *conn_main(void *arg) {
         t0 = vlr_now();
         if (!set_phase(c, PHASE_READING)) break; /* stopping: an idle connection just closes */
     }
+    int unread = 0;
+    if (c->linger || c->len > 0 || (ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0)) linger_close(c);
     close(c->fd);
     unregister(c);
     free(c->buf);
