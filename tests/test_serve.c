@@ -901,6 +901,35 @@ static void test_refusals_json(void) {
     expect("GET", "/health", NULL, 200, "ok");
 }
 
+/* A body refused by its Content-Length (413 before it is read), sent whole anyway by a client that
+ * reads the answer only after its upload, as most HTTP clients do: the upload completes and the answer
+ * arrives (the server drains the rest before it closes; closing at once would reset the connection
+ * and fail the client's send before it reads anything). */
+static void test_refused_upload(void) {
+    static char chunk[64 * 1024];
+    memset(chunk, ' ', sizeof chunk);
+    for (int round = 0; round < 3; round++) {
+        int fd = raw_connect("127.0.0.1");
+        CHECK(fd >= 0, "connect");
+        if (fd < 0) return;
+        send_text(fd, "POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 33554432\r\n\r\n");
+        size_t sent = 0;
+        for (int i = 0; i < 512; i++) { /* 32 MiB: more than the kernel buffers of both ends hold */
+            ssize_t n = send(fd, chunk, sizeof chunk, MSG_NOSIGNAL);
+            if (n <= 0) break;
+            sent += (size_t)n;
+        }
+        vlr_buf b = {0};
+        bool closed = read_until_close(fd, 10, &b);
+        CHECK(sent == 33554432 && closed && b.data && strncmp(b.data, "HTTP/1.1 413", 12) == 0 &&
+                  strstr(b.data, "1 MiB cap (--max-body-mb)"),
+              "round %d: the upload went through (%zu of 33554432 bytes) and the 413 came after it: %s", round, sent,
+              b.data ? b.data : "(nothing)");
+        vlr_buf_free(&b);
+        close(fd);
+    }
+}
+
 /* What the old server did for clients and the new one must too: pipelined requests answered in order
  * on one connection, HEAD without a body, "Expect: 100-continue" answered before the body is sent,
  * HTTP/1.0 closed after its answer, empty lines between requests skipped. */
@@ -1128,6 +1157,7 @@ int main(void) {
         TEST_RUN(test_remote_default);
         TEST_RUN(test_groups); /* after test_stats, which counts the requests before it */
         TEST_RUN(test_refusals_json);
+        TEST_RUN(test_refused_upload);
         TEST_RUN(test_protocol);
         TEST_RUN(test_sigterm); /* last: the server is gone after it */
     }
