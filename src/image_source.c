@@ -9,6 +9,7 @@
  * Not here: decoding the image (image_decode.c). */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -118,7 +119,10 @@ static vlr_status fetch_url(const char *url, const vlr_image_limits *lim, uint8_
     CURLcode res = CURLE_OK;
     const char *current = url;
     for (int hops = 0;; hops++) {
-        long left_ms = (long)((deadline - vlr_now()) * 1000);
+        /* rounded up: a fetch cut by the deadline ends at or after it, so the caller's next look at the
+         * clock finds the budget spent (rounded down, it could end a millisecond early and a next
+         * fetch would start with nothing left) */
+        long left_ms = (long)ceil((deadline - vlr_now()) * 1000);
         if (left_ms <= 0) {
             rc = vlr_fail(e, VLR_ERR_NETWORK, "cannot fetch URL: %s: out of time (%s)", url,
                           lim && lim->fetch_deadline > 0 ? "the request's fetch budget" : "the timeout");
