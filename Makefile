@@ -17,9 +17,8 @@ CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fPIC -fop
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lm -lpthread
 # The library itself needs only the decoders, libcurl and utf8proc (the HTTP server is the CLI's).
 LIB_LDLIBS := $(shell pkg-config --libs $(LIB_PKGS) 2>/dev/null) -fopenmp -lm -lpthread
-# Tests check image bytes by SHA-256 against the goldens with libcrypto (in PKGS too, for pull);
-# test_pull's mock Hugging Face hub and CDN are libmicrohttpd daemons (a test-only dependency).
-TEST_LDLIBS := $(shell pkg-config --libs libcrypto libmicrohttpd 2>/dev/null)
+# Tests check image bytes by SHA-256 against the goldens with libcrypto (in PKGS too, for pull).
+TEST_LDLIBS := $(shell pkg-config --libs libcrypto 2>/dev/null)
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS  += -fsanitize=address,undefined

@@ -1,9 +1,10 @@
 /* test_pull.c: `vlreward pull` and `--model ORG/NAME` against a mock Hugging Face Hub on loopback.
  *
- * Two libmicrohttpd daemons run inside this process: the "hub" (the revision API, HEAD/GET on
- * /ORG/NAME/resolve/REV/FILE with X-Repo-Commit, X-Linked-Etag, X-Linked-Size and ETag headers as the
- * real hub sends them, X-Error-Code answers for gated repositories, missing repositories, revisions
- * and files) and the "CDN" (the large files behind the hub's 302, with Range support). They serve
+ * Two loopback HTTP/1.1 servers (tests/test_http_mock.h) run inside this process: the "hub" (the
+ * revision API, HEAD/GET on /ORG/NAME/resolve/REV/FILE with X-Repo-Commit, X-Linked-Etag,
+ * X-Linked-Size and ETag headers as the real hub sends them, X-Error-Code answers for gated
+ * repositories, missing repositories, revisions and files) and the "CDN" (the large files behind the
+ * hub's 302, with Range support). They serve
  * tests/reference/models/tiny-a as the repository tiny/tiny-a and log every request, so the tests can
  * say what was transferred: a whole pull lays out the huggingface_hub cache that `info --model ORG/NAME`
  * reads offline, a second pull transfers nothing, a dropped connection resumes with Range for the
@@ -14,8 +15,8 @@
  * VLR_PULL_SHOW=1 prints the stderr (and terminal output) of every run, to see what users see. */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -23,11 +24,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
 #include "test_cmd.h"
+#include "test_http_mock.h"
 
 #define MODEL "tests/reference/models/tiny-a"
 #define COMMIT "4a1f0c3e5b7d9f2a4c6e8b0d1f3a5c7e9b2d4f6a"
@@ -174,25 +177,21 @@ static int count_kind(int from, enum kind kind, const char *part) {
     return n;
 }
 
-/* ---- the daemons ----------------------------------------------------------------------------------- */
+/* ---- the servers ----------------------------------------------------------------------------------- */
 
-static int hub_port, cdn_port;
-static struct MHD_Daemon *hub_daemon, *cdn_daemon;
+static mock_server hub_server, cdn_server;
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body, const char *const *headers) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    for (size_t i = 0; headers && headers[i]; i += 2) MHD_add_response_header(r, headers[i], headers[i + 1]);
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ok;
+static void reply(mock_reply *r, int status, const char *body, const char *const *headers) {
+    mock_text(r, status, body);
+    for (size_t i = 0; headers && headers[i]; i += 2) mock_header(r, headers[i], headers[i + 1]);
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *code, const char *msg) {
+static void reply_error(mock_reply *r, int status, const char *code, const char *msg) {
     const char *h[] = {"X-Error-Code", code, "X-Error-Message", msg, "X-Repo-Commit", COMMIT, NULL};
     if (!code) h[0] = "X-Mock", h[1] = "none";
     char body[512];
     snprintf(body, sizeof body, "{\"error\": \"%s\"}", msg);
-    return reply(c, status, body, h);
+    reply(r, status, body, h);
 }
 
 static void api_json(const mock_repo *repo, vlr_buf *b) {
@@ -224,144 +223,143 @@ static bool revision_known(const char *rev) {
 }
 
 /* /api/models/ORG/NAME/revision/REV */
-static enum MHD_Result serve_api(struct MHD_Connection *c, const char *rest, const char *auth) {
-    if (auth && strcmp(auth, "Bearer hf_invalid") == 0)
-        return reply_error(c, 401, NULL, "Invalid credentials in Authorization header");
+static void serve_api(mock_reply *r, const char *rest, const char *auth) {
+    if (auth && strcmp(auth, "Bearer hf_invalid") == 0) {
+        reply_error(r, 401, NULL, "Invalid credentials in Authorization header");
+        return;
+    }
     const char *sep = strstr(rest, "/revision/");
     const mock_repo *repo = sep ? find_repo(rest, (size_t)(sep - rest)) : NULL;
-    if (!repo) return reply_error(c, 401, "RepoNotFound", "Repository not found");
-    if (!revision_known(sep + 10)) return reply_error(c, 404, "RevisionNotFound", "Invalid rev id");
+    if (!repo) {
+        reply_error(r, 401, "RepoNotFound", "Repository not found");
+        return;
+    }
+    if (!revision_known(sep + 10)) {
+        reply_error(r, 404, "RevisionNotFound", "Invalid rev id");
+        return;
+    }
     vlr_buf b = {0};
     api_json(repo, &b);
     const char *h[] = {"Content-Type", "application/json", NULL};
-    enum MHD_Result ok = reply(c, 200, b.data, h);
+    reply(r, 200, b.data, h);
     vlr_buf_free(&b);
-    return ok;
 }
 
 /* /ORG/NAME/resolve/REV/FILE */
-static enum MHD_Result serve_resolve(struct MHD_Connection *c, const char *path, const char *auth) {
+static void serve_resolve(mock_reply *r, const char *path, const char *auth) {
     const char *sep = strstr(path, "/resolve/");
     const mock_repo *repo = sep ? find_repo(path + 1, (size_t)(sep - path - 1)) : NULL;
-    if (!repo) return reply_error(c, 401, "RepoNotFound", "Repository not found");
+    if (!repo) {
+        reply_error(r, 401, "RepoNotFound", "Repository not found");
+        return;
+    }
     const char *rev = sep + 9, *slash = strchr(rev, '/');
     char revision[64];
     snprintf(revision, sizeof revision, "%.*s", slash ? (int)(slash - rev) : 0, rev);
-    if (!slash || !revision_known(revision)) return reply_error(c, 404, "RevisionNotFound", "Invalid rev id");
+    if (!slash || !revision_known(revision)) {
+        reply_error(r, 404, "RevisionNotFound", "Invalid rev id");
+        return;
+    }
     if (repo->gated) {
         char want[128];
         snprintf(want, sizeof want, "Bearer %s", GOOD_TOKEN);
         /* the real hub's words */
-        if (!auth)
-            return reply_error(c, 401, "GatedRepo", "Access to model tiny/gated is restricted. You must have access to "
-                                                    "it and be authenticated to access it. Please log in.");
-        if (strcmp(auth, want) != 0)
-            return reply_error(c, 403, "GatedRepo", "Access to model tiny/gated is restricted and you are not in the "
-                                                    "authorized list.");
+        if (!auth) {
+            reply_error(r, 401, "GatedRepo", "Access to model tiny/gated is restricted. You must have access to "
+                                             "it and be authenticated to access it. Please log in.");
+            return;
+        }
+        if (strcmp(auth, want) != 0) {
+            reply_error(r, 403, "GatedRepo", "Access to model tiny/gated is restricted and you are not in the "
+                                             "authorized list.");
+            return;
+        }
     }
     const char *name = slash + 1;
     const mock_file *f = repo->copy && strcmp(name, repo->copy) == 0 ? &files[0] : find_file(name);
     bool listed_extra = false;
     for (size_t i = 0; i < N_UNWANTED; i++) listed_extra |= strcmp(name, unwanted[i]) == 0;
     static const char *const extra_headers[] = {"X-Repo-Commit", COMMIT, "ETag", "\"0000\"", NULL};
-    if (listed_extra) return reply(c, 200, "not for vlreward", extra_headers);
-    if (!f) return reply_error(c, 404, "EntryNotFound", "Entry not found");
+    if (listed_extra) {
+        reply(r, 200, "not for vlreward", extra_headers);
+        return;
+    }
+    if (!f) {
+        reply_error(r, 404, "EntryNotFound", "Entry not found");
+        return;
+    }
     char size[32], etag[80], location[256];
     snprintf(size, sizeof size, "%zu", f->size);
     if (f->lfs) {
         snprintf(etag, sizeof etag, "\"%s\"", f->sha256);
-        snprintf(location, sizeof location, "http://127.0.0.1:%d/cdn/%s?X-Amz-Signature=mocksignature", cdn_port,
-                 f->sha256);
+        snprintf(location, sizeof location, "http://127.0.0.1:%d/cdn/%s?X-Amz-Signature=mocksignature",
+                 cdn_server.port, f->sha256);
         const char *h[] = {"X-Repo-Commit", COMMIT, "X-Linked-Etag", etag, "X-Linked-Size", size,
                            "ETag", "\"pointer-etag-not-the-blob\"", "Location", location, NULL};
-        return reply(c, 302, "", h);
+        reply(r, 302, "", h);
+        return;
     }
     snprintf(etag, sizeof etag, "\"%s\"", f->sha1);
-    struct MHD_Response *r = MHD_create_response_from_buffer(f->size, f->data, MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(r, "X-Repo-Commit", COMMIT);
-    MHD_add_response_header(r, "ETag", etag);
-    enum MHD_Result ok = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return ok;
+    r->status = 200;
+    r->body = f->data;
+    r->body_len = f->size;
+    mock_header(r, "X-Repo-Commit", COMMIT);
+    mock_header(r, "ETag", etag);
 }
 
-static enum MHD_Result on_hub(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    bool head = strcmp(method, "HEAD") == 0;
-    if (strncmp(url, "/api/models/", 12) == 0) {
-        log_request(K_API, url, -1, auth);
-        return serve_api(c, url + 12, auth);
+static void on_hub(void *ctx, const http_head *h, const char *path, mock_reply *r) {
+    const char *auth = http_head_value(h, "Authorization");
+    bool head = strcmp(h->method, "HEAD") == 0;
+    if (strncmp(path, "/api/models/", 12) == 0) {
+        r->tag = log_request(K_API, path, -1, auth);
+        serve_api(r, path + 12, auth);
+        return;
     }
-    log_request(head ? K_HEAD : K_GET, url, -1, auth);
-    return serve_resolve(c, url, auth);
+    r->tag = log_request(head ? K_HEAD : K_GET, path, -1, auth);
+    serve_resolve(r, path, auth);
 }
 
-typedef struct cdn_body {
-    const mock_file *f;
-    long long start, drop_at, corrupt_at;
-    int log_index;
-} cdn_body;
-
-static ssize_t cdn_read(void *cls, uint64_t pos, char *buf, size_t max) {
-    cdn_body *b = cls;
-    long long at = b->start + (long long)pos, end = (long long)b->f->size;
-    if (at >= end) return MHD_CONTENT_READER_END_OF_STREAM;
-    long long n = end - at < (long long)max ? end - at : (long long)max;
-    if (b->drop_at >= 0) {
-        if (at >= b->drop_at) return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (b->drop_at - at < n) n = b->drop_at - at;
-    }
-    memcpy(buf, b->f->data + at, (size_t)n);
-    if (b->corrupt_at >= at && b->corrupt_at < at + n) buf[b->corrupt_at - at] ^= 0x5a;
-    pthread_mutex_lock(&log_lock);
-    if (b->log_index >= 0) req_log[b->log_index].bytes += n;
-    pthread_mutex_unlock(&log_lock);
-    return (ssize_t)n;
-}
-
-static enum MHD_Result on_cdn(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
-    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
+/* /cdn/SHA256, the whole blob or from Range's start on; the faults are set up here, injected by the
+ * server. */
+static void on_cdn(void *ctx, const http_head *h, const char *path, mock_reply *r) {
+    const char *auth = http_head_value(h, "Authorization"), *range = http_head_value(h, "Range");
     long long start = -1;
     if (range && sscanf(range, "bytes=%lld-", &start) != 1) start = -1;
-    int index = log_request(K_CDN, url, start, auth);
-    const mock_file *f = strncmp(url, "/cdn/", 5) == 0 ? find_blob(url + 5) : NULL;
-    if (!f) return reply(c, 404, "no such blob", NULL);
-    if (start >= (long long)f->size) return reply(c, 416, "", NULL);
-    cdn_body *b = malloc(sizeof *b);
-    *b = (cdn_body){f, start > 0 ? start : 0, -1, -1, index};
-    pthread_mutex_lock(&log_lock);
-    if (fault.drop_file && !fault.dropped && strcmp(fault.drop_file, f->name) == 0) {
-        b->drop_at = fault.drop_after;
-        fault.dropped = true;
+    r->tag = log_request(K_CDN, path, start, auth);
+    const mock_file *f = strncmp(path, "/cdn/", 5) == 0 ? find_blob(path + 5) : NULL;
+    if (!f) {
+        reply(r, 404, "no such blob", NULL);
+        return;
     }
-    if (fault.corrupt_file && strcmp(fault.corrupt_file, f->name) == 0) b->corrupt_at = (long long)f->size / 2;
-    pthread_mutex_unlock(&log_lock);
-    struct MHD_Response *r = MHD_create_response_from_callback((uint64_t)((long long)f->size - b->start), 64 * 1024,
-                                                               cdn_read, b, free);
-    unsigned status = 200;
+    if (start >= (long long)f->size) {
+        reply(r, 416, "", NULL);
+        return;
+    }
+    long long from = start > 0 ? start : 0;
+    r->status = 200;
+    r->body = f->data + from;
+    r->body_len = f->size - (size_t)from;
     if (start >= 0) {
         char cr[96];
         snprintf(cr, sizeof cr, "bytes %lld-%zu/%zu", start, f->size - 1, f->size);
-        MHD_add_response_header(r, "Content-Range", cr);
-        status = 206;
+        mock_header(r, "Content-Range", cr);
+        r->status = 206;
     }
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ok;
+    /* fault offsets are the blob's, the server's the body's */
+    pthread_mutex_lock(&log_lock);
+    if (fault.drop_file && !fault.dropped && strcmp(fault.drop_file, f->name) == 0) {
+        r->drop_after = fault.drop_after > from ? fault.drop_after - from : 0;
+        fault.dropped = true;
+    }
+    if (fault.corrupt_file && strcmp(fault.corrupt_file, f->name) == 0) r->corrupt_at = (long long)f->size / 2 - from;
+    pthread_mutex_unlock(&log_lock);
 }
 
-static struct MHD_Daemon *start_daemon(MHD_AccessHandlerCallback handler, int *port) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0,
-                                            NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_END);
-    if (!d) return NULL;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    *port = info ? info->port : 0;
-    return d;
+/* the server's count of body bytes sent, into the request log */
+static void on_sent(void *ctx, int log_index, long long n) {
+    pthread_mutex_lock(&log_lock);
+    req_log[log_index].bytes += n;
+    pthread_mutex_unlock(&log_lock);
 }
 
 /* ---- running vlreward ----------------------------------------------------------------------------- */
@@ -388,7 +386,7 @@ static void vlr(run *r, const char *home, const char *extra_env, const char *arg
              "env -u HF_TOKEN -u HUGGING_FACE_HUB_TOKEN -u HF_HUB_CACHE -u HUGGINGFACE_HUB_CACHE -u HF_TOKEN_PATH "
              "-u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE -u XDG_CACHE_HOME -u HF_HUB_DISABLE_PROGRESS_BARS "
              "HF_ENDPOINT=http://127.0.0.1:%d HF_HOME=%s/%s %s %s %s",
-             hub_port, tmpdir, home, extra_env ? extra_env : "", bin, args);
+             hub_server.port, tmpdir, home, extra_env ? extra_env : "", bin, args);
     run_free(r);
     r->rc = test_run(cmd, err_path, &r->out);
     r->err = test_read_text(err_path);
@@ -459,6 +457,53 @@ static void check_cache_layout(const char *home) {
 }
 
 /* ---- tests --------------------------------------------------------------------------------------------- */
+
+/* The mock itself, over a raw socket: two requests in one write (the bytes after the first head are
+ * the second request), HEAD with the GET's Content-Length and no body, Connection: close honoured. */
+static void test_mock_server(void) {
+    const mock_file *f = find_file("config.json");
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hub_server.port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval limit = {.tv_sec = 20};
+    bool connected = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0 &&
+                     connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+    CHECK(connected, "connect to the mock hub on port %d", hub_server.port);
+    if (!connected) {
+        if (fd >= 0) close(fd);
+        return;
+    }
+    static const char requests[] = "HEAD /tiny/tiny-a/resolve/main/config.json HTTP/1.1\r\nHost: mock\r\n\r\n"
+                                   "GET /tiny/tiny-a/resolve/main/config.json HTTP/1.1\r\nHost: mock\r\n"
+                                   "Connection: close\r\n\r\n";
+    int from = log_count();
+    CHECK(send(fd, requests, sizeof requests - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof requests - 1), "send both");
+    vlr_buf got = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = recv(fd, chunk, sizeof chunk, 0)) > 0) vlr_buf_append(&got, chunk, (size_t)n);
+    CHECK(n == 0, "the mock closed the connection after the second reply (recv: %s)", n < 0 ? strerror(errno) : "EOF");
+    close(fd);
+    const char *text = got.data ? got.data : "", *end = text + got.len;
+    char length[64], etag[64];
+    snprintf(length, sizeof length, "\r\nContent-Length: %zu\r\n", f->size);
+    snprintf(etag, sizeof etag, "\r\nETag: \"%s\"\r\n", f->sha1);
+    const char *head1_end = strstr(text, "\r\n\r\n");
+    const char *second = head1_end ? head1_end + 4 : end;
+    const char *head2_end = strstr(second, "\r\n\r\n");
+    const char *body = head2_end ? head2_end + 4 : end;
+    CHECK(head1_end && strncmp(text, "HTTP/1.1 200 OK\r\n", 17) == 0 && memmem(text, (size_t)(head1_end + 2 - text), length,
+          strlen(length)) && memmem(text, (size_t)(head1_end + 2 - text), etag, strlen(etag)),
+          "HEAD: the GET's status and headers: %s", text);
+    CHECK(head2_end && strncmp(second, "HTTP/1.1 200 OK\r\n", 17) == 0 &&
+              memmem(second, (size_t)(head2_end + 2 - second), "\r\nConnection: close\r\n", 21),
+          "right after the HEAD's headers, without a body, the GET's reply saying close: %s", second);
+    CHECK((size_t)(end - body) == f->size && memcmp(body, f->data, f->size) == 0, "the GET's body is the file's %zu bytes, got %zu",
+          f->size, (size_t)(end - body));
+    CHECK(count_kind(from, K_HEAD, "/config.json") == 1 && count_kind(from, K_GET, "/config.json") == 1,
+          "both logged as the hub saw them");
+    vlr_buf_free(&got);
+}
 
 /* A first pull lays r.out the cache; info reads it by name with HF_HUB_OFFLINE=1; a second pull and an
  * offline pull transfer nothing; the token goes to the hub only. */
@@ -820,7 +865,7 @@ static char *pull_on_terminal(const char *home_name, const char *extra, int *sta
     /* the child's environment is built before fork: the mock's threads may hold malloc's lock */
     extern char **environ;
     char endpoint[64], home[400];
-    snprintf(endpoint, sizeof endpoint, "HF_ENDPOINT=http://127.0.0.1:%d", hub_port);
+    snprintf(endpoint, sizeof endpoint, "HF_ENDPOINT=http://127.0.0.1:%d", hub_server.port);
     snprintf(home, sizeof home, "HF_HOME=%s/%s", tmpdir, home_name);
     size_t n_env = 0;
     while (environ[n_env]) n_env++;
@@ -896,12 +941,11 @@ int main(void) {
         return test_report();
     }
     snprintf(err_path, sizeof err_path, "%s/stderr", tmpdir);
-    hub_daemon = start_daemon(on_hub, &hub_port);
-    cdn_daemon = start_daemon(on_cdn, &cdn_port);
-    if (!hub_daemon || !cdn_daemon) {
+    if (!mock_start(&hub_server, on_hub, on_sent, NULL) || !mock_start(&cdn_server, on_cdn, on_sent, NULL)) {
         CHECK(0, "cannot start the mock hub on 127.0.0.1");
         return test_report();
     }
+    TEST_RUN(test_mock_server);
     TEST_RUN(test_pull_cache);
     TEST_RUN(test_pull_dropped_connection);
     TEST_RUN(test_pull_resume_incomplete);
@@ -914,8 +958,8 @@ int main(void) {
     TEST_RUN(test_pull_same_content);
     TEST_RUN(test_pull_usage);
     TEST_RUN(test_pull_tty_progress);
-    MHD_stop_daemon(hub_daemon);
-    MHD_stop_daemon(cdn_daemon);
+    mock_stop(&hub_server);
+    mock_stop(&cdn_server);
     char cmd[300], *out;
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     test_run(cmd, "/dev/null", &out);
