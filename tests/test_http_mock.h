@@ -84,21 +84,6 @@ static void mock_text(mock_reply *r, int status, const char *text) {
     r->body_len = r->text.data ? r->text.len : 0;
 }
 
-/* Only the statuses a mock is likely to use are named; the client reads the number. */
-static const char *mock_reason(int status) {
-    switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 302: return "Found";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 416: return "Range Not Satisfiable";
-    default: return "Other";
-    }
-}
-
 /* The bytes of data[0..n) that send() took before it failed (n when it did not). */
 static size_t mock_send_all(int fd, const char *data, size_t n) {
     size_t at = 0;
@@ -116,7 +101,7 @@ static bool mock_send_reply(mock_server *s, int fd, const mock_reply *r, bool he
                             char *chunk) {
     bool drop = !head_only && r->drop_after >= 0 && (unsigned long long)r->drop_after < r->body_len;
     vlr_buf out = {0};
-    vlr_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", r->status, mock_reason(r->status), r->body_len);
+    vlr_buf_printf(&out, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", r->status, http_reason(r->status), r->body_len);
     if (r->headers.data) vlr_buf_append(&out, r->headers.data, r->headers.len);
     /* a dropped connection is a fault: nothing announces it */
     vlr_buf_puts(&out, keep_alive ? "\r\n" : "Connection: close\r\n\r\n");

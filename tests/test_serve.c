@@ -848,7 +848,7 @@ static void test_framing(void) {
     expect("GET", "/health", NULL, 200, "ok");
 }
 
-/* Every refusal of the server's own HTTP layer is JSON (issue 16 item 11: libmicrohttpd answered these
+/* Every refusal of the server's own HTTP layer is JSON (issue 16 item 11: the former server, libmicrohttpd, answered these
  * with HTML pages, or closed with no answer): status, application/json, {"error": ...} naming the
  * problem, and the connection closed. */
 static void test_refusals_json(void) {
