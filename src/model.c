@@ -39,6 +39,7 @@ struct vlr_session {
     vlr_digest_key secret;  /* keys the image digests of the session's own reuse when it has no cache */
     size_t last_n_tokens;   /* tokens of the last scored request */
     size_t last_reused;     /* of which were reused (previous request or prefix cache) */
+    uint64_t suffix_answers; /* answers scored as suffixes of a batch, since the session was made */
     int32_t *prev_ids;      /* [prev_n] ids whose K/V the text state holds (prefix reuse) */
     size_t prev_n;
     vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
@@ -250,6 +251,7 @@ vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag)
 }
 size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
 size_t vlr_session_last_reused_tokens(const vlr_session *s) { return s ? s->last_reused : 0; }
+uint64_t vlr_session_suffix_answers(const vlr_session *s) { return s->suffix_answers; }
 
 vlr_status vlr_session_set_cache(vlr_session *s, vlr_cache *cache) {
     if (!s) return VLR_ERR_INPUT;
@@ -653,6 +655,7 @@ typedef struct group_run {
     bool stopped;               /* by a cancellation, or by a failure of a group */
     size_t failed;              /* then: the answer that failed or was under way */
     uint64_t tokens;            /* tokens of the answers scored */
+    uint64_t *answer_tokens;    /* [n] or NULL: each answer's (0 when it failed) */
 } group_run;
 
 /* Suffixes are prepared and run in rounds of at most this many answers and kept tokens (16 bytes
@@ -672,6 +675,7 @@ static bool settle(group_run *g, size_t i, vlr_status rc, double score, size_t n
     r->status = rc;
     r->score = rc ? 0 : score;
     r->message[0] = '\0';
+    if (g->answer_tokens) g->answer_tokens[i] = rc ? 0 : n_tokens;
     if (rc == VLR_OK) {
         g->tokens += n_tokens;
         return true;
@@ -783,6 +787,7 @@ static void score_suffixes(group_run *g, const answer_tail *rest, size_t n_rest,
             const vlr_status v = isfinite(scores[i]) ? VLR_OK : fail_not_finite(e, scores[i], rest[i].n);
             if (!settle(g, rest[i].index, v, scores[i], rest[i].n)) break;
             if (v) continue;
+            s->suffix_answers++;
             if (s->cache) vlr_cache_count_request(s->cache, rest[i].n, prompt);
             s->last_n_tokens = rest[i].n;
             s->last_reused = prompt;
@@ -938,9 +943,15 @@ static size_t run_end(const vlr_session *s, const vlr_request *reqs, size_t i, s
 }
 
 vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results) {
+    return vlr_score_requests(s, reqs, n, results, NULL);
+}
+
+vlr_status vlr_score_requests(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results,
+                              uint64_t *tokens) {
     if (n && (!reqs || !results))
         return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_score_batch: %zu requests but reqs or results is NULL", n);
-    group_run g = {.s = s, .reqs = reqs, .n = n, .results = results, .keep_going = true};
+    group_run g = {.s = s, .reqs = reqs, .n = n, .results = results, .keep_going = true, .answer_tokens = tokens};
+    for (size_t i = 0; tokens && i < n; i++) tokens[i] = 0;
     for (size_t i = 0, j; i < n && !g.stopped; i = j) {
         j = run_end(s, reqs, i, n);
         score_answers_range(&g, i, j, j - i > 1);
