@@ -245,6 +245,31 @@ done:
 
 /* ---- cancellation through vlr_score_answers ------------------------------------------------ */
 
+/* Runs run(arg) while another thread sets *flag (cleared first) after delay_us. */
+static vlr_status run_cancelled_after(volatile int *flag, long delay_us, vlr_status (*run)(void *), void *arg) {
+    canceller cl = {flag, delay_us};
+    pthread_t th;
+    *flag = 0;
+    const bool started = pthread_create(&th, NULL, cancel_later, &cl) == 0;
+    CHECK(started, "thread");
+    const vlr_status rc = run(arg);
+    if (started) pthread_join(th, NULL);
+    return rc;
+}
+
+typedef struct answers_call {
+    vlr_session *s;
+    vlr_parsed_request *r;
+    double *scores;
+    uint64_t tokens;
+    size_t failed;
+} answers_call;
+
+static vlr_status run_answers(void *arg) {
+    answers_call *a = arg;
+    return vlr_score_answers(a->s, a->r, a->scores, &a->tokens, &a->failed);
+}
+
 /* A flag set before the call stops it at answer 0; one set from another thread during a long group
  * stops it wherever it is, or not at all: either way the next call's scores are the same bits. */
 static void test_cancel(void) {
@@ -271,12 +296,9 @@ static void test_cancel(void) {
     CHECK(vlr_score_answers(s, &r, want, &tokens, &failed) == VLR_OK, "after a cancel: %s", vlr_session_errmsg(s));
     const long delays_us[3] = {500, 5000, 30000};
     for (int k = 0; k < 3; k++) {
-        canceller cl = {&flag, delays_us[k]};
-        pthread_t th;
-        flag = 0;
-        CHECK(pthread_create(&th, NULL, cancel_later, &cl) == 0, "thread");
-        rc = vlr_score_answers(s, &r, got, &tokens, &failed);
-        pthread_join(th, NULL);
+        answers_call call = {s, &r, got, 0, 0};
+        rc = run_cancelled_after(&flag, delays_us[k], run_answers, &call);
+        failed = call.failed;
         CHECK(rc == VLR_OK || (rc == VLR_ERR_INTERRUPTED && failed < N), "cancelled after %ld us: %d, %s", delays_us[k],
               (int)rc, vlr_session_errmsg(s));
         printf("cancel after %ld us: %s (answer %zu)\n", delays_us[k], rc == VLR_OK ? "completed first" : "interrupted",
@@ -441,6 +463,18 @@ done:
     vlr_model_free(m);
 }
 
+typedef struct batch_call {
+    vlr_session *s;
+    const vlr_request *reqs;
+    size_t n;
+    vlr_batch_result *results;
+} batch_call;
+
+static vlr_status run_batch(void *arg) {
+    batch_call *b = arg;
+    return vlr_score_batch(b->s, b->reqs, b->n, b->results);
+}
+
 /* A cancellation during a batch: the requests before the one under way keep their scores, it and every
  * later one get VLR_ERR_INTERRUPTED, and the next batch scores as before. A run longer than a round
  * (GROUP_ROUND_ANSWERS) whose prompt shrinks in the second round (its answers share fewer tokens with
@@ -479,12 +513,8 @@ static void test_batch_cancel_and_rounds(void) {
     vlr_session_set_cancel_flag(s, &flag);
     const long delays_us[3] = {500, 5000, 30000};
     for (int k = 0; k < 3; k++) {
-        canceller cl = {&flag, delays_us[k]};
-        pthread_t th;
-        flag = 0;
-        CHECK(pthread_create(&th, NULL, cancel_later, &cl) == 0, "thread");
-        const vlr_status rc = vlr_score_batch(s, reqs, N, got);
-        pthread_join(th, NULL);
+        batch_call call = {s, reqs, N, got};
+        const vlr_status rc = run_cancelled_after(&flag, delays_us[k], run_batch, &call);
         size_t done = 0;
         while (done < N && got[done].status == VLR_OK) done++;
         CHECK((rc == VLR_OK) == (done == N) && (rc == VLR_OK || rc == VLR_ERR_INTERRUPTED), "status %d", (int)rc);
