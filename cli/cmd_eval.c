@@ -6,7 +6,6 @@
  * before the run, and this run's pairs are counted as they are scored, so the output may be
  * /dev/null. Dataset parsing and the benchmark arithmetic live in src/eval.c. */
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 
 #include "batch.h"
@@ -90,24 +89,29 @@ static const char format_fields[] =
     "pairs (\"chosen\", \"rejected\"), vlrewardbench (\"response\", \"human_ranking\") or rewardbench (\"prompt\", "
     "\"chosen\", \"rejected\", \"subset\")";
 
-/* Scores one side; on failure writes the message into msg (prefixed with the precision when two
- * run) and returns false. */
-static bool score_side(vlr_session *session, const char *precision, const vlr_parsed_request *r, const char *side,
-                       double *score, char *msg, size_t cap, uint64_t *tokens) {
-    vlr_status rc = vlr_score(session, &r->req, score);
-    if (rc == VLR_OK) *tokens += vlr_session_last_n_tokens(session);
-    const char *p = precision ? precision : "", *colon = precision ? ": " : "";
-    if (rc != VLR_OK) vlr_snprintf_utf8(msg, cap, "%s%s%s: %s", p, colon, side, vlr_session_errmsg(session));
-    else if (!isfinite(*score)) snprintf(msg, cap, "%s%s%s: the score is not a finite number", p, colon, side);
-    else return true;
-    return false;
-}
-
-/* Both sides of a pair with one session. */
+/* Both sides of a pair with one session, as one vlr_score_requests: when they differ only in the
+ * answer (always, but for pairs-format answers given as several messages), the prompt runs once and
+ * the rejected answer as a suffix after it. On failure writes the first failed side's message into
+ * msg (prefixed with the precision when two run) and returns false. */
 static bool score_pair(vlr_session *session, const char *precision, const vlr_eval_pair *pair, double *chosen,
                        double *rejected, char *msg, size_t cap, uint64_t *tokens) {
-    return score_side(session, precision, &pair->chosen, "chosen", chosen, msg, cap, tokens) &&
-           score_side(session, precision, &pair->rejected, "rejected", rejected, msg, cap, tokens);
+    static const char *const side[2] = {"chosen", "rejected"};
+    const vlr_request reqs[2] = {pair->chosen.req, pair->rejected.req};
+    vlr_batch_result r[2];
+    uint64_t n_tokens[2];
+    vlr_score_requests(session, reqs, 2, r, n_tokens);
+    for (size_t i = 0; i < 2; i++) {
+        if (r[i].status == VLR_OK) {
+            *tokens += n_tokens[i];
+            continue;
+        }
+        const char *p = precision ? precision : "", *colon = precision ? ": " : "";
+        vlr_snprintf_utf8(msg, cap, "%s%s%s: %s", p, colon, side[i], r[i].message);
+        return false;
+    }
+    *chosen = r[0].score;
+    *rejected = r[1].score;
+    return true;
 }
 
 /* --compare-precision: B's scores of a result line, {"precision", "chosen_score", "rejected_score",

@@ -204,11 +204,17 @@ typedef struct vlr_batch_result {
     char message[1024]; /* "" when status is VLR_OK, else the error message */
 } vlr_batch_result;
 
-/* Scores n requests (reqs and results hold n entries each) in order on this session (consecutive requests sharing a prefix reuse it, as
- * with single calls), results[i] for reqs[i]. A failed request does not stop the others; a
- * cancellation (vlr_session_set_cancel_flag) does: the request under way and every later one get
- * VLR_ERR_INTERRUPTED. Returns VLR_OK when every request scored, else the status of the first
- * failure; the scores are those of n separate vlr_score calls, bit for bit. */
+/* Scores n requests (reqs and results hold n entries each) on this session, results[i] for reqs[i].
+ * Consecutive requests that are the same but for their last turn, an assistant turn without images
+ * (same earlier turns, texts, image references or bytes or pixels, options and base_dir: the
+ * answers of a best-of-N or GRPO group, the two sides of a preference pair), run as a group: the
+ * first as a request, its prompt and images once, the others as one batch of suffixes after the
+ * prompt (in rounds of at most 256 requests, so memory stays bounded); other requests sharing a
+ * prefix with the one before reuse it, as with single calls. A failed request does not stop the
+ * others; a cancellation (vlr_session_set_cancel_flag) does: the requests under way (a group's batch
+ * runs at once) and every later one get VLR_ERR_INTERRUPTED. Returns VLR_OK when every request
+ * scored, else the status of the first failure; statuses, scores and messages are those of n
+ * separate vlr_score calls, bit for bit. */
 VLR_API vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results);
 
 /* Number of tokens of the last request this session scored (after image placeholder expansion),

@@ -90,6 +90,12 @@ vlr_status vlr_prepare(vlr_session *s, const vlr_request *req, vlr_prepared *out
 vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
                              size_t *failed);
 
+/* vlr_score_batch (runs of requests that differ only in their last, assistant, turn scored as one
+ * batch after their prompt), plus tokens[n] (or NULL): each request's tokens, 0 when it failed.
+ * `eval` scores a pair's two sides with it and counts their tokens. */
+vlr_status vlr_score_requests(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results,
+                              uint64_t *tokens);
+
 /* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
 void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
 

@@ -39,6 +39,7 @@ struct vlr_session {
     vlr_digest_key secret;  /* keys the image digests of the session's own reuse when it has no cache */
     size_t last_n_tokens;   /* tokens of the last scored request */
     size_t last_reused;     /* of which were reused (previous request or prefix cache) */
+    uint64_t suffix_answers; /* answers scored as suffixes of a batch, since the session was made */
     int32_t *prev_ids;      /* [prev_n] ids whose K/V the text state holds (prefix reuse) */
     size_t prev_n;
     vlr_vision_key *prev_keys; /* [prev_n_images] content keys of their images */
@@ -250,6 +251,7 @@ vlr_status vlr_session_set_cancel_flag(vlr_session *s, const volatile int *flag)
 }
 size_t vlr_session_last_n_tokens(const vlr_session *s) { return s ? s->last_n_tokens : 0; }
 size_t vlr_session_last_reused_tokens(const vlr_session *s) { return s ? s->last_reused : 0; }
+uint64_t vlr_session_suffix_answers(const vlr_session *s) { return s->suffix_answers; }
 
 vlr_status vlr_session_set_cache(vlr_session *s, vlr_cache *cache) {
     if (!s) return VLR_ERR_INPUT;
@@ -514,6 +516,15 @@ static vlr_status remember_sequence(vlr_session *s, const vlr_prepared *p, const
     return VLR_OK;
 }
 
+/* A score that is not finite is never a result: JSON has no NaN, and a NaN would sort as anything.
+ * The same message whether the sequence ran alone or as a suffix of a batch. */
+static vlr_status fail_not_finite(vlr_err *e, double score, size_t n_tokens) {
+    return vlr_fail(e, VLR_ERR_NUMERIC,
+                    "the score is not finite (%s): the model computed a non-finite value over %zu tokens; "
+                    "check the weights and preprocessor_config.json (image_mean, image_std, rescale_factor)",
+                    isnan(score) ? "NaN" : score > 0 ? "inf" : "-inf", n_tokens);
+}
+
 /* The reuse policy around vlr_forward: prefix (session, then prefix cache), vision cache, then the
  * forward from the first token not reused; on success the cache learns the sequence's blocks and
  * images. A traced request reuses nothing, so its trace has every stage. */
@@ -586,11 +597,8 @@ static vlr_status score_prepared(vlr_session *s, const vlr_prepared *p, double *
         else if (claimed[i]) vlr_cache_vision_release(cache, &keys[i]);
     }
     if (rc) goto done;
-    if (!isfinite(score)) { /* never a result: JSON has no NaN, and a NaN would sort as anything */
-        rc = vlr_fail(e, VLR_ERR_NUMERIC,
-                      "the score is not finite (%s): the model computed a non-finite value over %zu tokens; "
-                      "check the weights and preprocessor_config.json (image_mean, image_std, rescale_factor)",
-                      isnan(score) ? "NaN" : score > 0 ? "inf" : "-inf", n);
+    if (!isfinite(score)) {
+        rc = fail_not_finite(e, score, n);
         goto done; /* prev_n stays 0: nothing of this request is reused */
     }
     *out_score = score;
@@ -622,23 +630,6 @@ vlr_status vlr_score(vlr_session *s, const vlr_request *req, double *score) {
     return rc;
 }
 
-vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results) {
-    if (n && (!reqs || !results))
-        return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_score_batch: %zu requests but reqs or results is NULL", n);
-    vlr_status first = VLR_OK;
-    bool interrupted = false;
-    for (size_t i = 0; i < n; i++) {
-        vlr_batch_result *r = &results[i];
-        r->score = 0;
-        r->message[0] = '\0';
-        r->status = interrupted ? VLR_ERR_INTERRUPTED : vlr_score(s, &reqs[i], &r->score);
-        if (r->status == VLR_ERR_INTERRUPTED) interrupted = true;
-        if (r->status) snprintf(r->message, sizeof r->message, "%s", interrupted ? "interrupted" : s->err.msg);
-        if (r->status && !first) first = r->status;
-    }
-    return first;
-}
-
 vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const char *base_dir, double *score) {
     vlr_parsed_request r;
     vlr_status rc = vlr_request_parse(json, len, 0, base_dir, &r, &s->err);
@@ -647,20 +638,70 @@ vlr_status vlr_score_json(vlr_session *s, const char *json, size_t len, const ch
     return rc;
 }
 
-/* ---- groups -------------------------------------------------------------------------------- */
+/* ---- groups and batches -------------------------------------------------------------------- */
 
-/* A group's answer after the first, from token `from` on: the tokens before it are answer 0's (its
- * images end there), so only the rest is kept, whatever the number of answers and the image size. */
+/* A group is a list of answers, each a request of its own, that differ only in their last turn, the
+ * assistant's, which holds no image: a group request's answers, or a run of consecutive requests of a
+ * batch that ask the same. Its first answer (the lead) runs as a request (vision, prompt through the
+ * caches); the others run as suffixes after the longest token prefix they share with it, which the
+ * session's KV cache holds then, stacked into batched passes (vlr_forward_suffixes). */
+typedef struct group_run {
+    vlr_session *s;
+    vlr_parsed_request *parsed; /* a group request (answer i: its answers[i] last), or NULL: */
+    const vlr_request *reqs;    /* [n] a batch's requests */
+    size_t n;
+    vlr_batch_result *results;  /* [n]: each as vlr_score would have ended (status, score, message) */
+    bool keep_going;            /* a batch: a failed answer does not stop the others; a group: it does */
+    bool stopped;               /* by a cancellation, or by a failure of a group */
+    size_t failed;              /* then: the answer that failed or was under way */
+    uint64_t tokens;            /* tokens of the answers scored */
+    uint64_t *answer_tokens;    /* [n] or NULL: each answer's (0 when it failed) */
+} group_run;
+
+/* Suffixes are prepared and run in rounds of at most this many answers and kept tokens (16 bytes
+ * each: id and 3 positions), so a run of any length takes bounded memory. */
+#define GROUP_ROUND_ANSWERS 256
+#define GROUP_ROUND_TOKENS ((size_t)1 << 16)
+
+static const vlr_request *group_answer(group_run *g, size_t i) {
+    if (!g->parsed) return &g->reqs[i];
+    vlr_parsed_request_answer(g->parsed, i);
+    return &g->parsed->req;
+}
+
+/* Records answer i's outcome as vlr_score would report it; false when the group stops there. */
+static bool settle(group_run *g, size_t i, vlr_status rc, double score, size_t n_tokens) {
+    vlr_batch_result *r = &g->results[i];
+    r->status = rc;
+    r->score = rc ? 0 : score;
+    r->message[0] = '\0';
+    if (g->answer_tokens) g->answer_tokens[i] = rc ? 0 : n_tokens;
+    if (rc == VLR_OK) {
+        g->tokens += n_tokens;
+        return true;
+    }
+    g->s->err.code = rc;
+    snprintf(r->message, sizeof r->message, "%s", g->s->err.msg);
+    if (rc != VLR_ERR_INTERRUPTED && g->keep_going) return true;
+    g->stopped = true;
+    g->failed = i;
+    return false;
+}
+
+/* An answer after the lead, from token `from` on: the tokens before it are the lead's (its images end
+ * there), so only the rest is kept, whatever the number of answers and the image size. */
 typedef struct answer_tail {
+    size_t index;  /* the answer's, in its group */
     int32_t *ids;  /* [n - from] */
     int32_t *pos;  /* [3][n - from] its M-RoPE positions */
     size_t n;      /* the whole sequence's tokens */
-    size_t common; /* of which the first `common` are answer 0's (< n: the last one always runs) */
+    size_t common; /* of which the first `common` are the lead's (< n: the last one always runs) */
 } answer_tail;
 
-/* Prepares req (answer 0's messages with another answer last: no image of its own) on the images
- * answer 0 prepared (borrowed, not copied) and keeps its tail from `from`; common < from means that
- * it cannot be a suffix after answer 0's images (the tail is then not kept). */
+/* Prepares req (the lead's messages with another answer last: no image of its own) on the images
+ * the lead prepared (borrowed, not copied) and keeps its tail from `from`; common < from means that
+ * it cannot be a suffix after the lead's images (the tail is then not kept). A failure has the
+ * message vlr_prepare would give. */
 static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, const vlr_prepared *first, size_t from,
                                       answer_tail *out) {
     vlr_err *e = &s->err;
@@ -668,6 +709,7 @@ static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, co
     size_t n_images = 0;
     memset(&q, 0, sizeof q);
     memset(out, 0, sizeof *out);
+    e->msg[0] = '\0';
     vlr_status rc = vlr_request_validate(req, e);
     if (!rc) rc = vlr_chat_render(req, &q.prompt, &n_images, e);
     if (!rc && n_images != first->n_images)
@@ -677,7 +719,7 @@ static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, co
     q.images = first->images;
     if (!rc) rc = prepare_tokens(s, &q);
     if (!rc && q.ids.len == 0) rc = vlr_fail(e, VLR_ERR_INPUT, "empty token sequence");
-    q.n_images = 0; /* the images stay answer 0's */
+    q.n_images = 0; /* the images stay the lead's */
     q.images = NULL;
     if (!rc) {
         const size_t n = q.ids.len, limit = n - 1 < first->ids.len ? n - 1 : first->ids.len;
@@ -692,20 +734,27 @@ static vlr_status prepare_answer_tail(vlr_session *s, const vlr_request *req, co
             if (!rc) memcpy(out->ids, q.ids.data + from, (n - from) * sizeof *out->ids);
         }
     }
+    if (rc) {
+        if (!e->msg[0]) vlr_fail(e, rc, "%s", vlr_status_str(rc));
+        free(out->ids);
+        free(out->pos);
+        out->ids = out->pos = NULL;
+    }
     vlr_prepared_free(&q);
     return rc;
 }
 
-static bool answer_has_image(const vlr_message *a) {
-    for (size_t k = 0; k < a->n_items; k++)
-        if (a->items[k].kind != VLR_ITEM_TEXT) return true;
-    return false;
+static void free_tails(answer_tail *t, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(t[i].ids);
+        free(t[i].pos);
+    }
 }
 
-/* Answers 1.. of a group (tails from `from`) after the first `prompt` tokens, which the text state
- * holds: stacked into windows of up to a text chunk of rows, each window one vlr_forward_suffixes. */
-static vlr_status score_suffixes(vlr_session *s, const answer_tail *rest, size_t n_rest, size_t from, size_t prompt,
-                                 double *scores, size_t *failed) {
+/* The tails after the first `prompt` tokens, which the text state holds: stacked into windows of up
+ * to a text chunk of rows, each window one vlr_forward_suffixes; each answer settled. */
+static void score_suffixes(group_run *g, const answer_tail *rest, size_t n_rest, size_t from, size_t prompt) {
+    vlr_session *s = g->s;
     const vlr_model *m = s->model;
     vlr_err *e = &s->err;
     const size_t skip = prompt - from; /* of each tail */
@@ -715,10 +764,11 @@ static vlr_status score_suffixes(vlr_session *s, const answer_tail *rest, size_t
     const size_t window = max_rows > VLR_TEXT_DEFAULT_CHUNK ? max_rows : VLR_TEXT_DEFAULT_CHUNK;
     int32_t *ids = vlr_malloc(window * sizeof *ids, e), *pos = vlr_malloc(3 * window * sizeof *pos, e);
     size_t *len = vlr_malloc(n_rest * sizeof *len, e);
-    vlr_status rc = ids && pos && len ? VLR_OK : VLR_ERR_NOMEM;
-    for (size_t i = 0; i < n_rest && !rc;) {
+    double *scores = vlr_malloc(n_rest * sizeof *scores, e);
+    const vlr_status alloc = ids && pos && len && scores ? VLR_OK : VLR_ERR_NOMEM;
+    for (size_t i = 0; i < n_rest && !g->stopped;) {
         size_t end = i, rows = 0; /* the window: answers [i, end), `rows` stacked rows */
-        while (end < n_rest && rest[end].n - prompt <= window - rows) {
+        while (!alloc && end < n_rest && rest[end].n - prompt <= window - rows) {
             const size_t tail = rest[end].n - from;
             len[end] = rest[end].n - prompt;
             memcpy(ids + rows, rest[end].ids + skip, len[end] * sizeof *ids);
@@ -726,31 +776,97 @@ static vlr_status score_suffixes(vlr_session *s, const answer_tail *rest, size_t
                 memcpy(pos + c * window + rows, rest[end].pos + c * tail + skip, len[end] * sizeof *pos);
             rows += len[end++];
         }
-        rc = vlr_forward_suffixes(&m->cfg, &m->weights, s->text, ids, pos, window, len + i, end - i, scores + i, NULL, e);
-        for (; !rc && i < end; i++)
-            if (!isfinite(scores[i]))
-                rc = vlr_fail(e, VLR_ERR_NUMERIC, "the score is not finite (%s): the model computed a non-finite "
-                              "value over %zu tokens", isnan(scores[i]) ? "NaN" : scores[i] > 0 ? "inf" : "-inf",
-                              rest[i].n);
-        if (rc) *failed = i;
+        vlr_status rc = alloc ? alloc
+                              : vlr_forward_suffixes(&m->cfg, &m->weights, s->text, ids, pos, window, len + i, end - i,
+                                                     scores + i, NULL, e);
+        if (rc) { /* the whole window failed: each of its answers (a batch's) with that message */
+            for (end = alloc ? n_rest : end; i < end && settle(g, rest[i].index, rc, 0, 0);) i++;
+            continue;
+        }
+        for (; i < end; i++) {
+            const vlr_status v = isfinite(scores[i]) ? VLR_OK : fail_not_finite(e, scores[i], rest[i].n);
+            if (!settle(g, rest[i].index, v, scores[i], rest[i].n)) break;
+            if (v) continue;
+            s->suffix_answers++;
+            if (s->cache) vlr_cache_count_request(s->cache, rest[i].n, prompt);
+            s->last_n_tokens = rest[i].n;
+            s->last_reused = prompt;
+        }
+        memcpy(s->last_hidden, vlr_text_last_hidden(s->text), (size_t)m->cfg.text.hidden_size * sizeof(float));
     }
     free(ids);
     free(pos);
     free(len);
-    return rc;
+    free(scores);
 }
 
-/* Each answer of r in turn as a request of its own on the session (its reuse as usual). */
-static vlr_status score_one_by_one(vlr_session *s, vlr_parsed_request *r, size_t first, size_t n, double *scores,
-                                   uint64_t *tokens, size_t *failed) {
-    vlr_status rc = VLR_OK;
-    for (size_t i = first; i < n && !rc; i++) {
-        vlr_parsed_request_answer(r, i);
-        if ((rc = vlr_score(s, &r->req, &scores[i]))) *failed = i;
-        else *tokens += s->last_n_tokens;
+/* Answers [lead, end) of g: the lead as a request of its own, the others as suffixes after it, in
+ * rounds. Returns where the caller goes on: `end`; the answer after a lead that failed (it leads
+ * next); or an answer that cannot be a suffix after the lead's images (never seen: its tokens would
+ * differ inside them), which leads the next run. Afterwards the session holds and remembers the
+ * prompt the suffixes ran after. */
+static size_t score_from(group_run *g, size_t lead, size_t end) {
+    vlr_session *s = g->s;
+    vlr_prepared first;
+    double score = 0;
+    vlr_status rc = vlr_prepare(s, group_answer(g, lead), &first);
+    if (!rc) rc = score_prepared(s, &first, &score);
+    settle(g, lead, rc, score, first.ids.len);
+    const size_t cap = end - lead - 1 < GROUP_ROUND_ANSWERS ? end - lead - 1 : GROUP_ROUND_ANSWERS;
+    answer_tail *tails = rc || !cap ? NULL : vlr_calloc(cap, sizeof *tails, &s->err);
+    size_t next = lead + 1; /* without memory for the tails, the next answer leads: one by one */
+    size_t prompt = first.ids.len, from = 0; /* the lead's image placeholders end before `from` */
+    for (size_t i = 0; i < first.ids.len; i++)
+        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) from = i + 1;
+    bool more = tails != NULL;
+    while (more && next < end && !g->stopped) {
+        size_t k = 0, kept = 0;
+        for (; next < end && k < cap && kept < GROUP_ROUND_TOKENS && !g->stopped; next++) {
+            answer_tail *t = &tails[k];
+            if ((rc = prepare_answer_tail(s, group_answer(g, next), &first, from, t))) {
+                settle(g, next, rc, 0, 0);
+                continue;
+            }
+            if (t->common < from) {
+                more = false;
+                break;
+            }
+            t->index = next;
+            kept += t->n - from;
+            if (t->common < prompt) prompt = t->common;
+            k++;
+        }
+        if (k && !g->stopped) {
+            vlr_text_truncate(s->text, prompt);
+            if (s->prev_n > prompt) s->prev_n = prompt; /* the session remembers the prompt it still holds */
+            score_suffixes(g, tails, k, from, prompt);
+        }
+        free_tails(tails, k);
     }
-    vlr_parsed_request_answer(r, 0);
-    return rc;
+    free(tails);
+    vlr_prepared_free(&first);
+    return next;
+}
+
+/* Scores answers [begin, end) of g: batched, or each as a request of its own. */
+static void score_answers_range(group_run *g, size_t begin, size_t end, bool batched) {
+    for (size_t i = begin; i < end && !g->stopped;) i = score_from(g, i, batched ? end : i + 1);
+}
+
+/* A cancellation stops the answer under way and every later one. */
+static void interrupt_rest(group_run *g) {
+    if (!g->stopped || g->results[g->failed].status != VLR_ERR_INTERRUPTED) return;
+    for (size_t i = g->failed; i < g->n; i++) {
+        g->results[i].status = VLR_ERR_INTERRUPTED;
+        g->results[i].score = 0;
+        snprintf(g->results[i].message, sizeof g->results[i].message, "interrupted");
+    }
+}
+
+static bool answer_has_image(const vlr_message *a) {
+    for (size_t k = 0; k < a->n_items; k++)
+        if (a->items[k].kind != VLR_ITEM_TEXT) return true;
+    return false;
 }
 
 vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scores, uint64_t *tokens,
@@ -760,50 +876,88 @@ vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scor
     for (size_t i = 0; batched && i < n; i++) batched = !answer_has_image(&r->answers[i]);
     *tokens = 0;
     *failed = 0;
-    if (!batched) return score_one_by_one(s, r, 0, n, scores, tokens, failed);
-    /* Answer 0 as a request (vision, prompt through the caches), then the others as suffixes after
-     * the longest token prefix they all share with it, which the session's KV cache holds then. */
-    vlr_prepared first;
-    answer_tail *rest = vlr_calloc(n - 1, sizeof *rest, &s->err);
-    if (!rest) return VLR_ERR_NOMEM;
+    group_run g = {.s = s, .parsed = r, .n = n, .results = vlr_malloc(n * sizeof *g.results, &s->err)};
+    if (!g.results) return s->err.code = VLR_ERR_NOMEM;
+    score_answers_range(&g, 0, n, batched);
     vlr_parsed_request_answer(r, 0);
-    vlr_status rc = vlr_prepare(s, &r->req, &first);
-    if (!rc) rc = score_prepared(s, &first, &scores[0]);
-    size_t prompt = first.ids.len, from = 0; /* answer 0's image placeholders end before `from` */
-    for (size_t i = 0; i < first.ids.len; i++)
-        if (first.ids.data[i] == s->model->cfg.tokens.image_pad) from = i + 1;
-    if (!rc) *tokens += first.ids.len;
-    bool suffixes = true;
-    for (size_t i = 1; i < n && !rc && suffixes; i++) {
-        vlr_parsed_request_answer(r, i);
-        if ((rc = prepare_answer_tail(s, &r->req, &first, from, &rest[i - 1]))) *failed = i;
-        if (rest[i - 1].common < prompt) prompt = rest[i - 1].common;
-        suffixes = prompt >= from;
-    }
-    vlr_parsed_request_answer(r, 0);
-    if (!rc && !suffixes) { /* never seen: the answers differ inside the prompt's images */
-        rc = score_one_by_one(s, r, 1, n, scores, tokens, failed);
-    } else if (!rc) {
-        vlr_text_truncate(s->text, prompt);
-        if (s->prev_n > prompt) s->prev_n = prompt; /* the session remembers the prompt it still holds */
-        size_t at = 0;
-        if ((rc = score_suffixes(s, rest, n - 1, from, prompt, scores + 1, &at))) *failed = at + 1;
-        for (size_t i = 0; !rc && i < n - 1; i++) {
-            *tokens += rest[i].n;
-            if (s->cache) vlr_cache_count_request(s->cache, rest[i].n, prompt);
-        }
-        if (!rc) {
-            s->last_n_tokens = rest[n - 2].n;
-            s->last_reused = prompt;
-            memcpy(s->last_hidden, vlr_text_last_hidden(s->text), (size_t)s->model->cfg.text.hidden_size * sizeof(float));
-        }
-    }
-    for (size_t i = 0; i < n - 1; i++) {
-        free(rest[i].ids);
-        free(rest[i].pos);
-    }
-    free(rest);
-    vlr_prepared_free(&first);
-    if (rc) s->err.code = rc;
+    const vlr_status rc = g.stopped ? g.results[g.failed].status : VLR_OK;
+    for (size_t i = 0; !rc && i < n; i++) scores[i] = g.results[i].score;
+    *tokens = g.tokens;
+    *failed = g.failed;
+    free(g.results);
     return rc;
+}
+
+/* Whether two requests of a batch are the same but for their last turn (run detection). Images
+ * compare by what they are given as: the same reference, the same bytes, the same pixels. */
+static bool same_bytes(const void *a, const void *b, size_t n) { return n == 0 || a == b || memcmp(a, b, n) == 0; }
+
+static bool same_item(const vlr_content_item *a, const vlr_content_item *b) {
+    if (a->kind != b->kind || a->min_pixels != b->min_pixels || a->max_pixels != b->max_pixels ||
+        a->resized_height != b->resized_height || a->resized_width != b->resized_width)
+        return false;
+    switch (a->kind) {
+    case VLR_ITEM_TEXT: return a->text_len == b->text_len && same_bytes(a->text, b->text, a->text_len);
+    case VLR_ITEM_IMAGE: return strcmp(a->image, b->image) == 0;
+    case VLR_ITEM_IMAGE_BYTES: return a->image_len == b->image_len && same_bytes(a->image_bytes, b->image_bytes, a->image_len);
+    case VLR_ITEM_IMAGE_PIXELS: {
+        if (a->width != b->width || a->height != b->height) return false;
+        const size_t row = (size_t)a->width * 3, sa = a->stride ? a->stride : row, sb = b->stride ? b->stride : row;
+        for (size_t y = 0; y < (size_t)a->height; y++)
+            if (!same_bytes(a->pixels + y * sa, b->pixels + y * sb, row)) return false;
+        return true;
+    }
+    }
+    return false;
+}
+
+static bool same_message(const vlr_message *a, const vlr_message *b) {
+    if (strcmp(a->role, b->role) != 0 || a->n_items != b->n_items) return false;
+    for (size_t i = 0; i < a->n_items; i++)
+        if (!same_item(&a->items[i], &b->items[i])) return false;
+    return true;
+}
+
+/* A request that can be in a run: valid (so the comparisons read only what it declares) and its
+ * answer without an image. */
+static bool batchable(const vlr_request *r) {
+    vlr_err e;
+    return vlr_request_validate(r, &e) == VLR_OK && !answer_has_image(&r->messages[r->n_messages - 1]);
+}
+
+static bool same_prompt(const vlr_request *a, const vlr_request *b) {
+    if (a->n_messages != b->n_messages || (a->base_dir == NULL) != (b->base_dir == NULL) ||
+        (a->base_dir && strcmp(a->base_dir, b->base_dir) != 0))
+        return false;
+    for (size_t i = 0; i + 1 < a->n_messages; i++)
+        if (!same_message(&a->messages[i], &b->messages[i])) return false;
+    return true;
+}
+
+/* The end of the run of requests that starts at i: i + 1 when reqs[i] runs alone. */
+static size_t run_end(const vlr_session *s, const vlr_request *reqs, size_t i, size_t n) {
+    if (s->trace || !batchable(&reqs[i])) return i + 1;
+    size_t j = i + 1;
+    while (j < n && batchable(&reqs[j]) && same_prompt(&reqs[i], &reqs[j])) j++;
+    return j;
+}
+
+vlr_status vlr_score_batch(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results) {
+    return vlr_score_requests(s, reqs, n, results, NULL);
+}
+
+vlr_status vlr_score_requests(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results,
+                              uint64_t *tokens) {
+    if (n && (!reqs || !results))
+        return vlr_fail(&s->err, VLR_ERR_INPUT, "vlr_score_batch: %zu requests but reqs or results is NULL", n);
+    group_run g = {.s = s, .reqs = reqs, .n = n, .results = results, .keep_going = true, .answer_tokens = tokens};
+    for (size_t i = 0; tokens && i < n; i++) tokens[i] = 0;
+    for (size_t i = 0, j; i < n && !g.stopped; i = j) {
+        j = run_end(s, reqs, i, n);
+        score_answers_range(&g, i, j, j - i > 1);
+    }
+    interrupt_rest(&g);
+    for (size_t i = 0; i < n; i++)
+        if (results[i].status) return results[i].status;
+    return VLR_OK;
 }

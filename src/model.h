@@ -36,6 +36,10 @@ const vlr_err *vlr_session_err(const vlr_session *s);
  * [hidden_size] floats (valid until the next call). */
 const float *vlr_session_last_hidden(const vlr_session *s);
 
+/* Answers this session has scored as suffixes after a group's prompt (vlr_forward_suffixes), since
+ * it was made: the tests see which path a group or a batch took. */
+uint64_t vlr_session_suffix_answers(const vlr_session *s);
+
 /* The session's kernel workspace (tests read its growth with vlr_workspace_stats). */
 const vlr_workspace *vlr_session_workspace(const vlr_session *s);
 

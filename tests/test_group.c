@@ -245,6 +245,31 @@ done:
 
 /* ---- cancellation through vlr_score_answers ------------------------------------------------ */
 
+/* Runs run(arg) while another thread sets *flag (cleared first) after delay_us. */
+static vlr_status run_cancelled_after(volatile int *flag, long delay_us, vlr_status (*run)(void *), void *arg) {
+    canceller cl = {flag, delay_us};
+    pthread_t th;
+    *flag = 0;
+    const bool started = pthread_create(&th, NULL, cancel_later, &cl) == 0;
+    CHECK(started, "thread");
+    const vlr_status rc = run(arg);
+    if (started) pthread_join(th, NULL);
+    return rc;
+}
+
+typedef struct answers_call {
+    vlr_session *s;
+    vlr_parsed_request *r;
+    double *scores;
+    uint64_t tokens;
+    size_t failed;
+} answers_call;
+
+static vlr_status run_answers(void *arg) {
+    answers_call *a = arg;
+    return vlr_score_answers(a->s, a->r, a->scores, &a->tokens, &a->failed);
+}
+
 /* A flag set before the call stops it at answer 0; one set from another thread during a long group
  * stops it wherever it is, or not at all: either way the next call's scores are the same bits. */
 static void test_cancel(void) {
@@ -271,12 +296,9 @@ static void test_cancel(void) {
     CHECK(vlr_score_answers(s, &r, want, &tokens, &failed) == VLR_OK, "after a cancel: %s", vlr_session_errmsg(s));
     const long delays_us[3] = {500, 5000, 30000};
     for (int k = 0; k < 3; k++) {
-        canceller cl = {&flag, delays_us[k]};
-        pthread_t th;
-        flag = 0;
-        CHECK(pthread_create(&th, NULL, cancel_later, &cl) == 0, "thread");
-        rc = vlr_score_answers(s, &r, got, &tokens, &failed);
-        pthread_join(th, NULL);
+        answers_call call = {s, &r, got, 0, 0};
+        rc = run_cancelled_after(&flag, delays_us[k], run_answers, &call);
+        failed = call.failed;
         CHECK(rc == VLR_OK || (rc == VLR_ERR_INTERRUPTED && failed < N), "cancelled after %ld us: %d, %s", delays_us[k],
               (int)rc, vlr_session_errmsg(s));
         printf("cancel after %ld us: %s (answer %zu)\n", delays_us[k], rc == VLR_OK ? "completed first" : "interrupted",
@@ -292,6 +314,235 @@ done:
     vlr_model_free(m);
 }
 
+/* ---- vlr_score_batch: runs of requests that differ only in their answer ---------------------- */
+
+#define QUESTION "Is purple the highest value in this chart? Answer with a short explanation."
+#define MAX_TOKENS 400 /* the long answer below does not fit: a failure inside a run */
+
+static vlr_model *load_capped(vlr_precision precision) {
+    vlr_params params = vlr_default_params();
+    params.n_threads = 2;
+    params.precision = precision;
+    params.max_tokens = MAX_TOKENS;
+    char err[1024];
+    vlr_model *m = NULL;
+    CHECK(vlr_model_load(MODEL, &params, &m, err, sizeof err) == VLR_OK, "load: %s", err);
+    return m;
+}
+
+static vlr_content_item text_item(const char *t) {
+    return (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = t, .text_len = strlen(t)};
+}
+
+enum { N_BATCH = 15, BATCH_SUFFIXES = 6 };
+
+/* The mix, in order: a run of six answers to an image prompt (two fail inside it: invalid UTF-8, more
+ * than MAX_TOKENS), a run of two to a text prompt with a system turn, an answer with an image (alone),
+ * an answer alone before an invalid request, a run of two, and a run of two whose image comes as
+ * pixels in two buffers of the same content. Runs after their leads: 3 + 1 + 1 + 1 suffixes. */
+typedef struct batch_mix {
+    vlr_content_item user_a[2], user_t, sys_t, user_p1[2], user_p2[2], with_image[2], answers[10], null_text;
+    vlr_message msgs[N_BATCH][3];
+    vlr_request reqs[N_BATCH];
+    vlr_buf long_answer;
+    vlr_image img;
+    uint8_t *pixels[2];
+} batch_mix;
+
+static bool batch_mix_init(batch_mix *b) {
+    memset(b, 0, sizeof *b);
+    vlr_err e = {0};
+    char *file = NULL;
+    size_t file_len = 0;
+    CHECK(vlr_read_file(BASE "/images/demo.jpg", 1 << 26, &file, &file_len, &e) == VLR_OK &&
+          vlr_image_decode((uint8_t *)file, file_len, "demo.jpg", NULL, &b->img, NULL, &e) == VLR_OK, "%s", e.msg);
+    free(file);
+    const size_t bytes = (size_t)b->img.width * 3 * (size_t)b->img.height;
+    for (int k = 0; k < 2 && b->img.rgb; k++)
+        if ((b->pixels[k] = malloc(bytes))) memcpy(b->pixels[k], b->img.rgb, bytes);
+    if (!b->pixels[0] || !b->pixels[1]) return false;
+    for (int i = 0; i < 300; i++) vlr_buf_puts(&b->long_answer, "purple bar ");
+    const vlr_content_item image = {.kind = VLR_ITEM_IMAGE, .image = "images/demo.jpg", .max_pixels = 50176};
+    b->user_a[0] = image;
+    b->user_a[1] = text_item(QUESTION);
+    b->user_t = text_item("What is the capital of France?");
+    b->sys_t = text_item("You are a geography teacher.");
+    for (int k = 0; k < 2; k++) {
+        vlr_content_item *u = k ? b->user_p2 : b->user_p1;
+        u[0] = (vlr_content_item){.kind = VLR_ITEM_IMAGE_PIXELS, .pixels = b->pixels[k], .width = b->img.width,
+                                  .height = b->img.height, .max_pixels = 50176};
+        u[1] = text_item(QUESTION);
+    }
+    b->with_image[0] = image;
+    b->with_image[1] = text_item("See the bars.");
+    const char *texts[10] = {"Yes, purple is the highest bar.", "No.", "Purple \xff\xfe is high.", b->long_answer.data,
+                             "The chart shows purple at about 80, above the rest.", "Paris.", "Lyon.", "Maybe.",
+                             "I cannot tell.", "Purple."};
+    for (int k = 0; k < 10; k++) b->answers[k] = text_item(texts[k]);
+    b->null_text = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = NULL, .text_len = 3};
+    /* prompt: 'A' image + question, 'T' system + user text, 'P' / 'Q' pixels; answer: index, -1 with an image,
+     * -2 invalid */
+    static const struct { char prompt; int answer; } mix[N_BATCH] = {
+        {'A', 0}, {'A', 1}, {'A', 2}, {'A', 3}, {'A', 4}, {'A', 1}, {'T', 5}, {'T', 6}, {'A', -1},
+        {'A', 7}, {'A', -2}, {'A', 1}, {'A', 8}, {'P', 1}, {'Q', 9}};
+    for (int i = 0; i < N_BATCH; i++) {
+        vlr_message *m = b->msgs[i];
+        size_t n = 0;
+        if (mix[i].prompt == 'T') {
+            m[n++] = (vlr_message){"system", &b->sys_t, 1};
+            m[n++] = (vlr_message){"user", &b->user_t, 1};
+        } else {
+            m[n++] = (vlr_message){"user", mix[i].prompt == 'A' ? b->user_a : mix[i].prompt == 'P' ? b->user_p1 : b->user_p2, 2};
+        }
+        if (mix[i].answer == -1) m[n++] = (vlr_message){"assistant", b->with_image, 2};
+        else if (mix[i].answer == -2) m[n++] = (vlr_message){"assistant", &b->null_text, 1};
+        else m[n++] = (vlr_message){"assistant", &b->answers[mix[i].answer], 1};
+        b->reqs[i] = (vlr_request){m, n, BASE};
+    }
+    return true;
+}
+
+static void batch_mix_free(batch_mix *b) {
+    vlr_buf_free(&b->long_answer);
+    vlr_image_free(&b->img);
+    free(b->pixels[0]);
+    free(b->pixels[1]);
+}
+
+/* Every result as a fresh session's vlr_score gives it: status, score bits, message. */
+static void check_results(const vlr_batch_result *got, const vlr_batch_result *want, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        CHECK(got[i].status == want[i].status && same_bits(got[i].score, want[i].score) &&
+                  strcmp(got[i].message, want[i].message) == 0,
+              "%s request %zu: status %d score %.17g '%s'; alone: status %d score %.17g '%s'", what, i,
+              (int)got[i].status, got[i].score, got[i].message, (int)want[i].status, want[i].score, want[i].message);
+}
+
+static void test_batch_runs(vlr_precision precision) {
+    vlr_model *m = load_capped(precision);
+    vlr_session *s = NULL;
+    vlr_cache *c = NULL;
+    batch_mix b;
+    const bool mixed = batch_mix_init(&b);
+    vlr_batch_result *want = calloc(N_BATCH, sizeof *want), *got = calloc(N_BATCH, sizeof *got);
+    if (!m || !mixed || !want || !got || vlr_session_init(m, &s) != VLR_OK) goto done;
+    for (size_t i = 0; i < N_BATCH; i++) {
+        vlr_session *alone = NULL;
+        CHECK(vlr_session_init(m, &alone) == VLR_OK, "session");
+        if (!alone) goto done;
+        want[i].status = vlr_score(alone, &b.reqs[i], &want[i].score);
+        if (want[i].status) {
+            want[i].score = 0;
+            snprintf(want[i].message, sizeof want[i].message, "%s", vlr_session_errmsg(alone));
+        }
+        vlr_session_free(alone);
+    }
+    CHECK(want[2].status == VLR_ERR_INPUT && strstr(want[2].message, "invalid UTF-8"), "request 2: %s", want[2].message);
+    CHECK(want[3].status == VLR_ERR_LIMIT && strstr(want[3].message, "more than"), "request 3: %s", want[3].message);
+    CHECK(want[10].status == VLR_ERR_INPUT && strstr(want[10].message, "text is NULL"), "request 10: %s", want[10].message);
+    CHECK(want[8].status == VLR_OK && want[13].status == VLR_OK && !same_bits(want[0].score, want[1].score),
+          "the others score, and differently");
+    /* twice on one session (the second after what the first left), then on a shared cache */
+    for (int round = 0; round < 3; round++) {
+        if (round == 2)
+            CHECK(vlr_cache_new(m, 64u << 20, 256u << 20, &c) == VLR_OK && vlr_session_set_cache(s, c) == VLR_OK,
+                  "cache");
+        const uint64_t before = vlr_session_suffix_answers(s);
+        memset(got, 0x55, N_BATCH * sizeof *got);
+        CHECK(vlr_score_batch(s, b.reqs, N_BATCH, got) == VLR_ERR_INPUT, "the first failure's status");
+        check_results(got, want, N_BATCH, vlr_precision_name(precision));
+        CHECK(vlr_session_suffix_answers(s) - before == BATCH_SUFFIXES, "round %d: %llu answers ran as suffixes, not %d",
+              round, (unsigned long long)(vlr_session_suffix_answers(s) - before), BATCH_SUFFIXES);
+    }
+done:
+    free(want);
+    free(got);
+    if (mixed) batch_mix_free(&b);
+    vlr_session_free(s);
+    vlr_cache_free(c);
+    vlr_model_free(m);
+}
+
+typedef struct batch_call {
+    vlr_session *s;
+    const vlr_request *reqs;
+    size_t n;
+    vlr_batch_result *results;
+} batch_call;
+
+static vlr_status run_batch(void *arg) {
+    batch_call *b = arg;
+    return vlr_score_batch(b->s, b->reqs, b->n, b->results);
+}
+
+/* A cancellation during a batch: the requests before the one under way keep their scores, it and every
+ * later one get VLR_ERR_INTERRUPTED, and the next batch scores as before. A run longer than a round
+ * (GROUP_ROUND_ANSWERS) whose prompt shrinks in the second round (its answers share fewer tokens with
+ * the lead) equals the requests scored one by one. */
+static void test_batch_cancel_and_rounds(void) {
+    enum { N = 300, SHARED = 260 };
+    vlr_model *m = load(VLR_PRECISION_F32);
+    vlr_session *s = NULL, *one = NULL;
+    char (*text)[64] = calloc(N, sizeof *text);
+    vlr_content_item *answer = calloc(N, sizeof *answer);
+    vlr_message (*msgs)[2] = calloc(N, sizeof *msgs);
+    vlr_request *reqs = calloc(N, sizeof *reqs);
+    vlr_batch_result *want = calloc(N, sizeof *want), *got = calloc(N, sizeof *got);
+    if (!m || !text || !answer || !msgs || !reqs || !want || !got || vlr_session_init(m, &s) != VLR_OK ||
+        vlr_session_init(m, &one) != VLR_OK)
+        goto done;
+    const vlr_content_item user[2] = {{.kind = VLR_ITEM_IMAGE, .image = "images/demo.jpg", .max_pixels = 50176},
+                                      text_item(QUESTION)};
+    for (size_t i = 0; i < N; i++) {
+        if (i < SHARED) snprintf(text[i], sizeof text[i], "The bar number %zu is at %zu units.", i, 7 * i % 101);
+        else snprintf(text[i], sizeof text[i], "No, %zu.", i);
+        answer[i] = text_item(text[i]);
+        msgs[i][0] = (vlr_message){"user", user, 2};
+        msgs[i][1] = (vlr_message){"assistant", &answer[i], 1};
+        reqs[i] = (vlr_request){msgs[i], 2, BASE};
+        want[i].status = vlr_score(one, &reqs[i], &want[i].score);
+        CHECK(want[i].status == VLR_OK, "request %zu alone: %s", i, vlr_session_errmsg(one));
+    }
+    uint64_t before = vlr_session_suffix_answers(s);
+    CHECK(vlr_score_batch(s, reqs, N, got) == VLR_OK, "the long run");
+    check_results(got, want, N, "long run");
+    CHECK(vlr_session_suffix_answers(s) - before == N - 1, "%llu of %d answers ran as suffixes",
+          (unsigned long long)(vlr_session_suffix_answers(s) - before), N - 1);
+
+    volatile int flag = 0;
+    vlr_session_set_cancel_flag(s, &flag);
+    const long delays_us[3] = {500, 5000, 30000};
+    for (int k = 0; k < 3; k++) {
+        batch_call call = {s, reqs, N, got};
+        const vlr_status rc = run_cancelled_after(&flag, delays_us[k], run_batch, &call);
+        size_t done = 0;
+        while (done < N && got[done].status == VLR_OK) done++;
+        CHECK((rc == VLR_OK) == (done == N) && (rc == VLR_OK || rc == VLR_ERR_INTERRUPTED), "status %d", (int)rc);
+        check_results(got, want, done, "before the cancel");
+        for (size_t i = done; i < N; i++)
+            CHECK(got[i].status == VLR_ERR_INTERRUPTED && strcmp(got[i].message, "interrupted") == 0,
+                  "after the cancel, request %zu: %d '%s'", i, (int)got[i].status, got[i].message);
+        printf("cancel after %ld us: %zu of %d requests scored\n", delays_us[k], done, N);
+        flag = 0;
+        CHECK(vlr_score_batch(s, reqs, N, got) == VLR_OK, "after a cancel: %s", vlr_session_errmsg(s));
+        check_results(got, want, N, "after a cancel");
+    }
+    flag = 1;
+    CHECK(vlr_score_batch(s, reqs, 3, got) == VLR_ERR_INTERRUPTED && got[0].status == VLR_ERR_INTERRUPTED &&
+          got[2].status == VLR_ERR_INTERRUPTED, "a flag set before the batch");
+    vlr_session_set_cancel_flag(s, NULL);
+done:
+    free(text);
+    free(answer);
+    free(msgs);
+    free(reqs);
+    free(want);
+    free(got);
+    vlr_session_free(s);
+    vlr_session_free(one);
+    vlr_model_free(m);
+}
+
 int main(void) {
     TEST_RUN_WITH(test_suffixes, VLR_PRECISION_F32);
     TEST_RUN_WITH(test_suffixes, VLR_PRECISION_BF16);
@@ -300,5 +551,9 @@ int main(void) {
     TEST_RUN_WITH(test_answers, VLR_PRECISION_BF16);
     TEST_RUN_WITH(test_answers, VLR_PRECISION_INT8);
     TEST_RUN(test_cancel);
+    TEST_RUN_WITH(test_batch_runs, VLR_PRECISION_F32);
+    TEST_RUN_WITH(test_batch_runs, VLR_PRECISION_BF16);
+    TEST_RUN_WITH(test_batch_runs, VLR_PRECISION_INT8);
+    TEST_RUN(test_batch_cancel_and_rounds);
     return test_report();
 }

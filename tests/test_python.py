@@ -206,6 +206,37 @@ class Package(unittest.TestCase):
                 model().score(bad)
             self.assertIn(message, str(ctx.exception))
 
+    def test_batch_of_one_prompt(self):
+        """score_batch hands consecutive requests of one prompt to the library in one call, which
+        scores them as a group: the same values as request by request, failures in their places
+        (one the library refuses, one Python refuses, neither stopping the others), and the CLI's
+        scores for the same answers."""
+        answers = ["No.", "Yes.", "The answer is: B", "Purple is not the highest."]
+        same = [{"image": DEMO, "question": QUESTION, "answer": a} for a in answers]
+        unreadable = {"messages": None, "answer": "x"}  # Python refuses it
+        no_image = {"messages": [{"role": "user", "content": [{"type": "image", "image": DEMO},
+                                                              {"type": "text", "text": QUESTION}]},
+                                 {"role": "assistant", "content": [{"type": "image", "image": "no/such.png"}]}]}
+        other = {"image": DEMO, "question": "What colour is the first bar?", "answer": "Blue."}
+        group = {"image": DEMO, "question": QUESTION, "answers": answers[:2]}
+        requests = same[:2] + [unreadable, no_image] + same[2:] + [group, other, same[0]]
+        got = model().score_batch(requests, errors="return")
+        for i, request in enumerate(requests):
+            try:
+                want = model().score(request)
+            except vlreward.Error as e:
+                self.assertIsInstance(got[i], type(e), i)
+                self.assertEqual(got[i].message, e.message, i)
+                continue
+            self.assertEqual(got[i], want, i)
+        self.assertIsInstance(got[2], vlreward.InputError)
+        self.assertIsInstance(got[3], vlreward.FileError)
+        cli_scores = [float(line) for line in cli("score", "--model", MODEL, "--threads", "2", "--image", DEMO,
+                                                  "--question", QUESTION, *sum((["--answer", a] for a in answers), []))
+                      .split()]
+        self.assertEqual(got[:2] + got[4:6], cli_scores)
+        self.assertEqual(got[6], cli_scores[:2])
+
     def test_ctrl_c_stops_a_call(self):
         """SIGINT during a long score_batch: KeyboardInterrupt within a fraction of a second, although
         the call under way (32,000 tokens) takes many seconds; the Model scores on afterwards as a

@@ -4,7 +4,7 @@ import re
 import threading
 
 from ._batch import run_batch
-from ._errors import FileError, ModelError, from_status
+from ._errors import Error, FileError, ModelError, from_status
 from ._request import IMAGE_OPTIONS, parse
 
 try:
@@ -24,6 +24,20 @@ def _item_tuple(x):
     if x.data is not None:
         return (_core.ITEM_IMAGE_BYTES, x.data, 0, 0, 0) + opts
     return (_core.ITEM_IMAGE_PIXELS, x.pixels, x.width, x.height, x.width * 3) + opts
+
+
+_RUN_REQUESTS = 256  # library requests per call of score_batch (its progress line moves per call)
+
+
+def _library_requests(request):
+    """(the library requests, whether it is a group, the prompt they share): a group gives one
+    request per answer; the prompt is every turn but the answers (what consecutive requests must
+    share to be scored as one batch)."""
+    messages, answers = parse(request)
+    turns = [(role, [_item_tuple(x) for x in items]) for role, items in messages]
+    if answers is None:
+        return [turns], False, turns[:-1]
+    return [turns + [("assistant", [_item_tuple(x) for x in items])] for items in answers], True, turns
 
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -82,28 +96,59 @@ class Model:
     def score(self, request, *, base_dir=None):
         """The reward of one request (a dict in the `vlreward score` line format) as a float; for a
         group ("answers": [...]) the list of its answers' rewards, each bit for bit the score of that
-        answer as a request of its own (the prompt runs once). Ctrl-C stops a call under way
-        (KeyboardInterrupt) when it is made from the main thread."""
-        messages, answers = parse(request)
-        prompt = [(role, [_item_tuple(x) for x in items]) for role, items in messages]
-        if answers is None:
-            requests = [prompt]
-        else:
-            requests = [prompt + [("assistant", [_item_tuple(x) for x in items])] for items in answers]
-        results = self._m.score(requests, base_dir if base_dir is not None else self.base_dir,
-                                threading.current_thread() is threading.main_thread())
-        scores = []
-        for i, (status, score, message) in enumerate(results):
-            if status != _core.OK:
-                raise from_status(status, message if answers is None else f"answers[{i}]: {message}",
-                                  _core.status_str(status))
-            scores.append(score)
-        return scores if answers is not None else scores[0]
+        answer as a request of its own (the prompt runs once, the answers as one batch after it).
+        Ctrl-C stops a call under way (KeyboardInterrupt) when it is made from the main thread."""
+        requests, group, _ = _library_requests(request)
+        value = self._values([(requests, group)], base_dir)[0]
+        if isinstance(value, Error):
+            raise value
+        return value
 
     def score_batch(self, requests, *, errors="raise", progress=False, base_dir=None):
         """Scores of the requests, in order. errors="raise" raises the first failure (its message
-        names the request's index); errors="return" puts the vlreward.Error in its place."""
-        return run_batch(lambda r: self.score(r, base_dir=base_dir), requests, errors, progress)
+        names the request's index); errors="return" puts the vlreward.Error in its place.
+        Consecutive requests that differ only in their answer (a GRPO batch's completions of one
+        prompt, groups of it) are scored in one library call, as one batch after their prompt."""
+        return run_batch(None, requests, errors, progress, lambda rs: self._score_runs(rs, base_dir))
+
+    def _score_runs(self, requests, base_dir):
+        """Each request's score or Error, in order: the requests of one prompt, up to _RUN_REQUESTS
+        answers, go to one vlr_score_batch, which finds the runs itself (this only groups the calls)."""
+        pending, prompt, size = [], None, 0  # pending: (library requests, group) or an Error
+        for request in requests:
+            try:
+                entry = _library_requests(request)
+            except Error as e:
+                pending.append(e)
+                continue
+            if pending and (entry[2] != prompt or size + len(entry[0]) > _RUN_REQUESTS):
+                yield from self._values(pending, base_dir)
+                pending, size = [], 0
+            pending.append(entry[:2])
+            prompt, size = entry[2], size + len(entry[0])
+        yield from self._values(pending, base_dir)
+
+    def _values(self, entries, base_dir):
+        """One library call for the entries' requests; each entry's float, list (a group) or Error."""
+        flat = [r for entry in entries if not isinstance(entry, Error) for r in entry[0]]
+        results = self._m.score(flat, base_dir if base_dir is not None else self.base_dir,
+                                threading.current_thread() is threading.main_thread()) if flat else []
+        values, at = [], 0
+        for entry in entries:
+            if isinstance(entry, Error):
+                values.append(entry)
+                continue
+            requests, group = entry
+            mine, at = results[at:at + len(requests)], at + len(requests)
+            failed = next(((i, r) for i, r in enumerate(mine) if r[0] != _core.OK), None)
+            if failed is None:
+                scores = [score for _, score, _ in mine]
+                values.append(scores if group else scores[0])
+            else:
+                i, (status, _, message) = failed
+                values.append(from_status(status, f"answers[{i}]: {message}" if group else message,
+                                          _core.status_str(status)))
+        return values
 
     def info(self):
         """The architecture and compute summary: the dict `vlreward info --json` prints."""
