@@ -212,32 +212,57 @@ int cmd_score(int argc, char **argv) {
         goto done;
     }
     if (one_off) {
-        /* one line per --answer, in order: the answers of one prompt share its prefix (a group) */
-        vlr_content_item items[MAX_ONE_OFF_IMAGES + 2];
+        /* one line per --answer, in order. The answers share the prompt: they run as one batch of
+         * suffixes after it (vlr_score_batch), each score bit for bit that of the answer alone; with
+         * --trace each runs as a request of its own, for its trace line */
+        vlr_content_item items[MAX_ONE_OFF_IMAGES + 1];
         memset(items, 0, sizeof items);
         for (int i = 0; i < n_images; i++) {
             items[i].kind = VLR_ITEM_IMAGE;
             items[i].image = images[i];
         }
         items[n_images] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = question, .text_len = strlen(question)};
-        vlr_message msgs[2] = {{"user", items, (size_t)n_images + 1}, {"assistant", items + n_images + 1, 1}};
-        vlr_request req = {msgs, 2, NULL};
+        size_t n = (size_t)n_answers;
+        vlr_content_item *answer = calloc(n, sizeof *answer);
+        vlr_message *msgs = calloc(2 * n, sizeof *msgs);
+        vlr_request *reqs = calloc(n, sizeof *reqs);
+        vlr_batch_result *results = calloc(n, sizeof *results);
         vlr_buf id = {0}, line = {0};
         vlr_buf_puts(&id, "\"one-off\"");
-        status = EXIT_OK;
-        for (int i = 0; i < n_answers && status == EXIT_OK; i++) {
-            items[n_images + 1] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = answers[i], .text_len = strlen(answers[i])};
-            double score;
-            if (score_one(&ctx, &req, &id, &score) == VLR_OK) {
+        if (!answer || !msgs || !reqs || !results) {
+            fprintf(stderr, "vlreward score: out of memory\n");
+            n = 0;
+        }
+        for (size_t i = 0; i < n; i++) {
+            answer[i] = (vlr_content_item){.kind = VLR_ITEM_TEXT, .text = answers[i], .text_len = strlen(answers[i])};
+            msgs[2 * i] = (vlr_message){"user", items, (size_t)n_images + 1};
+            msgs[2 * i + 1] = (vlr_message){"assistant", &answer[i], 1};
+            reqs[i] = (vlr_request){&msgs[2 * i], 2, NULL};
+        }
+        if (!ctx.trace_file) {
+            vlr_score_batch(ctx.session, reqs, n, results);
+        } else {
+            for (size_t i = 0; i < n && (i == 0 || results[i - 1].status == VLR_OK); i++) {
+                results[i].status = score_one(&ctx, &reqs[i], &id, &results[i].score);
+                snprintf(results[i].message, sizeof results[i].message, "%s", vlr_session_errmsg(ctx.session));
+            }
+        }
+        status = n ? EXIT_OK : EXIT_INPUT;
+        for (size_t i = 0; i < n && status == EXIT_OK; i++) { /* up to the first failure, as one by one */
+            if (results[i].status == VLR_OK) {
                 line.len = 0;
-                vlr_buf_json_double(&line, score);
+                vlr_buf_json_double(&line, results[i].score);
                 printf("%s\n", line.data);
             } else {
-                if (n_answers > 1) fprintf(stderr, "vlreward score: --answer %d: %s\n", i + 1, vlr_session_errmsg(ctx.session));
-                else fprintf(stderr, "vlreward score: %s\n", vlr_session_errmsg(ctx.session));
+                if (n > 1) fprintf(stderr, "vlreward score: --answer %zu: %s\n", i + 1, results[i].message);
+                else fprintf(stderr, "vlreward score: %s\n", results[i].message);
                 status = EXIT_INPUT;
             }
         }
+        free(answer);
+        free(msgs);
+        free(reqs);
+        free(results);
         vlr_buf_free(&id);
         vlr_buf_free(&line);
     } else {

@@ -400,6 +400,20 @@ static void test_score_groups(void) {
         snprintf(text, sizeof text, "%.17g", strtod(lines[i], NULL));
         CHECK(strcmp(text, want[i]) == 0, "one-off answer %d: %s, want %s", i, lines[i], want[i]);
     }
+    /* a failing answer among them (the answers run as one batch): the lines before it, its message
+     * naming it, nothing after it, exit 1 (as when they ran one by one) */
+    free(one_off);
+    snprintf(cmd, sizeof cmd, "%s score --model " MODEL " --threads 2 --image tests/reference/images/demo.jpg "
+             "--question 'Is Purple the highest value?' --answer No. --answer \"$(printf 'x\\377')\" --answer B", bin);
+    int bad_rc = run(cmd, &one_off);
+    char *err = read_stderr(), first[64] = "";
+    if (one_off) sscanf(one_off, "%63s", first);
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", strtod(first, NULL));
+    CHECK(bad_rc == 1 && strcmp(text, want[0]) == 0 && strchr(one_off, '\n') == strrchr(one_off, '\n') &&
+              strstr(err, "--answer 2: invalid UTF-8"),
+          "one-off with a bad second answer: exit %d, out '%s', err '%s'", bad_rc, one_off, err);
+    free(err);
     free(out);
     free(single);
     free(one_off);
