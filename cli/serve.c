@@ -24,6 +24,18 @@ typedef struct serve_group {
 
 typedef enum job_state { JOB_WAITING, JOB_RUNNING, JOB_DONE } job_state;
 
+/* Queued single requests that answer the same prompt, run by one worker as one vlr_score_batch call
+ * (the prompt and its images once, the answers as one batch of suffixes after it). The session's
+ * cancel flag is the batch's: set once every job in it is cancelled (guarded by the pool lock). */
+typedef struct serve_batch {
+    volatile int cancel;
+    size_t live; /* jobs not cancelled */
+} serve_batch;
+
+/* At most this many queued requests run as one batch: their suffix passes are bounded by the library
+ * (vlr_score_batch's rounds) and the queue stays roughly first come, first served. */
+#define COALESCE_MAX 64
+
 typedef struct serve_job {
     const vlr_request *req;
     vlr_parsed_request *parsed; /* req's owner: a group's answers are put in turn into req */
@@ -32,6 +44,8 @@ typedef struct serve_job {
     size_t n_fetched;
     size_t n_images;
     serve_group *group;
+    uint64_t prompt;      /* prompt_key(req) of a single request; 0: never runs in a batch */
+    serve_batch *batch;   /* while it runs in a batch with others (guarded by the pool lock) */
     struct serve_job *prev, *next; /* the queue: a cancelled body unlinks its waiting jobs */
     job_state state;      /* guarded by the pool lock */
     volatile int cancel;  /* the session's cancel flag while the job runs (written under the pool lock) */
@@ -54,7 +68,7 @@ struct serve_pool {
     serve_job *head, *tail;
     bool stop;
     uint64_t n_queued, n_busy, n_scored, n_failed, n_tokens; /* for serve_pool_stats */
-    uint64_t n_images, n_cancelled, n_timeouts, n_queue_full;
+    uint64_t n_images, n_cancelled, n_timeouts, n_queue_full, n_coalesced;
     int n_workers, n_running;
     serve_worker *workers;
     vlr_cache *cache;     /* the vision and prefix cache every worker's session shares */
@@ -95,36 +109,123 @@ static void run_job(vlr_session *s, serve_job *job) {
         if (i == 0 || job->scores[i] > job->score) job->score = job->scores[i];
 }
 
+/* FNV-1a, 64 bits: a digest to find candidates, never to decide (the library compares requests). */
+static uint64_t fnv(uint64_t h, const void *data, size_t n) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s) { return s ? fnv(h, s, strlen(s) + 1) : fnv(h, "", 1); }
+
+/* A digest of what a request's answer follows: every turn but the last, the last's role. Requests
+ * with equal keys are candidates for one vlr_score_batch. 0 when the request does not end with an
+ * answer the library batches (an assistant turn of text only). */
+static uint64_t prompt_key(const vlr_request *r) {
+    if (r->n_messages < 2) return 0;
+    const vlr_message *last = &r->messages[r->n_messages - 1];
+    if (!last->role || strcmp(last->role, "assistant") != 0) return 0;
+    for (size_t i = 0; i < last->n_items; i++)
+        if (last->items[i].kind != VLR_ITEM_TEXT) return 0;
+    uint64_t h = fnv_str(0xcbf29ce484222325ull, r->base_dir);
+    for (size_t m = 0; m + 1 < r->n_messages; m++) {
+        const vlr_message *msg = &r->messages[m];
+        h = fnv_str(h, msg->role);
+        h = fnv(h, &msg->n_items, sizeof msg->n_items);
+        for (size_t i = 0; i < msg->n_items; i++) {
+            const vlr_content_item *it = &msg->items[i];
+            int64_t sizes[4] = {it->min_pixels, it->max_pixels, it->resized_height, it->resized_width};
+            h = fnv(h, &it->kind, sizeof it->kind);
+            h = fnv(h, &it->text_len, sizeof it->text_len);
+            if (it->text) h = fnv(h, it->text, it->text_len);
+            h = fnv_str(h, it->image);
+            h = fnv(h, sizes, sizeof sizes);
+            if (it->image_bytes) h = fnv(h, it->image_bytes, it->image_len);
+        }
+    }
+    return h ? h : 1;
+}
+
 /* {"id", "score"} or, for a group, {"id", "scores": [...], "best": i}. */
 static void result_object(vlr_buf *b, const char *id, const serve_job *job) {
     if (job->scores) cli_result_line(b, id, strlen(id), job->scores, job->parsed->n_answers, true);
     else cli_result_line(b, id, strlen(id), &job->score, 1, false);
 }
 
+/* Runs jobs[0..m) (m > 1 single requests, their prompt_key equal) as one vlr_score_batch: each
+ * result is that of the request alone, bit for bit (the library's contract), the batch only saves
+ * the prompt's repeats. A key collision costs nothing but the batching: the library compares the
+ * requests themselves. */
+static void run_batch(vlr_session *s, serve_job **jobs, size_t m) {
+    vlr_request *reqs = malloc(m * sizeof *reqs);
+    vlr_batch_result *results = malloc(m * sizeof *results);
+    uint64_t *tokens = malloc(m * sizeof *tokens);
+    if (!reqs || !results || !tokens) {
+        for (size_t i = 0; i < m; i++) vlr_fail(&jobs[i]->err, VLR_ERR_NOMEM, "out of memory for a batch of %zu", m);
+    } else {
+        for (size_t i = 0; i < m; i++) reqs[i] = *jobs[i]->req;
+        vlr_score_requests(s, reqs, m, results, tokens);
+        for (size_t i = 0; i < m; i++) {
+            jobs[i]->tokens = tokens[i];
+            if (results[i].status == VLR_OK) jobs[i]->score = results[i].score;
+            else vlr_fail(&jobs[i]->err, results[i].status, "%s", results[i].message);
+        }
+    }
+    free(reqs);
+    free(results);
+    free(tokens);
+}
+
+static void unlink_job(serve_pool *p, serve_job *job) {
+    if (job->prev) job->prev->next = job->next;
+    else p->head = job->next;
+    if (job->next) job->next->prev = job->prev;
+    else p->tail = job->prev;
+    job->prev = job->next = NULL;
+}
+
 static void *worker_main(void *arg) {
     serve_worker *w = arg;
     serve_pool *p = w->pool;
+    serve_job *jobs[COALESCE_MAX];
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stop) pthread_cond_wait(&p->work, &p->lock);
         if (!p->head) break; /* stop, and nothing left to do */
-        serve_job *job = p->head;
-        p->head = job->next;
-        if (p->head) p->head->prev = NULL;
-        else p->tail = NULL;
-        job->state = JOB_RUNNING;
-        p->n_queued--;
+        /* the first job in the queue, and the queued answers to its prompt (a GRPO group's
+         * completions sent as separate requests arrive together) */
+        size_t m = 0;
+        jobs[m++] = p->head;
+        uint64_t prompt = p->head->prompt;
+        unlink_job(p, p->head);
+        for (serve_job *o = p->head, *next; prompt && o && m < COALESCE_MAX; o = next) {
+            next = o->next;
+            if (o->prompt != prompt) continue;
+            unlink_job(p, o);
+            jobs[m++] = o;
+        }
+        serve_batch batch = {.live = m};
+        for (size_t i = 0; i < m; i++) {
+            jobs[i]->state = JOB_RUNNING;
+            jobs[i]->batch = m > 1 ? &batch : NULL;
+        }
+        p->n_queued -= m;
         p->n_busy++;
+        if (m > 1) p->n_coalesced += m;
         pthread_mutex_unlock(&p->lock);
-        /* the body's thread may set job->cancel from now on: the library checks it between images,
+        /* a body's thread may set the cancel flag from now on: the library checks it between images,
          * layers and prefill chunks */
-        vlr_session_set_cancel_flag(w->session, &job->cancel);
-        run_job(w->session, job);
+        vlr_session_set_cancel_flag(w->session, m > 1 ? &batch.cancel : &jobs[0]->cancel);
+        if (m > 1) run_batch(w->session, jobs, m);
+        else run_job(w->session, jobs[0]);
         vlr_session_set_cancel_flag(w->session, NULL);
         pthread_mutex_lock(&p->lock);
         p->n_busy--;
-        job->state = JOB_DONE;
-        if (--job->group->pending == 0) pthread_cond_signal(&job->group->done);
+        for (size_t i = 0; i < m; i++) {
+            jobs[i]->state = JOB_DONE;
+            jobs[i]->batch = NULL;
+            if (--jobs[i]->group->pending == 0) pthread_cond_signal(&jobs[i]->group->done);
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -213,6 +314,7 @@ void serve_pool_stats(serve_pool *p, serve_stats *out) {
     out->cancelled = p->n_cancelled;
     out->timeouts = p->n_timeouts;
     out->queue_full = p->n_queue_full;
+    out->coalesced = p->n_coalesced;
     out->max_queue = p->max_queue;
     pthread_mutex_unlock(&p->lock);
     vlr_cache_get_stats(p->cache, &out->caches);
@@ -324,11 +426,10 @@ static void cancel_jobs(serve_pool *p, serve_job *jobs, size_t n) {
         if (!job->queued) continue;
         if (job->state == JOB_RUNNING) {
             job->cancel = 1;
+            /* in a batch, the work stops when nobody in it wants a reply any more */
+            if (job->batch && --job->batch->live == 0) job->batch->cancel = 1;
         } else if (job->state == JOB_WAITING) {
-            if (job->prev) job->prev->next = job->next;
-            else p->head = job->next;
-            if (job->next) job->next->prev = job->prev;
-            else p->tail = job->prev;
+            unlink_job(p, job);
             job->state = JOB_DONE;
             p->n_queued--;
             vlr_fail(&job->err, VLR_ERR_INTERRUPTED, "cancelled before it ran");
@@ -590,6 +691,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
         job->req = &parsed[i].req;
         job->parsed = &parsed[i];
         job->queued = rc == VLR_OK;
+        job->prompt = rc == VLR_OK && !job->scores ? prompt_key(job->req) : 0;
         if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
             serve_reply_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
                         out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,

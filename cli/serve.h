@@ -105,6 +105,7 @@ typedef struct serve_stats {
     uint64_t cancelled;     /* requests dropped from the queue or stopped mid-way: client gone or timeout */
     uint64_t timeouts;      /* bodies answered 504 (--request-timeout) */
     uint64_t queue_full;    /* bodies answered 503 because the queue was full (--max-queue) */
+    uint64_t coalesced;     /* requests a worker ran in one batch with queued answers to the same prompt */
     size_t max_queue;
 } serve_stats;
 void serve_pool_stats(serve_pool *p, serve_stats *out);

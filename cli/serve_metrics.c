@@ -104,6 +104,9 @@ void serve_metrics_render(serve_metrics *m, const serve_stats *st, const serve_g
     counter(b, "vlreward_request_timeouts_total", "Bodies answered 504 (--request-timeout).", st->timeouts);
     counter(b, "vlreward_queue_full_total", "Bodies answered 503 because the queue was full (--max-queue).",
             st->queue_full);
+    counter(b, "vlreward_coalesced_total",
+            "Requests run in one batch with other queued answers to the same prompt (the prompt once).",
+            st->coalesced);
     counter(b, "vlreward_deduplicated_total",
             "Requests answered with the reply of an identical request in flight, without computing.", g->deduplicated);
     counter(b, "vlreward_tokens_total", "Tokens of the scored requests, images expanded.", st->tokens);

@@ -1097,11 +1097,21 @@ static void test_drain_timeout(void) {
     CHECK(up, "server with --drain-timeout 1 started");
     if (!up) return;
     bg_post c = {0};
+    /* 520 requests with a prompt each (answers to one prompt would run as one batch, and quickly):
+     * the golden cases, each asked again under 40 different system turns */
     vlr_buf_puts(&c.body, "{\"requests\": [");
     for (int k = 0; k < 40; k++)
         for (int i = 0; i < N_CASES; i++) {
+            const char *messages = strstr(case_line[i], "\"messages\": [");
             if (k || i) vlr_buf_puts(&c.body, ", ");
-            vlr_buf_append(&c.body, case_line[i], case_len[i]);
+            if (!messages) {
+                vlr_buf_append(&c.body, case_line[i], case_len[i]);
+                continue;
+            }
+            size_t head = (size_t)(messages - case_line[i]) + strlen("\"messages\": [");
+            vlr_buf_append(&c.body, case_line[i], head);
+            vlr_buf_printf(&c.body, "{\"role\": \"system\", \"content\": \"You are judge number %d.\"}, ", k);
+            vlr_buf_append(&c.body, case_line[i] + head, case_len[i] - head);
         }
     vlr_buf_puts(&c.body, "]}");
     CHECK(bg_start(&c, 60000), "client thread");

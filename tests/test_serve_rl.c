@@ -314,6 +314,57 @@ static void test_cancel_and_queue(void) {
     bg_free(&follower);
 }
 
+/* A GRPO group sent as separate requests: while the single worker is busy, eight answers to one
+ * prompt (and one to another) queue up; the worker then runs the eight as one batch after their
+ * prompt (vlreward_coalesced_total), and each score is that of the request sent alone, bit for bit. */
+static void test_coalesce(void) {
+    static const char *extra[] = {"--workers", "1", NULL};
+    bool up = restart_server(MODEL, extra, 0);
+    CHECK(up, "server with --workers 1 started");
+    if (!up) return;
+    enum { N = 9 };
+    bg_post blocker = {0}, answers[N];
+    slow_request(&blocker.body, "blocker", 3, 850000);
+    CHECK(bg_start(&blocker, 120000), "the blocker");
+    CHECK(metric_reaches("vlreward_busy_workers", 1, 20), "the blocker runs");
+    for (int i = 0; i < N; i++) {
+        answers[i] = (bg_post){0};
+        /* the last one answers another prompt: it runs on its own */
+        vlr_buf_printf(&answers[i].body, "{\"id\": %d, \"image\": \"images/tiny_30x20.png\", \"question\": \"%s\", "
+                                        "\"answer\": \"Answer number %d, %s.\"}",
+                       i, i < N - 1 ? "What colours dominate?" : "Which shape is it?", i, i % 2 ? "red" : "green");
+        CHECK(bg_start(&answers[i], 120000), "answer %d", i);
+    }
+    CHECK(metric_reaches("vlreward_queue_depth", N, 30), "the answers wait behind the blocker");
+    bg_join(&blocker);
+    double got[N];
+    for (int i = 0; i < N; i++) {
+        bg_join(&answers[i]);
+        vlr_json_doc *d = parse_body(&answers[i].r);
+        const vlr_json *score = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+        got[i] = vlr_json_is(score, VLR_JSON_NUMBER) ? score->number : NAN;
+        CHECK(answers[i].r.status == 200 && !isnan(got[i]), "answer %d: %ld %s", i, answers[i].r.status,
+              answers[i].r.body.data);
+        vlr_json_free(d);
+    }
+    CHECK(metric("vlreward_coalesced_total") == N - 1, "the eight answers to one prompt ran as one batch: %g",
+          metric("vlreward_coalesced_total"));
+    /* each alone (nothing else queued): the same bits */
+    for (int i = 0; i < N; i++) {
+        http_resp r;
+        post(answers[i].body.data, &r);
+        vlr_json_doc *d = parse_body(&r);
+        const vlr_json *score = d ? vlr_json_get(vlr_json_root(d), "score") : NULL;
+        CHECK(r.status == 200 && vlr_json_is(score, VLR_JSON_NUMBER) && same_bits(score->number, got[i]),
+              "answer %d alone: %.17g, in the batch %.17g", i, score ? score->number : NAN, got[i]);
+        vlr_json_free(d);
+        resp_free(&r);
+    }
+    CHECK(metric("vlreward_coalesced_total") == N - 1, "requests one at a time run alone");
+    bg_free(&blocker);
+    for (int i = 0; i < N; i++) bg_free(&answers[i]);
+}
+
 /* --request-timeout 1: a request that runs longer is cancelled and answered 504. */
 static void test_request_timeout(void) {
     static const char *extra[] = {"--workers", "1", "--request-timeout", "1", NULL};
@@ -575,6 +626,7 @@ int main(void) {
     if (up) TEST_RUN(test_get_reward);
     TEST_RUN(test_cancel_and_queue);
     TEST_RUN(test_request_timeout);
+    TEST_RUN(test_coalesce);
     if (session) TEST_RUN_WITH(test_image_limits, session);
     TEST_RUN(test_fanout);
     stop_server();
