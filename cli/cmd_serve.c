@@ -223,6 +223,7 @@ static void stats_json(server *s, vlr_buf *b) {
     vlr_jw_key_uint(&w, "cancelled", st.cancelled);
     vlr_jw_key_uint(&w, "timeouts", st.timeouts);
     vlr_jw_key_uint(&w, "queue_full", st.queue_full);
+    vlr_jw_key_uint(&w, "coalesced", st.coalesced);
     vlr_jw_end(&w);
 }
 
