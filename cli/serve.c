@@ -24,17 +24,21 @@ typedef struct serve_group {
 
 typedef enum job_state { JOB_WAITING, JOB_RUNNING, JOB_DONE } job_state;
 
-/* Queued single requests that answer the same prompt, run by one worker as one vlr_score_batch call
- * (the prompt and its images once, the answers as one batch of suffixes after it). The session's
- * cancel flag is the batch's: set once every job in it is cancelled (guarded by the pool lock). */
-typedef struct serve_batch {
-    volatile int cancel;
-    size_t live; /* jobs not cancelled */
-} serve_batch;
-
 /* At most this many queued requests run as one batch: their suffix passes are bounded by the library
  * (vlr_score_batch's rounds) and the queue stays roughly first come, first served. */
 #define COALESCE_MAX 64
+
+/* Queued single requests that answer the same prompt, run by one worker as one vlr_score_batch call
+ * (the prompt and its images once, the answers as one batch of suffixes after it). A job cancelled
+ * while its batch runs leaves it at once: its body is answered (504, or nobody) without waiting for
+ * the others, and the worker no longer touches it (its body frees it). The session's cancel flag is
+ * the batch's, set once every job has left. Guarded by the pool lock but cancel, which the library
+ * reads. */
+typedef struct serve_batch {
+    volatile int cancel;
+    size_t live;                 /* jobs still in the batch */
+    bool left[COALESCE_MAX];     /* the job at that place was cancelled and has left */
+} serve_batch;
 
 typedef struct serve_job {
     const vlr_request *req;
@@ -46,6 +50,7 @@ typedef struct serve_job {
     serve_group *group;
     uint64_t prompt;      /* prompt_key(req) of a single request; 0: never runs in a batch */
     serve_batch *batch;   /* while it runs in a batch with others (guarded by the pool lock) */
+    size_t batch_index;   /* its place in the batch */
     struct serve_job *prev, *next; /* the queue: a cancelled body unlinks its waiting jobs */
     job_state state;      /* guarded by the pool lock */
     volatile int cancel;  /* the session's cancel flag while the job runs (written under the pool lock) */
@@ -152,28 +157,60 @@ static void result_object(vlr_buf *b, const char *id, const serve_job *job) {
     else cli_result_line(b, id, strlen(id), &job->score, 1, false);
 }
 
-/* Runs jobs[0..m) (m > 1 single requests, their prompt_key equal) as one vlr_score_batch: each
- * result is that of the request alone, bit for bit (the library's contract), the batch only saves
- * the prompt's repeats. A key collision costs nothing but the batching: the library compares the
- * requests themselves. */
-static void run_batch(vlr_session *s, serve_job **jobs, size_t m) {
-    vlr_request *reqs = malloc(m * sizeof *reqs);
-    vlr_batch_result *results = malloc(m * sizeof *results);
-    uint64_t *tokens = malloc(m * sizeof *tokens);
-    if (!reqs || !results || !tokens) {
-        for (size_t i = 0; i < m; i++) vlr_fail(&jobs[i]->err, VLR_ERR_NOMEM, "out of memory for a batch of %zu", m);
-    } else {
-        for (size_t i = 0; i < m; i++) reqs[i] = *jobs[i]->req;
-        vlr_score_requests(s, reqs, m, results, tokens);
-        for (size_t i = 0; i < m; i++) {
-            jobs[i]->tokens = tokens[i];
-            if (results[i].status == VLR_OK) jobs[i]->score = results[i].score;
-            else vlr_fail(&jobs[i]->err, results[i].status, "%s", results[i].message);
+/* Runs reqs[0..m) (single requests whose prompt_key is equal) as one vlr_score_batch into results
+ * and tokens: each result is that of the request alone, bit for bit (the library's contract), the
+ * batch only saves the prompt's repeats. A key collision costs nothing but the batching: the library
+ * compares the requests themselves. */
+static void run_batch(vlr_session *s, const vlr_request *reqs, size_t m, vlr_batch_result *results,
+                      uint64_t *tokens) {
+    vlr_score_requests(s, reqs, m, results, tokens);
+}
+
+/* A deep copy of a request (its turns, items, texts, image sources and bytes) in one allocation:
+ * a batch runs on copies, because a job that leaves it is freed by its body while the batch goes on.
+ * NULL when out of memory. */
+static vlr_request *request_copy(const vlr_request *r) {
+    size_t n_items = 0, chars = r->base_dir ? strlen(r->base_dir) + 1 : 0;
+    for (size_t m = 0; m < r->n_messages; m++) {
+        const vlr_message *msg = &r->messages[m];
+        n_items += msg->n_items;
+        chars += msg->role ? strlen(msg->role) + 1 : 0;
+        for (size_t i = 0; i < msg->n_items; i++) {
+            const vlr_content_item *it = &msg->items[i];
+            chars += (it->text ? it->text_len + 1 : 0) + (it->image ? strlen(it->image) + 1 : 0) +
+                     (it->image_bytes ? it->image_len : 0) +
+                     (it->pixels ? (it->stride ? it->stride : 3 * (size_t)it->width) * (size_t)it->height : 0);
         }
     }
-    free(reqs);
-    free(results);
-    free(tokens);
+    size_t head = sizeof(vlr_request) + r->n_messages * sizeof(vlr_message) + n_items * sizeof(vlr_content_item);
+    char *block = malloc(head + chars);
+    if (!block) return NULL;
+    vlr_request *copy = (vlr_request *)block;
+    vlr_message *msgs = (vlr_message *)(copy + 1);
+    vlr_content_item *items = (vlr_content_item *)(msgs + r->n_messages);
+    char *at = block + head;
+#define COPY_BYTES(dst, src, n) do { memcpy(at, (src), (n)); (dst) = (void *)at; at += (n); } while (0)
+    *copy = (vlr_request){msgs, r->n_messages, NULL};
+    if (r->base_dir) COPY_BYTES(copy->base_dir, r->base_dir, strlen(r->base_dir) + 1);
+    for (size_t m = 0; m < r->n_messages; m++) {
+        const vlr_message *msg = &r->messages[m];
+        msgs[m] = (vlr_message){NULL, items, msg->n_items};
+        if (msg->role) COPY_BYTES(msgs[m].role, msg->role, strlen(msg->role) + 1);
+        for (size_t i = 0; i < msg->n_items; i++, items++) {
+            const vlr_content_item *it = &msg->items[i];
+            *items = *it;
+            if (it->text) {
+                COPY_BYTES(items->text, it->text, it->text_len);
+                *at++ = '\0';
+            }
+            if (it->image) COPY_BYTES(items->image, it->image, strlen(it->image) + 1);
+            if (it->image_bytes) COPY_BYTES(items->image_bytes, it->image_bytes, it->image_len);
+            if (it->pixels)
+                COPY_BYTES(items->pixels, it->pixels, (it->stride ? it->stride : 3 * (size_t)it->width) * (size_t)it->height);
+        }
+    }
+#undef COPY_BYTES
+    return copy;
 }
 
 static void unlink_job(serve_pool *p, serve_job *job) {
@@ -188,6 +225,9 @@ static void *worker_main(void *arg) {
     serve_worker *w = arg;
     serve_pool *p = w->pool;
     serve_job *jobs[COALESCE_MAX];
+    vlr_request reqs[COALESCE_MAX], *copies[COALESCE_MAX];
+    uint64_t tokens[COALESCE_MAX];
+    vlr_batch_result *results = malloc(COALESCE_MAX * sizeof *results); /* 1 KiB each */
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stop) pthread_cond_wait(&p->work, &p->lock);
@@ -198,16 +238,24 @@ static void *worker_main(void *arg) {
         jobs[m++] = p->head;
         uint64_t prompt = p->head->prompt;
         unlink_job(p, p->head);
-        for (serve_job *o = p->head, *next; prompt && o && m < COALESCE_MAX; o = next) {
+        copies[0] = prompt && results ? request_copy(jobs[0]->req) : NULL;
+        for (serve_job *o = p->head, *next; copies[0] && o && m < COALESCE_MAX; o = next) {
             next = o->next;
             if (o->prompt != prompt) continue;
+            if (!(copies[m] = request_copy(o->req))) break; /* out of memory: it stays queued */
             unlink_job(p, o);
             jobs[m++] = o;
+        }
+        if (m == 1) {
+            free(copies[0]);
+            copies[0] = NULL;
         }
         serve_batch batch = {.live = m};
         for (size_t i = 0; i < m; i++) {
             jobs[i]->state = JOB_RUNNING;
             jobs[i]->batch = m > 1 ? &batch : NULL;
+            jobs[i]->batch_index = i;
+            if (m > 1) reqs[i] = *copies[i];
         }
         p->n_queued -= m;
         p->n_busy++;
@@ -216,18 +264,26 @@ static void *worker_main(void *arg) {
         /* a body's thread may set the cancel flag from now on: the library checks it between images,
          * layers and prefill chunks */
         vlr_session_set_cancel_flag(w->session, m > 1 ? &batch.cancel : &jobs[0]->cancel);
-        if (m > 1) run_batch(w->session, jobs, m);
+        if (m > 1) run_batch(w->session, reqs, m, results, tokens);
         else run_job(w->session, jobs[0]);
         vlr_session_set_cancel_flag(w->session, NULL);
         pthread_mutex_lock(&p->lock);
         p->n_busy--;
         for (size_t i = 0; i < m; i++) {
+            if (m > 1) {
+                if (batch.left[i]) continue; /* answered already, perhaps freed */
+                jobs[i]->batch = NULL;
+                jobs[i]->tokens = tokens[i];
+                if (results[i].status == VLR_OK) jobs[i]->score = results[i].score;
+                else vlr_fail(&jobs[i]->err, results[i].status, "%s", results[i].message);
+            }
             jobs[i]->state = JOB_DONE;
-            jobs[i]->batch = NULL;
             if (--jobs[i]->group->pending == 0) pthread_cond_signal(&jobs[i]->group->done);
         }
+        for (size_t i = 0; i < m && m > 1; i++) free(copies[i]);
     }
     pthread_mutex_unlock(&p->lock);
+    free(results);
     return NULL;
 }
 
@@ -424,10 +480,17 @@ static void cancel_jobs(serve_pool *p, serve_job *jobs, size_t n) {
     for (size_t i = 0; i < n; i++) {
         serve_job *job = &jobs[i];
         if (!job->queued) continue;
-        if (job->state == JOB_RUNNING) {
+        if (job->state == JOB_RUNNING && job->batch) {
+            /* it leaves its batch now (the others go on; the work stops when none is left) */
+            serve_batch *b = job->batch;
+            b->left[job->batch_index] = true;
+            if (--b->live == 0) b->cancel = 1;
+            job->batch = NULL;
+            job->state = JOB_DONE;
+            vlr_fail(&job->err, VLR_ERR_INTERRUPTED, "interrupted");
+            job->group->pending--;
+        } else if (job->state == JOB_RUNNING) {
             job->cancel = 1;
-            /* in a batch, the work stops when nobody in it wants a reply any more */
-            if (job->batch && --job->batch->live == 0) job->batch->cancel = 1;
         } else if (job->state == JOB_WAITING) {
             unlink_job(p, job);
             job->state = JOB_DONE;
