@@ -157,13 +157,10 @@ static void result_object(vlr_buf *b, const char *id, const serve_job *job) {
     else cli_result_line(b, id, strlen(id), &job->score, 1, false);
 }
 
-/* Runs reqs[0..m) (single requests whose prompt_key is equal) as one vlr_score_batch into results
- * and tokens: each result is that of the request alone, bit for bit (the library's contract), the
- * batch only saves the prompt's repeats. A key collision costs nothing but the batching: the library
- * compares the requests themselves. */
-static void run_batch(vlr_session *s, const vlr_request *reqs, size_t m, vlr_batch_result *results,
-                      uint64_t *tokens) {
-    vlr_score_requests(s, reqs, m, results, tokens);
+/* The bytes of an item's pixel rows: the last row ends after its 3 * width bytes, not at a stride. */
+static size_t pixel_bytes(const vlr_content_item *it) {
+    size_t row = 3 * (size_t)it->width, stride = it->stride ? it->stride : row;
+    return it->pixels && it->height > 0 ? (size_t)(it->height - 1) * stride + row : 0;
 }
 
 /* A deep copy of a request (its turns, items, texts, image sources and bytes) in one allocation:
@@ -178,8 +175,7 @@ static vlr_request *request_copy(const vlr_request *r) {
         for (size_t i = 0; i < msg->n_items; i++) {
             const vlr_content_item *it = &msg->items[i];
             chars += (it->text ? it->text_len + 1 : 0) + (it->image ? strlen(it->image) + 1 : 0) +
-                     (it->image_bytes ? it->image_len : 0) +
-                     (it->pixels ? (it->stride ? it->stride : 3 * (size_t)it->width) * (size_t)it->height : 0);
+                     (it->image_bytes ? it->image_len : 0) + pixel_bytes(it);
         }
     }
     size_t head = sizeof(vlr_request) + r->n_messages * sizeof(vlr_message) + n_items * sizeof(vlr_content_item);
@@ -205,8 +201,7 @@ static vlr_request *request_copy(const vlr_request *r) {
             }
             if (it->image) COPY_BYTES(items->image, it->image, strlen(it->image) + 1);
             if (it->image_bytes) COPY_BYTES(items->image_bytes, it->image_bytes, it->image_len);
-            if (it->pixels)
-                COPY_BYTES(items->pixels, it->pixels, (it->stride ? it->stride : 3 * (size_t)it->width) * (size_t)it->height);
+            if (it->pixels) COPY_BYTES(items->pixels, it->pixels, pixel_bytes(it));
         }
     }
 #undef COPY_BYTES
@@ -264,7 +259,10 @@ static void *worker_main(void *arg) {
         /* a body's thread may set the cancel flag from now on: the library checks it between images,
          * layers and prefill chunks */
         vlr_session_set_cancel_flag(w->session, m > 1 ? &batch.cancel : &jobs[0]->cancel);
-        if (m > 1) run_batch(w->session, reqs, m, results, tokens);
+        /* each result that of the request alone, bit for bit (the library's contract): the batch
+         * only saves the prompt's repeats, and a key collision only the batching (the library
+         * compares the requests themselves) */
+        if (m > 1) vlr_score_requests(w->session, reqs, m, results, tokens);
         else run_job(w->session, jobs[0]);
         vlr_session_set_cancel_flag(w->session, NULL);
         pthread_mutex_lock(&p->lock);
