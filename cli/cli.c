@@ -137,6 +137,14 @@ void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg) {
     vlr_jw_end(&w);
 }
 
+void cli_error_object(vlr_buf *out, const char *msg) {
+    vlr_jw w;
+    vlr_jw_init(&w, out, 0);
+    vlr_jw_object(&w);
+    vlr_jw_key_str(&w, "error", msg);
+    vlr_jw_end(&w);
+}
+
 void cli_result_line(vlr_buf *out, const char *id_json, size_t id_len, const double *scores, size_t n, bool group) {
     vlr_jw w;
     vlr_jw_init(&w, out, 0);

@@ -57,6 +57,8 @@ void cli_info_json(const vlr_model *m, const char *version, vlr_buf *b);
 
 /* Appends {"id": ID, "error": MSG}. */
 void cli_error_line(vlr_buf *out, const vlr_buf *id_json, const char *msg);
+/* Appends {"error": MSG}: the body of every error answer of the server. */
+void cli_error_object(vlr_buf *out, const char *msg);
 /* Appends {"id": ID, "score": S}, or for a group {"id": ID, "scores": [S1, ...], "best": i} (i: the first
  * highest score). id_json is JSON text (id_len bytes). */
 void cli_result_line(vlr_buf *out, const char *id_json, size_t id_len, const double *scores, size_t n, bool group);

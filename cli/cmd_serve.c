@@ -184,11 +184,7 @@ static void respond_error(http_response *resp, int status, const char *allow, co
     va_start(ap, fmt);
     vlr_vsnprintf_utf8(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    vlr_jw w;
-    vlr_jw_init(&w, &resp->body, 0);
-    vlr_jw_object(&w);
-    vlr_jw_key_str(&w, "error", msg);
-    vlr_jw_end(&w);
+    cli_error_object(&resp->body, msg);
     resp->status = status;
     resp->allow = allow;
 }

@@ -5,6 +5,8 @@
  * connection's socket. */
 #include "http_server.h"
 
+#include "cli.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -284,11 +286,7 @@ static read_outcome read_body(http_conn *c, const http_head *h, size_t head_len,
 /* Answers a refused request {"error": msg} and reports it; the connection closes after. */
 static void refuse(http_conn *c, http_request *req, const http_error *err) {
     http_response resp = {.status = err->status, .close = true};
-    vlr_jw w;
-    vlr_jw_init(&w, &resp.body, 0);
-    vlr_jw_object(&w);
-    vlr_jw_key_str(&w, "error", err->msg);
-    vlr_jw_end(&w);
+    cli_error_object(&resp.body, err->msg);
     bool head_only = req->head && strcmp(req->head->method, "HEAD") == 0;
     if (c->srv->o.refused) c->srv->o.refused(c->srv->o.ctx, req, resp.status, err->msg);
     send_response(c, &resp, head_only, true);

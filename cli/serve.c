@@ -48,7 +48,7 @@ typedef struct serve_job {
     size_t n_fetched;
     size_t n_images;
     serve_group *group;
-    uint64_t prompt;      /* prompt_key(req) of a single request; 0: never runs in a batch */
+    uint64_t prompt;      /* vlr_request_prompt_digest(req) of a single request; 0: never runs in a batch */
     serve_batch *batch;   /* while it runs in a batch with others (guarded by the pool lock) */
     size_t batch_index;   /* its place in the batch */
     struct serve_job *prev, *next; /* the queue: a cancelled body unlinks its waiting jobs */
@@ -112,43 +112,6 @@ static void run_job(vlr_session *s, serve_job *job) {
     }
     for (size_t i = 0; job->scores && i < n; i++)
         if (i == 0 || job->scores[i] > job->score) job->score = job->scores[i];
-}
-
-/* FNV-1a, 64 bits: a digest to find candidates, never to decide (the library compares requests). */
-static uint64_t fnv(uint64_t h, const void *data, size_t n) {
-    const unsigned char *b = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s) { return s ? fnv(h, s, strlen(s) + 1) : fnv(h, "", 1); }
-
-/* A digest of what a request's answer follows: every turn but the last, the last's role. Requests
- * with equal keys are candidates for one vlr_score_batch. 0 when the request does not end with an
- * answer the library batches (an assistant turn of text only). */
-static uint64_t prompt_key(const vlr_request *r) {
-    if (r->n_messages < 2) return 0;
-    const vlr_message *last = &r->messages[r->n_messages - 1];
-    if (!last->role || strcmp(last->role, "assistant") != 0) return 0;
-    for (size_t i = 0; i < last->n_items; i++)
-        if (last->items[i].kind != VLR_ITEM_TEXT) return 0;
-    uint64_t h = fnv_str(0xcbf29ce484222325ull, r->base_dir);
-    for (size_t m = 0; m + 1 < r->n_messages; m++) {
-        const vlr_message *msg = &r->messages[m];
-        h = fnv_str(h, msg->role);
-        h = fnv(h, &msg->n_items, sizeof msg->n_items);
-        for (size_t i = 0; i < msg->n_items; i++) {
-            const vlr_content_item *it = &msg->items[i];
-            int64_t sizes[4] = {it->min_pixels, it->max_pixels, it->resized_height, it->resized_width};
-            h = fnv(h, &it->kind, sizeof it->kind);
-            h = fnv(h, &it->text_len, sizeof it->text_len);
-            if (it->text) h = fnv(h, it->text, it->text_len);
-            h = fnv_str(h, it->image);
-            h = fnv(h, sizes, sizeof sizes);
-            if (it->image_bytes) h = fnv(h, it->image_bytes, it->image_len);
-        }
-    }
-    return h ? h : 1;
 }
 
 /* {"id", "score"} or, for a group, {"id", "scores": [...], "best": i}. */
@@ -447,11 +410,7 @@ void serve_reply_error(serve_reply *out, int status, const char *fmt, ...) {
     va_end(ap);
     out->status = status;
     out->body.len = 0;
-    vlr_jw w;
-    vlr_jw_init(&w, &out->body, 0);
-    vlr_jw_object(&w);
-    vlr_jw_key_str(&w, "error", msg);
-    vlr_jw_end(&w);
+    cli_error_object(&out->body, msg);
 }
 
 void serve_reply_check_oom(serve_reply *out) {
@@ -752,7 +711,7 @@ void serve_score_body(serve_pool *p, const char *body, size_t len, const serve_w
         job->req = &parsed[i].req;
         job->parsed = &parsed[i];
         job->queued = rc == VLR_OK;
-        job->prompt = rc == VLR_OK && !job->scores ? prompt_key(job->req) : 0;
+        job->prompt = rc == VLR_OK && !job->scores ? vlr_request_prompt_digest(job->req) : 0;
         if (rc == VLR_OK && (pixels += cost.pixels) > p->max_batch_pixels) {
             serve_reply_error(out, 413, "the images of %s take more than %llu decoded and resized pixels (--max-batch-pixels)%s",
                         out->batch ? "this batch" : "this request", (unsigned long long)p->max_batch_pixels,

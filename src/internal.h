@@ -96,6 +96,12 @@ vlr_status vlr_score_answers(vlr_session *s, vlr_parsed_request *r, double *scor
 vlr_status vlr_score_requests(vlr_session *s, const vlr_request *reqs, size_t n, vlr_batch_result *results,
                               uint64_t *tokens);
 
+/* A digest of what a request's last turn follows (every earlier turn and base_dir, as vlr_score_batch
+ * compares them to find runs): equal for requests that can run as one batch, so a server can pick
+ * candidates from its queue without comparing requests; 0 for a request whose last turn cannot be a
+ * batched answer (an image in it, or no earlier turn). Candidates only: the batch compares exactly. */
+uint64_t vlr_request_prompt_digest(const vlr_request *r);
+
 /* Records per-stage summaries of the following vlr_score calls into trace (NULL stops). */
 void vlr_session_set_trace(vlr_session *s, vlr_trace *trace);
 

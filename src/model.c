@@ -934,6 +934,36 @@ static bool same_prompt(const vlr_request *a, const vlr_request *b) {
     return true;
 }
 
+/* FNV-1a, 64 bits, over what same_prompt compares: a digest to find candidates, never to decide. */
+static uint64_t fnv(uint64_t h, const void *data, size_t n) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s) { return s ? fnv(h, s, strlen(s) + 1) : fnv(h, "", 1); }
+
+uint64_t vlr_request_prompt_digest(const vlr_request *r) {
+    if (r->n_messages < 2 || answer_has_image(&r->messages[r->n_messages - 1])) return 0;
+    uint64_t h = fnv_str(0xcbf29ce484222325ull, r->base_dir);
+    for (size_t m = 0; m + 1 < r->n_messages; m++) {
+        const vlr_message *msg = &r->messages[m];
+        h = fnv_str(h, msg->role);
+        h = fnv(h, &msg->n_items, sizeof msg->n_items);
+        for (size_t i = 0; i < msg->n_items; i++) {
+            const vlr_content_item *it = &msg->items[i];
+            const int64_t sizes[4] = {it->min_pixels, it->max_pixels, it->resized_height, it->resized_width};
+            h = fnv(h, &it->kind, sizeof it->kind);
+            h = fnv(h, sizes, sizeof sizes);
+            if (it->kind == VLR_ITEM_TEXT) h = fnv(h, it->text, it->text_len);
+            else if (it->kind == VLR_ITEM_IMAGE) h = fnv_str(h, it->image);
+            else if (it->kind == VLR_ITEM_IMAGE_BYTES) h = fnv(h, it->image_bytes, it->image_len);
+            else h = fnv(h, &it->width, sizeof it->width); /* pixels: their size only (same_prompt compares them) */
+        }
+    }
+    return h ? h : 1;
+}
+
 /* The end of the run of requests that starts at i: i + 1 when reqs[i] runs alone. */
 static size_t run_end(const vlr_session *s, const vlr_request *reqs, size_t i, size_t n) {
     if (s->trace || !batchable(&reqs[i])) return i + 1;
